@@ -1,0 +1,95 @@
+//! Building and running the auth service: connecting the backends the configuration names,
+//! and serving HTTP until shutdown.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use platform::{
+    bus::{EventBus, MemoryBus, RedisBus},
+    clock::{Clock, SystemClock},
+    counters::{Counters, MemoryCounters, RedisCounters},
+};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+
+use crate::{
+    config::{AuthConfig, Backend},
+    error::Error,
+    service::{AuthService, Deps},
+    store::{PostgresStore, SqliteStore, Store},
+};
+
+/// File name of the embedded database under `DATA_DIR`.
+pub const SQLITE_FILE: &str = "portcullis.db";
+
+/// The shared dependencies a process runs on; in the all-in-one binary every service uses
+/// the same bus, so embedded events reach every service.
+#[derive(Clone)]
+pub struct Backends {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn EventBus>,
+    pub counters: Arc<dyn Counters>,
+}
+
+impl Backends {
+    /// Connects what the configuration names: SQLite + in-process bus and counters, or
+    /// PostgreSQL + Redis. Migrations are applied here.
+    pub async fn connect(config: &AuthConfig) -> Result<Self, Error> {
+        match &config.backend {
+            Backend::Embedded { data_dir } => {
+                std::fs::create_dir_all(data_dir).map_err(|e| {
+                    Error::Unavailable(format!("cannot create {}: {e}", data_dir.display()))
+                })?;
+                let store = SqliteStore::open(&data_dir.join(SQLITE_FILE)).await?;
+                Ok(Self {
+                    store: Arc::new(store),
+                    bus: Arc::new(MemoryBus::default()),
+                    counters: Arc::new(MemoryCounters::default()),
+                })
+            }
+            Backend::Shared {
+                database_url,
+                redis_url,
+            } => {
+                let store = PostgresStore::connect(database_url.expose_secret(), 20).await?;
+                let pool = platform::redis::connect(redis_url.expose_secret()).await?;
+                let bus = RedisBus::new(redis_url.expose_secret(), pool.clone())?;
+                let counters = RedisCounters::new(pool, format!("{}rl:", config.redis_key_prefix));
+                Ok(Self {
+                    store: Arc::new(store),
+                    bus: Arc::new(bus),
+                    counters: Arc::new(counters),
+                })
+            }
+        }
+    }
+
+    pub fn deps(&self, clock: Arc<dyn Clock>) -> Deps {
+        Deps {
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+            counters: self.counters.clone(),
+            clock,
+        }
+    }
+}
+
+/// Builds the service on freshly connected backends with the system clock.
+pub async fn build(config: AuthConfig) -> Result<AuthService, Error> {
+    let backends = Backends::connect(&config).await?;
+    AuthService::new(config, backends.deps(Arc::new(SystemClock)))
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn run(
+    service: AuthService,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = crate::http::router(service);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

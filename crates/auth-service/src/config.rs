@@ -1,0 +1,360 @@
+//! The auth service's typed configuration, read once from the environment (SPEC §8) and
+//! validated at start-up; a bad value stops the process naming the variable.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use platform::{
+    env::{ConfigError, Env, EnvExt},
+    net::TrustedProxies,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Shortest accepted signing secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+const SECRET_FILE: &str = "jwt_secret";
+
+/// How the service is deployed, which decides defaults and what is mandatory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Inside the all-in-one binary: SQLite and the in-process bus unless `DATABASE_URL` and
+    /// `REDIS_URL` are set; dev secrets generated under `DATA_DIR`; listens on loopback.
+    Embedded,
+    /// The `auth-service` binary alone: PostgreSQL, Redis and `JWT_SECRET` are required.
+    Distributed,
+}
+
+/// Where state lives.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Embedded {
+        data_dir: PathBuf,
+    },
+    Shared {
+        database_url: SecretString,
+        redis_url: SecretString,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub secret: SecretString,
+    pub previous_secrets: Vec<SecretString>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub mode: Mode,
+    pub host: IpAddr,
+    pub port: u16,
+    pub backend: Backend,
+    pub jwt: JwtConfig,
+    pub session_idle_timeout: Duration,
+    pub session_lifetime: Duration,
+    pub max_sessions_per_user: u32,
+    pub refresh_reuse_grace: Duration,
+    pub password_min_length: usize,
+    pub password_hash_concurrency: usize,
+    pub trusted_proxies: TrustedProxies,
+    pub cleanup_interval: Duration,
+    pub body_limit: usize,
+    pub log_json: bool,
+    /// Prefix of every Redis key this service writes (rate-limit counters).
+    pub redis_key_prefix: String,
+}
+
+fn default_hash_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
+fn checked_secret(variable: &str, secret: SecretString) -> Result<SecretString, ConfigError> {
+    if secret.expose_secret().len() < MIN_SECRET_BYTES {
+        return Err(ConfigError::new(
+            variable,
+            format!(
+                "must be at least {MIN_SECRET_BYTES} bytes (generate one with `openssl rand -base64 48`)"
+            ),
+        ));
+    }
+    Ok(secret)
+}
+
+/// Reads the embedded-mode secret from `DATA_DIR`, creating it (mode 0600) the first time.
+pub fn load_or_create_secret(data_dir: &Path) -> Result<SecretString, ConfigError> {
+    let path = data_dir.join(SECRET_FILE);
+    let fail = |e: std::io::Error| ConfigError::new("DATA_DIR", format!("{}: {e}", path.display()));
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return checked_secret("DATA_DIR", SecretString::from(existing.trim().to_owned()));
+    }
+    std::fs::create_dir_all(data_dir).map_err(fail)?;
+    let secret = crate::domain::credential::random_base62(64);
+    #[cfg(unix)]
+    {
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(fail)?;
+        file.write_all(secret.as_bytes()).map_err(fail)?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(&path, &secret).map_err(fail)?;
+    Ok(SecretString::from(secret))
+}
+
+impl AuthConfig {
+    pub fn from_env(env: &dyn Env, mode: Mode) -> Result<Self, ConfigError> {
+        let (port_var, default_host) = match mode {
+            Mode::Embedded => ("AUTH_PORT", "127.0.0.1"),
+            Mode::Distributed => ("PORT", "0.0.0.0"),
+        };
+        let data_dir = PathBuf::from(env.string_or("DATA_DIR", "./data"));
+        let backend = match (env.secret("DATABASE_URL"), env.secret("REDIS_URL"), mode) {
+            (Some(database_url), Some(redis_url), _) => Backend::Shared {
+                database_url,
+                redis_url,
+            },
+            (None, _, Mode::Distributed) => {
+                return Err(ConfigError::new(
+                    "DATABASE_URL",
+                    "is required when the auth service runs alone",
+                ));
+            }
+            (_, None, Mode::Distributed) => {
+                return Err(ConfigError::new(
+                    "REDIS_URL",
+                    "is required when the auth service runs alone: its events must reach the other services",
+                ));
+            }
+            (Some(_), None, Mode::Embedded) => {
+                return Err(ConfigError::new(
+                    "REDIS_URL",
+                    "must be set together with DATABASE_URL",
+                ));
+            }
+            (None, Some(_), Mode::Embedded) => {
+                return Err(ConfigError::new(
+                    "DATABASE_URL",
+                    "must be set together with REDIS_URL",
+                ));
+            }
+            (None, None, Mode::Embedded) => Backend::Embedded {
+                data_dir: data_dir.clone(),
+            },
+        };
+        let secret = match (env.secret("JWT_SECRET"), mode) {
+            (Some(secret), _) => checked_secret("JWT_SECRET", secret)?,
+            (None, Mode::Distributed) => {
+                return Err(ConfigError::new(
+                    "JWT_SECRET",
+                    "is required when the auth service runs alone",
+                ));
+            }
+            (None, Mode::Embedded) => load_or_create_secret(&data_dir)?,
+        };
+        let previous_secrets = env
+            .string("JWT_PREVIOUS_SECRETS")
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        checked_secret("JWT_PREVIOUS_SECRETS", SecretString::from(s.to_owned()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let access_ttl = env.duration_or("JWT_EXPIRES_IN", Duration::from_secs(15 * 60))?;
+        let refresh_ttl =
+            env.duration_or("JWT_REFRESH_EXPIRES_IN", Duration::from_secs(7 * 86_400))?;
+        for (var, ttl) in [
+            ("JWT_EXPIRES_IN", access_ttl),
+            ("JWT_REFRESH_EXPIRES_IN", refresh_ttl),
+        ] {
+            if ttl < Duration::from_secs(1) {
+                return Err(ConfigError::new(var, "must be at least 1s"));
+            }
+        }
+        let timeout_minutes: u64 = env.parsed_or("SESSION_TIMEOUT_MINUTES", 30)?;
+        let lifetime_hours: u64 = env.parsed_or("SESSION_LIFETIME_HOURS", 168)?;
+        if timeout_minutes == 0 {
+            return Err(ConfigError::new(
+                "SESSION_TIMEOUT_MINUTES",
+                "must be at least 1",
+            ));
+        }
+        if lifetime_hours == 0 {
+            return Err(ConfigError::new(
+                "SESSION_LIFETIME_HOURS",
+                "must be at least 1",
+            ));
+        }
+        let max_sessions_per_user: u32 = env.parsed_or("MAX_SESSIONS_PER_USER", 5)?;
+        if max_sessions_per_user == 0 {
+            return Err(ConfigError::new(
+                "MAX_SESSIONS_PER_USER",
+                "must be at least 1",
+            ));
+        }
+        let password_min_length: usize = env.parsed_or("PASSWORD_MIN_LENGTH", 8)?;
+        if !(8..=crate::domain::password::MAX_PASSWORD_CHARS).contains(&password_min_length) {
+            return Err(ConfigError::new(
+                "PASSWORD_MIN_LENGTH",
+                "must be between 8 and 256",
+            ));
+        }
+        let password_hash_concurrency: usize =
+            env.parsed_or("PASSWORD_HASH_CONCURRENCY", default_hash_concurrency())?;
+        if password_hash_concurrency == 0 {
+            return Err(ConfigError::new(
+                "PASSWORD_HASH_CONCURRENCY",
+                "must be at least 1",
+            ));
+        }
+        let log_json = match env.string("LOG_FORMAT").as_deref() {
+            None => mode == Mode::Distributed,
+            Some("json") => true,
+            Some("text" | "pretty") => false,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "LOG_FORMAT",
+                    format!("`{other}` is not json or text"),
+                ));
+            }
+        };
+        Ok(Self {
+            mode,
+            host: env.parsed_or(
+                "HOST",
+                default_host
+                    .parse()
+                    .map_err(|e| ConfigError::new("HOST", e))?,
+            )?,
+            port: env.parsed_or(port_var, 4001)?,
+            backend,
+            jwt: JwtConfig {
+                secret,
+                previous_secrets,
+                issuer: env.string_or("JWT_ISSUER", "portcullis"),
+                audience: env.string_or("JWT_AUDIENCE", "portcullis"),
+                access_ttl,
+                refresh_ttl,
+            },
+            session_idle_timeout: Duration::from_secs(timeout_minutes.saturating_mul(60)),
+            session_lifetime: Duration::from_secs(lifetime_hours.saturating_mul(3600)),
+            max_sessions_per_user,
+            refresh_reuse_grace: Duration::from_secs(
+                env.parsed_or("REFRESH_REUSE_GRACE_SECONDS", 10)?,
+            ),
+            password_min_length,
+            password_hash_concurrency,
+            trusted_proxies: TrustedProxies::parse(
+                "TRUSTED_PROXIES",
+                env.string("TRUSTED_PROXIES").as_deref(),
+            )?,
+            cleanup_interval: env.duration_or("CLEANUP_INTERVAL", Duration::from_secs(3600))?,
+            body_limit: 1024 * 1024,
+            log_json,
+            redis_key_prefix: env.string_or("REDIS_KEY_PREFIX", "portcullis:"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use platform::env::MapEnv;
+
+    use super::*;
+
+    const GOOD: &str = "0123456789abcdef0123456789abcdef";
+
+    fn distributed(pairs: &[(&str, &str)]) -> Result<AuthConfig, ConfigError> {
+        let mut env = MapEnv::new([
+            ("DATABASE_URL", "postgres://x"),
+            ("REDIS_URL", "redis://x"),
+            ("JWT_SECRET", GOOD),
+        ]);
+        for (k, v) in pairs {
+            env.set(*k, *v);
+        }
+        AuthConfig::from_env(&env, Mode::Distributed)
+    }
+
+    #[test]
+    fn distributed_mode_requires_a_strong_secret() {
+        assert_eq!(
+            distributed(&[("JWT_SECRET", "")]).unwrap_err().variable,
+            "JWT_SECRET"
+        );
+        assert_eq!(
+            distributed(&[("JWT_SECRET", "too-short")])
+                .unwrap_err()
+                .variable,
+            "JWT_SECRET"
+        );
+        assert!(distributed(&[]).is_ok());
+    }
+
+    #[test]
+    fn distributed_mode_requires_redis_and_postgres() {
+        let env = MapEnv::new([("DATABASE_URL", "postgres://x"), ("JWT_SECRET", GOOD)]);
+        assert_eq!(
+            AuthConfig::from_env(&env, Mode::Distributed)
+                .unwrap_err()
+                .variable,
+            "REDIS_URL"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("JWT_EXPIRES_IN", "15"),
+            ("SESSION_TIMEOUT_MINUTES", "soon"),
+            ("MAX_SESSIONS_PER_USER", "0"),
+            ("TRUSTED_PROXIES", "nope"),
+            ("PASSWORD_MIN_LENGTH", "4"),
+            ("JWT_PREVIOUS_SECRETS", "short"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            assert_eq!(distributed(&[(var, value)]).unwrap_err().variable, var);
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = distributed(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.jwt.access_ttl, Duration::from_secs(900));
+        assert_eq!(c.jwt.refresh_ttl, Duration::from_secs(604_800));
+        assert_eq!(c.session_idle_timeout, Duration::from_secs(1800));
+        assert_eq!(c.session_lifetime, Duration::from_secs(168 * 3600));
+        assert_eq!(c.max_sessions_per_user, 5);
+        assert_eq!(c.refresh_reuse_grace, Duration::from_secs(10));
+        assert_eq!(c.port, 4001);
+        assert_eq!(c.jwt.issuer, "portcullis");
+    }
+
+    #[test]
+    fn embedded_mode_generates_and_keeps_a_secret() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let env = MapEnv::new([("DATA_DIR", dir.path().to_string_lossy().to_string())]);
+        let first = AuthConfig::from_env(&env, Mode::Embedded).unwrap_or_else(|e| panic!("{e}"));
+        let second = AuthConfig::from_env(&env, Mode::Embedded).unwrap_or_else(|e| panic!("{e}"));
+        assert!(first.jwt.secret.expose_secret().len() >= MIN_SECRET_BYTES);
+        assert_eq!(
+            first.jwt.secret.expose_secret(),
+            second.jwt.secret.expose_secret()
+        );
+        assert_eq!(first.host.to_string(), "127.0.0.1");
+    }
+}

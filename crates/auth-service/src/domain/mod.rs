@@ -1,0 +1,10 @@
+//! Domain types that validate by parsing: handlers and the service layer never see raw
+//! emails, passwords or tokens.
+
+pub mod credential;
+pub mod device;
+pub mod email;
+pub mod jwt;
+pub mod name;
+pub mod password;
+pub mod role;

@@ -1,0 +1,214 @@
+//! Passwords (NIST SP 800-63B): NFKC-normalised, counted in Unicode scalar values, between
+//! `PASSWORD_MIN_LENGTH` and 256, never truncated, no composition rules, refused when zxcvbn
+//! scores them below 2. Argon2id (m=19 MiB, t=2, p=1) runs on the blocking pool behind a
+//! semaphore, so a login storm queues here instead of starving token validation.
+
+use std::{sync::Arc, time::Instant};
+
+use argon2::{
+    Algorithm, Argon2, Params, Version,
+    password_hash::{PasswordHasher as _, PasswordVerifier as _, phc::PasswordHash},
+};
+use tokio::sync::Semaphore;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::error::Error;
+
+pub const MAX_PASSWORD_CHARS: usize = 256;
+/// Bodies are capped well above this, but no password field is even looked at past it.
+const MIN_ZXCVBN_SCORE: u8 = 2;
+
+/// A password that passed the length rules; strength is checked with [`Hasher::hash_new`].
+pub struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+impl Password {
+    /// Normalises and checks length; used for new passwords.
+    pub fn parse_new(field: &str, raw: &str, min_chars: usize) -> Result<Self, Error> {
+        let normalised: String = raw.nfkc().collect();
+        let chars = normalised.chars().count();
+        if chars < min_chars {
+            return Err(Error::validation(
+                field,
+                format!("must be at least {min_chars} characters"),
+            ));
+        }
+        if chars > MAX_PASSWORD_CHARS {
+            return Err(Error::validation(
+                field,
+                format!("must be at most {MAX_PASSWORD_CHARS} characters"),
+            ));
+        }
+        Ok(Self(normalised))
+    }
+
+    /// Normalises a presented password for verification; never rejects (an over-long one
+    /// simply cannot match), so login answers the same way for every wrong password.
+    pub fn presented(raw: &str) -> Self {
+        Self(raw.nfkc().collect())
+    }
+}
+
+/// How long a hash took, reported to metrics.
+pub type HashTimer = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Hasher {
+    argon: Argon2<'static>,
+    permits: Arc<Semaphore>,
+    /// Verified against when the account does not exist, so unknown emails cost the same.
+    dummy_hash: Arc<str>,
+    on_hash: HashTimer,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher")
+            .field("available_permits", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+fn argon() -> Result<Argon2<'static>, Error> {
+    let params = Params::new(19 * 1024, 2, 1, None).map_err(Error::internal)?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+impl Hasher {
+    pub fn new(concurrency: usize, on_hash: HashTimer) -> Result<Self, Error> {
+        let argon = argon()?;
+        let dummy_hash = argon
+            .hash_password(b"portcullis-timing-equaliser")
+            .map_err(Error::internal)?
+            .to_string();
+        Ok(Self {
+            argon,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            dummy_hash: dummy_hash.into(),
+            on_hash,
+        })
+    }
+
+    async fn blocking<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Argon2<'static>) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        let _permit = self.permits.acquire().await.map_err(Error::internal)?;
+        let argon = self.argon.clone();
+        let on_hash = self.on_hash.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let out = work(&argon);
+            on_hash(started.elapsed());
+            out
+        })
+        .await
+        .map_err(Error::internal)
+    }
+
+    /// Checks strength (zxcvbn, with the user's own name and email as known words) and hashes.
+    pub async fn hash_new(
+        &self,
+        field: &'static str,
+        password: Password,
+        user_inputs: Vec<String>,
+    ) -> Result<String, Error> {
+        self.blocking(move |argon| {
+            let inputs: Vec<&str> = user_inputs.iter().map(String::as_str).collect();
+            let score = u8::from(zxcvbn::zxcvbn(&password.0, &inputs).score());
+            if score < MIN_ZXCVBN_SCORE {
+                return Err(Error::validation(
+                    field,
+                    "is too common or too easy to guess",
+                ));
+            }
+            argon
+                .hash_password(password.0.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(Error::internal)
+        })
+        .await?
+    }
+
+    /// Verifies; with no stored hash, burns the same work and answers false.
+    pub async fn verify(&self, password: Password, stored: Option<String>) -> Result<bool, Error> {
+        let dummy = self.dummy_hash.clone();
+        self.blocking(move |argon| {
+            let (hash, known) = match &stored {
+                Some(h) => (h.as_str(), true),
+                None => (&*dummy, false),
+            };
+            let ok = PasswordHash::new(hash)
+                .map(|parsed| {
+                    argon
+                        .verify_password(password.0.as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .unwrap_or(false);
+            ok && known
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hasher() -> Hasher {
+        Hasher::new(1, Arc::new(|_| {})).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn length_rules_count_scalar_values_after_nfkc() {
+        assert!(Password::parse_new("p", "short", 8).is_err());
+        assert!(Password::parse_new("p", &"é".repeat(256), 8).is_ok());
+        assert!(Password::parse_new("p", &"é".repeat(257), 8).is_err());
+        // U+FB01 (ﬁ) normalises to two characters.
+        assert_eq!(
+            Password::parse_new("p", "ﬁ", 1).map(|p| p.0).ok(),
+            Some("fi".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_common_passwords_are_refused() {
+        let h = hasher();
+        let weak =
+            Password::parse_new("password", "password123", 8).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            h.hash_new("password", weak, vec![]).await,
+            Err(Error::Validation(_))
+        ));
+        let good = "correct horse battery staple 42";
+        let hash = h
+            .hash_new(
+                "password",
+                Password::parse_new("password", good, 8).unwrap_or_else(|e| panic!("{e}")),
+                vec![],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(
+            h.verify(Password::presented(good), Some(hash.clone()))
+                .await
+                .unwrap_or(false)
+        );
+        assert!(
+            !h.verify(Password::presented("wrong password!"), Some(hash))
+                .await
+                .unwrap_or(true)
+        );
+        assert!(
+            !h.verify(Password::presented(good), None)
+                .await
+                .unwrap_or(true)
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! The auth service's one error type. Each variant has a stable wire `code` (SPEC §4); the
+//! HTTP surface maps it to a status and problem+json, later surfaces (gRPC) to their own
+//! status with the same code.
+
+use std::time::Duration;
+
+/// A rejected field of an otherwise well-formed request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    MalformedBody(String),
+    #[error("request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("request body is larger than this route accepts")]
+    BodyTooLarge,
+    #[error("request is invalid")]
+    Validation(Vec<FieldError>),
+    #[error("email or password is incorrect")]
+    InvalidCredentials,
+    #[error("a credential is required")]
+    TokenMissing,
+    #[error("{0}")]
+    TokenInvalid(&'static str),
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("the token has been revoked")]
+    TokenRevoked,
+    #[error("the session has ended")]
+    SessionEnded,
+    #[error("the session was idle for too long")]
+    SessionIdle,
+    #[error("the refresh token is unknown, expired or spent")]
+    RefreshInvalid,
+    #[error("this refresh token was just used by another request")]
+    RefreshConflict,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("too many attempts; try again later")]
+    RateLimited { retry_after: Duration },
+    #[error("a dependency is unavailable")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable snake_case code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedBody(_) => "malformed_body",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BodyTooLarge => "body_too_large",
+            Self::Validation(_) => "validation_failed",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::TokenMissing => "token_missing",
+            Self::TokenInvalid(_) => "token_invalid",
+            Self::TokenExpired => "token_expired",
+            Self::TokenRevoked => "token_revoked",
+            Self::SessionEnded => "session_ended",
+            Self::SessionIdle => "session_idle",
+            Self::RefreshInvalid => "refresh_invalid",
+            Self::RefreshConflict => "refresh_conflict",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::EmailTaken => "email_taken",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        Self::Internal(err.to_string())
+    }
+}
+
+impl From<platform::Unavailable> for Error {
+    fn from(err: platform::Unavailable) -> Self {
+        Self::Unavailable(err.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(err: crate::store::StoreError) -> Self {
+        match err {
+            crate::store::StoreError::Unavailable(m) => Self::Unavailable(m),
+            crate::store::StoreError::Conflict(_) | crate::store::StoreError::Other(_) => {
+                Self::Internal(err.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Events the auth service publishes on the bus (SPEC §4). Every payload is a JSON object
+//! with `event_id`, `occurred_at` and the ids it concerns; `docs/events.md` lists which
+//! operation emits which.
+
+use std::sync::Arc;
+
+use platform::{bus::EventBus, clock::Clock};
+use serde_json::{Map, Value, json};
+use time::format_description::well_known::Rfc3339;
+
+pub const USER_REGISTERED: &str = "auth:user.registered";
+pub const USER_LOGIN: &str = "auth:user.login";
+pub const USER_LOGOUT: &str = "auth:user.logout";
+pub const USER_PASSWORD_CHANGED: &str = "auth:user.password_changed";
+pub const SESSION_CREATED: &str = "auth:session.created";
+pub const SESSION_TERMINATED: &str = "auth:session.terminated";
+pub const SESSION_DELETED: &str = "auth:session.deleted";
+pub const SESSIONS_BULK_TERMINATED: &str = "auth:sessions.bulk_terminated";
+pub const SESSION_ACTIVITY_UPDATED: &str = "auth:session.activity_updated";
+pub const TOKEN_REFRESHED: &str = "auth:token.refreshed";
+
+/// Publishes events; a bus failure is logged and counted, never turned into a failed request,
+/// because the store (the source of truth) has already changed and caches fed by events
+/// expire within a minute on their own.
+#[derive(Clone)]
+pub struct Events {
+    bus: Arc<dyn EventBus>,
+    clock: Arc<dyn Clock>,
+    metrics: crate::metrics::Metrics,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Events")
+    }
+}
+
+impl Events {
+    pub fn new(
+        bus: Arc<dyn EventBus>,
+        clock: Arc<dyn Clock>,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
+        Self {
+            bus,
+            clock,
+            metrics,
+        }
+    }
+
+    /// `fields` must be a JSON object; `event_id` and `occurred_at` are added.
+    pub async fn emit(&self, channel: &'static str, fields: Value) {
+        let mut payload = match fields {
+            Value::Object(map) => map,
+            other => {
+                let mut map = Map::new();
+                map.insert("data".into(), other);
+                map
+            }
+        };
+        payload.insert("event_id".into(), json!(uuid::Uuid::new_v4().to_string()));
+        payload.insert(
+            "occurred_at".into(),
+            json!(self.clock.now().format(&Rfc3339).unwrap_or_default()),
+        );
+        let text = Value::Object(payload).to_string();
+        if let Err(err) = self.bus.publish(channel, &text).await {
+            self.metrics.event_publish_failures.inc();
+            tracing::error!(%channel, error = %err, "event not published");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The HTTP surface: the router with every public route under `/api/v1/auth`, the
+//! operational routes at the root, the OpenAPI document generated from the handlers, and the
+//! middleware stack (request id, tracing, panics, body limit, security headers).
+
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod routes;
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request},
+    http::{HeaderName, HeaderValue, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tower_http::{catch_panic::CatchPanicLayer, set_header::SetResponseHeaderLayer};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{error::Error, service::AuthService};
+
+pub const API_PREFIX: &str = "/api/v1/auth";
+pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Portcullis auth service", description = "Identity, sessions and credentials."),
+    modifiers(&BearerScheme),
+    components(schemas(error::Problem))
+)]
+struct ApiDoc;
+
+fn api_routes() -> OpenApiRouter<AuthService> {
+    OpenApiRouter::new()
+        .routes(routes!(routes::auth::config))
+        .routes(routes!(routes::auth::signup))
+        .routes(routes!(routes::auth::login))
+        .routes(routes!(routes::auth::refresh))
+        .routes(routes!(routes::auth::logout))
+        .routes(routes!(routes::auth::me))
+        .routes(routes!(routes::auth::password))
+        .routes(routes!(routes::sessions::current))
+        .routes(routes!(
+            routes::sessions::list,
+            routes::sessions::end_others
+        ))
+        .routes(routes!(routes::sessions::end_one))
+        .routes(routes!(routes::sessions::activity))
+        .routes(routes!(routes::sessions::audit))
+}
+
+/// The full router with its OpenAPI document.
+pub fn router(service: AuthService) -> Router {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest(API_PREFIX, api_routes())
+        .routes(routes!(routes::system::health))
+        .routes(routes!(routes::system::ready))
+        .routes(routes!(routes::system::metrics))
+        .split_for_parts();
+    let document: Arc<str> = openapi.to_pretty_json().unwrap_or_default().into();
+    let body_limit = service.config().body_limit;
+    router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        document.to_string(),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async { Error::NotFound })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            Error::Internal("a request handler panicked".to_owned()).into_response()
+        }))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(middleware::from_fn_with_state(
+            service.clone(),
+            request_context,
+        ))
+        .with_state(service)
+}
+
+/// A client-supplied id is kept only when it is short and printable.
+fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| text.to_owned())
+}
+
+/// Assigns or keeps `X-Request-Id`, makes it available to error bodies, logs one line per
+/// request (method, path without query, status, latency: never headers or bodies) and counts
+/// it.
+async fn request_context(
+    axum::extract::State(service): axum::extract::State<AuthService>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let id = request
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(acceptable_request_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        request
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER.clone(), value);
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    let mut response = error::REQUEST_ID
+        .scope(
+            id.clone(),
+            tracing::Instrument::instrument(next.run(request), span.clone()),
+        )
+        .await;
+    let status = response.status();
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    });
+    service
+        .metrics()
+        .http_requests
+        .with_label_values(&[method.as_str(), status.as_str()])
+        .inc();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER.clone(), value);
+    }
+    response
+}

@@ -1,0 +1,191 @@
+//! Signup, login, refresh, logout, the current user, password change and public config.
+
+use axum::{
+    Json,
+    extract::{Request, State},
+    http::StatusCode,
+};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+
+use crate::{
+    error::Error,
+    http::{
+        dto::{
+            ConfigView, LoginRequest, PasswordRequest, PasswordRules, RefreshRequest,
+            SignedInResponse, SignupRequest, UserView,
+        },
+        error::Problem,
+        extract::{ApiJson, body_bytes, is_json, parse_json},
+    },
+    service::{AuthService, ClientMeta, Principal},
+};
+
+pub const REFRESH_COOKIE: &str = "pc_refresh";
+
+fn refresh_cookie(service: &AuthService, token: String) -> Cookie<'static> {
+    let max_age =
+        time::Duration::try_from(service.config().jwt.refresh_ttl).unwrap_or(time::Duration::WEEK);
+    Cookie::build((REFRESH_COOKIE, token))
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .path("/")
+        .max_age(max_age)
+        .build()
+}
+
+fn cleared_cookie() -> Cookie<'static> {
+    Cookie::build((REFRESH_COOKIE, ""))
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .path("/")
+        .max_age(time::Duration::ZERO)
+        .build()
+}
+
+/// Public settings a client needs to behave well: lifetimes, idle timeout, password rules.
+#[utoipa::path(get, path = "/config", tag = "auth", responses((status = 200, body = ConfigView)))]
+pub async fn config(State(service): State<AuthService>) -> Json<ConfigView> {
+    let c = service.config();
+    Json(ConfigView {
+        session_timeout_minutes: c.session_idle_timeout.as_secs() / 60,
+        session_lifetime_hours: c.session_lifetime.as_secs() / 3600,
+        max_sessions_per_user: c.max_sessions_per_user,
+        access_token_expires_in: c.jwt.access_ttl.as_secs(),
+        refresh_token_expires_in: c.jwt.refresh_ttl.as_secs(),
+        refresh_reuse_grace_seconds: c.refresh_reuse_grace.as_secs(),
+        password: PasswordRules {
+            min_length: c.password_min_length,
+            max_length: crate::domain::password::MAX_PASSWORD_CHARS,
+            min_strength_score: 2,
+        },
+    })
+}
+
+/// Creates an account and signs it in.
+#[utoipa::path(post, path = "/signup", tag = "auth", request_body = SignupRequest, responses(
+    (status = 201, body = SignedInResponse),
+    (status = 400, body = Problem), (status = 409, body = Problem, description = "email_taken"),
+    (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
+))]
+pub async fn signup(
+    State(service): State<AuthService>,
+    meta: ClientMeta,
+    jar: CookieJar,
+    ApiJson(body): ApiJson<SignupRequest>,
+) -> Result<(StatusCode, CookieJar, Json<SignedInResponse>), Error> {
+    let signed_in = service
+        .signup(&body.name, &body.email, &body.password, &meta)
+        .await?;
+    let jar = jar.add(refresh_cookie(
+        &service,
+        signed_in.tokens.refresh_token.clone(),
+    ));
+    Ok((
+        StatusCode::CREATED,
+        jar,
+        Json(SignedInResponse::new(&signed_in.user, signed_in.tokens)),
+    ))
+}
+
+/// Signs in with email and password; opens a session.
+#[utoipa::path(post, path = "/login", tag = "auth", request_body = LoginRequest, responses(
+    (status = 200, body = SignedInResponse),
+    (status = 400, body = Problem), (status = 401, body = Problem, description = "invalid_credentials"),
+    (status = 422, body = Problem), (status = 429, body = Problem, description = "rate_limited, with Retry-After"),
+))]
+pub async fn login(
+    State(service): State<AuthService>,
+    meta: ClientMeta,
+    jar: CookieJar,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<(CookieJar, Json<SignedInResponse>), Error> {
+    let signed_in = service.login(&body.email, &body.password, &meta).await?;
+    let jar = jar.add(refresh_cookie(
+        &service,
+        signed_in.tokens.refresh_token.clone(),
+    ));
+    Ok((
+        jar,
+        Json(SignedInResponse::new(&signed_in.user, signed_in.tokens)),
+    ))
+}
+
+/// Rotates a refresh token (from the body or the `pc_refresh` cookie).
+#[utoipa::path(post, path = "/refresh", tag = "auth", request_body(content = RefreshRequest, description = "optional when the cookie is sent"), responses(
+    (status = 200, body = SignedInResponse),
+    (status = 401, body = Problem, description = "refresh_invalid"),
+    (status = 409, body = Problem, description = "refresh_conflict"),
+))]
+pub async fn refresh(
+    State(service): State<AuthService>,
+    meta: ClientMeta,
+    jar: CookieJar,
+    request: Request,
+) -> Result<(CookieJar, Json<SignedInResponse>), Error> {
+    let json = is_json(request.headers());
+    let bytes = body_bytes(request, &()).await?;
+    let body: RefreshRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RefreshRequest::default()
+    } else if json {
+        parse_json(&bytes)?
+    } else {
+        return Err(Error::UnsupportedMediaType);
+    };
+    let token = body
+        .refresh_token
+        .or_else(|| jar.get(REFRESH_COOKIE).map(|c| c.value().to_owned()))
+        .ok_or_else(|| {
+            Error::MalformedBody(
+                "refresh_token is required, in the body or the pc_refresh cookie".to_owned(),
+            )
+        })?;
+    let (user, tokens) = service.refresh(&token, &meta).await?;
+    let jar = jar.add(refresh_cookie(&service, tokens.refresh_token.clone()));
+    Ok((jar, Json(SignedInResponse::new(&user, tokens))))
+}
+
+/// Ends the current session; its tokens stop working at once.
+#[utoipa::path(post, path = "/logout", tag = "auth", security(("bearer" = [])), responses(
+    (status = 204), (status = 401, body = Problem),
+))]
+pub async fn logout(
+    State(service): State<AuthService>,
+    meta: ClientMeta,
+    principal: Principal,
+    jar: CookieJar,
+) -> Result<(StatusCode, CookieJar), Error> {
+    service.logout(&principal, &meta).await?;
+    Ok((StatusCode::NO_CONTENT, jar.add(cleared_cookie())))
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/me", tag = "auth", security(("bearer" = [])), responses(
+    (status = 200, body = UserView), (status = 401, body = Problem),
+))]
+pub async fn me(principal: Principal) -> Json<UserView> {
+    Json(UserView::from(&principal.user))
+}
+
+/// Changes the password; every other session ends.
+#[utoipa::path(post, path = "/password", tag = "auth", security(("bearer" = [])), request_body = PasswordRequest, responses(
+    (status = 204), (status = 401, body = Problem, description = "invalid_credentials: the current password is wrong"),
+    (status = 422, body = Problem),
+))]
+pub async fn password(
+    State(service): State<AuthService>,
+    meta: ClientMeta,
+    principal: Principal,
+    ApiJson(body): ApiJson<PasswordRequest>,
+) -> Result<StatusCode, Error> {
+    service
+        .change_password(
+            &principal,
+            &body.current_password,
+            &body.new_password,
+            &meta,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,244 @@
+//! The auth service's operations, independent of any transport: the HTTP routes (and later
+//! the gRPC service) call these and only translate inputs and errors.
+
+mod identity;
+mod limits;
+pub mod sessions;
+mod tokens;
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use platform::{bus::EventBus, clock::Clock, counters::Counters};
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    config::AuthConfig,
+    domain::{jwt::KeyRing, password::Hasher},
+    error::Error,
+    events::Events,
+    metrics::Metrics,
+    store::{CleanupReport, NewAudit, Session, Store, User},
+};
+
+pub use tokens::{IssuedTokens, Principal};
+
+/// How long ended sessions are kept (for the sessions list and audit context) before cleanup.
+pub const ENDED_SESSION_RETENTION: time::Duration = time::Duration::days(1);
+
+/// Where a request came from, as the transport saw it.
+#[derive(Debug, Clone)]
+pub struct ClientMeta {
+    pub ip: IpAddr,
+    pub user_agent: Option<String>,
+}
+
+/// The dependencies a service instance runs on, injected so tests choose backends and clock.
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn EventBus>,
+    pub counters: Arc<dyn Counters>,
+    pub clock: Arc<dyn Clock>,
+}
+
+struct Inner {
+    config: AuthConfig,
+    deps: Deps,
+    keys: KeyRing,
+    hasher: Hasher,
+    events: Events,
+    metrics: Metrics,
+}
+
+/// Cheap to clone; every clone shares one state.
+#[derive(Clone)]
+pub struct AuthService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuthService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthService")
+            .field("keys", &self.inner.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signed-in user's successful signup or login.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub user: User,
+    pub tokens: IssuedTokens,
+}
+
+impl AuthService {
+    pub fn new(config: AuthConfig, deps: Deps) -> Result<Self, Error> {
+        let metrics = Metrics::new().map_err(Error::internal)?;
+        let timer_metrics = metrics.clone();
+        let hasher = Hasher::new(
+            config.password_hash_concurrency,
+            Arc::new(move |elapsed: Duration| {
+                timer_metrics
+                    .password_hash_duration
+                    .observe(elapsed.as_secs_f64())
+            }),
+        )?;
+        let keys = KeyRing::new(
+            &config.jwt.secret,
+            &config.jwt.previous_secrets,
+            &config.jwt.issuer,
+            &config.jwt.audience,
+        );
+        let events = Events::new(deps.bus.clone(), deps.clock.clone(), metrics.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                deps,
+                keys,
+                hasher,
+                events,
+                metrics,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.inner.keys
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.inner.deps.store.as_ref()
+    }
+
+    fn events(&self) -> &Events {
+        &self.inner.events
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.inner.deps.clock.now()
+    }
+
+    /// The instant before which a session without activity is idle.
+    fn idle_cutoff(&self, now: OffsetDateTime) -> OffsetDateTime {
+        now - self.inner.config.session_idle_timeout
+    }
+
+    /// Readiness: the database and the bus answer.
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.store().ping().await?;
+        self.inner.deps.bus.ping().await?;
+        Ok(())
+    }
+
+    /// The Prometheus exposition, with the live-session gauge read from the store.
+    pub async fn render_metrics(&self) -> String {
+        let now = self.now();
+        match self
+            .store()
+            .count_live_sessions(now, self.idle_cutoff(now))
+            .await
+        {
+            Ok(n) => self.inner.metrics.active_sessions.set(n),
+            Err(err) => tracing::warn!(error = %err, "could not count live sessions"),
+        }
+        self.inner.metrics.render()
+    }
+
+    /// Records a security event; failures are logged, never surfaced to the caller.
+    async fn audit(
+        &self,
+        user_id: Option<Uuid>,
+        action: &'static str,
+        outcome: &'static str,
+        ip: Option<IpAddr>,
+        detail: Value,
+    ) {
+        let entry = NewAudit {
+            user_id,
+            action,
+            outcome,
+            ip: ip.map(|ip| ip.to_string()),
+            detail,
+            at: self.now(),
+        };
+        if let Err(err) = self.store().insert_audit(&entry).await {
+            tracing::error!(error = %err, action, "audit entry not written");
+        }
+    }
+
+    /// Ends sessions and announces each on the bus; returns the ids that were live.
+    async fn end_sessions(
+        &self,
+        ids: &[Uuid],
+        reason: &'static str,
+        user_id: Uuid,
+    ) -> Result<Vec<Uuid>, Error> {
+        let ended = self.store().end_sessions(ids, self.now(), reason).await?;
+        for id in &ended {
+            self.events()
+                .emit(
+                    crate::events::SESSION_TERMINATED,
+                    serde_json::json!({"user_id": user_id, "session_id": id, "reason": reason}),
+                )
+                .await;
+        }
+        Ok(ended)
+    }
+
+    /// Deletes what can never be used again (expired sessions, tokens, revocations).
+    pub async fn cleanup(&self, dry_run: bool) -> Result<CleanupReport, Error> {
+        let now = self.now();
+        Ok(self
+            .store()
+            .cleanup(now, now - ENDED_SESSION_RETENTION, dry_run)
+            .await?)
+    }
+
+    /// Runs [`Self::cleanup`] every `CLEANUP_INTERVAL` until `shutdown` resolves.
+    pub fn spawn_cleanup(
+        &self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        let every = self.inner.config.cleanup_interval;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tokio::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    _ = ticker.tick() => match service.cleanup(false).await {
+                        Ok(report) => tracing::info!(?report, "cleanup done"),
+                        Err(err) => tracing::warn!(error = %err, "cleanup failed"),
+                    },
+                }
+            }
+        })
+    }
+}
+
+/// Whether a session is usable at `now`; the error says why not.
+fn check_session(
+    session: &Session,
+    now: OffsetDateTime,
+    idle_cutoff: OffsetDateTime,
+) -> Result<(), Error> {
+    if session.ended_at.is_some() || session.expires_at <= now {
+        return Err(Error::SessionEnded);
+    }
+    if session.last_activity <= idle_cutoff {
+        return Err(Error::SessionIdle);
+    }
+    Ok(())
+}

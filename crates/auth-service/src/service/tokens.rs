@@ -1,0 +1,293 @@
+//! Issuing access and refresh tokens, rotating refresh tokens (with reuse detection) and
+//! authenticating an access token against its session.
+
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{AuthService, ClientMeta, check_session};
+use crate::{
+    domain::{
+        credential::{Credential, Kind},
+        device,
+        jwt::{Claims, NewToken, TokenType},
+    },
+    error::Error,
+    events,
+    store::{RefreshToken, Session, User},
+};
+
+/// Validations write `last_activity` at most this often per session.
+const ACTIVITY_WRITE_EVERY: time::Duration = time::Duration::minutes(1);
+const ALL_SCOPES: &str = "*";
+
+/// Tokens handed to a client; the refresh token is shown only here.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+    pub session: Session,
+}
+
+/// An authenticated user's request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    pub session: Session,
+    pub claims: Claims,
+}
+
+fn secs(d: std::time::Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+impl AuthService {
+    fn sign_access(
+        &self,
+        user: &User,
+        session: &Session,
+        now: OffsetDateTime,
+    ) -> Result<String, Error> {
+        let scopes = vec![ALL_SCOPES.to_owned()];
+        let token = self.inner.keys.sign(&NewToken {
+            typ: TokenType::Access,
+            subject: &user.id.to_string(),
+            tenant: None,
+            session: Some(&session.id.to_string()),
+            jti: &Uuid::new_v4().to_string(),
+            role: user.role.as_str(),
+            scopes: &scopes,
+            issued_at: now,
+            expires_at: now + secs(self.inner.config.jwt.access_ttl),
+        })?;
+        self.inner.metrics.token_issued("access");
+        Ok(token)
+    }
+
+    fn new_refresh(&self, session: &Session, now: OffsetDateTime) -> (Credential, RefreshToken) {
+        let credential = Credential::generate(Kind::Refresh);
+        let record = RefreshToken {
+            id: Uuid::new_v4(),
+            token_hash: credential.hash(),
+            session_id: session.id,
+            user_id: session.user_id,
+            created_at: now,
+            expires_at: (now + secs(self.inner.config.jwt.refresh_ttl)).min(session.expires_at),
+            spent_at: None,
+        };
+        self.inner.metrics.token_issued("refresh");
+        (credential, record)
+    }
+
+    fn issued(&self, access_token: String, refresh: &Credential, session: Session) -> IssuedTokens {
+        IssuedTokens {
+            access_token,
+            refresh_token: refresh.expose().to_owned(),
+            expires_in: self.inner.config.jwt.access_ttl.as_secs(),
+            session,
+        }
+    }
+
+    /// Opens a session for a user who just proved who they are, ending the oldest sessions
+    /// beyond `MAX_SESSIONS_PER_USER`.
+    pub(super) async fn open_session(
+        &self,
+        user: &User,
+        meta: &ClientMeta,
+    ) -> Result<IssuedTokens, Error> {
+        let now = self.now();
+        let live = self
+            .store()
+            .live_sessions(user.id, now, self.idle_cutoff(now))
+            .await?;
+        let max = usize::try_from(self.inner.config.max_sessions_per_user).unwrap_or(usize::MAX);
+        if live.len() >= max {
+            let excess: Vec<Uuid> = live
+                .iter()
+                .take(live.len() + 1 - max)
+                .map(|s| s.id)
+                .collect();
+            self.end_sessions(&excess, "max_sessions", user.id).await?;
+        }
+        let session = Session {
+            id: Uuid::new_v4(),
+            user_id: user.id,
+            device: device::describe(meta.user_agent.as_deref()),
+            user_agent: meta
+                .user_agent
+                .as_ref()
+                .map(|ua| ua.chars().take(512).collect()),
+            ip: meta.ip.to_string(),
+            created_at: now,
+            last_activity: now,
+            expires_at: now + secs(self.inner.config.session_lifetime),
+            ended_at: None,
+            end_reason: None,
+        };
+        let (refresh, record) = self.new_refresh(&session, now);
+        self.store().insert_session(&session, &record).await?;
+        let access = self.sign_access(user, &session, now)?;
+        self.events()
+            .emit(
+                events::SESSION_CREATED,
+                json!({"user_id": user.id, "session_id": session.id, "device": session.device, "ip": session.ip}),
+            )
+            .await;
+        Ok(self.issued(access, &refresh, session))
+    }
+
+    /// Rotates a refresh token. Of concurrent uses exactly one wins; a token spent within
+    /// `REFRESH_REUSE_GRACE_SECONDS` gets `refresh_conflict`, one spent earlier ends the
+    /// whole session (reuse detection).
+    pub async fn refresh(
+        &self,
+        raw: &str,
+        meta: &ClientMeta,
+    ) -> Result<(User, IssuedTokens), Error> {
+        let result = self.refresh_inner(raw, meta).await;
+        self.inner.metrics.operation("refresh", result.is_ok());
+        result
+    }
+
+    async fn refresh_inner(
+        &self,
+        raw: &str,
+        meta: &ClientMeta,
+    ) -> Result<(User, IssuedTokens), Error> {
+        let credential =
+            Credential::parse(Kind::Refresh, raw.trim()).ok_or(Error::RefreshInvalid)?;
+        let record = self
+            .store()
+            .refresh_token_by_hash(&credential.hash())
+            .await?
+            .ok_or(Error::RefreshInvalid)?;
+        let now = self.now();
+        if let Some(spent_at) = record.spent_at {
+            if now - spent_at < secs(self.inner.config.refresh_reuse_grace) {
+                return Err(Error::RefreshConflict);
+            }
+            let ended = self
+                .end_sessions(&[record.session_id], "refresh_reuse", record.user_id)
+                .await?;
+            self.audit(
+                Some(record.user_id),
+                "refresh_reuse",
+                "blocked",
+                Some(meta.ip),
+                json!({"session_id": record.session_id, "session_ended": !ended.is_empty()}),
+            )
+            .await;
+            tracing::warn!(session_id = %record.session_id, "refresh token reused; session ended");
+            return Err(Error::RefreshInvalid);
+        }
+        if record.expires_at <= now {
+            return Err(Error::RefreshInvalid);
+        }
+        let session = self
+            .store()
+            .session(record.session_id)
+            .await?
+            .ok_or(Error::RefreshInvalid)?;
+        match check_session(&session, now, self.idle_cutoff(now)) {
+            Ok(()) => {}
+            Err(Error::SessionIdle) => {
+                self.end_sessions(&[session.id], "idle", session.user_id)
+                    .await?;
+                return Err(Error::RefreshInvalid);
+            }
+            Err(_) => return Err(Error::RefreshInvalid),
+        }
+        let user = self
+            .store()
+            .user_by_id(record.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(Error::RefreshInvalid)?;
+        let (next, next_record) = self.new_refresh(&session, now);
+        if !self
+            .store()
+            .rotate_refresh_token(record.id, now, &next_record)
+            .await?
+        {
+            return Err(Error::RefreshConflict);
+        }
+        let access = self.sign_access(&user, &session, now)?;
+        self.events()
+            .emit(
+                events::TOKEN_REFRESHED,
+                json!({"user_id": user.id, "session_id": session.id}),
+            )
+            .await;
+        let session = Session {
+            last_activity: now,
+            ..session
+        };
+        Ok((user, self.issued(access, &next, session)))
+    }
+
+    /// Authenticates a bearer access token: signature and claims, revocation, the session's
+    /// state and the user's. Counts as activity (written at most once a minute).
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
+        let now = self.now();
+        let claims = self.inner.keys.verify(token, TokenType::Access, now)?;
+        let session_id = claims
+            .sid
+            .as_deref()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or(Error::TokenInvalid("the token names no session"))?;
+        let user_id = Uuid::parse_str(&claims.sub)
+            .map_err(|_| Error::TokenInvalid("the token's subject is not a user"))?;
+        if self.store().is_jti_revoked(&claims.jti).await? {
+            return Err(Error::TokenRevoked);
+        }
+        let mut session = self
+            .store()
+            .session(session_id)
+            .await?
+            .ok_or(Error::SessionEnded)?;
+        if session.user_id != user_id {
+            return Err(Error::TokenInvalid(
+                "the token's session belongs to someone else",
+            ));
+        }
+        if let Err(err) = check_session(&session, now, self.idle_cutoff(now)) {
+            if matches!(err, Error::SessionIdle) {
+                self.end_sessions(&[session.id], "idle", user_id).await?;
+            }
+            return Err(err);
+        }
+        let user = self
+            .store()
+            .user_by_id(user_id)
+            .await?
+            .ok_or(Error::TokenInvalid("the token's user does not exist"))?;
+        if user.disabled {
+            return Err(Error::TokenRevoked);
+        }
+        if now - session.last_activity >= ACTIVITY_WRITE_EVERY {
+            self.mark_activity(&session, now).await?;
+            session.last_activity = now;
+        }
+        Ok(Principal {
+            user,
+            session,
+            claims,
+        })
+    }
+
+    pub(super) async fn mark_activity(
+        &self,
+        session: &Session,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        self.store().touch_session(session.id, now).await?;
+        self.events()
+            .emit(
+                events::SESSION_ACTIVITY_UPDATED,
+                json!({"user_id": session.user_id, "session_id": session.id}),
+            )
+            .await;
+        Ok(())
+    }
+}
