@@ -1,0 +1,9 @@
+//! The auth service's one integration-test binary: each module drives a real service on
+//! port 0 over HTTP, on SQLite + the in-process bus always and on PostgreSQL + Redis when
+//! `DATABASE_URL` and `REDIS_URL` are set (and in CI, where their absence fails the run).
+
+mod helpers;
+
+mod bad_input;
+mod flows;
+mod storage;
