@@ -28,11 +28,14 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_live_by_user ON sessions (user_id, created_at) WHERE ended_at IS NULL;
 CREATE INDEX sessions_expires_at ON sessions (expires_at);
 
+-- A refresh token belongs to a user session or an SDK session (session_kind); its rows are
+-- removed with their session by cleanup.
 CREATE TABLE refresh_tokens (
-    id         TEXT PRIMARY KEY,
-    token_hash TEXT NOT NULL,
-    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-    user_id    TEXT NOT NULL,
+    id           TEXT PRIMARY KEY,
+    token_hash   TEXT NOT NULL,
+    session_id   TEXT NOT NULL,
+    session_kind TEXT NOT NULL DEFAULT 'user',
+    user_id      TEXT,
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,
     spent_at   BIGINT

@@ -33,6 +33,6 @@ mod tests {
         let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
         assert!(super::describe(Some(firefox)).starts_with("Firefox"));
         assert_eq!(super::describe(None), "Unknown device");
-        assert_eq!(super::describe(Some("curl/8.5.0")), "curl/8.5.0");
+        assert!(super::describe(Some("curl/8.5.0")).contains("curl"));
     }
 }

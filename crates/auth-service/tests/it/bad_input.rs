@@ -1,6 +1,8 @@
 //! Bad input on every route, table-driven: each row is a request and the exact status and
 //! problem+json `code` SPEC §4 requires (never a 500); forged access tokens are built by hand.
 
+// Test code: a panic is how a row reports its failure.
+
 use std::panic::AssertUnwindSafe;
 
 use auth_service::domain::{
@@ -127,10 +129,11 @@ async fn check(app: &TestApp, row: Row) {
         .await
         .unwrap_or_else(|e| panic!("request failed: {e}"));
     assert_ne!(response.status().as_u16(), 500, "bad input answered 500");
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let header = |name: &str| {
+        let value = response.headers().get(name);
+        value.map(|v| v.to_str().unwrap_or_default().to_owned())
+    };
+    let (challenge, allow) = (header("www-authenticate"), header("allow"));
     match row.expect {
         Expect::Status(status) => {
             expect_status(response, StatusCode::from_u16(status).unwrap()).await;
@@ -150,6 +153,9 @@ async fn check(app: &TestApp, row: Row) {
                         .any(|e| e["field"] == field && e["message"].is_string())
                 });
                 assert!(named, "no errors entry for field {field}: {body}");
+            }
+            if status == 405 {
+                assert!(allow.is_some(), "405 without Allow (RFC 9110 §15.5.6)");
             }
             if status == 401 {
                 let challenge = challenge.unwrap_or_else(|| panic!("401 without WWW-Authenticate"));
@@ -180,8 +186,8 @@ fn oversized(valid: &Value) -> Vec<u8> {
     bytes
 }
 
-/// The rows every JSON route shares. `valid` must succeed with `success`; it runs last, so
-/// rows before it see the state it would change.
+/// The rows every JSON route shares. `valid` (plus unknown fields) must succeed with
+/// `success`; that row comes last, so append these after rows that need the prior state.
 fn body_rows(
     url: &str,
     token: Option<&str>,
@@ -236,6 +242,12 @@ fn body_rows(
             .problem(400, "malformed_body"),
         post("empty body")
             .raw(Some("application/json"), "")
+            .problem(400, "malformed_body"),
+        post("JSON nested 10 000 deep")
+            .raw(Some("application/json"), "[".repeat(10_000))
+            .problem(400, "malformed_body"),
+        post("invalid UTF-8 in a string")
+            .raw(Some("application/json"), &b"{\"a\":\"\xff\xfe\"}"[..])
             .problem(400, "malformed_body"),
         post("unknown fields are ignored")
             .json(&extra)
@@ -343,6 +355,16 @@ async fn signup_bad_input(backend: Backend) {
         post("blank name")
             .json(&signup_body("   ", &unique_email("noname"), PASSWORD))
             .invalid("name"),
+        post("name with a NUL")
+            .json(&signup_body("Ada\u{0}", &unique_email("nul"), PASSWORD))
+            .invalid("name"),
+        post("name of 101 characters")
+            .json(&signup_body(
+                &"n".repeat(101),
+                &unique_email("longname"),
+                PASSWORD,
+            ))
+            .invalid("name"),
     ]);
     run(&app, rows).await;
 }
@@ -366,6 +388,9 @@ async fn login_bad_input(backend: Backend) {
         post("email as display-name form")
             .json(&json!({"email": format!("Ada <{email}>"), "password": PASSWORD}))
             .invalid("email"),
+        post("10 000-character password is just wrong")
+            .json(&json!({"email": email, "password": "x".repeat(10_000)}))
+            .problem(401, "invalid_credentials"),
     ];
     rows.extend(body_rows(
         &url,
@@ -521,8 +546,8 @@ fn unsigned(alg: &str, kid: &str, claims: &Value) -> String {
 async fn forged_access_tokens(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.signup(&unique_email("forge")).await;
-    let kid = kid_for(JWT_SECRET);
-    let kid = Some(kid.as_str());
+    let kid_text = kid_for(JWT_SECRET);
+    let kid = Some(kid_text.as_str());
     let claims = valid_claims(&app, &user);
     let now = app.service.now().unix_timestamp();
     let hs256 = |claims: &Value| signed(Algorithm::HS256, kid, JWT_SECRET, claims);
@@ -632,13 +657,13 @@ async fn forged_access_tokens(backend: Backend) {
     for alg in ["none", "None", "NONE", "nOnE"] {
         tokens.push((
             format!("alg {alg:?}, empty signature"),
-            unsigned(alg, kid.unwrap(), &claims),
+            unsigned(alg, &kid_text, &claims),
             "token_invalid",
         ));
     }
     tokens.push((
         "alg HS256 header, empty signature".into(),
-        unsigned("HS256", kid.unwrap(), &claims),
+        unsigned("HS256", &kid_text, &claims),
         "token_invalid",
     ));
     let mut rows = Vec::new();
@@ -649,6 +674,9 @@ async fn forged_access_tokens(backend: Backend) {
             get("Basic credentials")
                 .header("authorization", "Basic dXNlcjpwYXNzd29yZA==")
                 .problem(401, "token_missing"),
+            get("Authorization that is not ASCII text")
+                .header("authorization", "Bearer é")
+                .problem(401, "token_invalid"),
         ]);
         for (name, token, code) in &tokens {
             let request = get(name).header("authorization", format!("Bearer {token}"));
@@ -715,6 +743,8 @@ async fn audit_and_session_ids_bad_input(backend: Backend) {
         ("limit=99999999999999999999", "limit"),
         ("cursor=xyz", "cursor"),
         ("cursor=", "cursor"),
+        ("limit=%ff", "limit"),
+        ("limit=1&limit=2", "query"),
     ] {
         rows.push(
             row(

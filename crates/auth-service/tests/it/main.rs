@@ -2,6 +2,8 @@
 //! port 0 over HTTP, on SQLite + the in-process bus always and on PostgreSQL + Redis when
 //! `DATABASE_URL` and `REDIS_URL` are set (and in CI, where their absence fails the run).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod helpers;
 
 mod bad_input;

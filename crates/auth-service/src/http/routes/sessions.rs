@@ -2,7 +2,10 @@
 
 use axum::{
     Json,
-    extract::{Path, Query, State, rejection::QueryRejection},
+    extract::{
+        Path, Query, State,
+        rejection::{PathRejection, QueryRejection},
+    },
     http::StatusCode,
 };
 use uuid::Uuid;
@@ -81,8 +84,10 @@ pub async fn end_one(
     State(service): State<AuthService>,
     meta: ClientMeta,
     principal: Principal,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, Error> {
+    // An id that is not even text names no session of the caller's.
+    let Path(id) = id.map_err(|_| Error::NotFound)?;
     let id = Uuid::parse_str(&id).map_err(|_| Error::NotFound)?;
     service.end_session(&principal, id, &meta).await?;
     Ok(StatusCode::NO_CONTENT)
