@@ -16,16 +16,12 @@ use platform::env::{EnvExt, OsEnv};
 const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | bench>";
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 async fn open_store() -> Result<Box<dyn Store>, String> {
     if let Some(url) = OsEnv.string("DATABASE_URL") {
-        let store = PostgresStore::connect(&url, 2)
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = PostgresStore::connect(&url, 2).await.map_err(|e| e.to_string())?;
         println!("PostgreSQL: migrations applied");
         return Ok(Box::new(store));
     }
@@ -41,11 +37,7 @@ async fn cleanup(dry_run: bool) -> Result<(), String> {
     let store = open_store().await?;
     let now = time::OffsetDateTime::now_utc();
     let report = store
-        .cleanup(
-            now,
-            now - auth_service::service::ENDED_SESSION_RETENTION,
-            dry_run,
-        )
+        .cleanup(now, now - auth_service::service::ENDED_SESSION_RETENTION, dry_run)
         .await
         .map_err(|e| e.to_string())?;
     let verb = if dry_run { "would delete" } else { "deleted" };
@@ -73,12 +65,7 @@ fn bench() -> Result<(), String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["migrate"] => open_store().await.map(drop),
         ["cleanup"] => cleanup(false).await,
         ["cleanup", "--dry-run"] => cleanup(true).await,

@@ -14,9 +14,7 @@ use time::{Duration, OffsetDateTime};
 fn ring() -> KeyRing {
     KeyRing::new(
         &SecretString::from("bench-secret-0123456789abcdef0123456789abcdef".to_owned()),
-        &[SecretString::from(
-            "previous-secret-0123456789abcdef0123456789".to_owned(),
-        )],
+        &[SecretString::from("previous-secret-0123456789abcdef0123456789".to_owned())],
         "portcullis",
         "portcullis",
     )
@@ -42,17 +40,12 @@ fn access_tokens(c: &mut Criterion) {
     let now = OffsetDateTime::now_utc();
     let scopes = vec!["*".to_owned()];
     let token = sign(&ring, now, &scopes);
-    assert!(
-        ring.verify(&token, TokenType::Access, now).is_ok(),
-        "benchmark token must verify"
-    );
+    assert!(ring.verify(&token, TokenType::Access, now).is_ok(), "benchmark token must verify");
 
     let mut group = c.benchmark_group("access_token");
     group.throughput(Throughput::Elements(1));
     group.bench_function("sign", |b| b.iter(|| sign(black_box(&ring), now, &scopes)));
-    group.bench_function("verify", |b| {
-        b.iter(|| ring.verify(black_box(&token), TokenType::Access, now))
-    });
+    group.bench_function("verify", |b| b.iter(|| ring.verify(black_box(&token), TokenType::Access, now)));
     group.bench_function("sign_and_verify", |b| {
         b.iter(|| {
             let t = sign(black_box(&ring), now, &scopes);
@@ -67,9 +60,7 @@ fn opaque_credentials(c: &mut Criterion) {
     let text = credential.expose().to_owned();
     let mut group = c.benchmark_group("opaque_credential");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("generate", |b| {
-        b.iter(|| Credential::generate(Kind::Refresh))
-    });
+    group.bench_function("generate", |b| b.iter(|| Credential::generate(Kind::Refresh)));
     group.bench_function("parse_and_hash", |b| {
         b.iter(|| Credential::parse(Kind::Refresh, black_box(&text)).map(|c| c.hash()));
     });

@@ -36,9 +36,8 @@ impl Backends {
     pub async fn connect(config: &AuthConfig) -> Result<Self, Error> {
         match &config.backend {
             Backend::Embedded { data_dir } => {
-                std::fs::create_dir_all(data_dir).map_err(|e| {
-                    Error::Unavailable(format!("cannot create {}: {e}", data_dir.display()))
-                })?;
+                std::fs::create_dir_all(data_dir)
+                    .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", data_dir.display())))?;
                 let store = SqliteStore::open(&data_dir.join(SQLITE_FILE)).await?;
                 Ok(Self {
                     store: Arc::new(store),
@@ -46,30 +45,18 @@ impl Backends {
                     counters: Arc::new(MemoryCounters::default()),
                 })
             }
-            Backend::Shared {
-                database_url,
-                redis_url,
-            } => {
+            Backend::Shared { database_url, redis_url } => {
                 let store = PostgresStore::connect(database_url.expose_secret(), 20).await?;
                 let pool = platform::redis::connect(redis_url.expose_secret()).await?;
                 let bus = RedisBus::new(redis_url.expose_secret(), pool.clone())?;
                 let counters = RedisCounters::new(pool, format!("{}rl:", config.redis_key_prefix));
-                Ok(Self {
-                    store: Arc::new(store),
-                    bus: Arc::new(bus),
-                    counters: Arc::new(counters),
-                })
+                Ok(Self { store: Arc::new(store), bus: Arc::new(bus), counters: Arc::new(counters) })
             }
         }
     }
 
     pub fn deps(&self, clock: Arc<dyn Clock>) -> Deps {
-        Deps {
-            store: self.store.clone(),
-            bus: self.bus.clone(),
-            counters: self.counters.clone(),
-            clock,
-        }
+        Deps { store: self.store.clone(), bus: self.bus.clone(), counters: self.counters.clone(), clock }
     }
 }
 
@@ -86,10 +73,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = crate::http::router(service);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -30,13 +30,8 @@ pub enum Mode {
 /// Where state lives.
 #[derive(Debug, Clone)]
 pub enum Backend {
-    Embedded {
-        data_dir: PathBuf,
-    },
-    Shared {
-        database_url: SecretString,
-        redis_url: SecretString,
-    },
+    Embedded { data_dir: PathBuf },
+    Shared { database_url: SecretString, redis_url: SecretString },
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +63,14 @@ pub struct AuthConfig {
     pub log_json: bool,
     /// Prefix of every Redis key this service writes (rate-limit counters).
     pub redis_key_prefix: String,
+    /// `IP_WHITELIST_ENABLED`: enforce clients' IP allowlists for API keys.
+    pub ip_allowlist_enabled: bool,
+    /// `ORIGIN_VALIDATION_ENABLED`: enforce clients' origins for API keys and SDK tokens.
+    pub origin_validation_enabled: bool,
+    /// `PAT_MAX_PER_USER`: live personal access tokens per user.
+    pub pat_max_per_user: u32,
+    /// `SDK_TOKEN_EXPIRES_IN`: SDK access-token lifetime.
+    pub sdk_token_ttl: Duration,
 }
 
 fn default_hash_concurrency() -> usize {
@@ -78,9 +81,7 @@ fn checked_secret(variable: &str, secret: SecretString) -> Result<SecretString, 
     if secret.expose_secret().len() < MIN_SECRET_BYTES {
         return Err(ConfigError::new(
             variable,
-            format!(
-                "must be at least {MIN_SECRET_BYTES} bytes (generate one with `openssl rand -base64 48`)"
-            ),
+            format!("must be at least {MIN_SECRET_BYTES} bytes (generate one with `openssl rand -base64 48`)"),
         ));
     }
     Ok(secret)
@@ -98,12 +99,8 @@ pub fn load_or_create_secret(data_dir: &Path) -> Result<SecretString, ConfigErro
     #[cfg(unix)]
     {
         use std::{io::Write, os::unix::fs::OpenOptionsExt};
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(fail)?;
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(fail)?;
         file.write_all(secret.as_bytes()).map_err(fail)?;
     }
     #[cfg(not(unix))]
@@ -119,15 +116,9 @@ impl AuthConfig {
         };
         let data_dir = PathBuf::from(env.string_or("DATA_DIR", "./data"));
         let backend = match (env.secret("DATABASE_URL"), env.secret("REDIS_URL"), mode) {
-            (Some(database_url), Some(redis_url), _) => Backend::Shared {
-                database_url,
-                redis_url,
-            },
+            (Some(database_url), Some(redis_url), _) => Backend::Shared { database_url, redis_url },
             (None, _, Mode::Distributed) => {
-                return Err(ConfigError::new(
-                    "DATABASE_URL",
-                    "is required when the auth service runs alone",
-                ));
+                return Err(ConfigError::new("DATABASE_URL", "is required when the auth service runs alone"));
             }
             (_, None, Mode::Distributed) => {
                 return Err(ConfigError::new(
@@ -136,28 +127,17 @@ impl AuthConfig {
                 ));
             }
             (Some(_), None, Mode::Embedded) => {
-                return Err(ConfigError::new(
-                    "REDIS_URL",
-                    "must be set together with DATABASE_URL",
-                ));
+                return Err(ConfigError::new("REDIS_URL", "must be set together with DATABASE_URL"));
             }
             (None, Some(_), Mode::Embedded) => {
-                return Err(ConfigError::new(
-                    "DATABASE_URL",
-                    "must be set together with REDIS_URL",
-                ));
+                return Err(ConfigError::new("DATABASE_URL", "must be set together with REDIS_URL"));
             }
-            (None, None, Mode::Embedded) => Backend::Embedded {
-                data_dir: data_dir.clone(),
-            },
+            (None, None, Mode::Embedded) => Backend::Embedded { data_dir: data_dir.clone() },
         };
         let secret = match (env.secret("JWT_SECRET"), mode) {
             (Some(secret), _) => checked_secret("JWT_SECRET", secret)?,
             (None, Mode::Distributed) => {
-                return Err(ConfigError::new(
-                    "JWT_SECRET",
-                    "is required when the auth service runs alone",
-                ));
+                return Err(ConfigError::new("JWT_SECRET", "is required when the auth service runs alone"));
             }
             (None, Mode::Embedded) => load_or_create_secret(&data_dir)?,
         };
@@ -167,20 +147,14 @@ impl AuthConfig {
                 raw.split(',')
                     .map(str::trim)
                     .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        checked_secret("JWT_PREVIOUS_SECRETS", SecretString::from(s.to_owned()))
-                    })
+                    .map(|s| checked_secret("JWT_PREVIOUS_SECRETS", SecretString::from(s.to_owned())))
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?
             .unwrap_or_default();
         let access_ttl = env.duration_or("JWT_EXPIRES_IN", Duration::from_secs(15 * 60))?;
-        let refresh_ttl =
-            env.duration_or("JWT_REFRESH_EXPIRES_IN", Duration::from_secs(7 * 86_400))?;
-        for (var, ttl) in [
-            ("JWT_EXPIRES_IN", access_ttl),
-            ("JWT_REFRESH_EXPIRES_IN", refresh_ttl),
-        ] {
+        let refresh_ttl = env.duration_or("JWT_REFRESH_EXPIRES_IN", Duration::from_secs(7 * 86_400))?;
+        for (var, ttl) in [("JWT_EXPIRES_IN", access_ttl), ("JWT_REFRESH_EXPIRES_IN", refresh_ttl)] {
             if ttl < Duration::from_secs(1) {
                 return Err(ConfigError::new(var, "must be at least 1s"));
             }
@@ -188,58 +162,35 @@ impl AuthConfig {
         let timeout_minutes: u64 = env.parsed_or("SESSION_TIMEOUT_MINUTES", 30)?;
         let lifetime_hours: u64 = env.parsed_or("SESSION_LIFETIME_HOURS", 168)?;
         if timeout_minutes == 0 {
-            return Err(ConfigError::new(
-                "SESSION_TIMEOUT_MINUTES",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new("SESSION_TIMEOUT_MINUTES", "must be at least 1"));
         }
         if lifetime_hours == 0 {
-            return Err(ConfigError::new(
-                "SESSION_LIFETIME_HOURS",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new("SESSION_LIFETIME_HOURS", "must be at least 1"));
         }
         let max_sessions_per_user: u32 = env.parsed_or("MAX_SESSIONS_PER_USER", 5)?;
         if max_sessions_per_user == 0 {
-            return Err(ConfigError::new(
-                "MAX_SESSIONS_PER_USER",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new("MAX_SESSIONS_PER_USER", "must be at least 1"));
         }
         let password_min_length: usize = env.parsed_or("PASSWORD_MIN_LENGTH", 8)?;
         if !(8..=crate::domain::password::MAX_PASSWORD_CHARS).contains(&password_min_length) {
-            return Err(ConfigError::new(
-                "PASSWORD_MIN_LENGTH",
-                "must be between 8 and 256",
-            ));
+            return Err(ConfigError::new("PASSWORD_MIN_LENGTH", "must be between 8 and 256"));
         }
         let password_hash_concurrency: usize =
             env.parsed_or("PASSWORD_HASH_CONCURRENCY", default_hash_concurrency())?;
         if password_hash_concurrency == 0 {
-            return Err(ConfigError::new(
-                "PASSWORD_HASH_CONCURRENCY",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new("PASSWORD_HASH_CONCURRENCY", "must be at least 1"));
         }
         let log_json = match env.string("LOG_FORMAT").as_deref() {
             None => mode == Mode::Distributed,
             Some("json") => true,
             Some("text" | "pretty") => false,
             Some(other) => {
-                return Err(ConfigError::new(
-                    "LOG_FORMAT",
-                    format!("`{other}` is not json or text"),
-                ));
+                return Err(ConfigError::new("LOG_FORMAT", format!("`{other}` is not json or text")));
             }
         };
         Ok(Self {
             mode,
-            host: env.parsed_or(
-                "HOST",
-                default_host
-                    .parse()
-                    .map_err(|e| ConfigError::new("HOST", e))?,
-            )?,
+            host: env.parsed_or("HOST", default_host.parse().map_err(|e| ConfigError::new("HOST", e))?)?,
             port: env.parsed_or(port_var, 4001)?,
             backend,
             jwt: JwtConfig {
@@ -253,19 +204,18 @@ impl AuthConfig {
             session_idle_timeout: Duration::from_secs(timeout_minutes.saturating_mul(60)),
             session_lifetime: Duration::from_secs(lifetime_hours.saturating_mul(3600)),
             max_sessions_per_user,
-            refresh_reuse_grace: Duration::from_secs(
-                env.parsed_or("REFRESH_REUSE_GRACE_SECONDS", 10)?,
-            ),
+            refresh_reuse_grace: Duration::from_secs(env.parsed_or("REFRESH_REUSE_GRACE_SECONDS", 10)?),
             password_min_length,
             password_hash_concurrency,
-            trusted_proxies: TrustedProxies::parse(
-                "TRUSTED_PROXIES",
-                env.string("TRUSTED_PROXIES").as_deref(),
-            )?,
+            trusted_proxies: TrustedProxies::parse("TRUSTED_PROXIES", env.string("TRUSTED_PROXIES").as_deref())?,
             cleanup_interval: env.duration_or("CLEANUP_INTERVAL", Duration::from_secs(3600))?,
             body_limit: 1024 * 1024,
             log_json,
             redis_key_prefix: env.string_or("REDIS_KEY_PREFIX", "portcullis:"),
+            ip_allowlist_enabled: env.bool_or("IP_WHITELIST_ENABLED", true)?,
+            origin_validation_enabled: env.bool_or("ORIGIN_VALIDATION_ENABLED", true)?,
+            pat_max_per_user: env.parsed_or("PAT_MAX_PER_USER", 50)?,
+            sdk_token_ttl: env.duration_or("SDK_TOKEN_EXPIRES_IN", Duration::from_secs(15 * 60))?,
         })
     }
 }
@@ -279,11 +229,7 @@ mod tests {
     const GOOD: &str = "0123456789abcdef0123456789abcdef";
 
     fn distributed(pairs: &[(&str, &str)]) -> Result<AuthConfig, ConfigError> {
-        let mut env = MapEnv::new([
-            ("DATABASE_URL", "postgres://x"),
-            ("REDIS_URL", "redis://x"),
-            ("JWT_SECRET", GOOD),
-        ]);
+        let mut env = MapEnv::new([("DATABASE_URL", "postgres://x"), ("REDIS_URL", "redis://x"), ("JWT_SECRET", GOOD)]);
         for (k, v) in pairs {
             env.set(*k, *v);
         }
@@ -292,28 +238,15 @@ mod tests {
 
     #[test]
     fn distributed_mode_requires_a_strong_secret() {
-        assert_eq!(
-            distributed(&[("JWT_SECRET", "")]).unwrap_err().variable,
-            "JWT_SECRET"
-        );
-        assert_eq!(
-            distributed(&[("JWT_SECRET", "too-short")])
-                .unwrap_err()
-                .variable,
-            "JWT_SECRET"
-        );
+        assert_eq!(distributed(&[("JWT_SECRET", "")]).unwrap_err().variable, "JWT_SECRET");
+        assert_eq!(distributed(&[("JWT_SECRET", "too-short")]).unwrap_err().variable, "JWT_SECRET");
         assert!(distributed(&[]).is_ok());
     }
 
     #[test]
     fn distributed_mode_requires_redis_and_postgres() {
         let env = MapEnv::new([("DATABASE_URL", "postgres://x"), ("JWT_SECRET", GOOD)]);
-        assert_eq!(
-            AuthConfig::from_env(&env, Mode::Distributed)
-                .unwrap_err()
-                .variable,
-            "REDIS_URL"
-        );
+        assert_eq!(AuthConfig::from_env(&env, Mode::Distributed).unwrap_err().variable, "REDIS_URL");
     }
 
     #[test]
@@ -326,6 +259,8 @@ mod tests {
             ("PASSWORD_MIN_LENGTH", "4"),
             ("JWT_PREVIOUS_SECRETS", "short"),
             ("LOG_FORMAT", "xml"),
+            ("IP_WHITELIST_ENABLED", "sometimes"),
+            ("SDK_TOKEN_EXPIRES_IN", "15"),
         ] {
             assert_eq!(distributed(&[(var, value)]).unwrap_err().variable, var);
         }
@@ -351,10 +286,7 @@ mod tests {
         let first = AuthConfig::from_env(&env, Mode::Embedded).unwrap_or_else(|e| panic!("{e}"));
         let second = AuthConfig::from_env(&env, Mode::Embedded).unwrap_or_else(|e| panic!("{e}"));
         assert!(first.jwt.secret.expose_secret().len() >= MIN_SECRET_BYTES);
-        assert_eq!(
-            first.jwt.secret.expose_secret(),
-            second.jwt.secret.expose_secret()
-        );
+        assert_eq!(first.jwt.secret.expose_secret(), second.jwt.secret.expose_secret());
         assert_eq!(first.host.to_string(), "127.0.0.1");
     }
 }

@@ -13,10 +13,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.to_owned(),
-            message: message.into(),
-        }
+        Self { field: field.to_owned(), message: message.into() }
     }
 }
 
@@ -48,6 +45,16 @@ pub enum Error {
     RefreshInvalid,
     #[error("this refresh token was just used by another request")]
     RefreshConflict,
+    #[error("the API key is unknown or malformed")]
+    KeyInvalid,
+    #[error("the API key has been revoked or has expired")]
+    KeyRevoked,
+    #[error("this client does not allow requests from this IP address")]
+    IpNotAllowed,
+    #[error("this client does not allow requests from this origin")]
+    OriginNotAllowed,
+    #[error("{0}")]
+    InsufficientScope(String),
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("not found")]
@@ -81,6 +88,11 @@ impl Error {
             Self::SessionIdle => "session_idle",
             Self::RefreshInvalid => "refresh_invalid",
             Self::RefreshConflict => "refresh_conflict",
+            Self::KeyInvalid => "key_invalid",
+            Self::KeyRevoked => "key_revoked",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::InsufficientScope(_) => "insufficient_scope",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",

@@ -18,6 +18,11 @@ pub const SESSION_DELETED: &str = "auth:session.deleted";
 pub const SESSIONS_BULK_TERMINATED: &str = "auth:sessions.bulk_terminated";
 pub const SESSION_ACTIVITY_UPDATED: &str = "auth:session.activity_updated";
 pub const TOKEN_REFRESHED: &str = "auth:token.refreshed";
+pub const TOKEN_REVOKED: &str = "auth:token.revoked";
+pub const API_KEY_REVOKED: &str = "auth:api_key.revoked";
+pub const API_KEY_ROTATED: &str = "auth:api_key.rotated";
+pub const CLIENT_UPDATED: &str = "auth:client.updated";
+pub const USER_DISABLED: &str = "auth:user.disabled";
 
 /// Publishes events; a bus failure is logged and counted, never turned into a failed request,
 /// because the store (the source of truth) has already changed and caches fed by events
@@ -36,16 +41,8 @@ impl std::fmt::Debug for Events {
 }
 
 impl Events {
-    pub fn new(
-        bus: Arc<dyn EventBus>,
-        clock: Arc<dyn Clock>,
-        metrics: crate::metrics::Metrics,
-    ) -> Self {
-        Self {
-            bus,
-            clock,
-            metrics,
-        }
+    pub fn new(bus: Arc<dyn EventBus>, clock: Arc<dyn Clock>, metrics: crate::metrics::Metrics) -> Self {
+        Self { bus, clock, metrics }
     }
 
     /// `fields` must be a JSON object; `event_id` and `occurred_at` are added.
@@ -59,10 +56,7 @@ impl Events {
             }
         };
         payload.insert("event_id".into(), json!(uuid::Uuid::new_v4().to_string()));
-        payload.insert(
-            "occurred_at".into(),
-            json!(self.clock.now().format(&Rfc3339).unwrap_or_default()),
-        );
+        payload.insert("occurred_at".into(), json!(self.clock.now().format(&Rfc3339).unwrap_or_default()));
         let text = Value::Object(payload).to_string();
         if let Err(err) = self.bus.publish(channel, &text).await {
             self.metrics.event_publish_failures.inc();

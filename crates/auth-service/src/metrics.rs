@@ -1,10 +1,7 @@
 //! Prometheus metrics, named as the seeds name them. Each service instance owns a registry,
 //! so several instances in one process (tests, the all-in-one binary) never collide.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -27,33 +24,20 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let operations = IntCounterVec::new(
-            Opts::new(
-                "auth_operations_total",
-                "Auth operations by operation and outcome",
-            ),
+            Opts::new("auth_operations_total", "Auth operations by operation and outcome"),
             &["operation", "status"],
         )?;
-        let tokens_generated = IntCounterVec::new(
-            Opts::new("auth_tokens_generated_total", "Tokens issued, by type"),
-            &["type"],
-        )?;
+        let tokens_generated =
+            IntCounterVec::new(Opts::new("auth_tokens_generated_total", "Tokens issued, by type"), &["type"])?;
         let password_hash_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "auth_password_hash_duration_seconds",
-                "Argon2id hash or verify time",
-            )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            HistogramOpts::new("auth_password_hash_duration_seconds", "Argon2id hash or verify time")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
         )?;
         let active_sessions = IntGauge::new("auth_active_sessions", "Live sessions")?;
-        let event_publish_failures = IntCounter::new(
-            "auth_event_publish_failures_total",
-            "Events that could not be published",
-        )?;
+        let event_publish_failures =
+            IntCounter::new("auth_event_publish_failures_total", "Events that could not be published")?;
         let http_requests = IntCounterVec::new(
-            Opts::new(
-                "auth_http_requests_total",
-                "HTTP requests by method and status",
-            ),
+            Opts::new("auth_http_requests_total", "HTTP requests by method and status"),
             &["method", "status"],
         )?;
         registry.register(Box::new(operations.clone()))?;
@@ -74,9 +58,7 @@ impl Metrics {
     }
 
     pub fn operation(&self, operation: &str, ok: bool) {
-        self.operations
-            .with_label_values(&[operation, if ok { "success" } else { "failure" }])
-            .inc();
+        self.operations.with_label_values(&[operation, if ok { "success" } else { "failure" }]).inc();
     }
 
     pub fn token_issued(&self, kind: &str) {
@@ -86,10 +68,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        if TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .is_err()
-        {
+        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()

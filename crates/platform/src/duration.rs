@@ -14,9 +14,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     if digits.is_empty() {
         return Err(format!("`{text}` does not start with a number"));
     }
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a valid number"))?;
+    let value: u64 = digits.parse().map_err(|_| format!("`{text}` is not a valid number"))?;
     let seconds_per_unit = match unit {
         "ms" => return Ok(Duration::from_millis(value)),
         "s" => 1,
@@ -24,15 +22,10 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
         "h" => 3600,
         "d" => 86_400,
         other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{text}` (use ms, s, m, h or d)"
-            ));
+            return Err(format!("unknown unit `{other}` in `{text}` (use ms, s, m, h or d)"));
         }
     };
-    value
-        .checked_mul(seconds_per_unit)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{text}` is too large"))
+    value.checked_mul(seconds_per_unit).map(Duration::from_secs).ok_or_else(|| format!("`{text}` is too large"))
 }
 
 #[cfg(test)]
@@ -50,16 +43,7 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_duration() {
-        for bad in [
-            "",
-            "15",
-            "m",
-            "15 m",
-            "1w",
-            "-5s",
-            "1.5h",
-            "99999999999999999999d",
-        ] {
+        for bad in ["", "15", "m", "15 m", "1w", "-5s", "1.5h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }
     }

@@ -26,12 +26,7 @@ pub struct MapEnv(pub HashMap<String, String>);
 
 impl MapEnv {
     pub fn new<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        Self(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
+        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
     }
 
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
@@ -56,19 +51,14 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(variable: &str, message: impl Display) -> Self {
-        Self {
-            variable: variable.to_owned(),
-            message: message.to_string(),
-        }
+        Self { variable: variable.to_owned(), message: message.to_string() }
     }
 }
 
 /// Typed accessors over any [`Env`]; empty values count as unset.
 pub trait EnvExt: Env {
     fn string(&self, name: &str) -> Option<String> {
-        self.var(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
+        self.var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
     }
 
     fn string_or(&self, name: &str, default: &str) -> String {
@@ -86,9 +76,7 @@ pub trait EnvExt: Env {
     {
         match self.string(name) {
             None => Ok(default),
-            Some(raw) => raw
-                .parse()
-                .map_err(|e| ConfigError::new(name, format!("`{raw}` is not valid: {e}"))),
+            Some(raw) => raw.parse().map_err(|e| ConfigError::new(name, format!("`{raw}` is not valid: {e}"))),
         }
     }
 
@@ -97,19 +85,14 @@ pub trait EnvExt: Env {
             None => Ok(default),
             Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => Ok(true),
             Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => Ok(false),
-            Some(v) => Err(ConfigError::new(
-                name,
-                format!("`{v}` is not true or false"),
-            )),
+            Some(v) => Err(ConfigError::new(name, format!("`{v}` is not true or false"))),
         }
     }
 
     fn duration_or(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
         match self.string(name) {
             None => Ok(default),
-            Some(raw) => {
-                crate::duration::parse_duration(&raw).map_err(|e| ConfigError::new(name, e))
-            }
+            Some(raw) => crate::duration::parse_duration(&raw).map_err(|e| ConfigError::new(name, e)),
         }
     }
 }
@@ -128,10 +111,7 @@ mod tests {
         assert_eq!(env.string("D"), None);
         let err = env.bool_or("B", true).unwrap_err();
         assert_eq!(err.variable, "B");
-        assert_eq!(
-            env.duration_or("C", Duration::ZERO),
-            Ok(Duration::from_secs(900))
-        );
+        assert_eq!(env.duration_or("C", Duration::ZERO), Ok(Duration::from_secs(900)));
         assert!(env.parsed_or::<u32>("B", 1).is_err());
     }
 }

@@ -22,9 +22,6 @@ pub struct Unavailable {
 
 impl Unavailable {
     pub fn new(dependency: &'static str, err: impl std::fmt::Display) -> Self {
-        Self {
-            dependency,
-            message: err.to_string(),
-        }
+        Self { dependency, message: err.to_string() }
     }
 }

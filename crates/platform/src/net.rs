@@ -23,9 +23,7 @@ impl TrustedProxies {
             .map(|item| {
                 item.parse::<IpNet>()
                     .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        ConfigError::new(variable, format!("`{item}` is not an IP or CIDR"))
-                    })
+                    .map_err(|_| ConfigError::new(variable, format!("`{item}` is not an IP or CIDR")))
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Self)
@@ -87,28 +85,15 @@ mod tests {
     #[test]
     fn untrusted_peer_cannot_spoof() {
         let trusted = TrustedProxies::parse("T", Some("10.0.0.0/8")).unwrap_or_default();
-        assert_eq!(
-            trusted.client_ip(ip("198.51.100.9"), Some("1.2.3.4")),
-            ip("198.51.100.9")
-        );
+        assert_eq!(trusted.client_ip(ip("198.51.100.9"), Some("1.2.3.4")), ip("198.51.100.9"));
     }
 
     #[test]
     fn trusted_chain_yields_first_untrusted_hop() {
-        let trusted =
-            TrustedProxies::parse("T", Some("10.0.0.0/8, 192.168.1.1")).unwrap_or_default();
-        assert_eq!(
-            trusted.client_ip(ip("10.1.1.1"), Some("6.6.6.6, 203.0.113.5, 192.168.1.1")),
-            ip("203.0.113.5")
-        );
-        assert_eq!(
-            trusted.client_ip(ip("10.1.1.1"), Some("garbage")),
-            ip("10.1.1.1")
-        );
-        assert_eq!(
-            trusted.client_ip(ip("::ffff:10.1.1.1"), None),
-            ip("10.1.1.1")
-        );
+        let trusted = TrustedProxies::parse("T", Some("10.0.0.0/8, 192.168.1.1")).unwrap_or_default();
+        assert_eq!(trusted.client_ip(ip("10.1.1.1"), Some("6.6.6.6, 203.0.113.5, 192.168.1.1")), ip("203.0.113.5"));
+        assert_eq!(trusted.client_ip(ip("10.1.1.1"), Some("garbage")), ip("10.1.1.1"));
+        assert_eq!(trusted.client_ip(ip("::ffff:10.1.1.1"), None), ip("10.1.1.1"));
     }
 
     #[test]

@@ -8,14 +8,7 @@ pub fn init(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let result = if json {
-        registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true),
-            )
-            .try_init()
+        registry.with(fmt::layer().json().flatten_event(true).with_current_span(true)).try_init()
     } else {
         registry.with(fmt::layer().compact()).try_init()
     };
@@ -25,11 +18,7 @@ pub fn init(json: bool) {
 /// Shows only the recognisable start of a secret: `pcr_ab…` or `***` when it is short.
 pub fn mask(secret: &str) -> String {
     let visible: String = secret.chars().take(6).collect();
-    if secret.chars().count() <= 12 {
-        "***".to_owned()
-    } else {
-        format!("{visible}…")
-    }
+    if secret.chars().count() <= 12 { "***".to_owned() } else { format!("{visible}…") }
 }
 
 #[cfg(test)]

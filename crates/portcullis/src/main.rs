@@ -28,24 +28,17 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: AuthConfig) -> Result<(), String> {
-    let backends = Backends::connect(&config)
-        .await
-        .map_err(|e| format!("cannot start: {e}"))?;
+    let backends = Backends::connect(&config).await.map_err(|e| format!("cannot start: {e}"))?;
     let storage = match &config.backend {
         auth_service::config::Backend::Embedded { data_dir } => {
-            format!(
-                "SQLite at {}",
-                data_dir.join(auth_service::app::SQLITE_FILE).display()
-            )
+            format!("SQLite at {}", data_dir.join(auth_service::app::SQLITE_FILE).display())
         }
         auth_service::config::Backend::Shared { .. } => "PostgreSQL and Redis".to_owned(),
     };
     let addr = SocketAddr::new(config.host, config.port);
-    let service = AuthService::new(config, backends.deps(Arc::new(SystemClock)))
-        .map_err(|e| format!("cannot start: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let service =
+        AuthService::new(config, backends.deps(Arc::new(SystemClock))).map_err(|e| format!("cannot start: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let auth_addr = listener.local_addr().map_err(|e| e.to_string())?;
     print_banner(auth_addr, &storage);
     let cleanup = service.spawn_cleanup(platform::shutdown::signal());

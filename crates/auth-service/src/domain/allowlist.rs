@@ -13,10 +13,7 @@ pub const MAX_ENTRIES: usize = 100;
 /// One IP allowlist entry, stored canonically (`203.0.113.0/24`, `2001:db8::/32`).
 pub fn parse_cidr(text: &str) -> Option<IpNet> {
     let text = text.trim();
-    let net = text
-        .parse::<IpNet>()
-        .ok()
-        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))?;
+    let net = text.parse::<IpNet>().ok().or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))?;
     Some(net.trunc())
 }
 
@@ -82,21 +79,14 @@ impl OriginPattern {
         let (scheme, host, port) = split(text.trim())?;
         if let Some(suffix) = host.strip_prefix("*.") {
             // Wildcards need a registrable-looking suffix (two labels) and HTTPS.
-            return (scheme == "https" && valid_host(suffix) && suffix.contains('.')).then(|| {
-                Self {
-                    scheme,
-                    host: suffix.to_owned(),
-                    port,
-                    wildcard: true,
-                }
+            return (scheme == "https" && valid_host(suffix) && suffix.contains('.')).then(|| Self {
+                scheme,
+                host: suffix.to_owned(),
+                port,
+                wildcard: true,
             });
         }
-        valid_host(&host).then_some(Self {
-            scheme,
-            host,
-            port,
-            wildcard: false,
-        })
+        valid_host(&host).then_some(Self { scheme, host, port, wildcard: false })
     }
 
     pub fn matches(&self, origin: &RequestOrigin) -> bool {
@@ -136,20 +126,14 @@ impl RequestOrigin {
 /// Validates a request's list of CIDRs into canonical strings.
 pub fn parse_ip_allowlist(field: &str, raw: &[String]) -> Result<Vec<String>, Error> {
     if raw.len() > MAX_ENTRIES {
-        return Err(Error::validation(
-            field,
-            format!("must have at most {MAX_ENTRIES} entries"),
-        ));
+        return Err(Error::validation(field, format!("must have at most {MAX_ENTRIES} entries")));
     }
     let mut out: Vec<String> = raw
         .iter()
         .map(|entry| {
-            parse_cidr(entry).map(|net| net.to_string()).ok_or_else(|| {
-                Error::validation(
-                    field,
-                    format!("`{entry}` is not an IPv4 or IPv6 address or CIDR"),
-                )
-            })
+            parse_cidr(entry)
+                .map(|net| net.to_string())
+                .ok_or_else(|| Error::validation(field, format!("`{entry}` is not an IPv4 or IPv6 address or CIDR")))
         })
         .collect::<Result<_, _>>()?;
     out.sort();
@@ -160,10 +144,7 @@ pub fn parse_ip_allowlist(field: &str, raw: &[String]) -> Result<Vec<String>, Er
 /// Validates a request's list of origins into canonical strings.
 pub fn parse_origins(field: &str, raw: &[String]) -> Result<Vec<String>, Error> {
     if raw.len() > MAX_ENTRIES {
-        return Err(Error::validation(
-            field,
-            format!("must have at most {MAX_ENTRIES} entries"),
-        ));
+        return Err(Error::validation(field, format!("must have at most {MAX_ENTRIES} entries")));
     }
     let mut out: Vec<String> = raw
         .iter()
@@ -188,10 +169,7 @@ pub fn ip_allowed(allowlist: &[String], ip: IpAddr) -> bool {
         return true;
     }
     let ip = platform::net::canonical(ip);
-    allowlist
-        .iter()
-        .filter_map(|e| parse_cidr(e))
-        .any(|net| net.contains(&ip))
+    allowlist.iter().filter_map(|e| parse_cidr(e)).any(|net| net.contains(&ip))
 }
 
 /// Whether a browser at `origin` may use a credential of a client with these origins.
@@ -199,10 +177,7 @@ pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
     let Some(origin) = RequestOrigin::parse(origin) else {
         return false;
     };
-    allowed
-        .iter()
-        .filter_map(|p| OriginPattern::parse(p))
-        .any(|p| p.matches(&origin))
+    allowed.iter().filter_map(|p| OriginPattern::parse(p)).any(|p| p.matches(&origin))
 }
 
 #[cfg(test)]
@@ -217,11 +192,7 @@ mod tests {
     fn ip_table() {
         let list = parse_ip_allowlist(
             "ip_allowlist",
-            &[
-                "203.0.113.0/24".into(),
-                "2001:db8::/32".into(),
-                "198.51.100.7".into(),
-            ],
+            &["203.0.113.0/24".into(), "2001:db8::/32".into(), "198.51.100.7".into()],
         )
         .unwrap();
         for (addr, allowed) in [
@@ -236,14 +207,8 @@ mod tests {
         ] {
             assert_eq!(ip_allowed(&list, ip(addr)), allowed, "{addr}");
         }
-        assert!(
-            ip_allowed(&[], ip("192.0.2.1")),
-            "an empty list allows any IP"
-        );
-        assert_eq!(
-            parse_ip_allowlist("f", &["10.1.2.3/8".into()]).unwrap(),
-            vec!["10.0.0.0/8"]
-        );
+        assert!(ip_allowed(&[], ip("192.0.2.1")), "an empty list allows any IP");
+        assert_eq!(parse_ip_allowlist("f", &["10.1.2.3/8".into()]).unwrap(), vec!["10.0.0.0/8"]);
         for bad in ["10.0.0.0/33", "nope", "10.0.0", "::/129", ""] {
             assert!(parse_ip_allowlist("f", &[bad.into()]).is_err(), "{bad}");
         }
@@ -253,11 +218,7 @@ mod tests {
     fn origin_table() {
         let allowed = parse_origins(
             "allowed_origins",
-            &[
-                "https://app.example.com".into(),
-                "https://*.example.org".into(),
-                "http://localhost:3000".into(),
-            ],
+            &["https://app.example.com".into(), "https://*.example.org".into(), "http://localhost:3000".into()],
         )
         .unwrap();
         for (origin, ok) in [
@@ -283,10 +244,7 @@ mod tests {
         ] {
             assert_eq!(origin_allowed(&allowed, origin), ok, "{origin}");
         }
-        assert!(
-            !origin_allowed(&[], "https://app.example.com"),
-            "an empty list allows no origin"
-        );
+        assert!(!origin_allowed(&[], "https://app.example.com"), "an empty list allows no origin");
     }
 
     #[test]
@@ -307,10 +265,7 @@ mod tests {
             "https://exämple.com",
             "https://*",
         ] {
-            assert!(
-                parse_origins("allowed_origins", &[bad.into()]).is_err(),
-                "{bad} accepted"
-            );
+            assert!(parse_origins("allowed_origins", &[bad.into()]).is_err(), "{bad} accepted");
         }
         assert_eq!(
             parse_origins("f", &["HTTPS://App.Example.com:443".into()]).unwrap(),

@@ -85,26 +85,18 @@ impl Credential {
     pub fn generate(kind: Kind) -> Self {
         let random = random_base62(RANDOM_LEN);
         let sum = checksum(kind.prefix(), &random);
-        Self {
-            kind,
-            text: format!("{}{random}{sum}", kind.prefix()),
-        }
+        Self { kind, text: format!("{}{random}{sum}", kind.prefix()) }
     }
 
     /// Checks the shape and checksum only.
     pub fn parse(kind: Kind, text: &str) -> Option<Self> {
         let body = text.strip_prefix(kind.prefix())?;
-        if body.len() != RANDOM_LEN + CHECKSUM_LEN
-            || !body.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        if body.len() != RANDOM_LEN + CHECKSUM_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return None;
         }
         let (random, sum) = body.split_at(RANDOM_LEN);
         let expected = checksum(kind.prefix(), random);
-        bool::from(expected.as_bytes().ct_eq(sum.as_bytes())).then(|| Self {
-            kind,
-            text: text.to_owned(),
-        })
+        bool::from(expected.as_bytes().ct_eq(sum.as_bytes())).then(|| Self { kind, text: text.to_owned() })
     }
 
     pub fn kind(&self) -> Kind {
@@ -137,10 +129,7 @@ mod tests {
         assert_ne!(a.expose(), b.expose());
         assert_eq!(a.expose().len(), Kind::Refresh.text_len());
         assert!(a.expose().starts_with("pcr_"));
-        assert_eq!(
-            Credential::parse(Kind::Refresh, a.expose()),
-            Some(a.clone())
-        );
+        assert_eq!(Credential::parse(Kind::Refresh, a.expose()), Some(a.clone()));
         assert_eq!(a.hash().len(), 64);
         assert_ne!(a.hash(), a.expose());
     }
@@ -177,10 +166,7 @@ mod tests {
             &format!("{}-{}", &good[..10], &good[11..]),
             &flipped,
         ] {
-            assert!(
-                Credential::parse(Kind::Refresh, bad).is_none(),
-                "{bad:?} accepted"
-            );
+            assert!(Credential::parse(Kind::Refresh, bad).is_none(), "{bad:?} accepted");
         }
     }
 }

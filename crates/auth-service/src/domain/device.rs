@@ -16,11 +16,7 @@ pub fn describe(user_agent: Option<&str>) -> String {
             } else {
                 format!("{} {}", r.name, r.version)
             };
-            if r.os == "UNKNOWN" {
-                browser
-            } else {
-                format!("{browser} on {}", r.os)
-            }
+            if r.os == "UNKNOWN" { browser } else { format!("{browser} on {}", r.os) }
         }
         _ => ua.chars().take(64).collect(),
     }

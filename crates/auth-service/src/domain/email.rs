@@ -17,19 +17,11 @@ impl Email {
         let lowered = trimmed.to_lowercase();
         let valid = email_address::EmailAddress::parse_with_options(
             &lowered,
-            email_address::Options::default()
-                .without_display_text()
-                .without_domain_literal(),
+            email_address::Options::default().without_display_text().without_domain_literal(),
         )
         .is_ok()
-            && lowered
-                .rsplit_once('@')
-                .is_some_and(|(_, domain)| domain.contains('.') && !domain.ends_with('.'));
-        if valid {
-            Ok(Self(lowered))
-        } else {
-            Err(Error::validation(field, "is not a valid email address"))
-        }
+            && lowered.rsplit_once('@').is_some_and(|(_, domain)| domain.contains('.') && !domain.ends_with('.'));
+        if valid { Ok(Self(lowered)) } else { Err(Error::validation(field, "is not a valid email address")) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -43,10 +35,7 @@ mod tests {
 
     #[test]
     fn accepts_and_normalises() {
-        assert_eq!(
-            Email::parse("email", " Ada@Example.COM ").map(|e| e.0).ok(),
-            Some("ada@example.com".into())
-        );
+        assert_eq!(Email::parse("email", " Ada@Example.COM ").map(|e| e.0).ok(), Some("ada@example.com".into()));
     }
 
     #[test]

@@ -69,9 +69,7 @@ pub struct KeyRing {
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kids: Vec<&str> = self.keys.iter().map(|k| k.kid.as_str()).collect();
-        f.debug_struct("KeyRing")
-            .field("kids", &kids)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyRing").field("kids", &kids).finish_non_exhaustive()
     }
 }
 
@@ -97,12 +95,7 @@ pub struct NewToken<'a> {
 }
 
 impl KeyRing {
-    pub fn new(
-        current: &SecretString,
-        previous: &[SecretString],
-        issuer: &str,
-        audience: &str,
-    ) -> Self {
+    pub fn new(current: &SecretString, previous: &[SecretString], issuer: &str, audience: &str) -> Self {
         let keys = std::iter::once(current)
             .chain(previous)
             .map(|secret| {
@@ -123,16 +116,9 @@ impl KeyRing {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.leeway = 0;
-        validation.required_spec_claims = ["exp", "nbf", "iss", "aud", "sub"]
-            .into_iter()
-            .map(String::from)
-            .collect::<HashSet<_>>();
-        Self {
-            keys,
-            validation,
-            issuer: issuer.to_owned(),
-            audience: audience.to_owned(),
-        }
+        validation.required_spec_claims =
+            ["exp", "nbf", "iss", "aud", "sub"].into_iter().map(String::from).collect::<HashSet<_>>();
+        Self { keys, validation, issuer: issuer.to_owned(), audience: audience.to_owned() }
     }
 
     pub fn current_kid(&self) -> &str {
@@ -140,10 +126,7 @@ impl KeyRing {
     }
 
     pub fn sign(&self, token: &NewToken<'_>) -> Result<String, Error> {
-        let key = self
-            .keys
-            .first()
-            .ok_or_else(|| Error::internal("empty key ring"))?;
+        let key = self.keys.first().ok_or_else(|| Error::internal("empty key ring"))?;
         let claims = Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -166,48 +149,27 @@ impl KeyRing {
 
     /// Verifies a token of the expected type at `now`. Revocation and session state are the
     /// caller's next step.
-    pub fn verify(
-        &self,
-        token: &str,
-        expected: TokenType,
-        now: OffsetDateTime,
-    ) -> Result<Claims, Error> {
+    pub fn verify(&self, token: &str, expected: TokenType, now: OffsetDateTime) -> Result<Claims, Error> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Error::TokenInvalid("the token is larger than 8 KiB"));
         }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| Error::TokenInvalid("the token is malformed"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Error::TokenInvalid("the token is malformed"))?;
         if header.alg != ALGORITHM {
             return Err(Error::TokenInvalid("the token's algorithm is not accepted"));
         }
-        let kid = header
-            .kid
-            .ok_or(Error::TokenInvalid("the token names no key"))?;
-        let key = self
-            .keys
-            .iter()
-            .find(|k| k.kid == kid)
-            .ok_or(Error::TokenInvalid("the token names an unknown key"))?;
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).map_err(
-            |e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::InvalidSignature => {
-                        Error::TokenInvalid("the token's signature is invalid")
-                    }
-                    ErrorKind::InvalidIssuer => {
-                        Error::TokenInvalid("the token's issuer is not accepted")
-                    }
-                    ErrorKind::InvalidAudience => {
-                        Error::TokenInvalid("the token's audience is not accepted")
-                    }
-                    ErrorKind::InvalidAlgorithm => {
-                        Error::TokenInvalid("the token's algorithm is not accepted")
-                    }
-                    _ => Error::TokenInvalid("the token is malformed"),
-                }
-            },
-        )?;
+        let kid = header.kid.ok_or(Error::TokenInvalid("the token names no key"))?;
+        let key =
+            self.keys.iter().find(|k| k.kid == kid).ok_or(Error::TokenInvalid("the token names an unknown key"))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSignature => Error::TokenInvalid("the token's signature is invalid"),
+                ErrorKind::InvalidIssuer => Error::TokenInvalid("the token's issuer is not accepted"),
+                ErrorKind::InvalidAudience => Error::TokenInvalid("the token's audience is not accepted"),
+                ErrorKind::InvalidAlgorithm => Error::TokenInvalid("the token's algorithm is not accepted"),
+                _ => Error::TokenInvalid("the token is malformed"),
+            }
+        })?;
         let claims = data.claims;
         if claims.typ != expected.as_str() {
             return Err(Error::TokenInvalid("the token is not of the expected type"));
@@ -229,12 +191,7 @@ mod tests {
     use time::Duration;
 
     fn ring(secret: &str) -> KeyRing {
-        KeyRing::new(
-            &SecretString::from(secret.to_owned()),
-            &[],
-            "portcullis",
-            "portcullis",
-        )
+        KeyRing::new(&SecretString::from(secret.to_owned()), &[], "portcullis", "portcullis")
     }
 
     fn token(ring: &KeyRing, now: OffsetDateTime) -> String {
@@ -262,10 +219,7 @@ mod tests {
         let t = token(&r, now);
         let claims = r.verify(&t, TokenType::Access, now);
         assert_eq!(claims.map(|c| c.sub).ok(), Some("u1".to_owned()));
-        assert!(matches!(
-            r.verify(&t, TokenType::Sdk, now),
-            Err(Error::TokenInvalid(_))
-        ));
+        assert!(matches!(r.verify(&t, TokenType::Sdk, now), Err(Error::TokenInvalid(_))));
     }
 
     #[test]
@@ -273,14 +227,8 @@ mod tests {
         let r = ring(SECRET);
         let now = OffsetDateTime::now_utc();
         let t = token(&r, now);
-        assert!(matches!(
-            r.verify(&t, TokenType::Access, now + Duration::minutes(16)),
-            Err(Error::TokenExpired)
-        ));
-        assert!(matches!(
-            r.verify(&t, TokenType::Access, now - Duration::minutes(5)),
-            Err(Error::TokenInvalid(_))
-        ));
+        assert!(matches!(r.verify(&t, TokenType::Access, now + Duration::minutes(16)), Err(Error::TokenExpired)));
+        assert!(matches!(r.verify(&t, TokenType::Access, now - Duration::minutes(5)), Err(Error::TokenInvalid(_))));
     }
 
     #[test]
@@ -296,10 +244,7 @@ mod tests {
         );
         assert!(rotated.verify(&t, TokenType::Access, now).is_ok());
         let other = ring("yet-another-secret-of-32-bytes-or-more");
-        assert!(matches!(
-            other.verify(&t, TokenType::Access, now),
-            Err(Error::TokenInvalid(_))
-        ));
+        assert!(matches!(other.verify(&t, TokenType::Access, now), Err(Error::TokenInvalid(_))));
         assert_eq!(kid_for(SECRET).len(), 16);
     }
 }

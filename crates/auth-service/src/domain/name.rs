@@ -14,16 +14,10 @@ impl Name {
             return Err(Error::validation(field, "is required"));
         }
         if trimmed.chars().count() > MAX_NAME_CHARS {
-            return Err(Error::validation(
-                field,
-                format!("must be at most {MAX_NAME_CHARS} characters"),
-            ));
+            return Err(Error::validation(field, format!("must be at most {MAX_NAME_CHARS} characters")));
         }
         if trimmed.chars().any(char::is_control) {
-            return Err(Error::validation(
-                field,
-                "must not contain control characters",
-            ));
+            return Err(Error::validation(field, "must not contain control characters"));
         }
         Ok(Self(trimmed.to_owned()))
     }

@@ -33,16 +33,10 @@ impl Password {
         let normalised: String = raw.nfkc().collect();
         let chars = normalised.chars().count();
         if chars < min_chars {
-            return Err(Error::validation(
-                field,
-                format!("must be at least {min_chars} characters"),
-            ));
+            return Err(Error::validation(field, format!("must be at least {min_chars} characters")));
         }
         if chars > MAX_PASSWORD_CHARS {
-            return Err(Error::validation(
-                field,
-                format!("must be at most {MAX_PASSWORD_CHARS} characters"),
-            ));
+            return Err(Error::validation(field, format!("must be at most {MAX_PASSWORD_CHARS} characters")));
         }
         Ok(Self(normalised))
     }
@@ -68,9 +62,7 @@ pub struct Hasher {
 
 impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hasher")
-            .field("available_permits", &self.permits.available_permits())
-            .finish_non_exhaustive()
+        f.debug_struct("Hasher").field("available_permits", &self.permits.available_permits()).finish_non_exhaustive()
     }
 }
 
@@ -82,10 +74,7 @@ fn argon() -> Result<Argon2<'static>, Error> {
 impl Hasher {
     pub fn new(concurrency: usize, on_hash: HashTimer) -> Result<Self, Error> {
         let argon = argon()?;
-        let dummy_hash = argon
-            .hash_password(b"portcullis-timing-equaliser")
-            .map_err(Error::internal)?
-            .to_string();
+        let dummy_hash = argon.hash_password(b"portcullis-timing-equaliser").map_err(Error::internal)?.to_string();
         Ok(Self {
             argon,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
@@ -122,15 +111,9 @@ impl Hasher {
             let inputs: Vec<&str> = user_inputs.iter().map(String::as_str).collect();
             let score = u8::from(zxcvbn::zxcvbn(&password.0, &inputs).score());
             if score < MIN_ZXCVBN_SCORE {
-                return Err(Error::validation(
-                    field,
-                    "is too common or too easy to guess",
-                ));
+                return Err(Error::validation(field, "is too common or too easy to guess"));
             }
-            argon
-                .hash_password(password.0.as_bytes())
-                .map(|h| h.to_string())
-                .map_err(Error::internal)
+            argon.hash_password(password.0.as_bytes()).map(|h| h.to_string()).map_err(Error::internal)
         })
         .await?
     }
@@ -144,11 +127,7 @@ impl Hasher {
                 None => (&*dummy, false),
             };
             let ok = PasswordHash::new(hash)
-                .map(|parsed| {
-                    argon
-                        .verify_password(password.0.as_bytes(), &parsed)
-                        .is_ok()
-                })
+                .map(|parsed| argon.verify_password(password.0.as_bytes(), &parsed).is_ok())
                 .unwrap_or(false);
             ok && known
         })
@@ -170,45 +149,22 @@ mod tests {
         assert!(Password::parse_new("p", &"é".repeat(256), 8).is_ok());
         assert!(Password::parse_new("p", &"é".repeat(257), 8).is_err());
         // U+FB01 (ﬁ) normalises to two characters.
-        assert_eq!(
-            Password::parse_new("p", "ﬁ", 1).map(|p| p.0).ok(),
-            Some("fi".to_owned())
-        );
+        assert_eq!(Password::parse_new("p", "ﬁ", 1).map(|p| p.0).ok(), Some("fi".to_owned()));
     }
 
     #[tokio::test]
     async fn hashes_verify_and_common_passwords_are_refused() {
         let h = hasher();
-        let weak =
-            Password::parse_new("password", "password123", 8).unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(
-            h.hash_new("password", weak, vec![]).await,
-            Err(Error::Validation(_))
-        ));
+        let weak = Password::parse_new("password", "password123", 8).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(h.hash_new("password", weak, vec![]).await, Err(Error::Validation(_))));
         let good = "correct horse battery staple 42";
         let hash = h
-            .hash_new(
-                "password",
-                Password::parse_new("password", good, 8).unwrap_or_else(|e| panic!("{e}")),
-                vec![],
-            )
+            .hash_new("password", Password::parse_new("password", good, 8).unwrap_or_else(|e| panic!("{e}")), vec![])
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(
-            h.verify(Password::presented(good), Some(hash.clone()))
-                .await
-                .unwrap_or(false)
-        );
-        assert!(
-            !h.verify(Password::presented("wrong password!"), Some(hash))
-                .await
-                .unwrap_or(true)
-        );
-        assert!(
-            !h.verify(Password::presented(good), None)
-                .await
-                .unwrap_or(true)
-        );
+        assert!(h.verify(Password::presented(good), Some(hash.clone())).await.unwrap_or(false));
+        assert!(!h.verify(Password::presented("wrong password!"), Some(hash)).await.unwrap_or(true));
+        assert!(!h.verify(Password::presented(good), None).await.unwrap_or(true));
     }
 }

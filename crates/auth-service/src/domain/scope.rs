@@ -69,11 +69,7 @@ impl Scopes {
     }
 
     /// Parses a request's list; `None` means the default `default`.
-    pub fn parse_list(
-        field: &str,
-        raw: Option<&[String]>,
-        default: &Scopes,
-    ) -> Result<Self, Error> {
+    pub fn parse_list(field: &str, raw: Option<&[String]>, default: &Scopes) -> Result<Self, Error> {
         let Some(raw) = raw else {
             return Ok(default.clone());
         };
@@ -81,20 +77,13 @@ impl Scopes {
             return Err(Error::validation(field, "must name at least one scope"));
         }
         if raw.len() > MAX_SCOPES {
-            return Err(Error::validation(
-                field,
-                format!("must have at most {MAX_SCOPES} scopes"),
-            ));
+            return Err(Error::validation(field, format!("must have at most {MAX_SCOPES} scopes")));
         }
         let mut scopes = raw
             .iter()
             .map(|s| {
-                Scope::parse(s).ok_or_else(|| {
-                    Error::validation(
-                        field,
-                        format!("`{s}` is not a scope (resource:action or *)"),
-                    )
-                })
+                Scope::parse(s)
+                    .ok_or_else(|| Error::validation(field, format!("`{s}` is not a scope (resource:action or *)")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         scopes.sort();
@@ -104,11 +93,7 @@ impl Scopes {
 
     /// The storage form: space-separated.
     pub fn to_text(&self) -> String {
-        self.0
-            .iter()
-            .map(Scope::as_str)
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.0.iter().map(Scope::as_str).collect::<Vec<_>>().join(" ")
     }
 
     pub fn from_text(text: &str) -> Self {
@@ -142,26 +127,12 @@ mod tests {
 
     #[test]
     fn grammar() {
-        for good in [
-            "*",
-            "orders:read",
-            "orders:*",
-            "a.b-c_d:x.y-z_1",
-            "socket:publish",
-        ] {
+        for good in ["*", "orders:read", "orders:*", "a.b-c_d:x.y-z_1", "socket:publish"] {
             assert!(Scope::parse(good).is_some(), "{good}");
         }
-        for bad in [
-            "",
-            "orders",
-            "Orders:read",
-            "orders:",
-            ":read",
-            "*:read",
-            "orders read",
-            "orders:read:x",
-            "órders:read",
-        ] {
+        for bad in
+            ["", "orders", "Orders:read", "orders:", ":read", "*:read", "orders read", "orders:read:x", "órders:read"]
+        {
             assert!(Scope::parse(bad).is_none(), "{bad}");
         }
     }
@@ -179,16 +150,10 @@ mod tests {
 
     #[test]
     fn subsets() {
-        let key = Scopes::parse_list(
-            "scopes",
-            Some(&["orders:*".into(), "users:read".into()]),
-            &Scopes::all(),
-        )
-        .unwrap();
-        let ok =
-            Scopes::parse_list("scopes", Some(&["orders:read".into()]), &Scopes::all()).unwrap();
-        let too_much =
-            Scopes::parse_list("scopes", Some(&["users:write".into()]), &Scopes::all()).unwrap();
+        let key =
+            Scopes::parse_list("scopes", Some(&["orders:*".into(), "users:read".into()]), &Scopes::all()).unwrap();
+        let ok = Scopes::parse_list("scopes", Some(&["orders:read".into()]), &Scopes::all()).unwrap();
+        let too_much = Scopes::parse_list("scopes", Some(&["users:write".into()]), &Scopes::all()).unwrap();
         assert!(ok.is_subset_of(&key));
         assert!(!too_much.is_subset_of(&key));
         assert!(!Scopes::all().is_subset_of(&key));

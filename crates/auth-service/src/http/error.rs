@@ -44,8 +44,12 @@ fn status(err: &Error) -> StatusCode {
         | Error::TokenRevoked
         | Error::SessionEnded
         | Error::SessionIdle
-        | Error::RefreshInvalid => StatusCode::UNAUTHORIZED,
-        Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        | Error::RefreshInvalid
+        | Error::KeyInvalid
+        | Error::KeyRevoked => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) | Error::IpNotAllowed | Error::OriginNotAllowed | Error::InsufficientScope(_) => {
+            StatusCode::FORBIDDEN
+        }
         Error::NotFound => StatusCode::NOT_FOUND,
         Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Error::EmailTaken | Error::RefreshConflict => StatusCode::CONFLICT,
@@ -89,19 +93,13 @@ impl IntoResponse for Error {
         };
         let mut response = (status, Json(problem)).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
         if status == StatusCode::UNAUTHORIZED {
             let challenge = match self {
                 Error::TokenMissing | Error::InvalidCredentials => "Bearer",
                 _ => "Bearer error=\"invalid_token\"",
             };
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         let retry_after = match &self {
             Error::RateLimited { retry_after } => Some(retry_after.as_secs().max(1)),

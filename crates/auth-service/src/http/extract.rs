@@ -5,14 +5,18 @@ use std::net::SocketAddr;
 
 use axum::{
     body::Bytes,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, Request},
+    extract::{
+        ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request,
+        rejection::{PathRejection, QueryRejection},
+    },
     http::{HeaderMap, StatusCode, header, request::Parts},
 };
 use serde::de::DeserializeOwned;
 
 use crate::{
     error::Error,
-    service::{AuthService, ClientMeta, Principal},
+    http::dto::PageQuery,
+    service::{AuthService, ClientMeta, Principal, UserPrincipal},
 };
 
 /// `axum::Json` with Portcullis' rejections: 415 for another content type, 413 over the
@@ -26,24 +30,17 @@ pub fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|mime| mime.trim().to_ascii_lowercase())
-        .is_some_and(|mime| {
-            mime == "application/json"
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
-        })
+        .is_some_and(|mime| mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")))
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Data => {
-                Error::MalformedBody(format!("the body does not have the expected shape: {e}"))
+            Category::Data => Error::MalformedBody(format!("the body does not have the expected shape: {e}")),
+            Category::Syntax | Category::Eof | Category::Io => {
+                Error::MalformedBody(format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()))
             }
-            Category::Syntax | Category::Eof | Category::Io => Error::MalformedBody(format!(
-                "the body is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            )),
         }
     })
 }
@@ -78,37 +75,23 @@ where
 impl FromRequestParts<AuthService> for ClientMeta {
     type Rejection = Error;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AuthService,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AuthService) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip())
             .ok_or_else(|| Error::internal("the server was started without peer addresses"))?;
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
+        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         let ip = state.config().trusted_proxies.client_ip(peer, forwarded);
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Ok(Self { ip, user_agent })
     }
 }
 
 /// The bearer credential of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Result<&str, Error> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(Error::TokenMissing)?;
-    let value = value
-        .to_str()
-        .map_err(|_| Error::TokenInvalid("the authorization header is not text"))?;
+    let value = headers.get(header::AUTHORIZATION).ok_or(Error::TokenMissing)?;
+    let value = value.to_str().map_err(|_| Error::TokenInvalid("the authorization header is not text"))?;
     let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Error::TokenMissing);
@@ -123,11 +106,79 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, Error> {
 impl FromRequestParts<AuthService> for Principal {
     type Rejection = Error;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AuthService,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AuthService) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers)?;
         state.authenticate(token).await
+    }
+}
+
+/// An id from the path; anything that is not a UUID (or not even text) names nothing the
+/// caller owns, so it is 404 like any other unknown id.
+pub fn path_id(raw: &str) -> Result<uuid::Uuid, Error> {
+    uuid::Uuid::parse_str(raw).map_err(|_| Error::NotFound)
+}
+
+pub fn path_param(param: Result<Path<String>, PathRejection>) -> Result<uuid::Uuid, Error> {
+    let Path(raw) = param.map_err(|_| Error::NotFound)?;
+    path_id(&raw)
+}
+
+pub fn path_pair(param: Result<Path<(String, String)>, PathRejection>) -> Result<(uuid::Uuid, uuid::Uuid), Error> {
+    let Path((a, b)) = param.map_err(|_| Error::NotFound)?;
+    Ok((path_id(&a)?, path_id(&b)?))
+}
+
+/// `limit` (1..=max, default) and the raw `cursor` of a paginated listing.
+pub fn page(
+    query: Result<Query<PageQuery>, QueryRejection>,
+    default: u32,
+    max: u32,
+) -> Result<(u32, Option<String>), Error> {
+    let Query(query) = query.map_err(|_| Error::validation("query", "is not a valid query string"))?;
+    let limit = match query.limit.as_deref() {
+        None => default,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| Error::validation("limit", format!("must be a number from 1 to {max}")))?,
+    };
+    Ok((limit, query.cursor))
+}
+
+/// A JSON body that may be absent: an empty body is `T::default()`, anything else must be
+/// JSON of the right shape.
+pub async fn optional_json<T: DeserializeOwned + Default>(request: Request) -> Result<T, Error> {
+    let json = is_json(request.headers());
+    let bytes = body_bytes(request, &()).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else if json {
+        parse_json(&bytes)
+    } else {
+        Err(Error::UnsupportedMediaType)
+    }
+}
+
+/// The API key of a request: `X-API-Key`, or `Authorization: Bearer pck_…`.
+pub fn api_key(headers: &HeaderMap) -> Result<String, Error> {
+    if let Some(value) = headers.get("x-api-key") {
+        let key = value.to_str().map_err(|_| Error::KeyInvalid)?.trim();
+        return if key.is_empty() { Err(Error::KeyInvalid) } else { Ok(key.to_owned()) };
+    }
+    bearer(headers).map(str::to_owned)
+}
+
+/// The `Origin` header, if the request carries one (`null` included: it matches nothing).
+pub fn origin(headers: &HeaderMap) -> Option<String> {
+    headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null").to_owned())
+}
+
+impl FromRequestParts<AuthService> for UserPrincipal {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AuthService) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers)?;
+        state.authenticate_user(token).await
     }
 }

@@ -36,12 +36,7 @@ impl Modify for BearerScheme {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
 }
@@ -64,13 +59,27 @@ fn api_routes() -> OpenApiRouter<AuthService> {
         .routes(routes!(routes::auth::me))
         .routes(routes!(routes::auth::password))
         .routes(routes!(routes::sessions::current))
-        .routes(routes!(
-            routes::sessions::list,
-            routes::sessions::end_others
-        ))
+        .routes(routes!(routes::sessions::list, routes::sessions::end_others))
         .routes(routes!(routes::sessions::end_one))
         .routes(routes!(routes::sessions::activity))
         .routes(routes!(routes::sessions::audit))
+        .routes(routes!(routes::credentials::create, routes::credentials::list))
+        .routes(routes!(routes::credentials::revoke))
+        .routes(routes!(routes::credentials::limits))
+        .routes(routes!(routes::clients::register))
+        .routes(routes!(routes::clients::list))
+        .routes(routes!(routes::clients::get_one))
+        .routes(routes!(routes::clients::create_key, routes::clients::list_keys))
+        .routes(routes!(routes::clients::rotate_key))
+        .routes(routes!(routes::clients::revoke_key))
+        .routes(routes!(routes::clients::get_ip_allowlist, routes::clients::put_ip_allowlist))
+        .routes(routes!(routes::clients::get_origins, routes::clients::put_origins))
+        .routes(routes!(routes::clients::get_rate_limit, routes::clients::put_rate_limit))
+        .routes(routes!(routes::sdk::create))
+        .routes(routes!(routes::admin::users))
+        .routes(routes!(routes::admin::disable))
+        .routes(routes!(routes::admin::enable))
+        .routes(routes!(routes::admin::role))
 }
 
 /// The full router with its OpenAPI document.
@@ -88,40 +97,23 @@ pub fn router(service: AuthService) -> Router {
             "/openapi.json",
             get(move || {
                 let document = document.clone();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "application/json")],
-                        document.to_string(),
-                    )
-                }
+                async move { ([(header::CONTENT_TYPE, "application/json")], document.to_string()) }
             }),
         )
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(CatchPanicLayer::custom(|_| {
-            Error::Internal("a request handler panicked".to_owned()).into_response()
-        }))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(middleware::from_fn_with_state(
-            service.clone(),
-            request_context,
-        ))
+        .layer(CatchPanicLayer::custom(|_| Error::Internal("a request handler panicked".to_owned()).into_response()))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(middleware::from_fn_with_state(service.clone(), request_context))
         .with_state(service)
 }
 
 /// A client-supplied id is kept only when it is short and printable.
 fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
-    (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| text.to_owned())
+    (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic())).then(|| text.to_owned())
 }
 
 /// Assigns or keeps `X-Request-Id`, makes it available to error bodies, logs one line per
@@ -138,37 +130,21 @@ async fn request_context(
         .and_then(acceptable_request_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     if let Ok(value) = HeaderValue::from_str(&id) {
-        request
-            .headers_mut()
-            .insert(REQUEST_ID_HEADER.clone(), value);
+        request.headers_mut().insert(REQUEST_ID_HEADER.clone(), value);
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
     let span = tracing::info_span!("request", request_id = %id, %method, %path);
-    let mut response = error::REQUEST_ID
-        .scope(
-            id.clone(),
-            tracing::Instrument::instrument(next.run(request), span.clone()),
-        )
-        .await;
+    let mut response =
+        error::REQUEST_ID.scope(id.clone(), tracing::Instrument::instrument(next.run(request), span.clone())).await;
     let status = response.status();
     span.in_scope(|| {
-        tracing::info!(
-            status = status.as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
+        tracing::info!(status = status.as_u16(), latency_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
     });
-    service
-        .metrics()
-        .http_requests
-        .with_label_values(&[method.as_str(), status.as_str()])
-        .inc();
+    service.metrics().http_requests.with_label_values(&[method.as_str(), status.as_str()]).inc();
     if let Ok(value) = HeaderValue::from_str(&id) {
-        response
-            .headers_mut()
-            .insert(REQUEST_ID_HEADER.clone(), value);
+        response.headers_mut().insert(REQUEST_ID_HEADER.clone(), value);
     }
     response
 }

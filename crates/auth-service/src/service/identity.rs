@@ -12,13 +12,7 @@ use crate::{
 };
 
 impl AuthService {
-    pub async fn signup(
-        &self,
-        name: &str,
-        email: &str,
-        password: &str,
-        meta: &ClientMeta,
-    ) -> Result<SignedIn, Error> {
+    pub async fn signup(&self, name: &str, email: &str, password: &str, meta: &ClientMeta) -> Result<SignedIn, Error> {
         let result = self.signup_inner(name, email, password, meta).await;
         self.inner.metrics.operation("signup", result.is_ok());
         result
@@ -32,25 +26,16 @@ impl AuthService {
         meta: &ClientMeta,
     ) -> Result<SignedIn, Error> {
         let mut problems = Vec::new();
-        let name = Name::parse("name", name)
+        let name = Name::parse("name", name).map_err(|e| collect(&mut problems, e)).ok();
+        let email = Email::parse("email", email).map_err(|e| collect(&mut problems, e)).ok();
+        let password = Password::parse_new("password", password, self.inner.config.password_min_length)
             .map_err(|e| collect(&mut problems, e))
             .ok();
-        let email = Email::parse("email", email)
-            .map_err(|e| collect(&mut problems, e))
-            .ok();
-        let password =
-            Password::parse_new("password", password, self.inner.config.password_min_length)
-                .map_err(|e| collect(&mut problems, e))
-                .ok();
         let (Some(name), Some(email), Some(password)) = (name, email, password) else {
             return Err(Error::Validation(problems));
         };
         let known_words = vec![name.as_str().to_owned(), email.as_str().to_owned()];
-        let hash = self
-            .inner
-            .hasher
-            .hash_new("password", password, known_words)
-            .await?;
+        let hash = self.inner.hasher.hash_new("password", password, known_words).await?;
         let user = User {
             id: Uuid::new_v4(),
             name: name.as_str().to_owned(),
@@ -65,35 +50,19 @@ impl AuthService {
             Err(StoreError::Conflict(_)) => return Err(Error::EmailTaken),
             Err(other) => return Err(other.into()),
         }
-        self.audit(Some(user.id), "signup", "success", Some(meta.ip), json!({}))
-            .await;
-        self.events()
-            .emit(
-                events::USER_REGISTERED,
-                json!({"user_id": user.id, "email": user.email}),
-            )
-            .await;
+        self.audit(Some(user.id), "signup", "success", Some(meta.ip), json!({})).await;
+        self.events().emit(events::USER_REGISTERED, json!({"user_id": user.id, "email": user.email})).await;
         let tokens = self.open_session(&user, meta).await?;
         Ok(SignedIn { user, tokens })
     }
 
-    pub async fn login(
-        &self,
-        email: &str,
-        password: &str,
-        meta: &ClientMeta,
-    ) -> Result<SignedIn, Error> {
+    pub async fn login(&self, email: &str, password: &str, meta: &ClientMeta) -> Result<SignedIn, Error> {
         let result = self.login_inner(email, password, meta).await;
         self.inner.metrics.operation("login", result.is_ok());
         result
     }
 
-    async fn login_inner(
-        &self,
-        email: &str,
-        password: &str,
-        meta: &ClientMeta,
-    ) -> Result<SignedIn, Error> {
+    async fn login_inner(&self, email: &str, password: &str, meta: &ClientMeta) -> Result<SignedIn, Error> {
         let email = Email::parse("email", email)?;
         if password.is_empty() {
             return Err(Error::validation("password", "is required"));
@@ -103,36 +72,19 @@ impl AuthService {
         let verified = self
             .inner
             .hasher
-            .verify(
-                Password::presented(password),
-                user.as_ref().map(|u| u.password_hash.clone()),
-            )
+            .verify(Password::presented(password), user.as_ref().map(|u| u.password_hash.clone()))
             .await?;
         let user = match user {
             Some(user) if verified => user,
             other => {
                 self.record_login_failure(email.as_str(), meta.ip).await?;
                 let user_id = other.map(|u| u.id);
-                self.audit(
-                    user_id,
-                    "login",
-                    "failure",
-                    Some(meta.ip),
-                    json!({"reason": "invalid_credentials"}),
-                )
-                .await;
+                self.audit(user_id, "login", "failure", Some(meta.ip), json!({"reason": "invalid_credentials"})).await;
                 return Err(Error::InvalidCredentials);
             }
         };
         if user.disabled {
-            self.audit(
-                Some(user.id),
-                "login",
-                "failure",
-                Some(meta.ip),
-                json!({"reason": "disabled"}),
-            )
-            .await;
+            self.audit(Some(user.id), "login", "failure", Some(meta.ip), json!({"reason": "disabled"})).await;
             return Err(Error::Forbidden("this account is disabled"));
         }
         self.record_login_success(email.as_str(), meta.ip).await?;
@@ -156,14 +108,9 @@ impl AuthService {
 
     /// Ends the caller's session and revokes the presented access token's `jti`.
     pub async fn logout(&self, principal: &Principal, meta: &ClientMeta) -> Result<(), Error> {
-        let expires = time::OffsetDateTime::from_unix_timestamp(principal.claims.exp)
-            .unwrap_or_else(|_| self.now());
-        self.store()
-            .revoke_jti(&principal.claims.jti, expires)
-            .await?;
-        self.store()
-            .end_sessions(&[principal.session.id], self.now(), "logout")
-            .await?;
+        let expires = time::OffsetDateTime::from_unix_timestamp(principal.claims.exp).unwrap_or_else(|_| self.now());
+        self.store().revoke_jti(&principal.claims.jti, expires).await?;
+        self.store().end_sessions(&[principal.session.id], self.now(), "logout").await?;
         self.audit(
             Some(principal.user.id),
             "logout",
@@ -194,14 +141,7 @@ impl AuthService {
         let user = &principal.user;
         let new = Password::parse_new("new_password", new, self.inner.config.password_min_length)?;
         self.check_login_limits(&user.email, meta.ip).await?;
-        let verified = self
-            .inner
-            .hasher
-            .verify(
-                Password::presented(current),
-                Some(user.password_hash.clone()),
-            )
-            .await?;
+        let verified = self.inner.hasher.verify(Password::presented(current), Some(user.password_hash.clone())).await?;
         if !verified {
             self.record_login_failure(&user.email, meta.ip).await?;
             self.audit(
@@ -216,11 +156,7 @@ impl AuthService {
             return Err(Error::InvalidCredentials);
         }
         let known_words = vec![user.name.clone(), user.email.clone()];
-        let hash = self
-            .inner
-            .hasher
-            .hash_new("new_password", new, known_words)
-            .await?;
+        let hash = self.inner.hasher.hash_new("new_password", new, known_words).await?;
         let now = self.now();
         self.store().set_password_hash(user.id, &hash, now).await?;
         let others: Vec<Uuid> = self
@@ -231,18 +167,9 @@ impl AuthService {
             .map(|s| s.id)
             .filter(|id| *id != principal.session.id)
             .collect();
-        let ended = self
-            .store()
-            .end_sessions(&others, now, "password_changed")
-            .await?;
-        self.audit(
-            Some(user.id),
-            "password_change",
-            "success",
-            Some(meta.ip),
-            json!({"sessions_ended": ended.len()}),
-        )
-        .await;
+        let ended = self.store().end_sessions(&others, now, "password_changed").await?;
+        self.audit(Some(user.id), "password_change", "success", Some(meta.ip), json!({"sessions_ended": ended.len()}))
+            .await;
         self.events()
             .emit(
                 events::USER_PASSWORD_CHANGED,

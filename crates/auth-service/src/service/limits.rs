@@ -15,21 +15,9 @@ struct Limit {
 fn limits(email: &str, ip: IpAddr) -> [Limit; 3] {
     const FIFTEEN_MINUTES: Duration = Duration::from_secs(15 * 60);
     [
-        Limit {
-            key: format!("login:acct_ip:{email}:{ip}"),
-            max: 10,
-            window: FIFTEEN_MINUTES,
-        },
-        Limit {
-            key: format!("login:ip:{ip}"),
-            max: 100,
-            window: FIFTEEN_MINUTES,
-        },
-        Limit {
-            key: format!("login:acct:{email}"),
-            max: 100,
-            window: Duration::from_secs(3600),
-        },
+        Limit { key: format!("login:acct_ip:{email}:{ip}"), max: 10, window: FIFTEEN_MINUTES },
+        Limit { key: format!("login:ip:{ip}"), max: 100, window: FIFTEEN_MINUTES },
+        Limit { key: format!("login:acct:{email}"), max: 100, window: Duration::from_secs(3600) },
     ]
 }
 
@@ -40,9 +28,7 @@ impl AuthService {
         for limit in limits(email, ip) {
             let count = counters.current(&limit.key).await?;
             if count.hits >= limit.max {
-                return Err(Error::RateLimited {
-                    retry_after: count.resets_in.max(Duration::from_secs(1)),
-                });
+                return Err(Error::RateLimited { retry_after: count.resets_in.max(Duration::from_secs(1)) });
             }
         }
         Ok(())
@@ -50,11 +36,7 @@ impl AuthService {
 
     pub(super) async fn record_login_failure(&self, email: &str, ip: IpAddr) -> Result<(), Error> {
         for limit in limits(email, ip) {
-            self.inner
-                .deps
-                .counters
-                .increment(&limit.key, limit.window)
-                .await?;
+            self.inner.deps.counters.increment(&limit.key, limit.window).await?;
         }
         Ok(())
     }

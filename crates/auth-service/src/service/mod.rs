@@ -1,8 +1,12 @@
 //! The auth service's operations, independent of any transport: the HTTP routes (and later
 //! the gRPC service) call these and only translate inputs and errors.
 
+pub mod admin;
+mod clients;
+mod credentials;
 mod identity;
 mod limits;
+mod sdk;
 pub mod sessions;
 mod tokens;
 
@@ -22,7 +26,10 @@ use crate::{
     store::{CleanupReport, NewAudit, Session, Store, User},
 };
 
-pub use tokens::{IssuedTokens, Principal};
+pub use clients::{ClientContext, NewApiKey};
+pub use credentials::{CreatedPat, MAX_PAT_DAYS, UserPrincipal};
+pub use sdk::SdkTokens;
+pub use tokens::{IssuedTokens, Principal, Refreshed};
 
 /// How long ended sessions are kept (for the sessions list and audit context) before cleanup.
 pub const ENDED_SESSION_RETENTION: time::Duration = time::Duration::days(1);
@@ -60,9 +67,7 @@ pub struct AuthService {
 
 impl std::fmt::Debug for AuthService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthService")
-            .field("keys", &self.inner.keys)
-            .finish_non_exhaustive()
+        f.debug_struct("AuthService").field("keys", &self.inner.keys).finish_non_exhaustive()
     }
 }
 
@@ -79,29 +84,12 @@ impl AuthService {
         let timer_metrics = metrics.clone();
         let hasher = Hasher::new(
             config.password_hash_concurrency,
-            Arc::new(move |elapsed: Duration| {
-                timer_metrics
-                    .password_hash_duration
-                    .observe(elapsed.as_secs_f64())
-            }),
+            Arc::new(move |elapsed: Duration| timer_metrics.password_hash_duration.observe(elapsed.as_secs_f64())),
         )?;
-        let keys = KeyRing::new(
-            &config.jwt.secret,
-            &config.jwt.previous_secrets,
-            &config.jwt.issuer,
-            &config.jwt.audience,
-        );
+        let keys =
+            KeyRing::new(&config.jwt.secret, &config.jwt.previous_secrets, &config.jwt.issuer, &config.jwt.audience);
         let events = Events::new(deps.bus.clone(), deps.clock.clone(), metrics.clone());
-        Ok(Self {
-            inner: Arc::new(Inner {
-                config,
-                deps,
-                keys,
-                hasher,
-                events,
-                metrics,
-            }),
-        })
+        Ok(Self { inner: Arc::new(Inner { config, deps, keys, hasher, events, metrics }) })
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -143,11 +131,7 @@ impl AuthService {
     /// The Prometheus exposition, with the live-session gauge read from the store.
     pub async fn render_metrics(&self) -> String {
         let now = self.now();
-        match self
-            .store()
-            .count_live_sessions(now, self.idle_cutoff(now))
-            .await
-        {
+        match self.store().count_live_sessions(now, self.idle_cutoff(now)).await {
             Ok(n) => self.inner.metrics.active_sessions.set(n),
             Err(err) => tracing::warn!(error = %err, "could not count live sessions"),
         }
@@ -163,26 +147,14 @@ impl AuthService {
         ip: Option<IpAddr>,
         detail: Value,
     ) {
-        let entry = NewAudit {
-            user_id,
-            action,
-            outcome,
-            ip: ip.map(|ip| ip.to_string()),
-            detail,
-            at: self.now(),
-        };
+        let entry = NewAudit { user_id, action, outcome, ip: ip.map(|ip| ip.to_string()), detail, at: self.now() };
         if let Err(err) = self.store().insert_audit(&entry).await {
             tracing::error!(error = %err, action, "audit entry not written");
         }
     }
 
     /// Ends sessions and announces each on the bus; returns the ids that were live.
-    async fn end_sessions(
-        &self,
-        ids: &[Uuid],
-        reason: &'static str,
-        user_id: Uuid,
-    ) -> Result<Vec<Uuid>, Error> {
+    async fn end_sessions(&self, ids: &[Uuid], reason: &'static str, user_id: Uuid) -> Result<Vec<Uuid>, Error> {
         let ended = self.store().end_sessions(ids, self.now(), reason).await?;
         for id in &ended {
             self.events()
@@ -198,10 +170,7 @@ impl AuthService {
     /// Deletes what can never be used again (expired sessions, tokens, revocations).
     pub async fn cleanup(&self, dry_run: bool) -> Result<CleanupReport, Error> {
         let now = self.now();
-        Ok(self
-            .store()
-            .cleanup(now, now - ENDED_SESSION_RETENTION, dry_run)
-            .await?)
+        Ok(self.store().cleanup(now, now - ENDED_SESSION_RETENTION, dry_run).await?)
     }
 
     /// Runs [`Self::cleanup`] every `CLEANUP_INTERVAL` until `shutdown` resolves.
@@ -228,17 +197,23 @@ impl AuthService {
     }
 }
 
-/// Whether a session is usable at `now`; the error says why not.
-fn check_session(
-    session: &Session,
+/// Whether a session (user or SDK) is usable at `now`; the error says why not.
+fn check_lifetime(
+    ended_at: Option<OffsetDateTime>,
+    expires_at: OffsetDateTime,
+    last_activity: OffsetDateTime,
     now: OffsetDateTime,
     idle_cutoff: OffsetDateTime,
 ) -> Result<(), Error> {
-    if session.ended_at.is_some() || session.expires_at <= now {
+    if ended_at.is_some() || expires_at <= now {
         return Err(Error::SessionEnded);
     }
-    if session.last_activity <= idle_cutoff {
+    if last_activity <= idle_cutoff {
         return Err(Error::SessionIdle);
     }
     Ok(())
+}
+
+fn check_session(session: &Session, now: OffsetDateTime, idle_cutoff: OffsetDateTime) -> Result<(), Error> {
+    check_lifetime(session.ended_at, session.expires_at, session.last_activity, now, idle_cutoff)
 }

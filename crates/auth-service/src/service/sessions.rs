@@ -17,10 +17,7 @@ impl AuthService {
     /// Live sessions, oldest first.
     pub async fn sessions(&self, principal: &Principal) -> Result<Vec<Session>, Error> {
         let now = self.now();
-        Ok(self
-            .store()
-            .live_sessions(principal.user.id, now, self.idle_cutoff(now))
-            .await?)
+        Ok(self.store().live_sessions(principal.user.id, now, self.idle_cutoff(now)).await?)
     }
 
     /// When the current session goes idle unless used again.
@@ -29,33 +26,14 @@ impl AuthService {
     }
 
     /// Ends one of the caller's sessions; someone else's, or one already over, is not found.
-    pub async fn end_session(
-        &self,
-        principal: &Principal,
-        id: Uuid,
-        meta: &ClientMeta,
-    ) -> Result<(), Error> {
-        let session = self
-            .store()
-            .session(id)
-            .await?
-            .filter(|s| s.user_id == principal.user.id)
-            .ok_or(Error::NotFound)?;
-        let ended = self
-            .store()
-            .end_sessions(&[session.id], self.now(), "user_request")
-            .await?;
+    pub async fn end_session(&self, principal: &Principal, id: Uuid, meta: &ClientMeta) -> Result<(), Error> {
+        let session =
+            self.store().session(id).await?.filter(|s| s.user_id == principal.user.id).ok_or(Error::NotFound)?;
+        let ended = self.store().end_sessions(&[session.id], self.now(), "user_request").await?;
         if ended.is_empty() {
             return Err(Error::NotFound);
         }
-        self.audit(
-            Some(principal.user.id),
-            "session_end",
-            "success",
-            Some(meta.ip),
-            json!({"session_id": id}),
-        )
-        .await;
+        self.audit(Some(principal.user.id), "session_end", "success", Some(meta.ip), json!({"session_id": id})).await;
         self.events()
             .emit(
                 events::SESSION_DELETED,
@@ -66,11 +44,7 @@ impl AuthService {
     }
 
     /// Ends every session of the caller but the current one.
-    pub async fn end_other_sessions(
-        &self,
-        principal: &Principal,
-        meta: &ClientMeta,
-    ) -> Result<Vec<Uuid>, Error> {
+    pub async fn end_other_sessions(&self, principal: &Principal, meta: &ClientMeta) -> Result<Vec<Uuid>, Error> {
         let others: Vec<Uuid> = self
             .sessions(principal)
             .await?
@@ -78,10 +52,7 @@ impl AuthService {
             .map(|s| s.id)
             .filter(|id| *id != principal.session.id)
             .collect();
-        let ended = self
-            .store()
-            .end_sessions(&others, self.now(), "user_request")
-            .await?;
+        let ended = self.store().end_sessions(&others, self.now(), "user_request").await?;
         self.audit(
             Some(principal.user.id),
             "sessions_end_others",
@@ -105,10 +76,7 @@ impl AuthService {
     pub async fn record_activity(&self, principal: &Principal) -> Result<Session, Error> {
         let now = self.now();
         self.mark_activity(&principal.session, now).await?;
-        Ok(Session {
-            last_activity: now,
-            ..principal.session.clone()
-        })
+        Ok(Session { last_activity: now, ..principal.session.clone() })
     }
 
     /// The caller's security events, newest first; the cursor is the last id seen.
@@ -118,10 +86,7 @@ impl AuthService {
         cursor: Option<i64>,
         limit: u32,
     ) -> Result<(Vec<AuditEntry>, Option<i64>), Error> {
-        let entries = self
-            .store()
-            .audit_for_user(principal.user.id, cursor, limit)
-            .await?;
+        let entries = self.store().audit_for_user(principal.user.id, cursor, limit).await?;
         let next = if entries.len() == usize::try_from(limit).unwrap_or(usize::MAX) {
             entries.last().map(|e| e.id)
         } else {

@@ -14,8 +14,15 @@ use crate::{
     },
     error::Error,
     events,
-    store::{RefreshToken, Session, User},
+    store::{RefreshToken, Session, SessionKind, User},
 };
+
+/// What a refresh produced: a user's new pair, or an SDK session's.
+#[derive(Debug)]
+pub enum Refreshed {
+    User { user: User, tokens: IssuedTokens },
+    Sdk(super::sdk::SdkTokens),
+}
 
 /// Validations write `last_activity` at most this often per session.
 const ACTIVITY_WRITE_EVERY: time::Duration = time::Duration::minutes(1);
@@ -38,17 +45,12 @@ pub struct Principal {
     pub claims: Claims,
 }
 
-fn secs(d: std::time::Duration) -> time::Duration {
+pub(super) fn secs(d: std::time::Duration) -> time::Duration {
     time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
 
 impl AuthService {
-    fn sign_access(
-        &self,
-        user: &User,
-        session: &Session,
-        now: OffsetDateTime,
-    ) -> Result<String, Error> {
+    fn sign_access(&self, user: &User, session: &Session, now: OffsetDateTime) -> Result<String, Error> {
         let scopes = vec![ALL_SCOPES.to_owned()];
         let token = self.inner.keys.sign(&NewToken {
             typ: TokenType::Access,
@@ -65,15 +67,24 @@ impl AuthService {
         Ok(token)
     }
 
-    fn new_refresh(&self, session: &Session, now: OffsetDateTime) -> (Credential, RefreshToken) {
+    /// A new refresh token for a session, expiring no later than the session.
+    pub(super) fn new_refresh(
+        &self,
+        session_id: Uuid,
+        kind: SessionKind,
+        user_id: Option<Uuid>,
+        session_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> (Credential, RefreshToken) {
         let credential = Credential::generate(Kind::Refresh);
         let record = RefreshToken {
             id: Uuid::new_v4(),
             token_hash: credential.hash(),
-            session_id: session.id,
-            user_id: session.user_id,
+            session_id,
+            session_kind: kind,
+            user_id,
             created_at: now,
-            expires_at: (now + secs(self.inner.config.jwt.refresh_ttl)).min(session.expires_at),
+            expires_at: (now + secs(self.inner.config.jwt.refresh_ttl)).min(session_expires_at),
             spent_at: None,
         };
         self.inner.metrics.token_issued("refresh");
@@ -91,33 +102,19 @@ impl AuthService {
 
     /// Opens a session for a user who just proved who they are, ending the oldest sessions
     /// beyond `MAX_SESSIONS_PER_USER`.
-    pub(super) async fn open_session(
-        &self,
-        user: &User,
-        meta: &ClientMeta,
-    ) -> Result<IssuedTokens, Error> {
+    pub(super) async fn open_session(&self, user: &User, meta: &ClientMeta) -> Result<IssuedTokens, Error> {
         let now = self.now();
-        let live = self
-            .store()
-            .live_sessions(user.id, now, self.idle_cutoff(now))
-            .await?;
+        let live = self.store().live_sessions(user.id, now, self.idle_cutoff(now)).await?;
         let max = usize::try_from(self.inner.config.max_sessions_per_user).unwrap_or(usize::MAX);
         if live.len() >= max {
-            let excess: Vec<Uuid> = live
-                .iter()
-                .take(live.len() + 1 - max)
-                .map(|s| s.id)
-                .collect();
+            let excess: Vec<Uuid> = live.iter().take(live.len() + 1 - max).map(|s| s.id).collect();
             self.end_sessions(&excess, "max_sessions", user.id).await?;
         }
         let session = Session {
             id: Uuid::new_v4(),
             user_id: user.id,
             device: device::describe(meta.user_agent.as_deref()),
-            user_agent: meta
-                .user_agent
-                .as_ref()
-                .map(|ua| ua.chars().take(512).collect()),
+            user_agent: meta.user_agent.as_ref().map(|ua| ua.chars().take(512).collect()),
             ip: meta.ip.to_string(),
             created_at: now,
             last_activity: now,
@@ -125,7 +122,7 @@ impl AuthService {
             ended_at: None,
             end_reason: None,
         };
-        let (refresh, record) = self.new_refresh(&session, now);
+        let (refresh, record) = self.new_refresh(session.id, SessionKind::User, Some(user.id), session.expires_at, now);
         self.store().insert_session(&session, &record).await?;
         let access = self.sign_access(user, &session, now)?;
         self.events()
@@ -137,93 +134,76 @@ impl AuthService {
         Ok(self.issued(access, &refresh, session))
     }
 
-    /// Rotates a refresh token. Of concurrent uses exactly one wins; a token spent within
-    /// `REFRESH_REUSE_GRACE_SECONDS` gets `refresh_conflict`, one spent earlier ends the
-    /// whole session (reuse detection).
-    pub async fn refresh(
-        &self,
-        raw: &str,
-        meta: &ClientMeta,
-    ) -> Result<(User, IssuedTokens), Error> {
+    /// Rotates a refresh token (of a user or an SDK session). Of concurrent uses exactly one
+    /// wins; a token spent within `REFRESH_REUSE_GRACE_SECONDS` gets `refresh_conflict`, one
+    /// spent earlier ends the whole session (reuse detection).
+    pub async fn refresh(&self, raw: &str, meta: &ClientMeta) -> Result<Refreshed, Error> {
         let result = self.refresh_inner(raw, meta).await;
         self.inner.metrics.operation("refresh", result.is_ok());
         result
     }
 
-    async fn refresh_inner(
-        &self,
-        raw: &str,
-        meta: &ClientMeta,
-    ) -> Result<(User, IssuedTokens), Error> {
-        let credential =
-            Credential::parse(Kind::Refresh, raw.trim()).ok_or(Error::RefreshInvalid)?;
-        let record = self
-            .store()
-            .refresh_token_by_hash(&credential.hash())
-            .await?
-            .ok_or(Error::RefreshInvalid)?;
+    async fn refresh_inner(&self, raw: &str, meta: &ClientMeta) -> Result<Refreshed, Error> {
+        let credential = Credential::parse(Kind::Refresh, raw.trim()).ok_or(Error::RefreshInvalid)?;
+        let record = self.store().refresh_token_by_hash(&credential.hash()).await?.ok_or(Error::RefreshInvalid)?;
         let now = self.now();
         if let Some(spent_at) = record.spent_at {
             if now - spent_at < secs(self.inner.config.refresh_reuse_grace) {
                 return Err(Error::RefreshConflict);
             }
-            let ended = self
-                .end_sessions(&[record.session_id], "refresh_reuse", record.user_id)
-                .await?;
-            self.audit(
-                Some(record.user_id),
-                "refresh_reuse",
-                "blocked",
-                Some(meta.ip),
-                json!({"session_id": record.session_id, "session_ended": !ended.is_empty()}),
-            )
-            .await;
-            tracing::warn!(session_id = %record.session_id, "refresh token reused; session ended");
+            self.end_after_reuse(&record, meta).await?;
             return Err(Error::RefreshInvalid);
         }
         if record.expires_at <= now {
             return Err(Error::RefreshInvalid);
         }
-        let session = self
-            .store()
-            .session(record.session_id)
-            .await?
-            .ok_or(Error::RefreshInvalid)?;
+        match record.session_kind {
+            SessionKind::User => self.refresh_user(&record, now).await,
+            SessionKind::Sdk => self.refresh_sdk(&record, now).await.map(Refreshed::Sdk),
+        }
+    }
+
+    async fn end_after_reuse(&self, record: &RefreshToken, meta: &ClientMeta) -> Result<(), Error> {
+        let ended = match (record.session_kind, record.user_id) {
+            (SessionKind::User, Some(user_id)) => {
+                !self.end_sessions(&[record.session_id], "refresh_reuse", user_id).await?.is_empty()
+            }
+            _ => self.end_sdk_session(record.session_id, "refresh_reuse").await?,
+        };
+        self.audit(
+            record.user_id,
+            "refresh_reuse",
+            "blocked",
+            Some(meta.ip),
+            json!({"session_id": record.session_id, "session_kind": record.session_kind.as_str(), "session_ended": ended}),
+        )
+        .await;
+        tracing::warn!(session_id = %record.session_id, "refresh token reused; session ended");
+        Ok(())
+    }
+
+    async fn refresh_user(&self, record: &RefreshToken, now: OffsetDateTime) -> Result<Refreshed, Error> {
+        let session = self.store().session(record.session_id).await?.ok_or(Error::RefreshInvalid)?;
         match check_session(&session, now, self.idle_cutoff(now)) {
             Ok(()) => {}
             Err(Error::SessionIdle) => {
-                self.end_sessions(&[session.id], "idle", session.user_id)
-                    .await?;
+                self.end_sessions(&[session.id], "idle", session.user_id).await?;
                 return Err(Error::RefreshInvalid);
             }
             Err(_) => return Err(Error::RefreshInvalid),
         }
-        let user = self
-            .store()
-            .user_by_id(record.user_id)
-            .await?
-            .filter(|u| !u.disabled)
-            .ok_or(Error::RefreshInvalid)?;
-        let (next, next_record) = self.new_refresh(&session, now);
-        if !self
-            .store()
-            .rotate_refresh_token(record.id, now, &next_record)
-            .await?
-        {
+        let user =
+            self.store().user_by_id(session.user_id).await?.filter(|u| !u.disabled).ok_or(Error::RefreshInvalid)?;
+        let (next, next_record) =
+            self.new_refresh(session.id, SessionKind::User, Some(user.id), session.expires_at, now);
+        if !self.store().rotate_refresh_token(record.id, now, &next_record).await? {
             return Err(Error::RefreshConflict);
         }
         let access = self.sign_access(&user, &session, now)?;
-        self.events()
-            .emit(
-                events::TOKEN_REFRESHED,
-                json!({"user_id": user.id, "session_id": session.id}),
-            )
-            .await;
-        let session = Session {
-            last_activity: now,
-            ..session
-        };
-        Ok((user, self.issued(access, &next, session)))
+        self.events().emit(events::TOKEN_REFRESHED, json!({"user_id": user.id, "session_id": session.id})).await;
+        let session = Session { last_activity: now, ..session };
+        let tokens = self.issued(access, &next, session);
+        Ok(Refreshed::User { user, tokens })
     }
 
     /// Authenticates a bearer access token: signature and claims, revocation, the session's
@@ -236,20 +216,14 @@ impl AuthService {
             .as_deref()
             .and_then(|s| Uuid::parse_str(s).ok())
             .ok_or(Error::TokenInvalid("the token names no session"))?;
-        let user_id = Uuid::parse_str(&claims.sub)
-            .map_err(|_| Error::TokenInvalid("the token's subject is not a user"))?;
+        let user_id =
+            Uuid::parse_str(&claims.sub).map_err(|_| Error::TokenInvalid("the token's subject is not a user"))?;
         if self.store().is_jti_revoked(&claims.jti).await? {
             return Err(Error::TokenRevoked);
         }
-        let mut session = self
-            .store()
-            .session(session_id)
-            .await?
-            .ok_or(Error::SessionEnded)?;
+        let mut session = self.store().session(session_id).await?.ok_or(Error::SessionEnded)?;
         if session.user_id != user_id {
-            return Err(Error::TokenInvalid(
-                "the token's session belongs to someone else",
-            ));
+            return Err(Error::TokenInvalid("the token's session belongs to someone else"));
         }
         if let Err(err) = check_session(&session, now, self.idle_cutoff(now)) {
             if matches!(err, Error::SessionIdle) {
@@ -257,11 +231,8 @@ impl AuthService {
             }
             return Err(err);
         }
-        let user = self
-            .store()
-            .user_by_id(user_id)
-            .await?
-            .ok_or(Error::TokenInvalid("the token's user does not exist"))?;
+        let user =
+            self.store().user_by_id(user_id).await?.ok_or(Error::TokenInvalid("the token's user does not exist"))?;
         if user.disabled {
             return Err(Error::TokenRevoked);
         }
@@ -269,24 +240,13 @@ impl AuthService {
             self.mark_activity(&session, now).await?;
             session.last_activity = now;
         }
-        Ok(Principal {
-            user,
-            session,
-            claims,
-        })
+        Ok(Principal { user, session, claims })
     }
 
-    pub(super) async fn mark_activity(
-        &self,
-        session: &Session,
-        now: OffsetDateTime,
-    ) -> Result<(), Error> {
+    pub(super) async fn mark_activity(&self, session: &Session, now: OffsetDateTime) -> Result<(), Error> {
         self.store().touch_session(session.id, now).await?;
         self.events()
-            .emit(
-                events::SESSION_ACTIVITY_UPDATED,
-                json!({"user_id": session.user_id, "session_id": session.id}),
-            )
+            .emit(events::SESSION_ACTIVITY_UPDATED, json!({"user_id": session.user_id, "session_id": session.id}))
             .await;
         Ok(())
     }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::role::Role;
+use crate::domain::{role::Role, scope::Scopes};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -54,15 +54,115 @@ pub struct Session {
     pub end_reason: Option<String>,
 }
 
+/// Whose session a refresh token continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    User,
+    Sdk,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Sdk => "sdk",
+        }
+    }
+
+    pub fn parse(text: &str) -> StoreResult<Self> {
+        match text {
+            "user" => Ok(Self::User),
+            "sdk" => Ok(Self::Sdk),
+            other => Err(StoreError::Other(format!("unknown session kind `{other}`"))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshToken {
     pub id: Uuid,
     pub token_hash: String,
     pub session_id: Uuid,
-    pub user_id: Uuid,
+    pub session_kind: SessionKind,
+    /// The user, for user sessions.
+    pub user_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
     pub spent_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonalAccessToken {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub token_hash: String,
+    pub prefix: String,
+    pub last_four: String,
+    pub scopes: Scopes,
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+    pub last_used_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A tenant's own request budget, applied by the gateway instead of the route default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u64,
+    pub per_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub name: String,
+    pub ip_allowlist: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub rate_limit: Option<RateLimit>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub client_id: Uuid,
+    pub name: String,
+    pub key_hash: String,
+    pub prefix: String,
+    pub last_four: String,
+    pub scopes: Scopes,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+    /// Set when rotated: the end of the grace period.
+    pub expires_at: Option<OffsetDateTime>,
+    pub rotated_to: Option<Uuid>,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdkSession {
+    pub id: Uuid,
+    pub client_id: Uuid,
+    pub api_key_id: Uuid,
+    pub external_user_id: String,
+    pub scopes: Scopes,
+    pub ip: String,
+    pub created_at: OffsetDateTime,
+    pub last_activity: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub ended_at: Option<OffsetDateTime>,
+    pub end_reason: Option<String>,
+}
+
+/// Which client field a change touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientChange {
+    IpAllowlist(Vec<String>),
+    AllowedOrigins(Vec<String>),
+    RateLimit(Option<RateLimit>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,8 +190,11 @@ pub struct AuditEntry {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CleanupReport {
     pub sessions: u64,
+    pub sdk_sessions: u64,
     pub refresh_tokens: u64,
     pub revoked_jtis: u64,
+    pub personal_access_tokens: u64,
+    pub api_keys: u64,
 }
 
 #[async_trait]
@@ -103,12 +206,12 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_user(&self, user: &User) -> StoreResult<()>;
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
-    async fn set_password_hash(
-        &self,
-        user_id: Uuid,
-        hash: &str,
-        at: OffsetDateTime,
-    ) -> StoreResult<()>;
+    async fn set_password_hash(&self, user_id: Uuid, hash: &str, at: OffsetDateTime) -> StoreResult<()>;
+    /// Users newest first, strictly after `after` (created_at ms, id) when given.
+    async fn list_users(&self, after: Option<(i64, Uuid)>, limit: u32) -> StoreResult<Vec<User>>;
+    /// False when no such user.
+    async fn set_user_disabled(&self, id: Uuid, disabled: bool, at: OffsetDateTime) -> StoreResult<bool>;
+    async fn set_user_role(&self, id: Uuid, role: Role, at: OffsetDateTime) -> StoreResult<bool>;
 
     /// Creates a session together with its first refresh token.
     async fn insert_session(&self, session: &Session, refresh: &RefreshToken) -> StoreResult<()>;
@@ -120,44 +223,67 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
         idle_cutoff: OffsetDateTime,
     ) -> StoreResult<Vec<Session>>;
-    async fn count_live_sessions(
-        &self,
-        now: OffsetDateTime,
-        idle_cutoff: OffsetDateTime,
-    ) -> StoreResult<i64>;
+    async fn count_live_sessions(&self, now: OffsetDateTime, idle_cutoff: OffsetDateTime) -> StoreResult<i64>;
     async fn touch_session(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()>;
     /// Ends the given sessions; returns the ids that were live and are now ended.
-    async fn end_sessions(
-        &self,
-        ids: &[Uuid],
-        at: OffsetDateTime,
-        reason: &str,
-    ) -> StoreResult<Vec<Uuid>>;
+    async fn end_sessions(&self, ids: &[Uuid], at: OffsetDateTime, reason: &str) -> StoreResult<Vec<Uuid>>;
 
     async fn refresh_token_by_hash(&self, hash: &str) -> StoreResult<Option<RefreshToken>>;
     /// Atomically spends `old` (only if unspent) and stores `new`; false when `old` was
     /// already spent, in which case nothing changes.
-    async fn rotate_refresh_token(
+    async fn rotate_refresh_token(&self, old: Uuid, spent_at: OffsetDateTime, new: &RefreshToken) -> StoreResult<bool>;
+
+    async fn insert_pat(&self, pat: &PersonalAccessToken) -> StoreResult<()>;
+    async fn pat_by_hash(&self, hash: &str) -> StoreResult<Option<PersonalAccessToken>>;
+    /// Not revoked, newest first (expired ones included).
+    async fn pats_for_user(&self, user_id: Uuid) -> StoreResult<Vec<PersonalAccessToken>>;
+    /// Revokes one of the user's PATs; false when it is not theirs or already revoked.
+    async fn revoke_pat(&self, user_id: Uuid, id: Uuid, at: OffsetDateTime) -> StoreResult<bool>;
+    async fn touch_pat(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()>;
+
+    /// Creates a client together with its first API key.
+    async fn insert_client(&self, client: &Client, key: &ApiKey) -> StoreResult<()>;
+    async fn client(&self, id: Uuid) -> StoreResult<Option<Client>>;
+    async fn clients_for_owner(&self, owner_id: Uuid) -> StoreResult<Vec<Client>>;
+    async fn update_client(&self, id: Uuid, change: &ClientChange, at: OffsetDateTime) -> StoreResult<()>;
+    /// Every client's allowed origins (for CORS preflight at the gateway).
+    async fn all_allowed_origins(&self) -> StoreResult<Vec<String>>;
+
+    async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()>;
+    async fn api_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>>;
+    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKey>>;
+    /// Oldest first, revoked ones included.
+    async fn api_keys_for_client(&self, client_id: Uuid) -> StoreResult<Vec<ApiKey>>;
+    /// Atomically marks `old` rotated (only if live and not yet rotated), valid until
+    /// `grace_until`, and stores `new`; false when `old` was not rotatable.
+    async fn rotate_api_key(&self, old: Uuid, grace_until: OffsetDateTime, new: &ApiKey) -> StoreResult<bool>;
+    async fn revoke_api_key(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<bool>;
+    async fn touch_api_key(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()>;
+
+    async fn insert_sdk_session(&self, session: &SdkSession, refresh: &RefreshToken) -> StoreResult<()>;
+    async fn sdk_session(&self, id: Uuid) -> StoreResult<Option<SdkSession>>;
+    async fn touch_sdk_session(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()>;
+    /// Ends one SDK session; false when it was already over.
+    async fn end_sdk_session(&self, id: Uuid, at: OffsetDateTime, reason: &str) -> StoreResult<bool>;
+    /// Ends every live SDK session opened with one of these keys; returns their ids.
+    async fn end_sdk_sessions_for_keys(
         &self,
-        old: Uuid,
-        spent_at: OffsetDateTime,
-        new: &RefreshToken,
-    ) -> StoreResult<bool>;
+        key_ids: &[Uuid],
+        at: OffsetDateTime,
+        reason: &str,
+    ) -> StoreResult<Vec<Uuid>>;
 
     async fn revoke_jti(&self, jti: &str, expires_at: OffsetDateTime) -> StoreResult<()>;
     async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool>;
 
     async fn insert_audit(&self, entry: &NewAudit) -> StoreResult<()>;
     /// Newest first, strictly older than `before` (an entry id) when given.
-    async fn audit_for_user(
-        &self,
-        user_id: Uuid,
-        before: Option<i64>,
-        limit: u32,
-    ) -> StoreResult<Vec<AuditEntry>>;
+    async fn audit_for_user(&self, user_id: Uuid, before: Option<i64>, limit: u32) -> StoreResult<Vec<AuditEntry>>;
 
-    /// Removes what can never be used again: sessions past their lifetime or ended before
-    /// `ended_before`, refresh tokens past expiry, revoked jtis past their token's expiry.
+    /// Removes what can never be used again: sessions (user and SDK) past their lifetime or
+    /// ended before `ended_before`, refresh tokens past expiry or of removed sessions, revoked
+    /// jtis past their token's expiry, PATs expired or revoked before `ended_before`, API keys
+    /// past their rotation grace or revoked before `ended_before`.
     async fn cleanup(
         &self,
         now: OffsetDateTime,
@@ -167,29 +293,24 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Unix milliseconds, the storage form of every timestamp.
-pub(crate) fn to_ms(t: OffsetDateTime) -> i64 {
+pub fn to_ms(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-pub(crate) fn from_ms(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+pub fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 pub(crate) fn parse_uuid(text: &str) -> StoreResult<Uuid> {
-    Uuid::parse_str(text)
-        .map_err(|e| StoreError::Other(format!("bad id `{text}` in database: {e}")))
+    Uuid::parse_str(text).map_err(|e| StoreError::Other(format!("bad id `{text}` in database: {e}")))
 }
 
 pub(crate) fn map_sqlx(err: sqlx::Error) -> StoreError {
     match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_owned()),
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            StoreError::Unavailable(err.to_string())
         }
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Tls(_) => StoreError::Unavailable(err.to_string()),
         _ => StoreError::Other(err.to_string()),
     }
 }

@@ -22,10 +22,7 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Other(e.to_string()))?;
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Other(e.to_string()))?;
         Ok(Self { pool })
     }
 

@@ -12,9 +12,10 @@ macro_rules! impl_store {
         use time::OffsetDateTime;
         use uuid::Uuid;
 
+        use $crate::domain::{role::Role, scope::Scopes};
         use $crate::store::{
-            AuditEntry, CleanupReport, NewAudit, RefreshToken, Session, Store, User, from_ms, map_sqlx,
-            parse_uuid, to_ms,
+            ApiKey, AuditEntry, CleanupReport, Client, ClientChange, NewAudit, PersonalAccessToken, RateLimit,
+            RefreshToken, SdkSession, Session, SessionKind, Store, User, from_ms, map_sqlx, parse_uuid, to_ms,
         };
 
         type DbRow = <<$store as $crate::store::sql::Backend>::Db as sqlx::Database>::Row;
@@ -58,17 +59,145 @@ macro_rules! impl_store {
         fn refresh_from_row(row: &DbRow) -> StoreResult<RefreshToken> {
             let id: String = row.try_get("id").map_err(map_sqlx)?;
             let session_id: String = row.try_get("session_id").map_err(map_sqlx)?;
-            let user_id: String = row.try_get("user_id").map_err(map_sqlx)?;
+            let user_id: Option<String> = row.try_get("user_id").map_err(map_sqlx)?;
+            let kind: String = row.try_get("session_kind").map_err(map_sqlx)?;
             let spent_at: Option<i64> = row.try_get("spent_at").map_err(map_sqlx)?;
             Ok(RefreshToken {
                 id: parse_uuid(&id)?,
                 token_hash: row.try_get("token_hash").map_err(map_sqlx)?,
                 session_id: parse_uuid(&session_id)?,
-                user_id: parse_uuid(&user_id)?,
+                session_kind: SessionKind::parse(&kind)?,
+                user_id: user_id.as_deref().map(parse_uuid).transpose()?,
                 created_at: from_ms(row.try_get("created_at").map_err(map_sqlx)?),
                 expires_at: from_ms(row.try_get("expires_at").map_err(map_sqlx)?),
                 spent_at: spent_at.map(from_ms),
             })
+        }
+
+        fn opt_time(row: &DbRow, column: &str) -> StoreResult<Option<OffsetDateTime>> {
+            let ms: Option<i64> = row.try_get(column).map_err(map_sqlx)?;
+            Ok(ms.map(from_ms))
+        }
+
+        fn uuid_col(row: &DbRow, column: &str) -> StoreResult<Uuid> {
+            let text: String = row.try_get(column).map_err(map_sqlx)?;
+            parse_uuid(&text)
+        }
+
+        fn scopes_col(row: &DbRow) -> StoreResult<Scopes> {
+            let text: String = row.try_get("scopes").map_err(map_sqlx)?;
+            Ok(Scopes::from_text(&text))
+        }
+
+        fn json_list(row: &DbRow, column: &str) -> StoreResult<Vec<String>> {
+            let text: String = row.try_get(column).map_err(map_sqlx)?;
+            serde_json::from_str(&text).map_err(|e| StoreError::Other(format!("{column}: {e}")))
+        }
+
+        const PAT_COLUMNS: &str =
+            "id, user_id, name, token_hash, prefix, last_four, scopes, created_at, expires_at, last_used_at, revoked_at";
+        const CLIENT_COLUMNS: &str = "id, owner_id, name, ip_allowlist, allowed_origins, rate_limit_requests, rate_limit_per_ms, created_at, updated_at";
+        const KEY_COLUMNS: &str =
+            "id, client_id, name, key_hash, prefix, last_four, scopes, created_at, last_used_at, expires_at, rotated_to, revoked_at";
+        const SDK_COLUMNS: &str = "id, client_id, api_key_id, external_user_id, scopes, ip, created_at, last_activity, expires_at, ended_at, end_reason";
+
+        fn pat_from_row(row: &DbRow) -> StoreResult<PersonalAccessToken> {
+            Ok(PersonalAccessToken {
+                id: uuid_col(row, "id")?,
+                user_id: uuid_col(row, "user_id")?,
+                name: row.try_get("name").map_err(map_sqlx)?,
+                token_hash: row.try_get("token_hash").map_err(map_sqlx)?,
+                prefix: row.try_get("prefix").map_err(map_sqlx)?,
+                last_four: row.try_get("last_four").map_err(map_sqlx)?,
+                scopes: scopes_col(row)?,
+                created_at: from_ms(row.try_get("created_at").map_err(map_sqlx)?),
+                expires_at: opt_time(row, "expires_at")?,
+                last_used_at: opt_time(row, "last_used_at")?,
+                revoked_at: opt_time(row, "revoked_at")?,
+            })
+        }
+
+        fn client_from_row(row: &DbRow) -> StoreResult<Client> {
+            let requests: Option<i64> = row.try_get("rate_limit_requests").map_err(map_sqlx)?;
+            let per_ms: Option<i64> = row.try_get("rate_limit_per_ms").map_err(map_sqlx)?;
+            let rate_limit = match (requests, per_ms) {
+                (Some(r), Some(p)) => Some(RateLimit {
+                    requests: u64::try_from(r).unwrap_or(0),
+                    per_ms: u64::try_from(p).unwrap_or(0),
+                }),
+                _ => None,
+            };
+            Ok(Client {
+                id: uuid_col(row, "id")?,
+                owner_id: uuid_col(row, "owner_id")?,
+                name: row.try_get("name").map_err(map_sqlx)?,
+                ip_allowlist: json_list(row, "ip_allowlist")?,
+                allowed_origins: json_list(row, "allowed_origins")?,
+                rate_limit,
+                created_at: from_ms(row.try_get("created_at").map_err(map_sqlx)?),
+                updated_at: from_ms(row.try_get("updated_at").map_err(map_sqlx)?),
+            })
+        }
+
+        fn key_from_row(row: &DbRow) -> StoreResult<ApiKey> {
+            let rotated_to: Option<String> = row.try_get("rotated_to").map_err(map_sqlx)?;
+            Ok(ApiKey {
+                id: uuid_col(row, "id")?,
+                client_id: uuid_col(row, "client_id")?,
+                name: row.try_get("name").map_err(map_sqlx)?,
+                key_hash: row.try_get("key_hash").map_err(map_sqlx)?,
+                prefix: row.try_get("prefix").map_err(map_sqlx)?,
+                last_four: row.try_get("last_four").map_err(map_sqlx)?,
+                scopes: scopes_col(row)?,
+                created_at: from_ms(row.try_get("created_at").map_err(map_sqlx)?),
+                last_used_at: opt_time(row, "last_used_at")?,
+                expires_at: opt_time(row, "expires_at")?,
+                rotated_to: rotated_to.as_deref().map(parse_uuid).transpose()?,
+                revoked_at: opt_time(row, "revoked_at")?,
+            })
+        }
+
+        fn sdk_from_row(row: &DbRow) -> StoreResult<SdkSession> {
+            Ok(SdkSession {
+                id: uuid_col(row, "id")?,
+                client_id: uuid_col(row, "client_id")?,
+                api_key_id: uuid_col(row, "api_key_id")?,
+                external_user_id: row.try_get("external_user_id").map_err(map_sqlx)?,
+                scopes: scopes_col(row)?,
+                ip: row.try_get("ip").map_err(map_sqlx)?,
+                created_at: from_ms(row.try_get("created_at").map_err(map_sqlx)?),
+                last_activity: from_ms(row.try_get("last_activity").map_err(map_sqlx)?),
+                expires_at: from_ms(row.try_get("expires_at").map_err(map_sqlx)?),
+                ended_at: opt_time(row, "ended_at")?,
+                end_reason: row.try_get("end_reason").map_err(map_sqlx)?,
+            })
+        }
+
+        async fn insert_key<'e, E>(executor: E, key: &ApiKey) -> StoreResult<()>
+        where
+            E: sqlx::Executor<'e, Database = <$store as $crate::store::sql::Backend>::Db>,
+        {
+            sqlx::query(
+                "INSERT INTO api_keys (id, client_id, name, key_hash, prefix, last_four, scopes, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(key.id.to_string())
+            .bind(key.client_id.to_string())
+            .bind(&key.name)
+            .bind(&key.key_hash)
+            .bind(&key.prefix)
+            .bind(&key.last_four)
+            .bind(key.scopes.to_text())
+            .bind(to_ms(key.created_at))
+            .bind(key.expires_at.map(to_ms))
+            .execute(executor)
+            .await
+            .map(drop)
+            .map_err(map_sqlx)
+        }
+
+        fn list_json(list: &[String]) -> String {
+            serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())
         }
 
         #[async_trait]
@@ -200,7 +329,7 @@ macro_rules! impl_store {
 
             async fn refresh_token_by_hash(&self, hash: &str) -> StoreResult<Option<RefreshToken>> {
                 let row = sqlx::query(
-                    "SELECT id, token_hash, session_id, user_id, created_at, expires_at, spent_at \
+                    "SELECT id, token_hash, session_id, session_kind, user_id, created_at, expires_at, spent_at \
                      FROM refresh_tokens WHERE token_hash = $1",
                 )
                 .bind(hash)
@@ -225,7 +354,11 @@ macro_rules! impl_store {
                     return Ok(false);
                 }
                 insert_refresh(&mut *tx, new).await?;
-                sqlx::query("UPDATE sessions SET last_activity = $1 WHERE id = $2 AND last_activity < $1")
+                let touch = match new.session_kind {
+                    SessionKind::User => "UPDATE sessions SET last_activity = $1 WHERE id = $2 AND last_activity < $1",
+                    SessionKind::Sdk => "UPDATE sdk_sessions SET last_activity = $1 WHERE id = $2 AND last_activity < $1",
+                };
+                sqlx::query(touch)
                     .bind(to_ms(spent_at))
                     .bind(new.session_id.to_string())
                     .execute(&mut *tx)
@@ -233,6 +366,309 @@ macro_rules! impl_store {
                     .map_err(map_sqlx)?;
                 tx.commit().await.map_err(map_sqlx)?;
                 Ok(true)
+            }
+
+            async fn list_users(&self, after: Option<(i64, Uuid)>, limit: u32) -> StoreResult<Vec<User>> {
+                let (after_ms, after_id) = after.map_or((i64::MAX, String::new()), |(ms, id)| (ms, id.to_string()));
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE created_at < $1 OR (created_at = $1 AND id < $2) \
+                     ORDER BY created_at DESC, id DESC LIMIT $3"
+                ));
+                let rows = sqlx::query(sql)
+                    .bind(after_ms)
+                    .bind(after_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_sqlx)?;
+                rows.iter().map(user_from_row).collect()
+            }
+
+            async fn set_user_disabled(&self, id: Uuid, disabled: bool, at: OffsetDateTime) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3")
+                    .bind(disabled)
+                    .bind(to_ms(at))
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn set_user_role(&self, id: Uuid, role: Role, at: OffsetDateTime) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE users SET role = $1, updated_at = $2 WHERE id = $3")
+                    .bind(role.as_str())
+                    .bind(to_ms(at))
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_pat(&self, pat: &PersonalAccessToken) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO personal_access_tokens (id, user_id, name, token_hash, prefix, last_four, scopes, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(pat.id.to_string())
+                .bind(pat.user_id.to_string())
+                .bind(&pat.name)
+                .bind(&pat.token_hash)
+                .bind(&pat.prefix)
+                .bind(&pat.last_four)
+                .bind(pat.scopes.to_text())
+                .bind(to_ms(pat.created_at))
+                .bind(pat.expires_at.map(to_ms))
+                .execute(&self.pool)
+                .await
+                .map(drop)
+                .map_err(map_sqlx)
+            }
+
+            async fn pat_by_hash(&self, hash: &str) -> StoreResult<Option<PersonalAccessToken>> {
+                let sql = sqlx::AssertSqlSafe(format!("SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE token_hash = $1"));
+                let row = sqlx::query(sql).bind(hash).fetch_optional(&self.pool).await.map_err(map_sqlx)?;
+                row.as_ref().map(pat_from_row).transpose()
+            }
+
+            async fn pats_for_user(&self, user_id: Uuid) -> StoreResult<Vec<PersonalAccessToken>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE user_id = $1 AND revoked_at IS NULL \
+                     ORDER BY created_at DESC, id DESC"
+                ));
+                let rows = sqlx::query(sql).bind(user_id.to_string()).fetch_all(&self.pool).await.map_err(map_sqlx)?;
+                rows.iter().map(pat_from_row).collect()
+            }
+
+            async fn revoke_pat(&self, user_id: Uuid, id: Uuid, at: OffsetDateTime) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE personal_access_tokens SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+                )
+                .bind(to_ms(at))
+                .bind(id.to_string())
+                .bind(user_id.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(map_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn touch_pat(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()> {
+                sqlx::query("UPDATE personal_access_tokens SET last_used_at = $1 WHERE id = $2")
+                    .bind(to_ms(at))
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map(drop)
+                    .map_err(map_sqlx)
+            }
+
+            async fn insert_client(&self, client: &Client, key: &ApiKey) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+                sqlx::query(
+                    "INSERT INTO clients (id, owner_id, name, ip_allowlist, allowed_origins, rate_limit_requests, rate_limit_per_ms, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                )
+                .bind(client.id.to_string())
+                .bind(client.owner_id.to_string())
+                .bind(&client.name)
+                .bind(list_json(&client.ip_allowlist))
+                .bind(list_json(&client.allowed_origins))
+                .bind(client.rate_limit.map(|r| i64::try_from(r.requests).unwrap_or(i64::MAX)))
+                .bind(client.rate_limit.map(|r| i64::try_from(r.per_ms).unwrap_or(i64::MAX)))
+                .bind(to_ms(client.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+                insert_key(&mut *tx, key).await?;
+                tx.commit().await.map_err(map_sqlx)
+            }
+
+            async fn client(&self, id: Uuid) -> StoreResult<Option<Client>> {
+                let sql = sqlx::AssertSqlSafe(format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1"));
+                let row = sqlx::query(sql).bind(id.to_string()).fetch_optional(&self.pool).await.map_err(map_sqlx)?;
+                row.as_ref().map(client_from_row).transpose()
+            }
+
+            async fn clients_for_owner(&self, owner_id: Uuid) -> StoreResult<Vec<Client>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {CLIENT_COLUMNS} FROM clients WHERE owner_id = $1 ORDER BY created_at ASC, id ASC"
+                ));
+                let rows = sqlx::query(sql).bind(owner_id.to_string()).fetch_all(&self.pool).await.map_err(map_sqlx)?;
+                rows.iter().map(client_from_row).collect()
+            }
+
+            async fn update_client(&self, id: Uuid, change: &ClientChange, at: OffsetDateTime) -> StoreResult<()> {
+                let query = match change {
+                    ClientChange::IpAllowlist(list) => {
+                        sqlx::query("UPDATE clients SET ip_allowlist = $1, updated_at = $2 WHERE id = $3").bind(list_json(list))
+                    }
+                    ClientChange::AllowedOrigins(list) => {
+                        sqlx::query("UPDATE clients SET allowed_origins = $1, updated_at = $2 WHERE id = $3").bind(list_json(list))
+                    }
+                    ClientChange::RateLimit(limit) => sqlx::query(
+                        "UPDATE clients SET rate_limit_requests = $1, rate_limit_per_ms = $4, updated_at = $2 WHERE id = $3",
+                    )
+                    .bind(limit.map(|r| i64::try_from(r.requests).unwrap_or(i64::MAX))),
+                };
+                let query = query.bind(to_ms(at)).bind(id.to_string());
+                let query = match change {
+                    ClientChange::RateLimit(limit) => query.bind(limit.map(|r| i64::try_from(r.per_ms).unwrap_or(i64::MAX))),
+                    _ => query,
+                };
+                query.execute(&self.pool).await.map(drop).map_err(map_sqlx)
+            }
+
+            async fn all_allowed_origins(&self) -> StoreResult<Vec<String>> {
+                let rows: Vec<String> = sqlx::query_scalar("SELECT allowed_origins FROM clients WHERE allowed_origins <> '[]'")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_sqlx)?;
+                let mut origins: Vec<String> = rows
+                    .iter()
+                    .filter_map(|text| serde_json::from_str::<Vec<String>>(text).ok())
+                    .flatten()
+                    .collect();
+                origins.sort();
+                origins.dedup();
+                Ok(origins)
+            }
+
+            async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+                insert_key(&self.pool, key).await
+            }
+
+            async fn api_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>> {
+                let sql = sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"));
+                let row = sqlx::query(sql).bind(id.to_string()).fetch_optional(&self.pool).await.map_err(map_sqlx)?;
+                row.as_ref().map(key_from_row).transpose()
+            }
+
+            async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
+                let sql = sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"));
+                let row = sqlx::query(sql).bind(hash).fetch_optional(&self.pool).await.map_err(map_sqlx)?;
+                row.as_ref().map(key_from_row).transpose()
+            }
+
+            async fn api_keys_for_client(&self, client_id: Uuid) -> StoreResult<Vec<ApiKey>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE client_id = $1 ORDER BY created_at ASC, id ASC"
+                ));
+                let rows = sqlx::query(sql).bind(client_id.to_string()).fetch_all(&self.pool).await.map_err(map_sqlx)?;
+                rows.iter().map(key_from_row).collect()
+            }
+
+            async fn rotate_api_key(&self, old: Uuid, grace_until: OffsetDateTime, new: &ApiKey) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+                let done = sqlx::query(
+                    "UPDATE api_keys SET expires_at = $1, rotated_to = $2 \
+                     WHERE id = $3 AND rotated_to IS NULL AND revoked_at IS NULL",
+                )
+                .bind(to_ms(grace_until))
+                .bind(new.id.to_string())
+                .bind(old.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+                if done.rows_affected() != 1 {
+                    tx.rollback().await.map_err(map_sqlx)?;
+                    return Ok(false);
+                }
+                insert_key(&mut *tx, new).await?;
+                tx.commit().await.map_err(map_sqlx)?;
+                Ok(true)
+            }
+
+            async fn revoke_api_key(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                    .bind(to_ms(at))
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn touch_api_key(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()> {
+                sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+                    .bind(to_ms(at))
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map(drop)
+                    .map_err(map_sqlx)
+            }
+
+            async fn insert_sdk_session(&self, session: &SdkSession, refresh: &RefreshToken) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+                sqlx::query(
+                    "INSERT INTO sdk_sessions (id, client_id, api_key_id, external_user_id, scopes, ip, created_at, last_activity, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(session.id.to_string())
+                .bind(session.client_id.to_string())
+                .bind(session.api_key_id.to_string())
+                .bind(&session.external_user_id)
+                .bind(session.scopes.to_text())
+                .bind(&session.ip)
+                .bind(to_ms(session.created_at))
+                .bind(to_ms(session.last_activity))
+                .bind(to_ms(session.expires_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+                insert_refresh(&mut *tx, refresh).await?;
+                tx.commit().await.map_err(map_sqlx)
+            }
+
+            async fn sdk_session(&self, id: Uuid) -> StoreResult<Option<SdkSession>> {
+                let sql = sqlx::AssertSqlSafe(format!("SELECT {SDK_COLUMNS} FROM sdk_sessions WHERE id = $1"));
+                let row = sqlx::query(sql).bind(id.to_string()).fetch_optional(&self.pool).await.map_err(map_sqlx)?;
+                row.as_ref().map(sdk_from_row).transpose()
+            }
+
+            async fn touch_sdk_session(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()> {
+                sqlx::query("UPDATE sdk_sessions SET last_activity = $1 WHERE id = $2 AND ended_at IS NULL AND last_activity < $1")
+                    .bind(to_ms(at))
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map(drop)
+                    .map_err(map_sqlx)
+            }
+
+            async fn end_sdk_session(&self, id: Uuid, at: OffsetDateTime, reason: &str) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE sdk_sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL")
+                    .bind(to_ms(at))
+                    .bind(reason)
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn end_sdk_sessions_for_keys(&self, key_ids: &[Uuid], at: OffsetDateTime, reason: &str) -> StoreResult<Vec<Uuid>> {
+                let mut ended = Vec::new();
+                for key in key_ids {
+                    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM sdk_sessions WHERE api_key_id = $1 AND ended_at IS NULL")
+                        .bind(key.to_string())
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(map_sqlx)?;
+                    sqlx::query("UPDATE sdk_sessions SET ended_at = $1, end_reason = $2 WHERE api_key_id = $3 AND ended_at IS NULL")
+                        .bind(to_ms(at))
+                        .bind(reason)
+                        .bind(key.to_string())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(map_sqlx)?;
+                    for id in ids {
+                        ended.push(parse_uuid(&id)?);
+                    }
+                }
+                Ok(ended)
             }
 
             async fn revoke_jti(&self, jti: &str, expires_at: OffsetDateTime) -> StoreResult<()> {
@@ -297,16 +733,22 @@ macro_rules! impl_store {
             }
 
             async fn cleanup(&self, now: OffsetDateTime, ended_before: OffsetDateTime, dry_run: bool) -> StoreResult<CleanupReport> {
-                const SESSIONS: &str = "FROM sessions WHERE expires_at <= $1 OR (ended_at IS NOT NULL AND ended_at <= $2)";
-                // Refresh tokens of removed sessions go with them (ON DELETE CASCADE); this
-                // counts and removes those that expired on their own.
-                const REFRESH: &str = "FROM refresh_tokens WHERE expires_at <= $1 OR session_id IN (SELECT id FROM sessions WHERE expires_at <= $1 OR (ended_at IS NOT NULL AND ended_at <= $2))";
-                const JTIS: &str = "FROM revoked_jtis WHERE expires_at <= $1";
+                const GONE_SESSIONS: &str = "SELECT id FROM sessions WHERE expires_at <= $1 OR (ended_at IS NOT NULL AND ended_at <= $2)";
+                const GONE_SDK: &str = "SELECT id FROM sdk_sessions WHERE expires_at <= $1 OR (ended_at IS NOT NULL AND ended_at <= $2)";
+                // Refresh tokens first: they go with their sessions.
+                let tables = [
+                    format!("FROM refresh_tokens WHERE expires_at <= $1 OR session_id IN ({GONE_SESSIONS}) OR session_id IN ({GONE_SDK})"),
+                    "FROM sessions WHERE expires_at <= $1 OR (ended_at IS NOT NULL AND ended_at <= $2)".to_owned(),
+                    "FROM sdk_sessions WHERE expires_at <= $1 OR (ended_at IS NOT NULL AND ended_at <= $2)".to_owned(),
+                    "FROM revoked_jtis WHERE expires_at <= $1".to_owned(),
+                    "FROM personal_access_tokens WHERE expires_at <= $1 OR revoked_at <= $2".to_owned(),
+                    "FROM api_keys WHERE expires_at <= $1 OR revoked_at <= $2".to_owned(),
+                ];
                 let now = to_ms(now);
                 let ended_before = to_ms(ended_before);
                 let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
-                let mut counts = [0u64; 3];
-                for (slot, from) in counts.iter_mut().zip([REFRESH, SESSIONS, JTIS]) {
+                let mut counts = [0u64; 6];
+                for (slot, from) in counts.iter_mut().zip(tables.iter()) {
                     let verb = if dry_run { "SELECT COUNT(*) AS n" } else { "DELETE" };
                     let sql = sqlx::AssertSqlSafe(format!("{verb} {from}"));
                     let query = sqlx::query(sql).bind(now).bind(ended_before);
@@ -318,10 +760,14 @@ macro_rules! impl_store {
                     };
                 }
                 tx.commit().await.map_err(map_sqlx)?;
+                let [refresh_tokens, sessions, sdk_sessions, revoked_jtis, personal_access_tokens, api_keys] = counts;
                 Ok(CleanupReport {
-                    refresh_tokens: counts[0],
-                    sessions: counts[1],
-                    revoked_jtis: counts[2],
+                    sessions,
+                    sdk_sessions,
+                    refresh_tokens,
+                    revoked_jtis,
+                    personal_access_tokens,
+                    api_keys,
                 })
             }
         }
@@ -331,13 +777,14 @@ macro_rules! impl_store {
             E: sqlx::Executor<'e, Database = <$store as $crate::store::sql::Backend>::Db>,
         {
             sqlx::query(
-                "INSERT INTO refresh_tokens (id, token_hash, session_id, user_id, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO refresh_tokens (id, token_hash, session_id, session_kind, user_id, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(refresh.id.to_string())
             .bind(&refresh.token_hash)
             .bind(refresh.session_id.to_string())
-            .bind(refresh.user_id.to_string())
+            .bind(refresh.session_kind.as_str())
+            .bind(refresh.user_id.map(|u| u.to_string()))
             .bind(to_ms(refresh.created_at))
             .bind(to_ms(refresh.expires_at))
             .execute(executor)

@@ -15,8 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, JWT_SECRET, PASSWORD, TestApp, Tokens, expect_problem, expect_status, spawn_app,
-    unique_email,
+    Backend, JWT_SECRET, PASSWORD, TestApp, Tokens, expect_problem, expect_status, spawn_app, unique_email,
 };
 
 /// The default route body limit (1 MiB); a body one byte larger must be refused.
@@ -105,12 +104,7 @@ async fn run(app: &TestApp, rows: Vec<Row>) {
             failures.push(format!("[{name}] {message}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {total} rows failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {total} rows failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 async fn check(app: &TestApp, row: Row) {
@@ -124,10 +118,7 @@ async fn check(app: &TestApp, row: Row) {
     if let Some(body) = row.body {
         request = request.body(body);
     }
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("request failed: {e}"));
+    let response = request.send().await.unwrap_or_else(|e| panic!("request failed: {e}"));
     assert_ne!(response.status().as_u16(), 500, "bad input answered 500");
     let header = |name: &str| {
         let value = response.headers().get(name);
@@ -141,17 +132,12 @@ async fn check(app: &TestApp, row: Row) {
         Expect::Problem(status, code, field) => {
             let body = expect_problem(response, status, code).await;
             for key in ["type", "title", "detail"] {
-                assert!(
-                    body[key].as_str().is_some_and(|v| !v.is_empty()),
-                    "problem without {key}: {body}"
-                );
+                assert!(body[key].as_str().is_some_and(|v| !v.is_empty()), "problem without {key}: {body}");
             }
             if let Some(field) = field {
-                let named = body["errors"].as_array().is_some_and(|errors| {
-                    errors
-                        .iter()
-                        .any(|e| e["field"] == field && e["message"].is_string())
-                });
+                let named = body["errors"]
+                    .as_array()
+                    .is_some_and(|errors| errors.iter().any(|e| e["field"] == field && e["message"].is_string()));
                 assert!(named, "no errors entry for field {field}: {body}");
             }
             if status == 405 {
@@ -159,16 +145,10 @@ async fn check(app: &TestApp, row: Row) {
             }
             if status == 401 {
                 let challenge = challenge.unwrap_or_else(|| panic!("401 without WWW-Authenticate"));
-                assert!(
-                    challenge.starts_with("Bearer"),
-                    "WWW-Authenticate: {challenge}"
-                );
+                assert!(challenge.starts_with("Bearer"), "WWW-Authenticate: {challenge}");
                 // A presented credential (any token) is named invalid in the challenge.
                 if !matches!(code, "token_missing" | "invalid_credentials") {
-                    assert!(
-                        challenge.contains(r#"error="invalid_token""#),
-                        "WWW-Authenticate: {challenge}"
-                    );
+                    assert!(challenge.contains(r#"error="invalid_token""#), "WWW-Authenticate: {challenge}");
                 }
             }
         }
@@ -188,13 +168,7 @@ fn oversized(valid: &Value) -> Vec<u8> {
 
 /// The rows every JSON route shares. `valid` (plus unknown fields) must succeed with
 /// `success`; that row comes last, so append these after rows that need the prior state.
-fn body_rows(
-    url: &str,
-    token: Option<&str>,
-    valid: &Value,
-    required: &str,
-    success: u16,
-) -> Vec<Row> {
+fn body_rows(url: &str, token: Option<&str>, valid: &Value, required: &str, success: u16) -> Vec<Row> {
     let post = |name: &str| row(name, Method::POST, url.to_owned()).bearer(token);
     let json_text = valid.to_string();
     let mut missing = valid.clone();
@@ -207,51 +181,29 @@ fn body_rows(
     extra["unknown_field"] = json!({"nested": [1, 2, 3]});
     extra["role"] = json!("admin");
     vec![
-        post("malformed JSON")
-            .raw(Some("application/json"), r#"{"email":"#)
-            .problem(400, "malformed_body"),
-        post("JSON array")
-            .json(&json!([valid]))
-            .problem(400, "malformed_body"),
-        post("JSON string")
-            .json(&json!("just a string"))
-            .problem(400, "malformed_body"),
-        post("JSON number")
-            .json(&json!(42))
-            .problem(400, "malformed_body"),
-        post("JSON null")
-            .json(&Value::Null)
-            .problem(400, "malformed_body"),
+        post("malformed JSON").raw(Some("application/json"), r#"{"email":"#).problem(400, "malformed_body"),
+        post("JSON array").json(&json!([valid])).problem(400, "malformed_body"),
+        post("JSON string").json(&json!("just a string")).problem(400, "malformed_body"),
+        post("JSON number").json(&json!(42)).problem(400, "malformed_body"),
+        post("JSON null").json(&Value::Null).problem(400, "malformed_body"),
         post("text/plain content type")
             .raw(Some("text/plain"), json_text.clone())
             .problem(415, "unsupported_media_type"),
         post("form content type")
             .raw(Some("application/x-www-form-urlencoded"), "a=b")
             .problem(415, "unsupported_media_type"),
-        post("no content type")
-            .raw(None, json_text)
-            .problem(415, "unsupported_media_type"),
-        post("body one byte over 1 MiB")
-            .raw(Some("application/json"), oversized(valid))
-            .problem(413, "body_too_large"),
-        post(&format!("missing field {required}"))
-            .json(&missing)
-            .problem(400, "malformed_body"),
-        post(&format!("{required} of the wrong type"))
-            .json(&wrong_type)
-            .problem(400, "malformed_body"),
-        post("empty body")
-            .raw(Some("application/json"), "")
-            .problem(400, "malformed_body"),
+        post("no content type").raw(None, json_text).problem(415, "unsupported_media_type"),
+        post("body one byte over 1 MiB").raw(Some("application/json"), oversized(valid)).problem(413, "body_too_large"),
+        post(&format!("missing field {required}")).json(&missing).problem(400, "malformed_body"),
+        post(&format!("{required} of the wrong type")).json(&wrong_type).problem(400, "malformed_body"),
+        post("empty body").raw(Some("application/json"), "").problem(400, "malformed_body"),
         post("JSON nested 10 000 deep")
             .raw(Some("application/json"), "[".repeat(10_000))
             .problem(400, "malformed_body"),
         post("invalid UTF-8 in a string")
             .raw(Some("application/json"), &b"{\"a\":\"\xff\xfe\"}"[..])
             .problem(400, "malformed_body"),
-        post("unknown fields are ignored")
-            .json(&extra)
-            .status(success),
+        post("unknown fields are ignored").json(&extra).status(success),
     ]
 }
 
@@ -262,17 +214,12 @@ fn signup_body(name: &str, email: &str, password: &str) -> Value {
 /// A deterministic, non-repeating mix of CJK, Greek and Cyrillic letters, `n` scalar values
 /// long (each is a single scalar value after NFKC as well).
 fn unicode_password(n: usize) -> String {
-    let alphabet: Vec<char> = (0x4E00..0x4E60)
-        .chain(0x03B1..=0x03C9)
-        .chain(0x0430..=0x044F)
-        .filter_map(char::from_u32)
-        .collect();
+    let alphabet: Vec<char> =
+        (0x4E00..0x4E60).chain(0x03B1..=0x03C9).chain(0x0430..=0x044F).filter_map(char::from_u32).collect();
     let mut state: u64 = 0x2545_F491_4F6C_DD1D;
     (0..n)
         .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             let index = usize::try_from(state >> 33).unwrap() % alphabet.len();
             alphabet[index]
         })
@@ -284,35 +231,20 @@ async fn signup_bad_input(backend: Backend) {
     let url = app.url("/signup");
     let taken = unique_email("ada");
     app.signup(&taken).await;
-    let shouting = taken
-        .replacen("ada", "Ada", 1)
-        .replace("example.com", "Example.com");
+    let shouting = taken.replacen("ada", "Ada", 1).replace("example.com", "Example.com");
     let unicode = unicode_password(200);
     let unicode_email = unique_email("unicode");
     let post = |name: &str| row(name, Method::POST, url.clone());
-    let mut rows = body_rows(
-        &url,
-        None,
-        &signup_body("Test User", &unique_email("extra"), PASSWORD),
-        "password",
-        201,
-    );
+    let mut rows = body_rows(&url, None, &signup_body("Test User", &unique_email("extra"), PASSWORD), "password", 201);
     for (name, email) in [
         ("no @", "ada.example.com".to_owned()),
         ("no dot in the domain", "ada@example".to_owned()),
         ("a space", "ada lovelace@example.com".to_owned()),
-        (
-            "display-name form",
-            "Ada Lovelace <ada@example.com>".to_owned(),
-        ),
+        ("display-name form", "Ada Lovelace <ada@example.com>".to_owned()),
         ("255 characters", format!("{}@example.com", "a".repeat(243))),
         ("empty", String::new()),
     ] {
-        rows.push(
-            post(&format!("email: {name}"))
-                .json(&signup_body("Test User", &email, PASSWORD))
-                .invalid("email"),
-        );
+        rows.push(post(&format!("email: {name}")).json(&signup_body("Test User", &email, PASSWORD)).invalid("email"));
     }
     for password in ["Tr0ub4d", "password123", "qwertyuiop", "123456789"] {
         rows.push(
@@ -323,47 +255,23 @@ async fn signup_bad_input(backend: Backend) {
     }
     rows.extend([
         post("257-character password")
-            .json(&signup_body(
-                "Test User",
-                &unique_email("long"),
-                &unicode_password(257),
-            ))
+            .json(&signup_body("Test User", &unique_email("long"), &unicode_password(257)))
             .invalid("password"),
         post("exactly 256-character password")
-            .json(&signup_body(
-                "Test User",
-                &unique_email("max"),
-                &unicode_password(256),
-            ))
+            .json(&signup_body("Test User", &unique_email("max"), &unicode_password(256)))
             .status(201),
-        post("200-character Unicode password")
-            .json(&signup_body("Test User", &unicode_email, &unicode))
-            .status(201),
-        row(
-            "login with the 200-character Unicode password",
-            Method::POST,
-            app.url("/login"),
-        )
-        .json(&json!({"email": unicode_email, "password": unicode}))
-        .status(200),
+        post("200-character Unicode password").json(&signup_body("Test User", &unicode_email, &unicode)).status(201),
+        row("login with the 200-character Unicode password", Method::POST, app.url("/login"))
+            .json(&json!({"email": unicode_email, "password": unicode}))
+            .status(200),
         post("email taken, differing only in case")
             .json(&signup_body("Test User", &shouting, PASSWORD))
             .problem(409, "email_taken"),
-        post("empty name")
-            .json(&signup_body("", &unique_email("noname"), PASSWORD))
-            .invalid("name"),
-        post("blank name")
-            .json(&signup_body("   ", &unique_email("noname"), PASSWORD))
-            .invalid("name"),
-        post("name with a NUL")
-            .json(&signup_body("Ada\u{0}", &unique_email("nul"), PASSWORD))
-            .invalid("name"),
+        post("empty name").json(&signup_body("", &unique_email("noname"), PASSWORD)).invalid("name"),
+        post("blank name").json(&signup_body("   ", &unique_email("noname"), PASSWORD)).invalid("name"),
+        post("name with a NUL").json(&signup_body("Ada\u{0}", &unique_email("nul"), PASSWORD)).invalid("name"),
         post("name of 101 characters")
-            .json(&signup_body(
-                &"n".repeat(101),
-                &unique_email("longname"),
-                PASSWORD,
-            ))
+            .json(&signup_body(&"n".repeat(101), &unique_email("longname"), PASSWORD))
             .invalid("name"),
     ]);
     run(&app, rows).await;
@@ -382,9 +290,7 @@ async fn login_bad_input(backend: Backend) {
         post("unknown email")
             .json(&json!({"email": unique_email("nobody"), "password": PASSWORD}))
             .problem(401, "invalid_credentials"),
-        post("email without @")
-            .json(&json!({"email": "not-an-email", "password": PASSWORD}))
-            .invalid("email"),
+        post("email without @").json(&json!({"email": "not-an-email", "password": PASSWORD})).invalid("email"),
         post("email as display-name form")
             .json(&json!({"email": format!("Ada <{email}>"), "password": PASSWORD}))
             .invalid("email"),
@@ -392,13 +298,7 @@ async fn login_bad_input(backend: Backend) {
             .json(&json!({"email": email, "password": "x".repeat(10_000)}))
             .problem(401, "invalid_credentials"),
     ];
-    rows.extend(body_rows(
-        &url,
-        None,
-        &json!({"email": email, "password": PASSWORD}),
-        "password",
-        200,
-    ));
+    rows.extend(body_rows(&url, None, &json!({"email": email, "password": PASSWORD}), "password", 200));
     run(&app, rows).await;
 }
 
@@ -410,9 +310,7 @@ async fn refresh_bad_input(backend: Backend) {
     let mut bad_checksum = unknown.clone();
     let last = bad_checksum.pop().unwrap();
     bad_checksum.push(if last == 'A' { 'B' } else { 'A' });
-    let pat = Credential::generate(Kind::PersonalAccess)
-        .expose()
-        .to_owned();
+    let pat = Credential::generate(Kind::PersonalAccess).expose().to_owned();
     let post = |name: &str| row(name, Method::POST, url.clone());
     let mut rows = Vec::new();
     for (name, token) in [
@@ -424,11 +322,7 @@ async fn refresh_bad_input(backend: Backend) {
         ("pcp_ token as refresh token", pat),
         ("well-formed unknown pcr_ token", unknown.clone()),
     ] {
-        rows.push(
-            post(name)
-                .json(&json!({"refresh_token": token}))
-                .problem(401, "refresh_invalid"),
-        );
+        rows.push(post(name).json(&json!({"refresh_token": token})).problem(401, "refresh_invalid"));
     }
     rows.extend([
         post("garbage pc_refresh cookie, empty body")
@@ -439,17 +333,9 @@ async fn refresh_bad_input(backend: Backend) {
             .json(&json!({}))
             .problem(401, "refresh_invalid"),
         post("no cookie, no body").problem(400, "malformed_body"),
-        post("no cookie, whitespace body")
-            .raw(Some("application/json"), "  \n")
-            .problem(400, "malformed_body"),
+        post("no cookie, whitespace body").raw(Some("application/json"), "  \n").problem(400, "malformed_body"),
     ]);
-    rows.extend(body_rows(
-        &url,
-        None,
-        &json!({"refresh_token": user.refresh}),
-        "refresh_token",
-        200,
-    ));
+    rows.extend(body_rows(&url, None, &json!({"refresh_token": user.refresh}), "refresh_token", 200));
     run(&app, rows).await;
 }
 
@@ -460,8 +346,7 @@ async fn password_bad_input(backend: Backend) {
     let token = Some(user.access.as_str());
     let new_password = unicode_password(24);
     let post = |name: &str| row(name, Method::POST, url.clone()).bearer(token);
-    let change =
-        |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let change = |current: &str, new: &str| json!({"current_password": current, "new_password": new});
     let mut rows = vec![
         row("no credential", Method::POST, url.clone())
             .json(&change(PASSWORD, &new_password))
@@ -469,23 +354,11 @@ async fn password_bad_input(backend: Backend) {
         post("wrong current password")
             .json(&change("not the password at all", &new_password))
             .problem(401, "invalid_credentials"),
-        post("new password of 7 characters")
-            .json(&change(PASSWORD, "Tr0ub4d"))
-            .invalid("new_password"),
-        post("new password too common")
-            .json(&change(PASSWORD, "password123"))
-            .invalid("new_password"),
-        post("new password of 257 characters")
-            .json(&change(PASSWORD, &unicode_password(257)))
-            .invalid("new_password"),
+        post("new password of 7 characters").json(&change(PASSWORD, "Tr0ub4d")).invalid("new_password"),
+        post("new password too common").json(&change(PASSWORD, "password123")).invalid("new_password"),
+        post("new password of 257 characters").json(&change(PASSWORD, &unicode_password(257))).invalid("new_password"),
     ];
-    rows.extend(body_rows(
-        &url,
-        token,
-        &change(PASSWORD, &new_password),
-        "new_password",
-        204,
-    ));
+    rows.extend(body_rows(&url, token, &change(PASSWORD, &new_password), "new_password", 204));
     run(&app, rows).await;
 }
 
@@ -493,10 +366,7 @@ fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
         }
@@ -525,22 +395,13 @@ fn with(claims: &Value, changes: &[(&str, Value)]) -> Value {
 fn signed(alg: Algorithm, kid: Option<&str>, secret: &str, claims: &Value) -> String {
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }
 
 /// An `alg: none` token: header and claims, and an empty signature.
 fn unsigned(alg: &str, kid: &str, claims: &Value) -> String {
     let header = json!({"alg": alg, "typ": "JWT", "kid": kid});
-    format!(
-        "{}.{}.",
-        base64url(header.to_string().as_bytes()),
-        base64url(claims.to_string().as_bytes())
-    )
+    format!("{}.{}.", base64url(header.to_string().as_bytes()), base64url(claims.to_string().as_bytes()))
 }
 
 async fn forged_access_tokens(backend: Backend) {
@@ -552,30 +413,17 @@ async fn forged_access_tokens(backend: Backend) {
     let now = app.service.now().unix_timestamp();
     let hs256 = |claims: &Value| signed(Algorithm::HS256, kid, JWT_SECRET, claims);
     let huge = hs256(&with(&claims, &[("pad", json!("x".repeat(6_800)))]));
-    assert!(
-        (8 * 1024 + 1..10 * 1024).contains(&huge.len()),
-        "{}",
-        huge.len()
-    );
+    assert!((8 * 1024 + 1..10 * 1024).contains(&huge.len()), "{}", huge.len());
     assert_eq!(base64url(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw");
     let mut tokens: Vec<(String, String, &str)> = vec![
         ("valid forged token".into(), hs256(&claims), ""),
         ("empty bearer".into(), String::new(), "token_invalid"),
         ("garbage".into(), "garbage".into(), "token_invalid"),
         ("three empty segments".into(), "..".into(), "token_invalid"),
-        (
-            "refresh token as bearer".into(),
-            user.refresh.clone(),
-            "token_invalid",
-        ),
+        ("refresh token as bearer".into(), user.refresh.clone(), "token_invalid"),
         (
             "HS256 with a wrong key".into(),
-            signed(
-                Algorithm::HS256,
-                kid,
-                "not-the-secret-0123456789abcdef0123456789",
-                &claims,
-            ),
+            signed(Algorithm::HS256, kid, "not-the-secret-0123456789abcdef0123456789", &claims),
             "token_invalid",
         ),
         (
@@ -584,12 +432,7 @@ async fn forged_access_tokens(backend: Backend) {
                 let token = hs256(&claims);
                 let parts: Vec<&str> = token.split('.').collect();
                 let altered = with(&claims, &[("role", json!("admin"))]);
-                format!(
-                    "{}.{}.{}",
-                    parts[0],
-                    base64url(altered.to_string().as_bytes()),
-                    parts[2]
-                )
+                format!("{}.{}.{}", parts[0], base64url(altered.to_string().as_bytes()), parts[2])
             },
             "token_invalid",
         ),
@@ -597,75 +440,30 @@ async fn forged_access_tokens(backend: Backend) {
             "expired an hour ago".into(),
             hs256(&with(
                 &claims,
-                &[
-                    ("iat", json!(now - 7_200)),
-                    ("nbf", json!(now - 7_200)),
-                    ("exp", json!(now - 3_600)),
-                ],
+                &[("iat", json!(now - 7_200)), ("nbf", json!(now - 7_200)), ("exp", json!(now - 3_600))],
             )),
             "token_expired",
         ),
-        (
-            "nbf an hour ahead".into(),
-            hs256(&with(&claims, &[("nbf", json!(now + 3_600))])),
-            "token_invalid",
-        ),
-        (
-            "wrong iss".into(),
-            hs256(&with(&claims, &[("iss", json!("evil"))])),
-            "token_invalid",
-        ),
-        (
-            "wrong aud".into(),
-            hs256(&with(&claims, &[("aud", json!("someone-else"))])),
-            "token_invalid",
-        ),
+        ("nbf an hour ahead".into(), hs256(&with(&claims, &[("nbf", json!(now + 3_600))])), "token_invalid"),
+        ("wrong iss".into(), hs256(&with(&claims, &[("iss", json!("evil"))])), "token_invalid"),
+        ("wrong aud".into(), hs256(&with(&claims, &[("aud", json!("someone-else"))])), "token_invalid"),
         (
             "unknown kid".into(),
-            signed(
-                Algorithm::HS256,
-                Some("0123456789abcdef"),
-                JWT_SECRET,
-                &claims,
-            ),
+            signed(Algorithm::HS256, Some("0123456789abcdef"), JWT_SECRET, &claims),
             "token_invalid",
         ),
-        (
-            "no kid".into(),
-            signed(Algorithm::HS256, None, JWT_SECRET, &claims),
-            "token_invalid",
-        ),
+        ("no kid".into(), signed(Algorithm::HS256, None, JWT_SECRET, &claims), "token_invalid"),
         ("over 8 KiB".into(), huge, "token_invalid"),
-        (
-            "HS512 with the right secret".into(),
-            signed(Algorithm::HS512, kid, JWT_SECRET, &claims),
-            "token_invalid",
-        ),
-        (
-            "HS384 with the right secret".into(),
-            signed(Algorithm::HS384, kid, JWT_SECRET, &claims),
-            "token_invalid",
-        ),
+        ("HS512 with the right secret".into(), signed(Algorithm::HS512, kid, JWT_SECRET, &claims), "token_invalid"),
+        ("HS384 with the right secret".into(), signed(Algorithm::HS384, kid, JWT_SECRET, &claims), "token_invalid"),
     ];
     for typ in ["sdk", "refresh", "", "ACCESS"] {
-        tokens.push((
-            format!("typ {typ:?}"),
-            hs256(&with(&claims, &[("typ", json!(typ))])),
-            "token_invalid",
-        ));
+        tokens.push((format!("typ {typ:?}"), hs256(&with(&claims, &[("typ", json!(typ))])), "token_invalid"));
     }
     for alg in ["none", "None", "NONE", "nOnE"] {
-        tokens.push((
-            format!("alg {alg:?}, empty signature"),
-            unsigned(alg, &kid_text, &claims),
-            "token_invalid",
-        ));
+        tokens.push((format!("alg {alg:?}, empty signature"), unsigned(alg, &kid_text, &claims), "token_invalid"));
     }
-    tokens.push((
-        "alg HS256 header, empty signature".into(),
-        unsigned("HS256", &kid_text, &claims),
-        "token_invalid",
-    ));
+    tokens.push(("alg HS256 header, empty signature".into(), unsigned("HS256", &kid_text, &claims), "token_invalid"));
     let mut rows = Vec::new();
     for path in ["/me", "/sessions"] {
         let get = |name: &str| row(format!("GET {path}: {name}"), Method::GET, app.url(path));
@@ -680,11 +478,7 @@ async fn forged_access_tokens(backend: Backend) {
         ]);
         for (name, token, code) in &tokens {
             let request = get(name).header("authorization", format!("Bearer {token}"));
-            rows.push(if code.is_empty() {
-                request.status(200)
-            } else {
-                request.problem(401, code)
-            });
+            rows.push(if code.is_empty() { request.status(200) } else { request.problem(401, code) });
         }
     }
     run(&app, rows).await;
@@ -708,21 +502,11 @@ async fn protected_routes_bad_credentials(backend: Backend) {
     ];
     let mut rows = Vec::new();
     for (method, path) in routes {
-        let at = |name: &str| {
-            row(
-                format!("{method} {path}: {name}"),
-                method.clone(),
-                app.url(path),
-            )
-        };
+        let at = |name: &str| row(format!("{method} {path}: {name}"), method.clone(), app.url(path));
         rows.extend([
             at("no credential").problem(401, "token_missing"),
-            at("garbage bearer")
-                .bearer(Some("garbage"))
-                .problem(401, "token_invalid"),
-            at("refresh token as bearer")
-                .bearer(Some(&user.refresh))
-                .problem(401, "token_invalid"),
+            at("garbage bearer").bearer(Some("garbage")).problem(401, "token_invalid"),
+            at("refresh token as bearer").bearer(Some(&user.refresh)).problem(401, "token_invalid"),
         ]);
     }
     run(&app, rows).await;
@@ -747,24 +531,16 @@ async fn audit_and_session_ids_bad_input(backend: Backend) {
         ("limit=1&limit=2", "query"),
     ] {
         rows.push(
-            row(
-                format!("GET /audit?{query}"),
-                Method::GET,
-                app.url(&format!("/audit?{query}")),
-            )
-            .bearer(token)
-            .invalid(field),
+            row(format!("GET /audit?{query}"), Method::GET, app.url(&format!("/audit?{query}")))
+                .bearer(token)
+                .invalid(field),
         );
     }
     for query in ["limit=100", "limit=1", ""] {
         rows.push(
-            row(
-                format!("GET /audit?{query}"),
-                Method::GET,
-                app.url(&format!("/audit?{query}")),
-            )
-            .bearer(token)
-            .status(200),
+            row(format!("GET /audit?{query}"), Method::GET, app.url(&format!("/audit?{query}")))
+                .bearer(token)
+                .status(200),
         );
     }
     for (name, id) in [
@@ -774,13 +550,9 @@ async fn audit_and_session_ids_bad_input(backend: Backend) {
         ("percent-encoded junk", "%00%ff".to_owned()),
     ] {
         rows.push(
-            row(
-                format!("DELETE /sessions/{{{name}}}"),
-                Method::DELETE,
-                app.url(&format!("/sessions/{id}")),
-            )
-            .bearer(token)
-            .problem(404, "not_found"),
+            row(format!("DELETE /sessions/{{{name}}}"), Method::DELETE, app.url(&format!("/sessions/{id}")))
+                .bearer(token)
+                .problem(404, "not_found"),
         );
     }
     run(&app, rows).await;
@@ -791,13 +563,8 @@ async fn audit_and_session_ids_bad_input(backend: Backend) {
 async fn unknown_routes_and_methods(backend: Backend) {
     let app = spawn_app(backend).await;
     let api = |method: Method, path: &str| row(format!("{method} {path}"), method, app.url(path));
-    let root = |method: Method, path: &str| {
-        row(
-            format!("{method} {path} (root)"),
-            method,
-            format!("{}{path}", app.root),
-        )
-    };
+    let root =
+        |method: Method, path: &str| row(format!("{method} {path} (root)"), method, format!("{}{path}", app.root));
     let mut rows = vec![
         api(Method::GET, "/nope").problem(404, "not_found"),
         api(Method::POST, "/nope").problem(404, "not_found"),
@@ -819,10 +586,7 @@ async fn unknown_routes_and_methods(backend: Backend) {
         (Method::PUT, "/password"),
         (Method::POST, "/session"),
         (Method::PUT, "/sessions"),
-        (
-            Method::GET,
-            "/sessions/00000000-0000-0000-0000-000000000000",
-        ),
+        (Method::GET, "/sessions/00000000-0000-0000-0000-000000000000"),
         (Method::GET, "/activity"),
         (Method::POST, "/audit"),
     ] {

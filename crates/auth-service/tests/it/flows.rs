@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use time::Duration;
 
 use crate::helpers::{
-    Backend, FIREFOX, PASSWORD, SAFARI, TestApp, body, expect_problem, expect_status, next_event,
-    spawn_app, spawn_app_with, unique_email,
+    Backend, FIREFOX, PASSWORD, SAFARI, TestApp, body, expect_problem, expect_status, next_event, spawn_app,
+    spawn_app_with, unique_email,
 };
 
 async fn me(app: &TestApp, token: &str) -> reqwest::Response {
@@ -21,16 +21,10 @@ async fn signup_login_refresh_and_reuse_detection(backend: Backend) {
     let mut events = app.events().await;
     let email = unique_email("flow");
     let signed_up = app.signup(&email).await;
-    next_event(&mut events, "auth:user.registered", |e| {
-        e["user_id"] == json!(signed_up.user_id)
-    })
-    .await;
+    next_event(&mut events, "auth:user.registered", |e| e["user_id"] == json!(signed_up.user_id)).await;
 
     let first = app.login(&email, FIREFOX).await;
-    next_event(&mut events, "auth:user.login", |e| {
-        e["session_id"] == json!(first.session_id)
-    })
-    .await;
+    next_event(&mut events, "auth:user.login", |e| e["session_id"] == json!(first.session_id)).await;
     let me_body = expect_status(me(&app, &first.access).await, StatusCode::OK).await;
     assert_eq!(me_body["email"], json!(email));
     assert_eq!(me_body["role"], json!("member"));
@@ -44,10 +38,8 @@ async fn signup_login_refresh_and_reuse_detection(backend: Backend) {
     // Past the reuse grace, the spent token ends the whole session.
     app.clock.advance(Duration::seconds(11));
     expect_problem(app.refresh(&first.refresh).await, 401, "refresh_invalid").await;
-    let ended = next_event(&mut events, "auth:session.terminated", |e| {
-        e["session_id"] == json!(first.session_id)
-    })
-    .await;
+    let ended =
+        next_event(&mut events, "auth:session.terminated", |e| e["session_id"] == json!(first.session_id)).await;
     assert_eq!(ended["reason"], json!("refresh_reuse"));
     assert_eq!(ended["user_id"], json!(first.user_id));
     expect_problem(me(&app, &second.access).await, 401, "session_ended").await;
@@ -86,20 +78,9 @@ async fn logout_refuses_the_session_tokens(backend: Backend) {
     let tokens = app.signup(&unique_email("logout")).await;
     let response = app.post_auth("/logout", &tokens.access, None).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let cookie = response
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        cookie.starts_with("pc_refresh=;") && cookie.contains("Max-Age=0"),
-        "{cookie}"
-    );
-    next_event(&mut events, "auth:user.logout", |e| {
-        e["session_id"] == json!(tokens.session_id)
-    })
-    .await;
+    let cookie = response.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(cookie.starts_with("pc_refresh=;") && cookie.contains("Max-Age=0"), "{cookie}");
+    next_event(&mut events, "auth:user.logout", |e| e["session_id"] == json!(tokens.session_id)).await;
     let refused = expect_problem(me(&app, &tokens.access).await, 401, "token_revoked").await;
     assert!(refused["detail"].is_string());
     expect_problem(app.refresh(&tokens.refresh).await, 401, "refresh_invalid").await;
@@ -115,88 +96,36 @@ async fn sessions_listing_and_ending_another_device(backend: Backend) {
     let laptop = app.login(&email, FIREFOX).await;
     let phone = app.login(&email, SAFARI).await;
 
-    let listed = expect_status(
-        app.get_auth("/sessions", &laptop.access).await,
-        StatusCode::OK,
-    )
-    .await;
+    let listed = expect_status(app.get_auth("/sessions", &laptop.access).await, StatusCode::OK).await;
     let sessions = listed["sessions"].as_array().expect("sessions array");
     assert_eq!(sessions.len(), 3);
-    let current: Vec<&Value> = sessions
-        .iter()
-        .filter(|s| s["current"] == json!(true))
-        .collect();
+    let current: Vec<&Value> = sessions.iter().filter(|s| s["current"] == json!(true)).collect();
     assert_eq!(current.len(), 1);
     assert_eq!(current[0]["id"], json!(laptop.session_id));
-    let phone_view = sessions
-        .iter()
-        .find(|s| s["id"] == json!(phone.session_id))
-        .expect("phone listed");
-    assert!(
-        phone_view["device"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Safari"),
-        "{phone_view}"
-    );
+    let phone_view = sessions.iter().find(|s| s["id"] == json!(phone.session_id)).expect("phone listed");
+    assert!(phone_view["device"].as_str().unwrap_or_default().contains("Safari"), "{phone_view}");
     assert_eq!(phone_view["ip"], json!("127.0.0.1"));
 
-    let current_view = expect_status(
-        app.get_auth("/session", &laptop.access).await,
-        StatusCode::OK,
-    )
-    .await;
+    let current_view = expect_status(app.get_auth("/session", &laptop.access).await, StatusCode::OK).await;
     assert_eq!(current_view["id"], json!(laptop.session_id));
-    assert!(
-        current_view["idle_seconds_left"]
-            .as_i64()
-            .unwrap_or_default()
-            > 1700
-    );
+    assert!(current_view["idle_seconds_left"].as_i64().unwrap_or_default() > 1700);
 
     // Someone else cannot end it, and learns nothing: 404.
     let stranger = app.signup(&unique_email("stranger")).await;
     let path = format!("/sessions/{}", phone.session_id);
-    expect_problem(
-        app.delete_auth(&path, &stranger.access).await,
-        404,
-        "not_found",
-    )
-    .await;
+    expect_problem(app.delete_auth(&path, &stranger.access).await, 404, "not_found").await;
     expect_status(me(&app, &phone.access).await, StatusCode::OK).await;
 
-    assert_eq!(
-        app.delete_auth(&path, &laptop.access).await.status(),
-        StatusCode::NO_CONTENT
-    );
-    next_event(&mut events, "auth:session.deleted", |e| {
-        e["session_id"] == json!(phone.session_id)
-    })
-    .await;
+    assert_eq!(app.delete_auth(&path, &laptop.access).await.status(), StatusCode::NO_CONTENT);
+    next_event(&mut events, "auth:session.deleted", |e| e["session_id"] == json!(phone.session_id)).await;
     expect_problem(me(&app, &phone.access).await, 401, "session_ended").await;
-    expect_problem(
-        app.delete_auth(&path, &laptop.access).await,
-        404,
-        "not_found",
-    )
-    .await;
+    expect_problem(app.delete_auth(&path, &laptop.access).await, 404, "not_found").await;
 
     // Ending all the others keeps only the current one.
-    let ended = expect_status(
-        app.delete_auth("/sessions", &laptop.access).await,
-        StatusCode::OK,
-    )
-    .await;
+    let ended = expect_status(app.delete_auth("/sessions", &laptop.access).await, StatusCode::OK).await;
     assert_eq!(ended["ended"], json!(1));
-    next_event(&mut events, "auth:sessions.bulk_terminated", |e| {
-        e["user_id"] == json!(laptop.user_id)
-    })
-    .await;
-    let listed = expect_status(
-        app.get_auth("/sessions", &laptop.access).await,
-        StatusCode::OK,
-    )
-    .await;
+    next_event(&mut events, "auth:sessions.bulk_terminated", |e| e["user_id"] == json!(laptop.user_id)).await;
+    let listed = expect_status(app.get_auth("/sessions", &laptop.access).await, StatusCode::OK).await;
     assert_eq!(listed["sessions"].as_array().map(Vec::len), Some(1));
 }
 
@@ -211,47 +140,31 @@ async fn max_sessions_evicts_the_oldest(backend: Backend) {
     let middle = app.login(&email, FIREFOX).await;
     app.clock.advance(Duration::seconds(1));
     let newest = app.login(&email, SAFARI).await;
-    let evicted = next_event(&mut events, "auth:session.terminated", |e| {
-        e["session_id"] == json!(oldest.session_id)
-    })
-    .await;
+    let evicted =
+        next_event(&mut events, "auth:session.terminated", |e| e["session_id"] == json!(oldest.session_id)).await;
     assert_eq!(evicted["reason"], json!("max_sessions"));
     expect_problem(me(&app, &oldest.access).await, 401, "session_ended").await;
     expect_problem(app.refresh(&oldest.refresh).await, 401, "refresh_invalid").await;
     expect_status(me(&app, &middle.access).await, StatusCode::OK).await;
-    let listed = expect_status(
-        app.get_auth("/sessions", &newest.access).await,
-        StatusCode::OK,
-    )
-    .await;
+    let listed = expect_status(app.get_auth("/sessions", &newest.access).await, StatusCode::OK).await;
     assert_eq!(listed["sessions"].as_array().map(Vec::len), Some(2));
 }
 
 /// A session idle past `SESSION_TIMEOUT_MINUTES` is dead; activity resets the timer.
 async fn idle_timeout_with_injected_clock(backend: Backend) {
-    let app = spawn_app_with(
-        backend,
-        &[("JWT_EXPIRES_IN", "3h"), ("SESSION_TIMEOUT_MINUTES", "30")],
-    )
-    .await;
+    let app = spawn_app_with(backend, &[("JWT_EXPIRES_IN", "3h"), ("SESSION_TIMEOUT_MINUTES", "30")]).await;
     let mut events = app.events().await;
     let tokens = app.signup(&unique_email("idle")).await;
     app.clock.advance(Duration::minutes(20));
-    let view = expect_status(
-        app.post_auth("/activity", &tokens.access, None).await,
-        StatusCode::OK,
-    )
-    .await;
+    let view = expect_status(app.post_auth("/activity", &tokens.access, None).await, StatusCode::OK).await;
     assert_eq!(view["idle_seconds_left"], json!(1800));
     app.clock.advance(Duration::minutes(20));
     // Forty minutes after login, but only twenty after the last activity.
     expect_status(me(&app, &tokens.access).await, StatusCode::OK).await;
     app.clock.advance(Duration::minutes(31));
     expect_problem(me(&app, &tokens.access).await, 401, "session_idle").await;
-    let ended = next_event(&mut events, "auth:session.terminated", |e| {
-        e["session_id"] == json!(tokens.session_id)
-    })
-    .await;
+    let ended =
+        next_event(&mut events, "auth:session.terminated", |e| e["session_id"] == json!(tokens.session_id)).await;
     assert_eq!(ended["reason"], json!("idle"));
     expect_problem(me(&app, &tokens.access).await, 401, "session_ended").await;
     expect_problem(app.refresh(&tokens.refresh).await, 401, "refresh_invalid").await;
@@ -259,11 +172,7 @@ async fn idle_timeout_with_injected_clock(backend: Backend) {
 
 /// Validations count as activity, written at most once a minute.
 async fn validation_counts_as_activity(backend: Backend) {
-    let app = spawn_app_with(
-        backend,
-        &[("JWT_EXPIRES_IN", "3h"), ("SESSION_TIMEOUT_MINUTES", "30")],
-    )
-    .await;
+    let app = spawn_app_with(backend, &[("JWT_EXPIRES_IN", "3h"), ("SESSION_TIMEOUT_MINUTES", "30")]).await;
     let tokens = app.signup(&unique_email("active")).await;
     for _ in 0..4 {
         app.clock.advance(Duration::minutes(25));
@@ -281,56 +190,22 @@ async fn password_change_ends_other_sessions(backend: Backend) {
     let new_password = "a completely different passphrase 7";
 
     let wrong = json!({"current_password": "not my password at all", "new_password": new_password});
-    expect_problem(
-        app.post_auth("/password", &here.access, Some(&wrong)).await,
-        401,
-        "invalid_credentials",
-    )
-    .await;
+    expect_problem(app.post_auth("/password", &here.access, Some(&wrong)).await, 401, "invalid_credentials").await;
     let weak = json!({"current_password": PASSWORD, "new_password": "password1"});
-    expect_problem(
-        app.post_auth("/password", &here.access, Some(&weak)).await,
-        422,
-        "validation_failed",
-    )
-    .await;
+    expect_problem(app.post_auth("/password", &here.access, Some(&weak)).await, 422, "validation_failed").await;
 
     let change = json!({"current_password": PASSWORD, "new_password": new_password});
-    let response = app
-        .post_auth("/password", &here.access, Some(&change))
-        .await;
-    assert_eq!(
-        response.status(),
-        StatusCode::NO_CONTENT,
-        "{}",
-        body(response).await
-    );
-    let event = next_event(&mut events, "auth:user.password_changed", |e| {
-        e["user_id"] == json!(here.user_id)
-    })
-    .await;
+    let response = app.post_auth("/password", &here.access, Some(&change)).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT, "{}", body(response).await);
+    let event = next_event(&mut events, "auth:user.password_changed", |e| e["user_id"] == json!(here.user_id)).await;
     assert_eq!(event["session_ids"], json!([elsewhere.session_id]));
 
     expect_problem(me(&app, &elsewhere.access).await, 401, "session_ended").await;
-    expect_problem(
-        app.refresh(&elsewhere.refresh).await,
-        401,
-        "refresh_invalid",
-    )
-    .await;
+    expect_problem(app.refresh(&elsewhere.refresh).await, 401, "refresh_invalid").await;
     expect_status(me(&app, &here.access).await, StatusCode::OK).await;
     app.refreshed(&here.refresh).await;
-    expect_problem(
-        app.login_as(&email, PASSWORD, FIREFOX).await,
-        401,
-        "invalid_credentials",
-    )
-    .await;
-    expect_status(
-        app.login_as(&email, new_password, FIREFOX).await,
-        StatusCode::OK,
-    )
-    .await;
+    expect_problem(app.login_as(&email, PASSWORD, FIREFOX).await, 401, "invalid_credentials").await;
+    expect_status(app.login_as(&email, new_password, FIREFOX).await, StatusCode::OK).await;
 }
 
 /// Ten failures per (account, IP) in 15 minutes: the eleventh attempt is refused with 429
@@ -340,12 +215,7 @@ async fn failed_logins_are_rate_limited(backend: Backend) {
     let email = unique_email("limits");
     app.signup(&email).await;
     for _ in 0..10 {
-        expect_problem(
-            app.login_as(&email, "wrong password here", FIREFOX).await,
-            401,
-            "invalid_credentials",
-        )
-        .await;
+        expect_problem(app.login_as(&email, "wrong password here", FIREFOX).await, 401, "invalid_credentials").await;
     }
     let response = app.login_as(&email, PASSWORD, FIREFOX).await;
     let retry_after: u64 = response
@@ -376,16 +246,10 @@ async fn unknown_email_costs_a_full_verification(backend: Backend) {
     let email = unique_email("known");
     app.signup(&email).await;
     let before = hash_count(&app.service.render_metrics().await);
-    expect_problem(
-        app.login_as(&email, "wrong password here", FIREFOX).await,
-        401,
-        "invalid_credentials",
-    )
-    .await;
+    expect_problem(app.login_as(&email, "wrong password here", FIREFOX).await, 401, "invalid_credentials").await;
     let after_known = hash_count(&app.service.render_metrics().await);
     expect_problem(
-        app.login_as(&unique_email("ghost"), "wrong password here", FIREFOX)
-            .await,
+        app.login_as(&unique_email("ghost"), "wrong password here", FIREFOX).await,
         401,
         "invalid_credentials",
     )
@@ -400,43 +264,22 @@ async fn audit_log_pages_newest_first(backend: Backend) {
     let app = spawn_app(backend).await;
     let email = unique_email("audit");
     app.signup(&email).await;
-    expect_problem(
-        app.login_as(&email, "wrong password here", FIREFOX).await,
-        401,
-        "invalid_credentials",
-    )
-    .await;
+    expect_problem(app.login_as(&email, "wrong password here", FIREFOX).await, 401, "invalid_credentials").await;
     let tokens = app.login(&email, FIREFOX).await;
-    let page = expect_status(
-        app.get_auth("/audit?limit=2", &tokens.access).await,
-        StatusCode::OK,
-    )
-    .await;
+    let page = expect_status(app.get_auth("/audit?limit=2", &tokens.access).await, StatusCode::OK).await;
     let entries = page["entries"].as_array().expect("entries");
     let actions: Vec<(&str, &str)> = entries
         .iter()
-        .map(|e| {
-            (
-                e["action"].as_str().unwrap_or_default(),
-                e["outcome"].as_str().unwrap_or_default(),
-            )
-        })
+        .map(|e| (e["action"].as_str().unwrap_or_default(), e["outcome"].as_str().unwrap_or_default()))
         .collect();
     assert_eq!(actions, vec![("login", "success"), ("login", "failure")]);
     assert_eq!(entries[0]["ip"], json!("127.0.0.1"));
     let cursor = page["next_cursor"].as_str().expect("a next page");
-    let next = expect_status(
-        app.get_auth(&format!("/audit?limit=2&cursor={cursor}"), &tokens.access)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
-    let rest: Vec<&str> = next["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .map(|e| e["action"].as_str().unwrap_or_default())
-        .collect();
+    let next =
+        expect_status(app.get_auth(&format!("/audit?limit=2&cursor={cursor}"), &tokens.access).await, StatusCode::OK)
+            .await;
+    let rest: Vec<&str> =
+        next["entries"].as_array().expect("entries").iter().map(|e| e["action"].as_str().unwrap_or_default()).collect();
     assert_eq!(rest, vec!["signup"]);
     assert!(next["next_cursor"].is_null());
     // Another user sees none of it.
@@ -451,29 +294,14 @@ async fn refresh_cookie_round_trip(backend: Backend) {
     let email = unique_email("cookie");
     app.signup(&email).await;
     let response = app.login_as(&email, PASSWORD, FIREFOX).await;
-    let cookie = response
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .expect("set-cookie")
-        .to_owned();
+    let cookie = response.headers().get("set-cookie").and_then(|v| v.to_str().ok()).expect("set-cookie").to_owned();
     for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
     }
     let pair = cookie.split(';').next().expect("cookie pair").to_owned();
-    let refreshed = app
-        .http
-        .post(app.url("/refresh"))
-        .header("cookie", pair)
-        .send()
-        .await
-        .expect("request");
+    let refreshed = app.http.post(app.url("/refresh")).header("cookie", pair).send().await.expect("request");
     let refreshed = expect_status(refreshed, StatusCode::OK).await;
-    assert!(
-        refreshed["refresh_token"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("pcr_"))
-    );
+    assert!(refreshed["refresh_token"].as_str().is_some_and(|t| t.starts_with("pcr_")));
 }
 
 /// Operational endpoints: health, readiness, metrics names, the OpenAPI document.
@@ -483,12 +311,7 @@ async fn operational_endpoints(backend: Backend) {
     let get = |path: &str| app.http.get(format!("{}{path}", app.root)).send();
     expect_status(get("/health").await.expect("health"), StatusCode::OK).await;
     expect_status(get("/ready").await.expect("ready"), StatusCode::OK).await;
-    let metrics = get("/metrics")
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = get("/metrics").await.expect("metrics").text().await.expect("text");
     for name in [
         "auth_operations_total{operation=\"signup\",status=\"success\"} 1",
         "auth_tokens_generated_total{type=\"access\"}",
@@ -518,32 +341,13 @@ async fn operational_endpoints(backend: Backend) {
     ] {
         assert!(doc["paths"].get(path).is_some(), "OpenAPI lacks {path}");
     }
-    let config = expect_status(
-        app.http
-            .get(app.url("/config"))
-            .send()
-            .await
-            .expect("config"),
-        StatusCode::OK,
-    )
-    .await;
+    let config = expect_status(app.http.get(app.url("/config")).send().await.expect("config"), StatusCode::OK).await;
     assert_eq!(config["session_timeout_minutes"], json!(30));
     assert_eq!(config["access_token_expires_in"], json!(900));
     assert_eq!(config["password"]["max_length"], json!(256));
-    let request_id = app
-        .http
-        .get(app.url("/config"))
-        .header("x-request-id", "trace-me-123")
-        .send()
-        .await
-        .expect("config");
-    assert_eq!(
-        request_id
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok()),
-        Some("trace-me-123")
-    );
+    let request_id =
+        app.http.get(app.url("/config")).header("x-request-id", "trace-me-123").send().await.expect("config");
+    assert_eq!(request_id.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("trace-me-123"));
 }
 
 crate::on_both_backends!(

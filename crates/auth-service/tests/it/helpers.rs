@@ -28,10 +28,7 @@ pub const SAFARI: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X)
 #[derive(Debug, Clone)]
 pub enum Backend {
     Sqlite,
-    Postgres {
-        database_url: String,
-        redis_url: String,
-    },
+    Postgres { database_url: String, redis_url: String },
 }
 
 impl Backend {
@@ -40,14 +37,9 @@ impl Backend {
         let database_url = std::env::var("DATABASE_URL").ok().filter(|v| !v.is_empty());
         let redis_url = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
         match (database_url, redis_url) {
-            (Some(database_url), Some(redis_url)) => Some(Self::Postgres {
-                database_url,
-                redis_url,
-            }),
+            (Some(database_url), Some(redis_url)) => Some(Self::Postgres { database_url, redis_url }),
             _ if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") => {
-                panic!(
-                    "CI must set DATABASE_URL and REDIS_URL: the PostgreSQL + Redis tests may not be skipped"
-                )
+                panic!("CI must set DATABASE_URL and REDIS_URL: the PostgreSQL + Redis tests may not be skipped")
             }
             _ => {
                 eprintln!("DATABASE_URL/REDIS_URL not set: PostgreSQL + Redis variant not run");
@@ -110,9 +102,7 @@ impl Drop for TestApp {
 
 /// A database URL naming `database` instead of the one in `url`.
 fn with_database(url: &str, database: &str) -> String {
-    let (head, query) = url
-        .split_once('?')
-        .map_or((url, None), |(h, q)| (h, Some(q)));
+    let (head, query) = url.split_once('?').map_or((url, None), |(h, q)| (h, Some(q)));
     let scheme_end = head.find("://").map_or(0, |i| i + 3);
     let base = match head[scheme_end..].find('/') {
         Some(slash) => &head[..scheme_end + slash],
@@ -150,46 +140,28 @@ pub async fn spawn_app_with(backend: Backend, vars: &[(&str, &str)]) -> TestApp 
         ("PASSWORD_HASH_CONCURRENCY", "2"),
         ("AUTH_PORT", "0"),
     ]);
-    if let Backend::Postgres {
-        database_url,
-        redis_url,
-    } = &backend
-    {
+    if let Backend::Postgres { database_url, redis_url } = &backend {
         env.set("DATABASE_URL", fresh_postgres_database(database_url).await);
         env.set("REDIS_URL", redis_url.clone());
-        env.set(
-            "REDIS_KEY_PREFIX",
-            format!("pc_test:{}:", uuid::Uuid::new_v4().simple()),
-        );
+        env.set("REDIS_KEY_PREFIX", format!("pc_test:{}:", uuid::Uuid::new_v4().simple()));
     }
     for (k, v) in vars {
         env.set(*k, *v);
     }
     let config = AuthConfig::from_env(&env, Mode::Embedded).expect("test config");
-    let backends = Backends::connect(&config)
-        .await
-        .expect("backends reachable");
+    let backends = Backends::connect(&config).await.expect("backends reachable");
     let raw = match &config.backend {
-        auth_service::config::Backend::Embedded { data_dir } => RawStore::Sqlite(
-            SqliteStore::open(&data_dir.join(auth_service::app::SQLITE_FILE))
-                .await
-                .expect("sqlite"),
-        ),
+        auth_service::config::Backend::Embedded { data_dir } => {
+            RawStore::Sqlite(SqliteStore::open(&data_dir.join(auth_service::app::SQLITE_FILE)).await.expect("sqlite"))
+        }
         auth_service::config::Backend::Shared { database_url, .. } => {
             use secrecy::ExposeSecret;
-            RawStore::Postgres(
-                PostgresStore::connect(database_url.expose_secret(), 2)
-                    .await
-                    .expect("postgres"),
-            )
+            RawStore::Postgres(PostgresStore::connect(database_url.expose_secret(), 2).await.expect("postgres"))
         }
     };
     let clock = ManualClock::default();
-    let service =
-        AuthService::new(config, backends.deps(Arc::new(clock.clone()))).expect("service");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let service = AuthService::new(config, backends.deps(Arc::new(clock.clone()))).expect("service");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel();
     tokio::spawn(auth_service::run(service.clone(), listener, async move {
@@ -221,24 +193,13 @@ pub async fn body(response: Response) -> Value {
 /// Asserts status and problem `code`, the content type, and returns the body.
 pub async fn expect_problem(response: Response, status: u16, code: &str) -> Value {
     let got = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let body = body(response).await;
-    assert_eq!(
-        (got, body["code"].as_str().unwrap_or_default()),
-        (status, code),
-        "body: {body}"
-    );
+    assert_eq!((got, body["code"].as_str().unwrap_or_default()), (status, code), "body: {body}");
     assert_eq!(content_type, "application/problem+json");
     assert_eq!(body["status"], json!(status));
-    assert!(
-        body["request_id"].is_string(),
-        "problem without request_id: {body}"
-    );
+    assert!(body["request_id"].is_string(), "problem without request_id: {body}");
     body
 }
 
@@ -260,11 +221,7 @@ pub struct Tokens {
 
 impl Tokens {
     fn from_body(body: &Value) -> Self {
-        let field = |v: &Value| {
-            v.as_str()
-                .unwrap_or_else(|| panic!("missing field in {body}"))
-                .to_owned()
-        };
+        let field = |v: &Value| v.as_str().unwrap_or_else(|| panic!("missing field in {body}")).to_owned();
         Self {
             access: field(&body["access_token"]),
             refresh: field(&body["refresh_token"]),
@@ -280,21 +237,11 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
-        self.http
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.http.post(self.url(path)).json(body).send().await.expect("request")
     }
 
     pub async fn get_auth(&self, path: &str, token: &str) -> Response {
-        self.http
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.http.get(self.url(path)).bearer_auth(token).send().await.expect("request")
     }
 
     pub async fn post_auth(&self, path: &str, token: &str, body: Option<&Value>) -> Response {
@@ -307,21 +254,12 @@ impl TestApp {
     }
 
     pub async fn delete_auth(&self, path: &str, token: &str) -> Response {
-        self.http
-            .delete(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.http.delete(self.url(path)).bearer_auth(token).send().await.expect("request")
     }
 
     pub async fn signup(&self, email: &str) -> Tokens {
-        let response = self
-            .post_json(
-                "/signup",
-                &json!({"name": "Test User", "email": email, "password": PASSWORD}),
-            )
-            .await;
+        let response =
+            self.post_json("/signup", &json!({"name": "Test User", "email": email, "password": PASSWORD})).await;
         Tokens::from_body(&expect_status(response, StatusCode::CREATED).await)
     }
 
@@ -341,8 +279,7 @@ impl TestApp {
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Response {
-        self.post_json("/refresh", &json!({"refresh_token": refresh_token}))
-            .await
+        self.post_json("/refresh", &json!({"refresh_token": refresh_token})).await
     }
 
     pub async fn refreshed(&self, refresh_token: &str) -> Tokens {
@@ -365,14 +302,8 @@ impl TestApp {
         let mut out = String::new();
         for sql in QUERIES {
             let rows: Vec<String> = match &self.raw {
-                RawStore::Sqlite(s) => sqlx::query_scalar(sql)
-                    .fetch_all(s.pool())
-                    .await
-                    .expect(sql),
-                RawStore::Postgres(s) => sqlx::query_scalar(sql)
-                    .fetch_all(s.pool())
-                    .await
-                    .expect(sql),
+                RawStore::Sqlite(s) => sqlx::query_scalar(sql).fetch_all(s.pool()).await.expect(sql),
+                RawStore::Postgres(s) => sqlx::query_scalar(sql).fetch_all(s.pool()).await.expect(sql),
             };
             for row in rows {
                 out.push_str(&row);
@@ -384,11 +315,7 @@ impl TestApp {
 }
 
 /// Waits for the first event on `channel` whose payload satisfies `pred`.
-pub async fn next_event(
-    events: &mut Subscription,
-    channel: &str,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
+pub async fn next_event(events: &mut Subscription, channel: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let message = tokio::time::timeout_at(deadline, events.next())
@@ -398,13 +325,9 @@ pub async fn next_event(
         if let BusMessage::Event(event) = message
             && event.channel == channel
         {
-            let payload: Value =
-                serde_json::from_str(&event.payload).expect("event payload is JSON");
+            let payload: Value = serde_json::from_str(&event.payload).expect("event payload is JSON");
             if pred(&payload) {
-                assert!(
-                    payload["event_id"].is_string() && payload["occurred_at"].is_string(),
-                    "{payload}"
-                );
+                assert!(payload["event_id"].is_string() && payload["occurred_at"].is_string(), "{payload}");
                 return payload;
             }
         }

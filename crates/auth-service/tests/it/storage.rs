@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use auth_service::store::{RefreshToken, Store};
+use auth_service::store::{RefreshToken, SessionKind, Store};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -37,11 +37,7 @@ async fn database_never_holds_raw_secrets(backend: Backend) {
         &second.access,
         &logged_out.access,
     ] {
-        assert!(
-            !dump.contains(secret),
-            "a raw secret is stored: {}…",
-            &secret[..8]
-        );
+        assert!(!dump.contains(secret), "a raw secret is stored: {}…", &secret[..8]);
     }
     // Only the SHA-256 of each refresh token is kept.
     let hash = auth_service::domain::credential::sha256_hex(&second.refresh);
@@ -55,16 +51,13 @@ async fn rotation_is_compare_and_swap(backend: Backend) {
     let tokens = app.signup(&unique_email("cas")).await;
     let store = store(&app);
     let hash = auth_service::domain::credential::sha256_hex(&tokens.refresh);
-    let old = store
-        .refresh_token_by_hash(&hash)
-        .await
-        .expect("lookup")
-        .expect("present");
+    let old = store.refresh_token_by_hash(&hash).await.expect("lookup").expect("present");
     let now = OffsetDateTime::now_utc();
     let next = |tag: &str| RefreshToken {
         id: Uuid::new_v4(),
         token_hash: format!("{tag}-{}", Uuid::new_v4()),
         session_id: old.session_id,
+        session_kind: SessionKind::User,
         user_id: old.user_id,
         created_at: now,
         expires_at: now + Duration::hours(1),
@@ -72,37 +65,11 @@ async fn rotation_is_compare_and_swap(backend: Backend) {
     };
     let winner = next("a");
     let loser = next("b");
-    assert!(
-        store
-            .rotate_refresh_token(old.id, now, &winner)
-            .await
-            .expect("rotate")
-    );
-    assert!(
-        !store
-            .rotate_refresh_token(old.id, now, &loser)
-            .await
-            .expect("rotate")
-    );
-    assert!(
-        store
-            .refresh_token_by_hash(&winner.token_hash)
-            .await
-            .expect("lookup")
-            .is_some()
-    );
-    assert!(
-        store
-            .refresh_token_by_hash(&loser.token_hash)
-            .await
-            .expect("lookup")
-            .is_none()
-    );
-    let spent = store
-        .refresh_token_by_hash(&hash)
-        .await
-        .expect("lookup")
-        .expect("present");
+    assert!(store.rotate_refresh_token(old.id, now, &winner).await.expect("rotate"));
+    assert!(!store.rotate_refresh_token(old.id, now, &loser).await.expect("rotate"));
+    assert!(store.refresh_token_by_hash(&winner.token_hash).await.expect("lookup").is_some());
+    assert!(store.refresh_token_by_hash(&loser.token_hash).await.expect("lookup").is_none());
+    let spent = store.refresh_token_by_hash(&hash).await.expect("lookup").expect("present");
     assert!(spent.spent_at.is_some());
 }
 
@@ -115,35 +82,17 @@ async fn cleanup_removes_only_what_expired(backend: Backend) {
     app.post_auth("/logout", &gone.access, None).await;
     let store = store(&app);
     let now = OffsetDateTime::now_utc();
-    let dry = store
-        .cleanup(now, now + Duration::seconds(1), true)
-        .await
-        .expect("dry run");
+    let dry = store.cleanup(now, now + Duration::seconds(1), true).await.expect("dry run");
     assert_eq!((dry.sessions, dry.refresh_tokens), (1, 1), "{dry:?}");
-    let again = store
-        .cleanup(now, now + Duration::seconds(1), true)
-        .await
-        .expect("dry run");
+    let again = store.cleanup(now, now + Duration::seconds(1), true).await.expect("dry run");
     assert_eq!(dry, again, "a dry run deleted something");
-    let done = store
-        .cleanup(now + Duration::hours(1), now + Duration::seconds(1), false)
-        .await
-        .expect("cleanup");
-    assert_eq!(
-        (done.sessions, done.refresh_tokens, done.revoked_jtis),
-        (1, 1, 1),
-        "{done:?}"
-    );
+    let done = store.cleanup(now + Duration::hours(1), now + Duration::seconds(1), false).await.expect("cleanup");
+    assert_eq!((done.sessions, done.refresh_tokens, done.revoked_jtis), (1, 1, 1), "{done:?}");
+    assert_eq!((done.sdk_sessions, done.personal_access_tokens, done.api_keys), (0, 0, 0), "{done:?}");
     let session = Uuid::parse_str(&keep.session_id).expect("uuid");
     assert!(store.session(session).await.expect("lookup").is_some());
     let keep_hash = auth_service::domain::credential::sha256_hex(&keep.refresh);
-    assert!(
-        store
-            .refresh_token_by_hash(&keep_hash)
-            .await
-            .expect("lookup")
-            .is_some()
-    );
+    assert!(store.refresh_token_by_hash(&keep_hash).await.expect("lookup").is_some());
     assert_eq!(json!(done.sessions), json!(1));
 }
 

@@ -24,10 +24,7 @@ impl Default for MemoryBus {
 impl EventBus for MemoryBus {
     async fn publish(&self, channel: &str, payload: &str) -> Result<(), Unavailable> {
         // Having no subscriber is not an error: nobody needed to hear it.
-        let _receivers = self.sender.send(Event {
-            channel: channel.to_owned(),
-            payload: payload.to_owned(),
-        });
+        let _receivers = self.sender.send(Event { channel: channel.to_owned(), payload: payload.to_owned() });
         Ok(())
     }
 
@@ -68,23 +65,13 @@ mod tests {
     #[tokio::test]
     async fn delivers_matching_events_only() {
         let bus = MemoryBus::default();
-        let mut sub = bus
-            .subscribe(&["auth:*"])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        bus.publish("other:x", "{}")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        bus.publish("auth:user.login", "{\"a\":1}")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut sub = bus.subscribe(&["auth:*"]).await.unwrap_or_else(|e| panic!("{e}"));
+        bus.publish("other:x", "{}").await.unwrap_or_else(|e| panic!("{e}"));
+        bus.publish("auth:user.login", "{\"a\":1}").await.unwrap_or_else(|e| panic!("{e}"));
         let got = sub.next().await;
         assert_eq!(
             got,
-            Some(BusMessage::Event(Event {
-                channel: "auth:user.login".into(),
-                payload: "{\"a\":1}".into()
-            }))
+            Some(BusMessage::Event(Event { channel: "auth:user.login".into(), payload: "{\"a\":1}".into() }))
         );
     }
 }

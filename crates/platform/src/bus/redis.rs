@@ -30,31 +30,17 @@ impl RedisBus {
     }
 }
 
-async fn open(
-    client: &client::Client,
-    patterns: &[String],
-) -> Result<client::aio::PubSub, Unavailable> {
-    let mut pubsub = client
-        .get_async_pubsub()
-        .await
-        .map_err(|e| Unavailable::new("redis", e))?;
+async fn open(client: &client::Client, patterns: &[String]) -> Result<client::aio::PubSub, Unavailable> {
+    let mut pubsub = client.get_async_pubsub().await.map_err(|e| Unavailable::new("redis", e))?;
     for pattern in patterns {
-        pubsub
-            .psubscribe(pattern)
-            .await
-            .map_err(|e| Unavailable::new("redis", e))?;
+        pubsub.psubscribe(pattern).await.map_err(|e| Unavailable::new("redis", e))?;
     }
     Ok(pubsub)
 }
 
 /// Forwards messages until the connection drops, then reconnects; ends when the subscriber
 /// goes away.
-async fn pump(
-    client: client::Client,
-    patterns: Vec<String>,
-    first: client::aio::PubSub,
-    tx: mpsc::Sender<BusMessage>,
-) {
+async fn pump(client: client::Client, patterns: Vec<String>, first: client::aio::PubSub, tx: mpsc::Sender<BusMessage>) {
     let mut current = Some(first);
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -105,11 +91,7 @@ async fn pump(
 #[async_trait]
 impl EventBus for RedisBus {
     async fn publish(&self, channel: &str, payload: &str) -> Result<(), Unavailable> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| Unavailable::new("redis", e))?;
+        let mut conn = self.pool.get().await.map_err(|e| Unavailable::new("redis", e))?;
         client::cmd("PUBLISH")
             .arg(channel)
             .arg(payload)
@@ -124,8 +106,7 @@ impl EventBus for RedisBus {
         let first = open(&self.client, &patterns).await?;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(pump(self.client.clone(), patterns, first, tx));
-        let stream =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
         Ok(stream.boxed())
     }
 

@@ -36,24 +36,15 @@ impl Counters for MemoryCounters {
                 *entry = (0, now + window);
             }
             entry.0 += 1;
-            Count {
-                hits: entry.0,
-                resets_in: entry.1 - now,
-            }
+            Count { hits: entry.0, resets_in: entry.1 - now }
         }))
     }
 
     async fn current(&self, key: &str) -> Result<Count, Unavailable> {
         let now = Instant::now();
         Ok(self.with(|map| match map.get(key) {
-            Some((hits, ends)) if *ends > now => Count {
-                hits: *hits,
-                resets_in: *ends - now,
-            },
-            _ => Count {
-                hits: 0,
-                resets_in: Duration::ZERO,
-            },
+            Some((hits, ends)) if *ends > now => Count { hits: *hits, resets_in: *ends - now },
+            _ => Count { hits: 0, resets_in: Duration::ZERO },
         }))
     }
 
@@ -72,10 +63,7 @@ mod tests {
         let c = MemoryCounters::default();
         let w = Duration::from_secs(60);
         for expected in 1..=3 {
-            assert_eq!(
-                c.increment("k", w).await.map(|x| x.hits).ok(),
-                Some(expected)
-            );
+            assert_eq!(c.increment("k", w).await.map(|x| x.hits).ok(), Some(expected));
         }
         assert_eq!(c.current("k").await.map(|x| x.hits).ok(), Some(3));
         tokio::time::advance(Duration::from_secs(61)).await;

@@ -18,25 +18,16 @@ pub struct RedisCounters {
 impl RedisCounters {
     /// `prefix` namespaces the keys (`portcullis:rl:` by default).
     pub fn new(pool: Pool, prefix: impl Into<String>) -> Self {
-        Self {
-            pool,
-            prefix: prefix.into(),
-        }
+        Self { pool, prefix: prefix.into() }
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, Unavailable> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| Unavailable::new("redis", e))
+        self.pool.get().await.map_err(|e| Unavailable::new("redis", e))
     }
 }
 
 fn count(hits: Option<u64>, pttl: i64) -> Count {
-    Count {
-        hits: hits.unwrap_or(0),
-        resets_in: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
-    }
+    Count { hits: hits.unwrap_or(0), resets_in: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)) }
 }
 
 #[async_trait]

@@ -4,6 +4,7 @@ use axum::{
     Json,
     extract::{Request, State},
     http::StatusCode,
+    response::{IntoResponse, Response},
 };
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 
@@ -11,20 +12,19 @@ use crate::{
     error::Error,
     http::{
         dto::{
-            ConfigView, LoginRequest, PasswordRequest, PasswordRules, RefreshRequest,
+            ConfigView, LoginRequest, PasswordRequest, PasswordRules, RefreshRequest, SdkSessionResponse,
             SignedInResponse, SignupRequest, UserView,
         },
         error::Problem,
-        extract::{ApiJson, body_bytes, is_json, parse_json},
+        extract::{ApiJson, optional_json},
     },
-    service::{AuthService, ClientMeta, Principal},
+    service::{AuthService, ClientMeta, Principal, Refreshed, UserPrincipal},
 };
 
 pub const REFRESH_COOKIE: &str = "pc_refresh";
 
 fn refresh_cookie(service: &AuthService, token: String) -> Cookie<'static> {
-    let max_age =
-        time::Duration::try_from(service.config().jwt.refresh_ttl).unwrap_or(time::Duration::WEEK);
+    let max_age = time::Duration::try_from(service.config().jwt.refresh_ttl).unwrap_or(time::Duration::WEEK);
     Cookie::build((REFRESH_COOKIE, token))
         .http_only(true)
         .secure(true)
@@ -75,18 +75,9 @@ pub async fn signup(
     jar: CookieJar,
     ApiJson(body): ApiJson<SignupRequest>,
 ) -> Result<(StatusCode, CookieJar, Json<SignedInResponse>), Error> {
-    let signed_in = service
-        .signup(&body.name, &body.email, &body.password, &meta)
-        .await?;
-    let jar = jar.add(refresh_cookie(
-        &service,
-        signed_in.tokens.refresh_token.clone(),
-    ));
-    Ok((
-        StatusCode::CREATED,
-        jar,
-        Json(SignedInResponse::new(&signed_in.user, signed_in.tokens)),
-    ))
+    let signed_in = service.signup(&body.name, &body.email, &body.password, &meta).await?;
+    let jar = jar.add(refresh_cookie(&service, signed_in.tokens.refresh_token.clone()));
+    Ok((StatusCode::CREATED, jar, Json(SignedInResponse::new(&signed_in.user, signed_in.tokens))))
 }
 
 /// Signs in with email and password; opens a session.
@@ -102,19 +93,13 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<(CookieJar, Json<SignedInResponse>), Error> {
     let signed_in = service.login(&body.email, &body.password, &meta).await?;
-    let jar = jar.add(refresh_cookie(
-        &service,
-        signed_in.tokens.refresh_token.clone(),
-    ));
-    Ok((
-        jar,
-        Json(SignedInResponse::new(&signed_in.user, signed_in.tokens)),
-    ))
+    let jar = jar.add(refresh_cookie(&service, signed_in.tokens.refresh_token.clone()));
+    Ok((jar, Json(SignedInResponse::new(&signed_in.user, signed_in.tokens))))
 }
 
 /// Rotates a refresh token (from the body or the `pc_refresh` cookie).
 #[utoipa::path(post, path = "/refresh", tag = "auth", request_body(content = RefreshRequest, description = "optional when the cookie is sent"), responses(
-    (status = 200, body = SignedInResponse),
+    (status = 200, body = SignedInResponse, description = "a user session's new pair (an SDK session's answers like /sdk/session)"),
     (status = 401, body = Problem, description = "refresh_invalid"),
     (status = 409, body = Problem, description = "refresh_conflict"),
 ))]
@@ -123,27 +108,19 @@ pub async fn refresh(
     meta: ClientMeta,
     jar: CookieJar,
     request: Request,
-) -> Result<(CookieJar, Json<SignedInResponse>), Error> {
-    let json = is_json(request.headers());
-    let bytes = body_bytes(request, &()).await?;
-    let body: RefreshRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
-        RefreshRequest::default()
-    } else if json {
-        parse_json(&bytes)?
-    } else {
-        return Err(Error::UnsupportedMediaType);
-    };
-    let token = body
-        .refresh_token
-        .or_else(|| jar.get(REFRESH_COOKIE).map(|c| c.value().to_owned()))
-        .ok_or_else(|| {
-            Error::MalformedBody(
-                "refresh_token is required, in the body or the pc_refresh cookie".to_owned(),
-            )
+) -> Result<Response, Error> {
+    let body: RefreshRequest = optional_json(request).await?;
+    let token =
+        body.refresh_token.or_else(|| jar.get(REFRESH_COOKIE).map(|c| c.value().to_owned())).ok_or_else(|| {
+            Error::MalformedBody("refresh_token is required, in the body or the pc_refresh cookie".to_owned())
         })?;
-    let (user, tokens) = service.refresh(&token, &meta).await?;
-    let jar = jar.add(refresh_cookie(&service, tokens.refresh_token.clone()));
-    Ok((jar, Json(SignedInResponse::new(&user, tokens))))
+    Ok(match service.refresh(&token, &meta).await? {
+        Refreshed::User { user, tokens } => {
+            let jar = jar.add(refresh_cookie(&service, tokens.refresh_token.clone()));
+            (jar, Json(SignedInResponse::new(&user, tokens))).into_response()
+        }
+        Refreshed::Sdk(tokens) => Json(SdkSessionResponse::from(tokens)).into_response(),
+    })
 }
 
 /// Ends the current session; its tokens stop working at once.
@@ -160,12 +137,12 @@ pub async fn logout(
     Ok((StatusCode::NO_CONTENT, jar.add(cleared_cookie())))
 }
 
-/// The signed-in user.
+/// The signed-in user (with an access token or a personal access token).
 #[utoipa::path(get, path = "/me", tag = "auth", security(("bearer" = [])), responses(
     (status = 200, body = UserView), (status = 401, body = Problem),
 ))]
-pub async fn me(principal: Principal) -> Json<UserView> {
-    Json(UserView::from(&principal.user))
+pub async fn me(principal: UserPrincipal) -> Json<UserView> {
+    Json(UserView::from(principal.user()))
 }
 
 /// Changes the password; every other session ends.
@@ -179,13 +156,6 @@ pub async fn password(
     principal: Principal,
     ApiJson(body): ApiJson<PasswordRequest>,
 ) -> Result<StatusCode, Error> {
-    service
-        .change_password(
-            &principal,
-            &body.current_password,
-            &body.new_password,
-            &meta,
-        )
-        .await?;
+    service.change_password(&principal, &body.current_password, &body.new_password, &meta).await?;
     Ok(StatusCode::NO_CONTENT)
 }

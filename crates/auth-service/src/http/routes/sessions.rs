@@ -14,8 +14,8 @@ use crate::{
     error::Error,
     http::{
         dto::{
-            AuditEntryView, AuditQuery, AuditResponse, CurrentSessionView, EndedSessionsResponse,
-            SessionView, SessionsResponse, rfc3339,
+            AuditEntryView, AuditResponse, CurrentSessionView, EndedSessionsResponse, PageQuery, SessionView,
+            SessionsResponse, rfc3339,
         },
         error::Problem,
     },
@@ -39,10 +39,7 @@ fn current_view(service: &AuthService, session: &Session) -> CurrentSessionView 
 #[utoipa::path(get, path = "/session", tag = "sessions", security(("bearer" = [])), responses(
     (status = 200, body = CurrentSessionView), (status = 401, body = Problem),
 ))]
-pub async fn current(
-    State(service): State<AuthService>,
-    principal: Principal,
-) -> Json<CurrentSessionView> {
+pub async fn current(State(service): State<AuthService>, principal: Principal) -> Json<CurrentSessionView> {
     Json(current_view(&service, &principal.session))
 }
 
@@ -50,16 +47,10 @@ pub async fn current(
 #[utoipa::path(get, path = "/sessions", tag = "sessions", security(("bearer" = [])), responses(
     (status = 200, body = SessionsResponse), (status = 401, body = Problem),
 ))]
-pub async fn list(
-    State(service): State<AuthService>,
-    principal: Principal,
-) -> Result<Json<SessionsResponse>, Error> {
+pub async fn list(State(service): State<AuthService>, principal: Principal) -> Result<Json<SessionsResponse>, Error> {
     let sessions = service.sessions(&principal).await?;
     Ok(Json(SessionsResponse {
-        sessions: sessions
-            .iter()
-            .map(|s| SessionView::new(s, s.id == principal.session.id))
-            .collect(),
+        sessions: sessions.iter().map(|s| SessionView::new(s, s.id == principal.session.id)).collect(),
     }))
 }
 
@@ -103,43 +94,31 @@ pub async fn end_others(
     principal: Principal,
 ) -> Result<Json<EndedSessionsResponse>, Error> {
     let ended = service.end_other_sessions(&principal, &meta).await?;
-    Ok(Json(EndedSessionsResponse {
-        ended: ended.len(),
-        session_ids: ended.iter().map(Uuid::to_string).collect(),
-    }))
+    Ok(Json(EndedSessionsResponse { ended: ended.len(), session_ids: ended.iter().map(Uuid::to_string).collect() }))
 }
 
 /// The caller's security events, newest first.
-#[utoipa::path(get, path = "/audit", tag = "sessions", security(("bearer" = [])), params(AuditQuery), responses(
+#[utoipa::path(get, path = "/audit", tag = "sessions", security(("bearer" = [])), params(PageQuery), responses(
     (status = 200, body = AuditResponse), (status = 401, body = Problem), (status = 422, body = Problem),
 ))]
 pub async fn audit(
     State(service): State<AuthService>,
     principal: Principal,
-    query: Result<Query<AuditQuery>, QueryRejection>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<AuditResponse>, Error> {
-    let Query(query) =
-        query.map_err(|_| Error::validation("query", "is not a valid query string"))?;
+    let Query(query) = query.map_err(|_| Error::validation("query", "is not a valid query string"))?;
     let limit = match query.limit.as_deref() {
         None => AUDIT_DEFAULT_LIMIT,
         Some(raw) => raw
             .parse::<u32>()
             .ok()
             .filter(|n| (1..=AUDIT_MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                Error::validation(
-                    "limit",
-                    format!("must be a number from 1 to {AUDIT_MAX_LIMIT}"),
-                )
-            })?,
+            .ok_or_else(|| Error::validation("limit", format!("must be a number from 1 to {AUDIT_MAX_LIMIT}")))?,
     };
     let cursor = query
         .cursor
         .as_deref()
-        .map(|raw| {
-            raw.parse::<i64>()
-                .map_err(|_| Error::validation("cursor", "is not a cursor this service issued"))
-        })
+        .map(|raw| raw.parse::<i64>().map_err(|_| Error::validation("cursor", "is not a cursor this service issued")))
         .transpose()?;
     let (entries, next) = service.audit_log(&principal, cursor, limit).await?;
     Ok(Json(AuditResponse {

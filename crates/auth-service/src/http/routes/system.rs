@@ -33,10 +33,7 @@ pub async fn ready(State(service): State<AuthService>) -> Result<Json<Health>, E
 pub async fn metrics(State(service): State<AuthService>) -> impl IntoResponse {
     (
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         service.render_metrics().await,
     )
 }

@@ -1,0 +1,98 @@
+//! Administration routes (role `admin`): users, disable and enable, role changes.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State, rejection::PathRejection, rejection::QueryRejection},
+    http::StatusCode,
+};
+use uuid::Uuid;
+
+use crate::{
+    error::Error,
+    http::{
+        dto::{AdminUserView, AdminUsersResponse, PageQuery, RoleRequest},
+        error::Problem,
+        extract::{ApiJson, page, path_param},
+    },
+    service::{AuthService, ClientMeta, Principal},
+    store::to_ms,
+};
+
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+
+fn parse_cursor(raw: &str) -> Option<(i64, Uuid)> {
+    let (ms, id) = raw.split_once('.')?;
+    Some((ms.parse().ok()?, Uuid::parse_str(id).ok()?))
+}
+
+/// Every user, newest first.
+#[utoipa::path(get, path = "/admin/users", tag = "admin", security(("bearer" = [])), params(PageQuery), responses(
+    (status = 200, body = AdminUsersResponse), (status = 401, body = Problem), (status = 403, body = Problem),
+    (status = 422, body = Problem),
+))]
+pub async fn users(
+    State(service): State<AuthService>,
+    principal: Principal,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<AdminUsersResponse>, Error> {
+    let (limit, cursor) = page(query, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let cursor = cursor
+        .map(|raw| parse_cursor(&raw).ok_or_else(|| Error::validation("cursor", "is not a cursor this service issued")))
+        .transpose()?;
+    let users = service.admin_users(&principal, cursor, limit).await?;
+    let next_cursor = (users.len() == usize::try_from(limit).unwrap_or(usize::MAX))
+        .then(|| users.last().map(|u| format!("{}.{}", to_ms(u.created_at), u.id)))
+        .flatten();
+    Ok(Json(AdminUsersResponse { users: users.iter().map(AdminUserView::from).collect(), next_cursor }))
+}
+
+/// Disables a user: sessions, tokens and sockets end at once; login is refused.
+#[utoipa::path(post, path = "/admin/users/{id}/disable", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
+)]
+pub async fn disable(
+    State(service): State<AuthService>,
+    meta: ClientMeta,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, Error> {
+    let id = path_param(id)?;
+    service.disable_user(&principal, id, &meta).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Enables a disabled user again.
+#[utoipa::path(post, path = "/admin/users/{id}/enable", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)),
+)]
+pub async fn enable(
+    State(service): State<AuthService>,
+    meta: ClientMeta,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, Error> {
+    let id = path_param(id)?;
+    service.enable_user(&principal, id, &meta).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sets a user's role.
+#[utoipa::path(put, path = "/admin/users/{id}/role", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = RoleRequest,
+    responses((status = 200, body = AdminUserView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
+)]
+pub async fn role(
+    State(service): State<AuthService>,
+    meta: ClientMeta,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+    ApiJson(body): ApiJson<RoleRequest>,
+) -> Result<Json<AdminUserView>, Error> {
+    let id = path_param(id)?;
+    let role = body.role.parse().map_err(|e: String| Error::validation("role", e))?;
+    let user = service.set_role(&principal, id, role, &meta).await?;
+    Ok(Json(AdminUserView::from(&user)))
+}

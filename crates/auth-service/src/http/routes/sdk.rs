@@ -1,0 +1,42 @@
+//! `POST /sdk/session`: a client's backend opens an SDK session for one of its own users with
+//! an API key (`X-API-Key` or `Authorization: Bearer pck_…`).
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
+
+use crate::{
+    error::Error,
+    http::{
+        dto::{SdkSessionRequest, SdkSessionResponse},
+        error::Problem,
+        extract::{ApiJson, api_key, origin},
+    },
+    service::{AuthService, ClientMeta},
+};
+
+/// Opens an SDK session: the key's client IP allowlist and origins apply.
+#[utoipa::path(post, path = "/sdk/session", tag = "sdk", request_body = SdkSessionRequest,
+    params(("X-API-Key" = Option<String>, Header, description = "the API key (or Authorization: Bearer pck_…)")),
+    responses(
+        (status = 201, body = SdkSessionResponse),
+        (status = 401, body = Problem, description = "token_missing, key_invalid, key_revoked"),
+        (status = 403, body = Problem, description = "ip_not_allowed, origin_not_allowed, insufficient_scope"),
+        (status = 422, body = Problem),
+    ),
+)]
+pub async fn create(
+    State(service): State<AuthService>,
+    meta: ClientMeta,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SdkSessionRequest>,
+) -> Result<(StatusCode, Json<SdkSessionResponse>), Error> {
+    let key = api_key(&headers)?;
+    let origin = origin(&headers);
+    let tokens = service
+        .create_sdk_session(&key, &body.external_user_id, body.scopes.as_deref(), Some(meta.ip), origin.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(SdkSessionResponse::from(tokens))))
+}
