@@ -3,6 +3,7 @@
 //! - `migrate`            apply migrations (PostgreSQL when `DATABASE_URL` is set, else the
 //!   embedded SQLite file under `DATA_DIR`)
 //! - `cleanup [--dry-run]` delete expired sessions, refresh tokens and revocations; print counts
+//! - `users set-role <email> <member|admin>` change a user's role
 //! - `bench`              run the criterion benchmarks and print where the reports are
 
 use std::{
@@ -13,7 +14,7 @@ use std::{
 use auth_service::store::{PostgresStore, SqliteStore, Store};
 use platform::env::{EnvExt, OsEnv};
 
-const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | bench>";
+const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench>";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -42,9 +43,26 @@ async fn cleanup(dry_run: bool) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let verb = if dry_run { "would delete" } else { "deleted" };
     println!(
-        "{verb}: {} sessions, {} refresh tokens, {} revoked jtis",
-        report.sessions, report.refresh_tokens, report.revoked_jtis
+        "{verb}: {} sessions, {} SDK sessions, {} refresh tokens, {} revoked jtis, {} personal access tokens, {} API keys",
+        report.sessions,
+        report.sdk_sessions,
+        report.refresh_tokens,
+        report.revoked_jtis,
+        report.personal_access_tokens,
+        report.api_keys
     );
+    Ok(())
+}
+
+async fn set_role(email: &str, role: &str) -> Result<(), String> {
+    let role = role.parse().map_err(|e: String| e)?;
+    let store = open_store().await?;
+    let user =
+        auth_service::service::admin::set_role_by_email(store.as_ref(), email, role).await.map_err(|e| match e {
+            auth_service::Error::NotFound => format!("no user with email {email}"),
+            other => other.to_string(),
+        })?;
+    println!("{} is now {}", user.email, user.role);
     Ok(())
 }
 
@@ -69,6 +87,7 @@ async fn main() -> ExitCode {
         ["migrate"] => open_store().await.map(drop),
         ["cleanup"] => cleanup(false).await,
         ["cleanup", "--dry-run"] => cleanup(true).await,
+        ["users", "set-role", email, role] => set_role(email, role).await,
         ["bench"] => bench(),
         _ => Err(USAGE.to_owned()),
     };

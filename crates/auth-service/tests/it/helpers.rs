@@ -292,12 +292,16 @@ impl TestApp {
 
     /// Every text column of every table, for "no raw secret is stored" checks.
     pub async fn dump_tables(&self) -> String {
-        const QUERIES: [&str; 5] = [
+        const QUERIES: [&str; 9] = [
             "SELECT id || '|' || name || '|' || email || '|' || password_hash || '|' || role AS t FROM users",
             "SELECT id || '|' || user_id || '|' || device || '|' || COALESCE(user_agent, '') || '|' || ip || '|' || COALESCE(end_reason, '') AS t FROM sessions",
-            "SELECT id || '|' || token_hash || '|' || session_id || '|' || user_id AS t FROM refresh_tokens",
+            "SELECT id || '|' || token_hash || '|' || session_id || '|' || session_kind || '|' || COALESCE(user_id, '') AS t FROM refresh_tokens",
             "SELECT jti AS t FROM revoked_jtis",
             "SELECT COALESCE(user_id, '') || '|' || action || '|' || outcome || '|' || COALESCE(ip, '') || '|' || detail AS t FROM audit_log",
+            "SELECT id || '|' || user_id || '|' || name || '|' || token_hash || '|' || prefix || '|' || last_four || '|' || scopes AS t FROM personal_access_tokens",
+            "SELECT id || '|' || owner_id || '|' || name || '|' || ip_allowlist || '|' || allowed_origins AS t FROM clients",
+            "SELECT id || '|' || client_id || '|' || name || '|' || key_hash || '|' || prefix || '|' || last_four || '|' || scopes AS t FROM api_keys",
+            "SELECT id || '|' || client_id || '|' || api_key_id || '|' || external_user_id || '|' || scopes || '|' || ip AS t FROM sdk_sessions",
         ];
         let mut out = String::new();
         for sql in QUERIES {
@@ -311,6 +315,15 @@ impl TestApp {
             }
         }
         out
+    }
+}
+
+impl RawStore {
+    pub fn store(&self) -> Arc<dyn auth_service::store::Store> {
+        match self {
+            Self::Sqlite(s) => Arc::new(s.clone()),
+            Self::Postgres(s) => Arc::new(s.clone()),
+        }
     }
 }
 

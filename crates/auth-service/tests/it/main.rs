@@ -7,5 +7,7 @@
 mod helpers;
 
 mod bad_input;
+mod bad_input_credentials;
+mod credentials;
 mod flows;
 mod storage;

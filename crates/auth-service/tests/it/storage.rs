@@ -8,13 +8,10 @@ use serde_json::json;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::helpers::{Backend, PASSWORD, RawStore, TestApp, spawn_app, unique_email};
+use crate::helpers::{Backend, PASSWORD, TestApp, spawn_app, unique_email};
 
 fn store(app: &TestApp) -> Arc<dyn Store> {
-    match &app.raw {
-        RawStore::Sqlite(s) => Arc::new(s.clone()),
-        RawStore::Postgres(s) => Arc::new(s.clone()),
-    }
+    app.raw.store()
 }
 
 /// Every table is read back: the secrets a user was given appear nowhere.

@@ -1,0 +1,1 @@
+//! Bad-input tables for the credential routes (being written).
