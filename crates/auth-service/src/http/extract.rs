@@ -34,7 +34,10 @@ pub fn is_json(headers: &HeaderMap) -> bool {
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    // JSON is UTF-8 (RFC 8259 §8.1); serde_json skips ignored strings without checking them.
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Error::MalformedBody(format!("the body is not UTF-8 (byte {})", e.valid_up_to())))?;
+    serde_json::from_str(text).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Data => Error::MalformedBody(format!("the body does not have the expected shape: {e}")),
@@ -167,6 +170,18 @@ pub fn api_key(headers: &HeaderMap) -> Result<String, Error> {
         return if key.is_empty() { Err(Error::KeyInvalid) } else { Ok(key.to_owned()) };
     }
     bearer(headers).map(str::to_owned)
+}
+
+/// The API key, extracted before the body is read, so a missing key is refused first.
+#[derive(Debug)]
+pub struct ApiKeyHeader(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiKeyHeader {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        api_key(&parts.headers).map(Self)
+    }
 }
 
 /// The `Origin` header, if the request carries one (`null` included: it matches nothing).

@@ -155,6 +155,12 @@ impl AuthService {
             json!({"client_id": client.id, "api_key_id": key.key.id}),
         )
         .await;
+        self.events()
+            .emit(
+                events::CLIENT_UPDATED,
+                json!({"client_id": client.id, "user_id": principal.user.id, "field": "api_keys", "credential_id": key.key.id, "reason": "api_key_created"}),
+            )
+            .await;
         Ok(key)
     }
 

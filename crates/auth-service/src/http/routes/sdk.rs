@@ -12,7 +12,7 @@ use crate::{
     http::{
         dto::{SdkSessionRequest, SdkSessionResponse},
         error::Problem,
-        extract::{ApiJson, api_key, origin},
+        extract::{ApiJson, ApiKeyHeader, origin},
     },
     service::{AuthService, ClientMeta},
 };
@@ -30,10 +30,10 @@ use crate::{
 pub async fn create(
     State(service): State<AuthService>,
     meta: ClientMeta,
+    ApiKeyHeader(key): ApiKeyHeader,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SdkSessionRequest>,
 ) -> Result<(StatusCode, Json<SdkSessionResponse>), Error> {
-    let key = api_key(&headers)?;
     let origin = origin(&headers);
     let tokens = service
         .create_sdk_session(&key, &body.external_user_id, body.scopes.as_deref(), Some(meta.ip), origin.as_deref())
