@@ -5,6 +5,9 @@
 //! - `cleanup [--dry-run]` delete expired sessions, refresh tokens and revocations; print counts
 //! - `users set-role <email> <member|admin>` change a user's role
 //! - `bench`              run the criterion benchmarks and print where the reports are
+//! - `ssot-check`         prove only the auth service depends on a JWT library or reads `JWT_SECRET`
+
+mod ssot;
 
 use std::{
     path::{Path, PathBuf},
@@ -14,7 +17,8 @@ use std::{
 use auth_service::store::{PostgresStore, SqliteStore, Store};
 use platform::env::{EnvExt, OsEnv};
 
-const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench>";
+const USAGE: &str =
+    "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench | ssot-check>";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -89,6 +93,7 @@ async fn main() -> ExitCode {
         ["cleanup", "--dry-run"] => cleanup(true).await,
         ["users", "set-role", email, role] => set_role(email, role).await,
         ["bench"] => bench(),
+        ["ssot-check"] => ssot::run(&workspace_root()),
         _ => Err(USAGE.to_owned()),
     };
     match result {

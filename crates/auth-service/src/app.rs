@@ -3,6 +3,8 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
+use platform::shutdown::Shutdown;
+
 use platform::{
     bus::{EventBus, MemoryBus, RedisBus},
     clock::{Clock, SystemClock},
@@ -15,7 +17,7 @@ use crate::{
     config::{AuthConfig, Backend},
     error::Error,
     service::{AuthService, Deps},
-    store::{PostgresStore, SqliteStore, Store},
+    store::{CachedStore, PostgresStore, SqliteStore, Store},
 };
 
 /// File name of the embedded database under `DATA_DIR`.
@@ -32,8 +34,16 @@ pub struct Backends {
 
 impl Backends {
     /// Connects what the configuration names: SQLite + in-process bus and counters, or
-    /// PostgreSQL + Redis. Migrations are applied here.
+    /// PostgreSQL + Redis. Migrations are applied here. The store is wrapped in the in-memory
+    /// cache, which follows the bus.
     pub async fn connect(config: &AuthConfig) -> Result<Self, Error> {
+        let raw = Self::connect_raw(config).await?;
+        let cached = Arc::new(CachedStore::new(raw.store));
+        cached.clone().follow(raw.bus.clone()).await?;
+        Ok(Self { store: cached, ..raw })
+    }
+
+    async fn connect_raw(config: &AuthConfig) -> Result<Self, Error> {
         match &config.backend {
             Backend::Embedded { data_dir } => {
                 std::fs::create_dir_all(data_dir)
@@ -66,14 +76,37 @@ pub async fn build(config: AuthConfig) -> Result<AuthService, Error> {
     AuthService::new(config, backends.deps(Arc::new(SystemClock)))
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// The sockets the service listens on.
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: TcpListener,
+    pub grpc: TcpListener,
+}
+
+/// Binds the HTTP and gRPC sockets (port 0 picks a free one).
+pub async fn bind(http: SocketAddr, grpc: SocketAddr) -> std::io::Result<Listeners> {
+    Ok(Listeners { http: TcpListener::bind(http).await?, grpc: TcpListener::bind(grpc).await? })
+}
+
+/// Serves HTTP and gRPC until `shutdown` resolves, then drains in-flight requests. Also runs
+/// the periodic cleanup.
 pub async fn run(
     service: AuthService,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let shutdown = Shutdown::new(shutdown);
+    let cleanup = service.spawn_cleanup(shutdown.wait());
+    let grpc = tokio::spawn(crate::grpc::serve(service.clone(), listeners.grpc, shutdown.wait()));
     let app = crate::http::router(service);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let http = axum::serve(listeners.http, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.wait())
+        .await;
+    cleanup.abort();
+    match grpc.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return Err(std::io::Error::other(err)),
+        Err(err) => return Err(std::io::Error::other(err)),
+    }
+    http
 }

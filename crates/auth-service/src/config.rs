@@ -15,7 +15,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 /// Shortest accepted signing secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
-const SECRET_FILE: &str = "jwt_secret";
+const JWT_SECRET_FILE: &str = "jwt_secret";
+const SERVICE_SECRET_FILE: &str = "service_secret";
+const CONTEXT_SECRET_FILE: &str = "context_signing_secret";
 
 /// How the service is deployed, which decides defaults and what is mandatory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,17 @@ pub struct AuthConfig {
     pub pat_max_per_user: u32,
     /// `SDK_TOKEN_EXPIRES_IN`: SDK access-token lifetime.
     pub sdk_token_ttl: Duration,
+    /// `SERVICE_SECRET`: what an internal service proves to obtain a service token.
+    pub service_secret: SecretString,
+    /// `SERVICE_TOKEN_EXPIRES_IN`: service-token lifetime.
+    pub service_token_ttl: Duration,
+    /// `CONTEXT_SIGNING_SECRET`: signs the context headers of the forward-auth mirror.
+    pub context_signing_secret: SecretString,
+    /// `GRPC_PORT` (`AUTH_GRPC_PORT` in the all-in-one binary).
+    pub grpc_port: u16,
+    /// `INTERNAL_LOOPBACK_ONLY`: the internal HTTP mirrors accept unforwarded loopback callers
+    /// without a service token.
+    pub internal_loopback_only: bool,
 }
 
 fn default_hash_concurrency() -> usize {
@@ -87,9 +100,9 @@ fn checked_secret(variable: &str, secret: SecretString) -> Result<SecretString, 
     Ok(secret)
 }
 
-/// Reads the embedded-mode secret from `DATA_DIR`, creating it (mode 0600) the first time.
-pub fn load_or_create_secret(data_dir: &Path) -> Result<SecretString, ConfigError> {
-    let path = data_dir.join(SECRET_FILE);
+/// Reads an embedded-mode secret from `DATA_DIR`, creating it (mode 0600) the first time.
+pub fn load_or_create_secret(data_dir: &Path, file: &str) -> Result<SecretString, ConfigError> {
+    let path = data_dir.join(file);
     let fail = |e: std::io::Error| ConfigError::new("DATA_DIR", format!("{}: {e}", path.display()));
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return checked_secret("DATA_DIR", SecretString::from(existing.trim().to_owned()));
@@ -110,9 +123,9 @@ pub fn load_or_create_secret(data_dir: &Path) -> Result<SecretString, ConfigErro
 
 impl AuthConfig {
     pub fn from_env(env: &dyn Env, mode: Mode) -> Result<Self, ConfigError> {
-        let (port_var, default_host) = match mode {
-            Mode::Embedded => ("AUTH_PORT", "127.0.0.1"),
-            Mode::Distributed => ("PORT", "0.0.0.0"),
+        let (port_var, grpc_port_var, default_host) = match mode {
+            Mode::Embedded => ("AUTH_PORT", "AUTH_GRPC_PORT", "127.0.0.1"),
+            Mode::Distributed => ("PORT", "GRPC_PORT", "0.0.0.0"),
         };
         let data_dir = PathBuf::from(env.string_or("DATA_DIR", "./data"));
         let backend = match (env.secret("DATABASE_URL"), env.secret("REDIS_URL"), mode) {
@@ -134,13 +147,16 @@ impl AuthConfig {
             }
             (None, None, Mode::Embedded) => Backend::Embedded { data_dir: data_dir.clone() },
         };
-        let secret = match (env.secret("JWT_SECRET"), mode) {
-            (Some(secret), _) => checked_secret("JWT_SECRET", secret)?,
+        let secret_or_generated = |variable: &str, file: &str| match (env.secret(variable), mode) {
+            (Some(secret), _) => checked_secret(variable, secret),
             (None, Mode::Distributed) => {
-                return Err(ConfigError::new("JWT_SECRET", "is required when the auth service runs alone"));
+                Err(ConfigError::new(variable, "is required when the auth service runs alone"))
             }
-            (None, Mode::Embedded) => load_or_create_secret(&data_dir)?,
+            (None, Mode::Embedded) => load_or_create_secret(&data_dir, file),
         };
+        let secret = secret_or_generated("JWT_SECRET", JWT_SECRET_FILE)?;
+        let service_secret = secret_or_generated("SERVICE_SECRET", SERVICE_SECRET_FILE)?;
+        let context_signing_secret = secret_or_generated("CONTEXT_SIGNING_SECRET", CONTEXT_SECRET_FILE)?;
         let previous_secrets = env
             .string("JWT_PREVIOUS_SECRETS")
             .map(|raw| {
@@ -216,6 +232,11 @@ impl AuthConfig {
             origin_validation_enabled: env.bool_or("ORIGIN_VALIDATION_ENABLED", true)?,
             pat_max_per_user: env.parsed_or("PAT_MAX_PER_USER", 50)?,
             sdk_token_ttl: env.duration_or("SDK_TOKEN_EXPIRES_IN", Duration::from_secs(15 * 60))?,
+            service_secret,
+            service_token_ttl: env.duration_or("SERVICE_TOKEN_EXPIRES_IN", Duration::from_secs(10 * 60))?,
+            context_signing_secret,
+            grpc_port: env.parsed_or(grpc_port_var, 50051)?,
+            internal_loopback_only: env.bool_or("INTERNAL_LOOPBACK_ONLY", false)?,
         })
     }
 }
@@ -229,7 +250,13 @@ mod tests {
     const GOOD: &str = "0123456789abcdef0123456789abcdef";
 
     fn distributed(pairs: &[(&str, &str)]) -> Result<AuthConfig, ConfigError> {
-        let mut env = MapEnv::new([("DATABASE_URL", "postgres://x"), ("REDIS_URL", "redis://x"), ("JWT_SECRET", GOOD)]);
+        let mut env = MapEnv::new([
+            ("DATABASE_URL", "postgres://x"),
+            ("REDIS_URL", "redis://x"),
+            ("JWT_SECRET", GOOD),
+            ("SERVICE_SECRET", GOOD),
+            ("CONTEXT_SIGNING_SECRET", GOOD),
+        ]);
         for (k, v) in pairs {
             env.set(*k, *v);
         }
@@ -240,6 +267,8 @@ mod tests {
     fn distributed_mode_requires_a_strong_secret() {
         assert_eq!(distributed(&[("JWT_SECRET", "")]).unwrap_err().variable, "JWT_SECRET");
         assert_eq!(distributed(&[("JWT_SECRET", "too-short")]).unwrap_err().variable, "JWT_SECRET");
+        assert_eq!(distributed(&[("SERVICE_SECRET", "short")]).unwrap_err().variable, "SERVICE_SECRET");
+        assert_eq!(distributed(&[("CONTEXT_SIGNING_SECRET", "")]).unwrap_err().variable, "CONTEXT_SIGNING_SECRET");
         assert!(distributed(&[]).is_ok());
     }
 

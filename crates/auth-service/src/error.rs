@@ -103,6 +103,38 @@ impl Error {
         }
     }
 
+    /// The gRPC `ErrorCode` of this error (the same names, upper-cased).
+    pub fn wire_code(&self) -> auth_contract::ErrorCode {
+        use auth_contract::ErrorCode as C;
+        match self {
+            Self::TokenInvalid(detail) if detail.contains("signature") => C::SignatureInvalid,
+            Self::TokenInvalid(detail) if detail.contains("malformed") || detail.contains("8 KiB") => C::TokenMalformed,
+            Self::TokenInvalid(_) => C::TokenInvalid,
+            Self::TokenMissing => C::TokenMissing,
+            Self::TokenExpired => C::TokenExpired,
+            Self::TokenRevoked => C::TokenRevoked,
+            Self::SessionEnded => C::SessionEnded,
+            Self::SessionIdle => C::SessionIdle,
+            Self::KeyInvalid => C::KeyInvalid,
+            Self::KeyRevoked => C::KeyRevoked,
+            Self::IpNotAllowed => C::IpNotAllowed,
+            Self::OriginNotAllowed => C::OriginNotAllowed,
+            Self::InsufficientScope(_) => C::InsufficientScope,
+            Self::Forbidden(_) | Self::InvalidCredentials => C::Forbidden,
+            Self::RefreshInvalid => C::RefreshInvalid,
+            Self::RefreshConflict => C::RefreshConflict,
+            Self::Validation(_)
+            | Self::MalformedBody(_)
+            | Self::EmailTaken
+            | Self::UnsupportedMediaType
+            | Self::BodyTooLarge => C::ValidationFailed,
+            Self::RateLimited { .. } => C::RateLimited,
+            Self::Unavailable(_) => C::Unavailable,
+            Self::NotFound | Self::MethodNotAllowed => C::NotFound,
+            Self::Internal(_) => C::Internal,
+        }
+    }
+
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])
     }

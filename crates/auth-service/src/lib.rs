@@ -11,12 +11,13 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod service;
 pub mod store;
 
-pub use app::{Backends, build, run};
+pub use app::{Backends, Listeners, build, run};
 pub use config::{AuthConfig, Mode};
 pub use error::Error;
 pub use service::{AuthService, Deps};

@@ -15,7 +15,8 @@ async fn main() -> ExitCode {
         }
     };
     platform::telemetry::init(config.log_json);
-    let addr = SocketAddr::new(config.host, config.port);
+    let http_addr = SocketAddr::new(config.host, config.port);
+    let grpc_addr = SocketAddr::new(config.host, config.grpc_port);
     let service = match auth_service::build(config).await {
         Ok(service) => service,
         Err(err) => {
@@ -23,18 +24,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
+    let listeners = match auth_service::app::bind(http_addr, grpc_addr).await {
+        Ok(listeners) => listeners,
         Err(err) => {
-            tracing::error!(error = %err, %addr, "cannot listen");
+            tracing::error!(error = %err, "cannot listen");
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "auth-service listening");
-    let cleanup = service.spawn_cleanup(platform::shutdown::signal());
-    let served = auth_service::run(service, listener, platform::shutdown::signal()).await;
-    cleanup.abort();
-    match served {
+    tracing::info!(http = ?listeners.http.local_addr().ok(), grpc = ?listeners.grpc.local_addr().ok(), "auth-service listening");
+    match auth_service::run(service, listeners, platform::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "server error");

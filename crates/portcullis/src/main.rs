@@ -35,23 +35,24 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
         }
         auth_service::config::Backend::Shared { .. } => "PostgreSQL and Redis".to_owned(),
     };
-    let addr = SocketAddr::new(config.host, config.port);
+    let http_addr = SocketAddr::new(config.host, config.port);
+    let grpc_addr = SocketAddr::new(config.host, config.grpc_port);
     let service =
         AuthService::new(config, backends.deps(Arc::new(SystemClock))).map_err(|e| format!("cannot start: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let auth_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    print_banner(auth_addr, &storage);
-    let cleanup = service.spawn_cleanup(platform::shutdown::signal());
-    let served = auth_service::run(service, listener, platform::shutdown::signal()).await;
-    cleanup.abort();
-    served.map_err(|e| format!("server error: {e}"))
+    let listeners = auth_service::app::bind(http_addr, grpc_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {http_addr} / {grpc_addr}: {e}"))?;
+    let auth_addr = listeners.http.local_addr().map_err(|e| e.to_string())?;
+    let grpc_addr = listeners.grpc.local_addr().map_err(|e| e.to_string())?;
+    print_banner(auth_addr, grpc_addr, &storage);
+    auth_service::run(service, listeners, platform::shutdown::signal()).await.map_err(|e| format!("server error: {e}"))
 }
 
-fn print_banner(auth: SocketAddr, storage: &str) {
+fn print_banner(auth: SocketAddr, grpc: SocketAddr, storage: &str) {
     let base = format!("http://{auth}");
     println!(
         "\nPortcullis is running (embedded, {storage}).\n\
-         \n  auth service   {base}/api/v1/auth\n  OpenAPI        {base}/openapi.json\n  health         {base}/health\n\
+         \n  auth service   {base}/api/v1/auth\n  auth gRPC      {grpc}\n  OpenAPI        {base}/openapi.json\n  health         {base}/health\n\
          \nTry it:\n  curl -s {base}/api/v1/auth/signup -H 'content-type: application/json' \\\n       \
          -d '{{\"name\":\"Ada\",\"email\":\"ada@example.com\",\"password\":\"correct horse battery staple\"}}'\n"
     );

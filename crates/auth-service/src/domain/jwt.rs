@@ -12,6 +12,8 @@ use time::OffsetDateTime;
 
 use crate::error::Error;
 
+/// The refusal of a valid token of another type (callers accepting several types retry).
+pub const WRONG_TYPE: &str = "the token is not of the expected type";
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Allowed clock skew for `exp` and `nbf`.
@@ -172,7 +174,7 @@ impl KeyRing {
         })?;
         let claims = data.claims;
         if claims.typ != expected.as_str() {
-            return Err(Error::TokenInvalid("the token is not of the expected type"));
+            return Err(Error::TokenInvalid(WRONG_TYPE));
         }
         let now = now.unix_timestamp();
         if claims.exp + LEEWAY_SECONDS <= now {

@@ -35,6 +35,8 @@ pub struct ClientContext {
     pub owner_id: Uuid,
     pub scopes: Scopes,
     pub rate_limit: Option<RateLimit>,
+    /// The end of the key's rotation grace period, if it was rotated.
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// A key just created; the secret is shown only here.
@@ -335,6 +337,7 @@ impl AuthService {
             owner_id: client.owner_id,
             scopes: key.scopes,
             rate_limit: client.rate_limit,
+            expires_at: key.expires_at,
         })
     }
 }

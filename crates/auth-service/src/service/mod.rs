@@ -5,6 +5,7 @@ pub mod admin;
 mod clients;
 mod credentials;
 mod identity;
+pub mod internal;
 mod limits;
 mod sdk;
 pub mod sessions;
@@ -28,6 +29,7 @@ use crate::{
 
 pub use clients::{ClientContext, NewApiKey};
 pub use credentials::{CreatedPat, MAX_PAT_DAYS, UserPrincipal};
+pub use internal::Validated;
 pub use sdk::SdkTokens;
 pub use tokens::{IssuedTokens, Principal, Refreshed};
 

@@ -4,6 +4,7 @@
 //! Timestamps are stored as Unix milliseconds (`BIGINT`) and ids as text UUIDs in both
 //! backends, so ordering and comparison mean the same thing everywhere.
 
+mod cache;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 use crate::domain::{role::Role, scope::Scopes};
 
+pub use cache::CachedStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -157,6 +159,16 @@ pub struct SdkSession {
     pub end_reason: Option<String>,
 }
 
+/// A service token issued to an internal service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceToken {
+    pub id: Uuid,
+    pub service_name: String,
+    pub token_hash: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
 /// Which client field a change touches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientChange {
@@ -195,6 +207,7 @@ pub struct CleanupReport {
     pub revoked_jtis: u64,
     pub personal_access_tokens: u64,
     pub api_keys: u64,
+    pub service_tokens: u64,
 }
 
 #[async_trait]
@@ -272,6 +285,9 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
         reason: &str,
     ) -> StoreResult<Vec<Uuid>>;
+
+    async fn insert_service_token(&self, token: &ServiceToken) -> StoreResult<()>;
+    async fn service_token_by_hash(&self, hash: &str) -> StoreResult<Option<ServiceToken>>;
 
     async fn revoke_jti(&self, jti: &str, expires_at: OffsetDateTime) -> StoreResult<()>;
     async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool>;

@@ -15,7 +15,8 @@ macro_rules! impl_store {
         use $crate::domain::{role::Role, scope::Scopes};
         use $crate::store::{
             ApiKey, AuditEntry, CleanupReport, Client, ClientChange, NewAudit, PersonalAccessToken, RateLimit,
-            RefreshToken, SdkSession, Session, SessionKind, Store, User, from_ms, map_sqlx, parse_uuid, to_ms,
+            RefreshToken, SdkSession, ServiceToken, Session, SessionKind, Store, User, from_ms, map_sqlx, parse_uuid,
+            to_ms,
         };
 
         type DbRow = <<$store as $crate::store::sql::Backend>::Db as sqlx::Database>::Row;
@@ -671,6 +672,42 @@ macro_rules! impl_store {
                 Ok(ended)
             }
 
+            async fn insert_service_token(&self, token: &ServiceToken) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO service_tokens (id, service_name, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(token.id.to_string())
+                .bind(&token.service_name)
+                .bind(&token.token_hash)
+                .bind(to_ms(token.created_at))
+                .bind(to_ms(token.expires_at))
+                .execute(&self.pool)
+                .await
+                .map(drop)
+                .map_err(map_sqlx)
+            }
+
+            async fn service_token_by_hash(&self, hash: &str) -> StoreResult<Option<ServiceToken>> {
+                let row = sqlx::query(
+                    "SELECT id, service_name, token_hash, created_at, expires_at FROM service_tokens WHERE token_hash = $1",
+                )
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_sqlx)?;
+                row.as_ref()
+                    .map(|row| {
+                        Ok(ServiceToken {
+                            id: uuid_col(row, "id")?,
+                            service_name: row.try_get("service_name").map_err(map_sqlx)?,
+                            token_hash: row.try_get("token_hash").map_err(map_sqlx)?,
+                            created_at: from_ms(row.try_get("created_at").map_err(map_sqlx)?),
+                            expires_at: from_ms(row.try_get("expires_at").map_err(map_sqlx)?),
+                        })
+                    })
+                    .transpose()
+            }
+
             async fn revoke_jti(&self, jti: &str, expires_at: OffsetDateTime) -> StoreResult<()> {
                 sqlx::query("INSERT INTO revoked_jtis (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
                     .bind(jti)
@@ -743,11 +780,12 @@ macro_rules! impl_store {
                     "FROM revoked_jtis WHERE expires_at <= $1".to_owned(),
                     "FROM personal_access_tokens WHERE expires_at <= $1 OR revoked_at <= $2".to_owned(),
                     "FROM api_keys WHERE expires_at <= $1 OR revoked_at <= $2".to_owned(),
+                    "FROM service_tokens WHERE expires_at <= $1".to_owned(),
                 ];
                 let now = to_ms(now);
                 let ended_before = to_ms(ended_before);
                 let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
-                let mut counts = [0u64; 6];
+                let mut counts = [0u64; 7];
                 for (slot, from) in counts.iter_mut().zip(tables.iter()) {
                     let verb = if dry_run { "SELECT COUNT(*) AS n" } else { "DELETE" };
                     let sql = sqlx::AssertSqlSafe(format!("{verb} {from}"));
@@ -760,7 +798,8 @@ macro_rules! impl_store {
                     };
                 }
                 tx.commit().await.map_err(map_sqlx)?;
-                let [refresh_tokens, sessions, sdk_sessions, revoked_jtis, personal_access_tokens, api_keys] = counts;
+                let [refresh_tokens, sessions, sdk_sessions, revoked_jtis, personal_access_tokens, api_keys, service_tokens] =
+                    counts;
                 Ok(CleanupReport {
                     sessions,
                     sdk_sessions,
@@ -768,6 +807,7 @@ macro_rules! impl_store {
                     revoked_jtis,
                     personal_access_tokens,
                     api_keys,
+                    service_tokens,
                 })
             }
         }

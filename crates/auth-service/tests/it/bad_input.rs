@@ -1,175 +1,22 @@
 //! Bad input on every route, table-driven: each row is a request and the exact status and
 //! problem+json `code` SPEC §4 requires (never a 500); forged access tokens are built by hand.
 
-// Test code: a panic is how a row reports its failure.
-
-use std::panic::AssertUnwindSafe;
-
 use auth_service::domain::{
     credential::{Credential, Kind},
     jwt::kid_for,
 };
-use futures::FutureExt as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    Backend, JWT_SECRET, PASSWORD, TestApp, Tokens, expect_problem, expect_status, spawn_app, unique_email,
+use crate::{
+    helpers::{Backend, JWT_SECRET, PASSWORD, TestApp, Tokens, expect_status, spawn_app, unique_email},
+    table::{JSON, Row, bad_checksum, oversized, row, run},
 };
-
-/// The default route body limit (1 MiB); a body one byte larger must be refused.
-const BODY_LIMIT: usize = 1024 * 1024;
-
-enum Expect {
-    Status(u16),
-    /// Status, code, and the field an `errors` entry must name.
-    Problem(u16, &'static str, Option<&'static str>),
-}
-
-struct Row {
-    name: String,
-    method: Method,
-    url: String,
-    content_type: Option<&'static str>,
-    body: Option<Vec<u8>>,
-    headers: Vec<(&'static str, String)>,
-    expect: Expect,
-}
-
-fn row(name: impl Into<String>, method: Method, url: String) -> Row {
-    Row {
-        name: name.into(),
-        method,
-        url,
-        content_type: None,
-        body: None,
-        headers: Vec::new(),
-        expect: Expect::Status(200),
-    }
-}
-
-impl Row {
-    fn json(self, body: &Value) -> Self {
-        self.raw(Some("application/json"), body.to_string())
-    }
-
-    fn raw(mut self, content_type: Option<&'static str>, body: impl Into<Vec<u8>>) -> Self {
-        self.content_type = content_type;
-        self.body = Some(body.into());
-        self
-    }
-
-    fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
-        self
-    }
-
-    fn bearer(self, token: Option<&str>) -> Self {
-        match token {
-            Some(token) => self.header("authorization", format!("Bearer {token}")),
-            None => self,
-        }
-    }
-
-    fn status(mut self, status: u16) -> Self {
-        self.expect = Expect::Status(status);
-        self
-    }
-
-    fn problem(mut self, status: u16, code: &'static str) -> Self {
-        self.expect = Expect::Problem(status, code, None);
-        self
-    }
-
-    /// 422 `validation_failed` naming `field`.
-    fn invalid(mut self, field: &'static str) -> Self {
-        self.expect = Expect::Problem(422, "validation_failed", Some(field));
-        self
-    }
-}
-
-/// Runs every row in order and fails once, listing every row that did not answer as expected.
-async fn run(app: &TestApp, rows: Vec<Row>) {
-    let total = rows.len();
-    let mut failures = Vec::new();
-    for row in rows {
-        let name = row.name.clone();
-        if let Err(panic) = AssertUnwindSafe(check(app, row)).catch_unwind().await {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
-            failures.push(format!("[{name}] {message}"));
-        }
-    }
-    assert!(failures.is_empty(), "{} of {total} rows failed:\n{}", failures.len(), failures.join("\n"));
-}
-
-async fn check(app: &TestApp, row: Row) {
-    let mut request = app.http.request(row.method, &row.url);
-    if let Some(content_type) = row.content_type {
-        request = request.header("content-type", content_type);
-    }
-    for (name, value) in row.headers {
-        request = request.header(name, value);
-    }
-    if let Some(body) = row.body {
-        request = request.body(body);
-    }
-    let response = request.send().await.unwrap_or_else(|e| panic!("request failed: {e}"));
-    assert_ne!(response.status().as_u16(), 500, "bad input answered 500");
-    let header = |name: &str| {
-        let value = response.headers().get(name);
-        value.map(|v| v.to_str().unwrap_or_default().to_owned())
-    };
-    let (challenge, allow) = (header("www-authenticate"), header("allow"));
-    match row.expect {
-        Expect::Status(status) => {
-            expect_status(response, StatusCode::from_u16(status).unwrap()).await;
-        }
-        Expect::Problem(status, code, field) => {
-            let body = expect_problem(response, status, code).await;
-            for key in ["type", "title", "detail"] {
-                assert!(body[key].as_str().is_some_and(|v| !v.is_empty()), "problem without {key}: {body}");
-            }
-            if let Some(field) = field {
-                let named = body["errors"]
-                    .as_array()
-                    .is_some_and(|errors| errors.iter().any(|e| e["field"] == field && e["message"].is_string()));
-                assert!(named, "no errors entry for field {field}: {body}");
-            }
-            if status == 405 {
-                assert!(allow.is_some(), "405 without Allow (RFC 9110 §15.5.6)");
-            }
-            if status == 401 {
-                let challenge = challenge.unwrap_or_else(|| panic!("401 without WWW-Authenticate"));
-                assert!(challenge.starts_with("Bearer"), "WWW-Authenticate: {challenge}");
-                // A presented credential (any token) is named invalid in the challenge.
-                if !matches!(code, "token_missing" | "invalid_credentials") {
-                    assert!(challenge.contains(r#"error="invalid_token""#), "WWW-Authenticate: {challenge}");
-                }
-            }
-        }
-    }
-}
-
-/// `valid` padded with an extra string field to exactly `BODY_LIMIT + 1` bytes of JSON.
-fn oversized(valid: &Value) -> Vec<u8> {
-    let mut body = valid.clone();
-    body["padding"] = json!("");
-    let base = body.to_string().len();
-    body["padding"] = json!("x".repeat(BODY_LIMIT + 1 - base));
-    let bytes = body.to_string().into_bytes();
-    assert_eq!(bytes.len(), BODY_LIMIT + 1);
-    bytes
-}
 
 /// The rows every JSON route shares. `valid` (plus unknown fields) must succeed with
 /// `success`; that row comes last, so append these after rows that need the prior state.
-fn body_rows(url: &str, token: Option<&str>, valid: &Value, required: &str, success: u16) -> Vec<Row> {
-    let post = |name: &str| row(name, Method::POST, url.to_owned()).bearer(token);
+fn body_rows(post: &dyn Fn(&str) -> Row, valid: &Value, required: &str, success: u16) -> Vec<Row> {
     let json_text = valid.to_string();
     let mut missing = valid.clone();
     if let Some(object) = missing.as_object_mut() {
@@ -181,7 +28,7 @@ fn body_rows(url: &str, token: Option<&str>, valid: &Value, required: &str, succ
     extra["unknown_field"] = json!({"nested": [1, 2, 3]});
     extra["role"] = json!("admin");
     vec![
-        post("malformed JSON").raw(Some("application/json"), r#"{"email":"#).problem(400, "malformed_body"),
+        post("malformed JSON").raw(JSON, r#"{"email":"#).problem(400, "malformed_body"),
         post("JSON array").json(&json!([valid])).problem(400, "malformed_body"),
         post("JSON string").json(&json!("just a string")).problem(400, "malformed_body"),
         post("JSON number").json(&json!(42)).problem(400, "malformed_body"),
@@ -193,16 +40,12 @@ fn body_rows(url: &str, token: Option<&str>, valid: &Value, required: &str, succ
             .raw(Some("application/x-www-form-urlencoded"), "a=b")
             .problem(415, "unsupported_media_type"),
         post("no content type").raw(None, json_text).problem(415, "unsupported_media_type"),
-        post("body one byte over 1 MiB").raw(Some("application/json"), oversized(valid)).problem(413, "body_too_large"),
+        post("body one byte over 1 MiB").raw(JSON, oversized(valid)).problem(413, "body_too_large"),
         post(&format!("missing field {required}")).json(&missing).problem(400, "malformed_body"),
         post(&format!("{required} of the wrong type")).json(&wrong_type).problem(400, "malformed_body"),
-        post("empty body").raw(Some("application/json"), "").problem(400, "malformed_body"),
-        post("JSON nested 10 000 deep")
-            .raw(Some("application/json"), "[".repeat(10_000))
-            .problem(400, "malformed_body"),
-        post("invalid UTF-8 in a string")
-            .raw(Some("application/json"), &b"{\"a\":\"\xff\xfe\"}"[..])
-            .problem(400, "malformed_body"),
+        post("empty body").raw(JSON, "").problem(400, "malformed_body"),
+        post("JSON nested 10 000 deep").raw(JSON, "[".repeat(10_000)).problem(400, "malformed_body"),
+        post("invalid UTF-8 in a string").raw(JSON, &b"{\"a\":\"\xff\xfe\"}"[..]).problem(400, "malformed_body"),
         post("unknown fields are ignored").json(&extra).status(success),
     ]
 }
@@ -235,7 +78,7 @@ async fn signup_bad_input(backend: Backend) {
     let unicode = unicode_password(200);
     let unicode_email = unique_email("unicode");
     let post = |name: &str| row(name, Method::POST, url.clone());
-    let mut rows = body_rows(&url, None, &signup_body("Test User", &unique_email("extra"), PASSWORD), "password", 201);
+    let mut rows = body_rows(&post, &signup_body("Test User", &unique_email("extra"), PASSWORD), "password", 201);
     for (name, email) in [
         ("no @", "ada.example.com".to_owned()),
         ("no dot in the domain", "ada@example".to_owned()),
@@ -298,7 +141,7 @@ async fn login_bad_input(backend: Backend) {
             .json(&json!({"email": email, "password": "x".repeat(10_000)}))
             .problem(401, "invalid_credentials"),
     ];
-    rows.extend(body_rows(&url, None, &json!({"email": email, "password": PASSWORD}), "password", 200));
+    rows.extend(body_rows(&post, &json!({"email": email, "password": PASSWORD}), "password", 200));
     run(&app, rows).await;
 }
 
@@ -307,16 +150,14 @@ async fn refresh_bad_input(backend: Backend) {
     let url = app.url("/refresh");
     let user = app.signup(&unique_email("refresh")).await;
     let unknown = Credential::generate(Kind::Refresh).expose().to_owned();
-    let mut bad_checksum = unknown.clone();
-    let last = bad_checksum.pop().unwrap();
-    bad_checksum.push(if last == 'A' { 'B' } else { 'A' });
+    let tampered = bad_checksum(&unknown);
     let pat = Credential::generate(Kind::PersonalAccess).expose().to_owned();
     let post = |name: &str| row(name, Method::POST, url.clone());
     let mut rows = Vec::new();
     for (name, token) in [
         ("garbage refresh token", "garbage".to_owned()),
         ("empty refresh token", String::new()),
-        ("pcr_ token with a bad checksum", bad_checksum),
+        ("pcr_ token with a bad checksum", tampered),
         ("pcr_ token truncated", unknown[..20].to_owned()),
         ("access JWT as refresh token", user.access.clone()),
         ("pcp_ token as refresh token", pat),
@@ -333,9 +174,9 @@ async fn refresh_bad_input(backend: Backend) {
             .json(&json!({}))
             .problem(401, "refresh_invalid"),
         post("no cookie, no body").problem(400, "malformed_body"),
-        post("no cookie, whitespace body").raw(Some("application/json"), "  \n").problem(400, "malformed_body"),
+        post("no cookie, whitespace body").raw(JSON, "  \n").problem(400, "malformed_body"),
     ]);
-    rows.extend(body_rows(&url, None, &json!({"refresh_token": user.refresh}), "refresh_token", 200));
+    rows.extend(body_rows(&post, &json!({"refresh_token": user.refresh}), "refresh_token", 200));
     run(&app, rows).await;
 }
 
@@ -343,9 +184,8 @@ async fn password_bad_input(backend: Backend) {
     let app = spawn_app(backend).await;
     let url = app.url("/password");
     let user = app.signup(&unique_email("password")).await;
-    let token = Some(user.access.as_str());
     let new_password = unicode_password(24);
-    let post = |name: &str| row(name, Method::POST, url.clone()).bearer(token);
+    let post = |name: &str| row(name, Method::POST, url.clone()).bearer(&user.access);
     let change = |current: &str, new: &str| json!({"current_password": current, "new_password": new});
     let mut rows = vec![
         row("no credential", Method::POST, url.clone())
@@ -358,7 +198,7 @@ async fn password_bad_input(backend: Backend) {
         post("new password too common").json(&change(PASSWORD, "password123")).invalid("new_password"),
         post("new password of 257 characters").json(&change(PASSWORD, &unicode_password(257))).invalid("new_password"),
     ];
-    rows.extend(body_rows(&url, token, &change(PASSWORD, &new_password), "new_password", 204));
+    rows.extend(body_rows(&post, &change(PASSWORD, &new_password), "new_password", 204));
     run(&app, rows).await;
 }
 
@@ -505,8 +345,8 @@ async fn protected_routes_bad_credentials(backend: Backend) {
         let at = |name: &str| row(format!("{method} {path}: {name}"), method.clone(), app.url(path));
         rows.extend([
             at("no credential").problem(401, "token_missing"),
-            at("garbage bearer").bearer(Some("garbage")).problem(401, "token_invalid"),
-            at("refresh token as bearer").bearer(Some(&user.refresh)).problem(401, "token_invalid"),
+            at("garbage bearer").bearer("garbage").problem(401, "token_invalid"),
+            at("refresh token as bearer").bearer(&user.refresh).problem(401, "token_invalid"),
         ]);
     }
     run(&app, rows).await;
@@ -516,7 +356,7 @@ async fn audit_and_session_ids_bad_input(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.signup(&unique_email("audit")).await;
     let other = app.signup(&unique_email("other")).await;
-    let token = Some(user.access.as_str());
+    let token = user.access.as_str();
     let mut rows = Vec::new();
     for (query, field) in [
         ("limit=0", "limit"),

@@ -2,8 +2,6 @@
 //! like `bad_input.rs`: each row is a request and the exact status, problem+json `code` and, for 422,
 //! the `errors[].field` SPEC §4 requires (never a 500); every failing row is reported at once.
 
-use std::panic::AssertUnwindSafe;
-
 use auth_service::{
     domain::{
         credential::{Credential, Kind},
@@ -11,166 +9,13 @@ use auth_service::{
     },
     service::admin::set_role_by_email,
 };
-use futures::FutureExt as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    Backend, RawStore, TestApp, Tokens, expect_problem, expect_status, spawn_app, spawn_app_with, unique_email,
+use crate::{
+    helpers::{Backend, RawStore, TestApp, Tokens, expect_status, spawn_app, spawn_app_with, unique_email},
+    table::{JSON, Row, bad_checksum, oversized, row, run},
 };
-
-/// The default route body limit (1 MiB); a body one byte larger must be refused.
-const BODY_LIMIT: usize = 1024 * 1024;
-const JSON: Option<&str> = Some("application/json");
-
-enum Expect {
-    Status(u16),
-    /// The status, and every key of this object equal in the response body.
-    Returns(u16, Value),
-    /// Status, code, and the field an `errors` entry must name.
-    Problem(u16, &'static str, Option<&'static str>),
-}
-
-struct Row {
-    name: String,
-    method: Method,
-    url: String,
-    content_type: Option<&'static str>,
-    body: Option<Vec<u8>>,
-    headers: Vec<(&'static str, String)>,
-    expect: Expect,
-}
-
-fn row(name: impl Into<String>, method: Method, url: String) -> Row {
-    Row {
-        name: name.into(),
-        method,
-        url,
-        content_type: None,
-        body: None,
-        headers: Vec::new(),
-        expect: Expect::Status(200),
-    }
-}
-
-impl Row {
-    fn json(self, body: &Value) -> Self {
-        self.raw(JSON, body.to_string())
-    }
-
-    fn raw(mut self, content_type: Option<&'static str>, body: impl Into<Vec<u8>>) -> Self {
-        self.content_type = content_type;
-        self.body = Some(body.into());
-        self
-    }
-
-    fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
-        self
-    }
-
-    fn bearer(self, token: &str) -> Self {
-        self.header("authorization", format!("Bearer {token}"))
-    }
-
-    fn status(mut self, status: u16) -> Self {
-        self.expect = Expect::Status(status);
-        self
-    }
-
-    fn returns(mut self, status: u16, subset: Value) -> Self {
-        self.expect = Expect::Returns(status, subset);
-        self
-    }
-
-    fn problem(mut self, status: u16, code: &'static str) -> Self {
-        self.expect = Expect::Problem(status, code, None);
-        self
-    }
-
-    /// 422 `validation_failed` naming `field`.
-    fn invalid(mut self, field: &'static str) -> Self {
-        self.expect = Expect::Problem(422, "validation_failed", Some(field));
-        self
-    }
-}
-
-/// Runs every row in order and fails once, listing every row that did not answer as expected.
-async fn run(app: &TestApp, rows: Vec<Row>) {
-    let total = rows.len();
-    let mut failures = Vec::new();
-    for row in rows {
-        let name = row.name.clone();
-        if let Err(panic) = AssertUnwindSafe(check(app, row)).catch_unwind().await {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
-            failures.push(format!("[{name}] {message}"));
-        }
-    }
-    assert!(failures.is_empty(), "{} of {total} rows failed:\n{}", failures.len(), failures.join("\n"));
-}
-
-async fn check(app: &TestApp, row: Row) {
-    let mut request = app.http.request(row.method, &row.url);
-    if let Some(content_type) = row.content_type {
-        request = request.header("content-type", content_type);
-    }
-    for (name, value) in row.headers {
-        request = request.header(name, value);
-    }
-    if let Some(body) = row.body {
-        request = request.body(body);
-    }
-    let response = request.send().await.unwrap_or_else(|e| panic!("request failed: {e}"));
-    assert_ne!(response.status().as_u16(), 500, "bad input answered 500");
-    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap_or_default().to_owned());
-    let (challenge, allow) = (header("www-authenticate"), header("allow"));
-    match row.expect {
-        Expect::Status(status) => {
-            expect_status(response, StatusCode::from_u16(status).unwrap()).await;
-        }
-        Expect::Returns(status, subset) => {
-            let body = expect_status(response, StatusCode::from_u16(status).unwrap()).await;
-            for (key, value) in subset.as_object().unwrap() {
-                assert_eq!(&body[key], value, "`{key}` differs in {body}");
-            }
-        }
-        Expect::Problem(status, code, field) => {
-            let body = expect_problem(response, status, code).await;
-            for key in ["type", "title", "detail"] {
-                assert!(body[key].as_str().is_some_and(|v| !v.is_empty()), "problem without {key}: {body}");
-            }
-            if let Some(field) = field {
-                let named = body["errors"]
-                    .as_array()
-                    .is_some_and(|errors| errors.iter().any(|e| e["field"] == field && e["message"].is_string()));
-                assert!(named, "no errors entry for field {field}: {body}");
-            }
-            if status == 405 {
-                assert!(allow.is_some(), "405 without Allow (RFC 9110 §15.5.6)");
-            }
-            if status == 401 {
-                let challenge = challenge.unwrap_or_else(|| panic!("401 without WWW-Authenticate"));
-                assert!(challenge.starts_with("Bearer"), "WWW-Authenticate: {challenge}");
-                if code != "token_missing" {
-                    assert!(challenge.contains(r#"error="invalid_token""#), "WWW-Authenticate: {challenge}");
-                }
-            }
-        }
-    }
-}
-
-/// `valid` padded with an extra string field to exactly `BODY_LIMIT + 1` bytes of JSON.
-fn oversized(valid: &Value) -> Vec<u8> {
-    let mut body = valid.clone();
-    body["padding"] = json!("");
-    let base = body.to_string().len();
-    body["padding"] = json!("x".repeat(BODY_LIMIT + 1 - base));
-    body.to_string().into_bytes()
-}
 
 /// Malformed, mistyped and oversized bodies, which every body-taking route refuses alike.
 fn broken_bodies(base: &dyn Fn(&str) -> Row, valid: &Value, field: &str) -> Vec<Row> {
@@ -267,14 +112,6 @@ async fn register(app: &TestApp, token: &str, body: Value) -> Client {
 async fn new_key(app: &TestApp, token: &str, client: &str, body: Value) -> (String, String) {
     let key = call(app, Method::POST, &format!("/client/{client}/api-keys"), token, Some(body), 201).await;
     (text(&key["id"]), text(&key["key"]))
-}
-
-/// `pck_…` with its last checksum character changed.
-fn bad_checksum(credential: &str) -> String {
-    let mut text = credential.to_owned();
-    let last = text.pop().unwrap();
-    text.push(if last == 'A' { 'B' } else { 'A' });
-    text
 }
 
 async fn pat_routes_bad_input(backend: Backend) {

@@ -82,6 +82,8 @@ pub enum RawStore {
 
 pub struct TestApp {
     pub root: String,
+    /// The gRPC endpoint, `http://127.0.0.1:port`.
+    pub grpc: String,
     pub base: String,
     pub http: reqwest::Client,
     pub clock: ManualClock,
@@ -161,14 +163,17 @@ pub async fn spawn_app_with(backend: Backend, vars: &[(&str, &str)]) -> TestApp 
     };
     let clock = ManualClock::default();
     let service = AuthService::new(config, backends.deps(Arc::new(clock.clone()))).expect("service");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let listeners = auth_service::app::bind(loopback, loopback).await.expect("bind");
+    let addr = listeners.http.local_addr().expect("addr");
+    let grpc_addr = listeners.grpc.local_addr().expect("grpc addr");
     let (tx, rx) = oneshot::channel();
-    tokio::spawn(auth_service::run(service.clone(), listener, async move {
+    tokio::spawn(auth_service::run(service.clone(), listeners, async move {
         let _ = rx.await;
     }));
     TestApp {
         root: format!("http://{addr}"),
+        grpc: format!("http://{grpc_addr}"),
         base: format!("http://{addr}/api/v1/auth"),
         http: reqwest::Client::new(),
         clock,

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod table;
 
 mod bad_input;
 mod bad_input_credentials;

@@ -1,0 +1,177 @@
+//! [`AuthContext`]: who a request is, as the auth service decided. Transport-neutral; the
+//! gRPC message and the signed headers convert to and from it.
+
+use std::fmt;
+
+use crate::proto;
+
+/// The kind of credential a request was authenticated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    User,
+    Pat,
+    Sdk,
+    ApiKey,
+    Service,
+}
+
+impl Kind {
+    /// The `X-Auth-Kind` header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Pat => "pat",
+            Self::Sdk => "sdk",
+            Self::ApiKey => "api_key",
+            Self::Service => "service",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "user" => Some(Self::User),
+            "pat" => Some(Self::Pat),
+            "sdk" => Some(Self::Sdk),
+            "api_key" => Some(Self::ApiKey),
+            "service" => Some(Self::Service),
+            _ => None,
+        }
+    }
+
+    pub fn to_proto(self) -> proto::CredentialKind {
+        match self {
+            Self::User => proto::CredentialKind::User,
+            Self::Pat => proto::CredentialKind::Pat,
+            Self::Sdk => proto::CredentialKind::Sdk,
+            Self::ApiKey => proto::CredentialKind::ApiKey,
+            Self::Service => proto::CredentialKind::Service,
+        }
+    }
+
+    pub fn from_proto(kind: proto::CredentialKind) -> Option<Self> {
+        match kind {
+            proto::CredentialKind::User => Some(Self::User),
+            proto::CredentialKind::Pat => Some(Self::Pat),
+            proto::CredentialKind::Sdk => Some(Self::Sdk),
+            proto::CredentialKind::ApiKey => Some(Self::ApiKey),
+            proto::CredentialKind::Service => Some(Self::Service),
+            proto::CredentialKind::Unspecified => None,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A tenant's own request budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u64,
+    pub per_ms: u64,
+}
+
+/// Who a request is. Optional ids are `None` when they do not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthContext {
+    pub subject: String,
+    pub kind: Kind,
+    pub user_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub session_id: Option<String>,
+    pub credential_id: Option<String>,
+    pub role: Option<String>,
+    pub scopes: Vec<String>,
+    /// Unix seconds; `None` when the credential does not expire.
+    pub expires_at: Option<i64>,
+    pub rate_limit: Option<RateLimit>,
+}
+
+fn some(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+impl AuthContext {
+    /// Whether the context grants `required` (`*` grants all, `orders:*` grants `orders:read`).
+    pub fn has_scope(&self, required: &str) -> bool {
+        self.scopes.iter().any(|held| {
+            held == "*"
+                || held == required
+                || held
+                    .strip_suffix(":*")
+                    .is_some_and(|resource| required.split_once(':').is_some_and(|(r, _)| r == resource))
+        })
+    }
+
+    pub fn to_proto(&self) -> proto::AuthContext {
+        proto::AuthContext {
+            subject: self.subject.clone(),
+            kind: self.kind.to_proto().into(),
+            user_id: self.user_id.clone().unwrap_or_default(),
+            tenant_id: self.tenant_id.clone().unwrap_or_default(),
+            client_id: self.client_id.clone().unwrap_or_default(),
+            session_id: self.session_id.clone().unwrap_or_default(),
+            credential_id: self.credential_id.clone().unwrap_or_default(),
+            role: self.role.clone().unwrap_or_default(),
+            scopes: self.scopes.clone(),
+            expires_at: self.expires_at.unwrap_or(0),
+            rate_limit: self.rate_limit.map(|r| proto::RateLimit { requests: r.requests, per_ms: r.per_ms }),
+        }
+    }
+
+    /// `None` when the message names no valid kind.
+    pub fn from_proto(message: &proto::AuthContext) -> Option<Self> {
+        let kind = Kind::from_proto(proto::CredentialKind::try_from(message.kind).ok()?)?;
+        Some(Self {
+            subject: message.subject.clone(),
+            kind,
+            user_id: some(&message.user_id),
+            tenant_id: some(&message.tenant_id),
+            client_id: some(&message.client_id),
+            session_id: some(&message.session_id),
+            credential_id: some(&message.credential_id),
+            role: some(&message.role),
+            scopes: message.scopes.clone(),
+            expires_at: (message.expires_at != 0).then_some(message.expires_at),
+            rate_limit: message.rate_limit.map(|r| RateLimit { requests: r.requests, per_ms: r.per_ms }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(scopes: &[&str]) -> AuthContext {
+        AuthContext {
+            subject: "u1".into(),
+            kind: Kind::Pat,
+            user_id: Some("u1".into()),
+            tenant_id: None,
+            client_id: None,
+            session_id: None,
+            credential_id: Some("p1".into()),
+            role: Some("member".into()),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            expires_at: None,
+            rate_limit: Some(RateLimit { requests: 10, per_ms: 1000 }),
+        }
+    }
+
+    #[test]
+    fn proto_round_trip() {
+        let c = context(&["orders:read"]);
+        assert_eq!(AuthContext::from_proto(&c.to_proto()), Some(c));
+    }
+
+    #[test]
+    fn scopes() {
+        assert!(context(&["*"]).has_scope("orders:read"));
+        assert!(context(&["orders:*"]).has_scope("orders:read"));
+        assert!(!context(&["orders:*"]).has_scope("invoices:read"));
+        assert!(!context(&["orders:read"]).has_scope("orders:write"));
+    }
+}

@@ -1,0 +1,25 @@
+//! The Portcullis internal contract, linked by every service that authenticates through the
+//! auth service: the generated gRPC types (`proto`), stable error codes (`codes`), the
+//! transport-neutral [`AuthContext`], the signed context headers a gateway forwards and a
+//! downstream service verifies (`headers`, `extract`), and the cached validation client
+//! (`client`).
+//!
+//! This crate never sees a signing secret for tokens and depends on no JWT library: it only
+//! asks the auth service.
+
+pub mod codes;
+pub mod context;
+pub mod extract;
+pub mod headers;
+
+/// The generated messages, client and server of `portcullis.auth.v1`.
+pub mod proto {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("portcullis.auth.v1");
+
+    /// The encoded descriptor set, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/auth_descriptor.bin"));
+}
+
+pub use codes::ErrorCode;
+pub use context::{AuthContext, Kind, RateLimit};

@@ -1,0 +1,237 @@
+//! The internal gRPC face (`portcullis.auth.v1.AuthInternal`), with gRPC health checking and
+//! reflection. Every call but `IssueServiceToken` needs a service token in `authorization`
+//! metadata. Validation answers are data (`valid`, `error_code`), never gRPC errors; the other
+//! calls answer failures as gRPC statuses carrying the error code in the message and in
+//! `x-error-code` metadata.
+
+use std::{future::Future, net::IpAddr};
+
+use auth_contract::proto::{
+    self, CreateSdkSessionRequest, CreateSdkSessionResponse, Empty, IssueServiceTokenRequest,
+    IssueServiceTokenResponse, ListAllowedOriginsResponse, RefreshRequest, RefreshResponse, ValidateApiKeyRequest,
+    ValidateBatchRequest, ValidateBatchResponse, ValidateRequest, ValidateResponse,
+    auth_internal_server::{AuthInternal, AuthInternalServer},
+};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status, metadata::MetadataValue, transport::server::TcpIncoming};
+
+use crate::{
+    error::Error,
+    service::{AuthService, ClientMeta, Refreshed, Validated},
+};
+
+/// Most validations one `ValidateBatch` may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// The gRPC service over an [`AuthService`].
+#[derive(Debug, Clone)]
+pub struct Internal {
+    service: AuthService,
+}
+
+fn status(err: &Error) -> Status {
+    let code = err.wire_code();
+    let message = format!("{}: {err}", code.as_str_name());
+    let mut status = match code {
+        auth_contract::ErrorCode::Unavailable => Status::unavailable(message),
+        auth_contract::ErrorCode::Internal => Status::internal("INTERNAL: the server could not complete the request"),
+        auth_contract::ErrorCode::ValidationFailed => Status::invalid_argument(message),
+        auth_contract::ErrorCode::IpNotAllowed
+        | auth_contract::ErrorCode::OriginNotAllowed
+        | auth_contract::ErrorCode::InsufficientScope
+        | auth_contract::ErrorCode::Forbidden => Status::permission_denied(message),
+        auth_contract::ErrorCode::RefreshConflict => Status::aborted(message),
+        auth_contract::ErrorCode::RateLimited => Status::resource_exhausted(message),
+        _ => Status::unauthenticated(message),
+    };
+    if let Ok(value) = MetadataValue::try_from(code.as_str_name()) {
+        status.metadata_mut().insert("x-error-code", value);
+    }
+    if let Error::Internal(detail) = err {
+        tracing::error!(error = %detail, "internal error in a gRPC call");
+    }
+    status
+}
+
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    text.trim().parse().ok()
+}
+
+fn optional(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn answer(result: Result<Validated, Error>) -> Result<ValidateResponse, Status> {
+    match result {
+        Ok(validated) => Ok(ValidateResponse {
+            valid: true,
+            context: Some(validated.context.to_proto()),
+            error_code: auth_contract::ErrorCode::Unspecified.into(),
+            cache_ttl_seconds: validated.cache_ttl,
+            message: String::new(),
+        }),
+        // A dependency failure is not an answer about the credential: the caller must not
+        // cache it, and must fail closed.
+        Err(err @ (Error::Unavailable(_) | Error::Internal(_))) => Err(status(&err)),
+        Err(err) => Ok(ValidateResponse {
+            valid: false,
+            context: None,
+            error_code: err.wire_code().into(),
+            cache_ttl_seconds: 0,
+            message: err.to_string(),
+        }),
+    }
+}
+
+impl Internal {
+    pub fn new(service: AuthService) -> Self {
+        Self { service }
+    }
+
+    /// The caller's service token, from `authorization: Bearer pcs_…`.
+    async fn require_service<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Status::unauthenticated("TOKEN_MISSING: a service token is required"))?;
+        let token = header
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or_else(|| Status::unauthenticated("TOKEN_MISSING: a service token is required"))?;
+        self.service.authenticate_service(token).await.map(drop).map_err(|e| status(&e))
+    }
+
+    async fn validate_one(&self, request: &ValidateRequest) -> Result<ValidateResponse, Status> {
+        answer(self.service.validate(&request.credential, parse_ip(&request.ip), optional(&request.origin)).await)
+    }
+}
+
+#[tonic::async_trait]
+impl AuthInternal for Internal {
+    async fn validate(&self, request: Request<ValidateRequest>) -> Result<Response<ValidateResponse>, Status> {
+        self.require_service(&request).await?;
+        self.validate_one(request.get_ref()).await.map(Response::new)
+    }
+
+    async fn validate_batch(
+        &self,
+        request: Request<ValidateBatchRequest>,
+    ) -> Result<Response<ValidateBatchResponse>, Status> {
+        self.require_service(&request).await?;
+        let requests = &request.get_ref().requests;
+        if requests.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "VALIDATION_FAILED: at most {MAX_BATCH} validations per batch"
+            )));
+        }
+        let answers = futures::future::join_all(requests.iter().map(|r| self.validate_one(r))).await;
+        let responses = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(ValidateBatchResponse { responses }))
+    }
+
+    async fn validate_api_key(
+        &self,
+        request: Request<ValidateApiKeyRequest>,
+    ) -> Result<Response<ValidateResponse>, Status> {
+        self.require_service(&request).await?;
+        let r = request.get_ref();
+        let result = if r.api_key.trim().is_empty() {
+            Err(Error::TokenMissing)
+        } else {
+            self.service.validate_api_key(&r.api_key, parse_ip(&r.ip), optional(&r.origin)).await
+        };
+        answer(result).map(Response::new)
+    }
+
+    async fn list_allowed_origins(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<ListAllowedOriginsResponse>, Status> {
+        self.require_service(&request).await?;
+        let origins = self.service.allowed_origins().await.map_err(|e| status(&e))?;
+        Ok(Response::new(ListAllowedOriginsResponse { origins }))
+    }
+
+    async fn create_sdk_session(
+        &self,
+        request: Request<CreateSdkSessionRequest>,
+    ) -> Result<Response<CreateSdkSessionResponse>, Status> {
+        self.require_service(&request).await?;
+        let r = request.get_ref();
+        let scopes = (!r.scopes.is_empty()).then_some(r.scopes.as_slice());
+        let tokens = self
+            .service
+            .create_sdk_session(&r.api_key, &r.external_user_id, scopes, parse_ip(&r.ip), optional(&r.origin))
+            .await
+            .map_err(|e| status(&e))?;
+        let context = self
+            .service
+            .validate(&tokens.access_token, parse_ip(&r.ip), optional(&r.origin))
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(CreateSdkSessionResponse {
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            token_type: "Bearer".to_owned(),
+            expires_in: i64::try_from(tokens.expires_in).unwrap_or(i64::MAX),
+            context: Some(context.context.to_proto()),
+        }))
+    }
+
+    async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
+        self.require_service(&request).await?;
+        let meta = ClientMeta { ip: IpAddr::from([127, 0, 0, 1]), user_agent: Some("grpc".to_owned()) };
+        let refreshed = self.service.refresh(&request.get_ref().refresh_token, &meta).await.map_err(|e| status(&e))?;
+        let (access, refresh, expires_in) = match refreshed {
+            Refreshed::User { tokens, .. } => (tokens.access_token, tokens.refresh_token, tokens.expires_in),
+            Refreshed::Sdk(tokens) => (tokens.access_token, tokens.refresh_token, tokens.expires_in),
+        };
+        let validated = self.service.validate(&access, None, None).await.map_err(|e| status(&e))?;
+        let expires_at = validated.context.expires_at.unwrap_or(0);
+        Ok(Response::new(RefreshResponse {
+            access_token: access,
+            refresh_token: refresh,
+            expires_at,
+            expires_in: i64::try_from(expires_in).unwrap_or(i64::MAX),
+            context: Some(validated.context.to_proto()),
+        }))
+    }
+
+    async fn issue_service_token(
+        &self,
+        request: Request<IssueServiceTokenRequest>,
+    ) -> Result<Response<IssueServiceTokenResponse>, Status> {
+        let r = request.get_ref();
+        let (token, expires_at) =
+            self.service.issue_service_token(&r.service_name, &r.service_secret).await.map_err(|e| match e {
+                Error::InvalidCredentials => Status::unauthenticated("FORBIDDEN: the service secret is wrong"),
+                other => status(&other),
+            })?;
+        Ok(Response::new(IssueServiceTokenResponse { token, expires_at: expires_at.unix_timestamp() }))
+    }
+}
+
+/// Serves gRPC (with health and reflection) on `listener` until `shutdown` resolves.
+pub async fn serve(
+    service: AuthService,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AuthInternalServer<Internal>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let mut server = tonic::transport::Server::builder();
+    let router = server.add_service(health_service).add_service(AuthInternalServer::new(Internal::new(service)));
+    let router = match reflection {
+        Ok(reflection) => router.add_service(reflection),
+        Err(err) => {
+            tracing::warn!(error = %err, "gRPC reflection unavailable");
+            router
+        }
+    };
+    router.serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown).await
+}

@@ -1,0 +1,235 @@
+//! The internal face of the auth service, shared by gRPC and the forward-auth HTTP mirrors:
+//! service tokens, and one `validate` for every credential kind that answers an
+//! [`AuthContext`] and how long a caller may cache it.
+
+use std::net::IpAddr;
+
+use auth_contract::{AuthContext, Kind, RateLimit};
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{AuthService, Principal, credentials::UserPrincipal, sdk::SdkPrincipal, tokens::secs};
+use crate::{
+    domain::{
+        credential::{Credential, Kind as CredentialKind},
+        jwt::WRONG_TYPE,
+    },
+    error::Error,
+    store::{self, ServiceToken},
+};
+
+/// No answer may be cached longer than this (SPEC §5).
+pub const MAX_CACHE_TTL_SECONDS: i64 = 60;
+const MAX_SERVICE_NAME: usize = 64;
+
+/// A positive validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validated {
+    pub context: AuthContext,
+    /// Seconds a caller may cache this answer.
+    pub cache_ttl: u32,
+}
+
+fn rate_limit(limit: Option<store::RateLimit>) -> Option<RateLimit> {
+    limit.map(|l| RateLimit { requests: l.requests, per_ms: l.per_ms })
+}
+
+impl AuthService {
+    /// Seconds until the earliest of the deadlines, capped at 60 and never negative.
+    fn cache_ttl(&self, deadlines: &[Option<OffsetDateTime>]) -> u32 {
+        let now = self.now();
+        let seconds =
+            deadlines.iter().flatten().map(|d| (*d - now).whole_seconds()).fold(MAX_CACHE_TTL_SECONDS, i64::min).max(0);
+        u32::try_from(seconds).unwrap_or(0)
+    }
+
+    /// Issues a service token to an internal service that proves `SERVICE_SECRET`.
+    pub async fn issue_service_token(
+        &self,
+        service_name: &str,
+        secret: &str,
+    ) -> Result<(String, OffsetDateTime), Error> {
+        let expected = self.inner.config.service_secret.expose_secret().as_bytes();
+        if !bool::from(expected.ct_eq(secret.as_bytes())) {
+            self.inner.metrics.operation("service_token", false);
+            tracing::warn!(service = %service_name.chars().take(MAX_SERVICE_NAME).collect::<String>(), "service token refused: wrong secret");
+            return Err(Error::InvalidCredentials);
+        }
+        let name = service_name.trim();
+        let valid_name = !name.is_empty()
+            && name.len() <= MAX_SERVICE_NAME
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid_name {
+            return Err(Error::validation("service_name", "must be 1 to 64 of [A-Za-z0-9._-]"));
+        }
+        let now = self.now();
+        let credential = Credential::generate(CredentialKind::Service);
+        let token = ServiceToken {
+            id: Uuid::new_v4(),
+            service_name: name.to_owned(),
+            token_hash: credential.hash(),
+            created_at: now,
+            expires_at: now + secs(self.inner.config.service_token_ttl),
+        };
+        self.store().insert_service_token(&token).await?;
+        self.inner.metrics.token_issued("service");
+        self.inner.metrics.operation("service_token", true);
+        Ok((credential.expose().to_owned(), token.expires_at))
+    }
+
+    /// Verifies a service token.
+    pub async fn authenticate_service(&self, token: &str) -> Result<ServiceToken, Error> {
+        let credential = Credential::parse(CredentialKind::Service, token.trim())
+            .ok_or(Error::TokenInvalid("the token is malformed"))?;
+        let record = self
+            .store()
+            .service_token_by_hash(&credential.hash())
+            .await?
+            .ok_or(Error::TokenInvalid("the token is unknown"))?;
+        if record.expires_at <= self.now() {
+            return Err(Error::TokenExpired);
+        }
+        Ok(record)
+    }
+
+    fn user_context(&self, principal: &Principal) -> Validated {
+        let claims = &principal.claims;
+        let expires = OffsetDateTime::from_unix_timestamp(claims.exp).ok();
+        Validated {
+            cache_ttl: self.cache_ttl(&[expires, Some(self.idle_deadline(&principal.session))]),
+            context: AuthContext {
+                subject: principal.user.id.to_string(),
+                kind: Kind::User,
+                user_id: Some(principal.user.id.to_string()),
+                tenant_id: None,
+                client_id: None,
+                session_id: Some(principal.session.id.to_string()),
+                credential_id: Some(claims.jti.clone()),
+                role: Some(principal.user.role.as_str().to_owned()),
+                scopes: claims.scopes.clone(),
+                expires_at: Some(claims.exp),
+                rate_limit: None,
+            },
+        }
+    }
+
+    fn sdk_context(&self, principal: &SdkPrincipal) -> Validated {
+        let claims = &principal.claims;
+        let expires = OffsetDateTime::from_unix_timestamp(claims.exp).ok();
+        let idle = principal.session.last_activity + self.inner.config.session_idle_timeout;
+        let client = principal.client.id.to_string();
+        Validated {
+            cache_ttl: self.cache_ttl(&[expires, Some(idle)]),
+            context: AuthContext {
+                subject: claims.sub.clone(),
+                kind: Kind::Sdk,
+                user_id: None,
+                tenant_id: Some(client.clone()),
+                client_id: Some(client),
+                session_id: Some(principal.session.id.to_string()),
+                credential_id: Some(claims.jti.clone()),
+                role: None,
+                scopes: claims.scopes.clone(),
+                expires_at: Some(claims.exp),
+                rate_limit: rate_limit(principal.client.rate_limit),
+            },
+        }
+    }
+
+    /// Validates any credential: access and SDK tokens, PATs, service tokens, and API keys
+    /// (as [`Self::validate_api_key`]). `ip` and `origin` are those of the original request.
+    pub async fn validate(
+        &self,
+        credential: &str,
+        ip: Option<IpAddr>,
+        origin: Option<&str>,
+    ) -> Result<Validated, Error> {
+        let credential = credential.trim();
+        if credential.is_empty() {
+            return Err(Error::TokenMissing);
+        }
+        if credential.starts_with(CredentialKind::ApiKey.prefix()) {
+            return self.validate_api_key(credential, ip, origin).await;
+        }
+        if credential.starts_with(CredentialKind::Service.prefix()) {
+            let token = self.authenticate_service(credential).await?;
+            return Ok(Validated {
+                cache_ttl: self.cache_ttl(&[Some(token.expires_at)]),
+                context: AuthContext {
+                    subject: token.service_name.clone(),
+                    kind: Kind::Service,
+                    user_id: None,
+                    tenant_id: None,
+                    client_id: None,
+                    session_id: None,
+                    credential_id: Some(token.id.to_string()),
+                    role: Some("service".to_owned()),
+                    scopes: vec!["*".to_owned()],
+                    expires_at: Some(token.expires_at.unix_timestamp()),
+                    rate_limit: None,
+                },
+            });
+        }
+        match self.authenticate_user(credential).await {
+            Ok(UserPrincipal::Access(principal)) => Ok(self.user_context(&principal)),
+            Ok(UserPrincipal::Pat(pat)) => {
+                let (user, pat) = pat.as_ref();
+                Ok(Validated {
+                    cache_ttl: self.cache_ttl(&[pat.expires_at]),
+                    context: AuthContext {
+                        subject: user.id.to_string(),
+                        kind: Kind::Pat,
+                        user_id: Some(user.id.to_string()),
+                        tenant_id: None,
+                        client_id: None,
+                        session_id: None,
+                        credential_id: Some(pat.id.to_string()),
+                        role: Some(user.role.as_str().to_owned()),
+                        scopes: pat.scopes.to_vec(),
+                        expires_at: pat.expires_at.map(OffsetDateTime::unix_timestamp),
+                        rate_limit: None,
+                    },
+                })
+            }
+            Err(Error::TokenInvalid(WRONG_TYPE)) => {
+                let principal = self.authenticate_sdk(credential, origin).await?;
+                Ok(self.sdk_context(&principal))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Validates an API key with the client's IP allowlist and origins.
+    pub async fn validate_api_key(
+        &self,
+        key: &str,
+        ip: Option<IpAddr>,
+        origin: Option<&str>,
+    ) -> Result<Validated, Error> {
+        let context = self.check_api_key(key, ip, origin).await?;
+        let client = context.client_id.to_string();
+        Ok(Validated {
+            cache_ttl: self.cache_ttl(&[context.expires_at]),
+            context: AuthContext {
+                subject: format!("client:{client}"),
+                kind: Kind::ApiKey,
+                user_id: None,
+                tenant_id: Some(client.clone()),
+                client_id: Some(client),
+                session_id: None,
+                credential_id: Some(context.key_id.to_string()),
+                role: None,
+                scopes: context.scopes.to_vec(),
+                expires_at: context.expires_at.map(OffsetDateTime::unix_timestamp),
+                rate_limit: rate_limit(context.rate_limit),
+            },
+        })
+    }
+
+    /// Every client's allowed origins (CORS preflight at the gateway).
+    pub async fn allowed_origins(&self) -> Result<Vec<String>, Error> {
+        Ok(self.store().all_allowed_origins().await?)
+    }
+}
