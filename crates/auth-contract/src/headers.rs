@@ -573,7 +573,53 @@ mod tests {
             assert_eq!(headers.get(X_CONTEXT_TIMESTAMP).expect("timestamp"), NOW.to_string().as_str());
             assert_eq!(headers.get(X_SCOPES).expect("scopes"), "orders:read orders:write");
             assert_eq!(headers.get(X_REQUEST_ID).expect("request id"), "req-1");
+            assert_eq!(headers.get(X_AUTH_KIND).expect("kind"), "user");
+            assert_eq!(headers.get(X_USER_ID).expect("user"), "3f1c6a52-user");
+            assert_eq!(headers.get(X_SESSION_ID).expect("session"), "sess-9");
+            let text_of = |name| headers.get(name).map(|v: &HeaderValue| v.to_str().expect("ascii"));
+            assert_eq!(text_of(X_TENANT_ID), ctx.tenant_id.as_deref());
+            assert_eq!(text_of(X_CLIENT_ID), ctx.client_id.as_deref());
+            assert_eq!(text_of(X_ROLE), ctx.role.as_deref());
         }
+    }
+
+    /// The verifier side of the pin: headers written by hand, MAC computed with `hmac` directly.
+    #[test]
+    fn verifier_accepts_a_hand_signed_request() {
+        let text = format!("v1\n{NOW}\nPOST\n{PATH}\nreq-1\nuser\nu1\nt-1\nc-1\ns-1\na:read b:write\nadmin");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).expect("key");
+        mac.update(text.as_bytes());
+        let signature = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("X-Request-Id", "req-1"),
+            ("X-Auth-Kind", "user"),
+            ("X-User-Id", "u1"),
+            ("X-Tenant-Id", "t-1"),
+            ("X-Client-Id", "c-1"),
+            ("X-Session-Id", "s-1"),
+            ("X-Scopes", "a:read b:write"),
+            ("X-Role", "admin"),
+            ("X-Context-Timestamp", &NOW.to_string()),
+            ("X-Context-Signature", &signature),
+        ] {
+            headers.insert(HeaderName::from_bytes(name.as_bytes()).expect("name"), value.parse().expect("value"));
+        }
+        let verified = verify_context(&key(), &headers, &Method::POST, PATH, NOW).expect("verify");
+        assert_eq!(
+            verified,
+            VerifiedHeaders {
+                kind: Kind::User,
+                user_id: Some("u1".into()),
+                tenant_id: Some("t-1".into()),
+                client_id: Some("c-1".into()),
+                session_id: Some("s-1".into()),
+                scopes: vec!["a:read".into(), "b:write".into()],
+                role: Some("admin".into()),
+                request_id: Some("req-1".into()),
+                timestamp: NOW,
+            }
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! This crate never sees a signing secret for tokens and depends on no JWT library: it only
 //! asks the auth service.
 
+pub mod client;
 pub mod codes;
 pub mod context;
 pub mod extract;
@@ -21,5 +22,14 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/auth_descriptor.bin"));
 }
 
+pub use client::{AuthClient, ClientConfig, ClientError};
 pub use codes::ErrorCode;
 pub use context::{AuthContext, Kind, RateLimit};
+
+/// IPv4-mapped IPv6 addresses are the IPv4 address they carry.
+pub fn normalise_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}

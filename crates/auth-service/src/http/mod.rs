@@ -80,6 +80,8 @@ fn api_routes() -> OpenApiRouter<AuthService> {
         .routes(routes!(routes::admin::disable))
         .routes(routes!(routes::admin::enable))
         .routes(routes!(routes::admin::role))
+        .routes(routes!(routes::internal::validate, routes::internal::validate_post))
+        .routes(routes!(routes::internal::validate_api_key))
 }
 
 /// The full router with its OpenAPI document.

@@ -54,6 +54,7 @@ pub struct Deps {
 
 struct Inner {
     config: AuthConfig,
+    context_key: auth_contract::headers::ContextKey,
     deps: Deps,
     keys: KeyRing,
     hasher: Hasher,
@@ -91,7 +92,11 @@ impl AuthService {
         let keys =
             KeyRing::new(&config.jwt.secret, &config.jwt.previous_secrets, &config.jwt.issuer, &config.jwt.audience);
         let events = Events::new(deps.bus.clone(), deps.clock.clone(), metrics.clone());
-        Ok(Self { inner: Arc::new(Inner { config, deps, keys, hasher, events, metrics }) })
+        let context_key = {
+            use secrecy::ExposeSecret;
+            auth_contract::headers::ContextKey::new(config.context_signing_secret.expose_secret())
+        };
+        Ok(Self { inner: Arc::new(Inner { config, context_key, deps, keys, hasher, events, metrics }) })
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -100,6 +105,11 @@ impl AuthService {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Signs the context headers of the forward-auth mirrors.
+    pub fn context_key(&self) -> &auth_contract::headers::ContextKey {
+        &self.inner.context_key
     }
 
     pub fn key_ring(&self) -> &KeyRing {

@@ -21,6 +21,8 @@ use tokio::sync::oneshot;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+pub const SERVICE_SECRET: &str = "test-service-secret-0123456789abcdef012345";
+pub const CONTEXT_SECRET: &str = "test-context-secret-0123456789abcdef012345";
 pub const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 pub const SAFARI: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
 
@@ -90,7 +92,10 @@ pub struct TestApp {
     pub service: AuthService,
     pub bus: Arc<dyn EventBus>,
     pub raw: RawStore,
+    pub http_addr: std::net::SocketAddr,
+    pub grpc_addr: std::net::SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -138,6 +143,8 @@ pub async fn spawn_app_with(backend: Backend, vars: &[(&str, &str)]) -> TestApp 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut env = MapEnv::new([
         ("JWT_SECRET", JWT_SECRET),
+        ("SERVICE_SECRET", SERVICE_SECRET),
+        ("CONTEXT_SIGNING_SECRET", CONTEXT_SECRET),
         ("DATA_DIR", &dir.path().to_string_lossy()),
         ("PASSWORD_HASH_CONCURRENCY", "2"),
         ("AUTH_PORT", "0"),
@@ -167,10 +174,7 @@ pub async fn spawn_app_with(backend: Backend, vars: &[(&str, &str)]) -> TestApp 
     let listeners = auth_service::app::bind(loopback, loopback).await.expect("bind");
     let addr = listeners.http.local_addr().expect("addr");
     let grpc_addr = listeners.grpc.local_addr().expect("grpc addr");
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(auth_service::run(service.clone(), listeners, async move {
-        let _ = rx.await;
-    }));
+    let (tx, server) = serve(&service, listeners);
     TestApp {
         root: format!("http://{addr}"),
         grpc: format!("http://{grpc_addr}"),
@@ -180,9 +184,22 @@ pub async fn spawn_app_with(backend: Backend, vars: &[(&str, &str)]) -> TestApp 
         service,
         bus: backends.bus.clone(),
         raw,
+        http_addr: addr,
+        grpc_addr,
         shutdown: Some(tx),
+        server: Some(server),
         _dir: dir,
     }
+}
+
+type Server = (oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>);
+
+fn serve(service: &AuthService, listeners: auth_service::Listeners) -> Server {
+    let (tx, rx) = oneshot::channel();
+    let server = tokio::spawn(auth_service::run(service.clone(), listeners, async move {
+        let _ = rx.await;
+    }));
+    (tx, server)
 }
 
 /// A fresh address so tests sharing one Redis never collide.
@@ -237,6 +254,38 @@ impl Tokens {
 }
 
 impl TestApp {
+    /// Stops the HTTP and gRPC servers (the store and bus stay up), as an outage would.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+    }
+
+    /// Serves again on the same addresses.
+    pub async fn start_again(&mut self) {
+        let listeners = auth_service::app::bind(self.http_addr, self.grpc_addr).await.expect("rebind");
+        let (tx, server) = serve(&self.service, listeners);
+        self.shutdown = Some(tx);
+        self.server = Some(server);
+    }
+
+    /// A contract client for this app, with short timeouts for fault tests.
+    pub fn contract_client(&self) -> auth_contract::AuthClient {
+        let mut config = auth_contract::ClientConfig::new(
+            self.grpc.clone(),
+            "test-suite",
+            secrecy::SecretString::from(SERVICE_SECRET.to_owned()),
+        );
+        config.timeout = Duration::from_millis(500);
+        config.retries = 1;
+        config.breaker_failures = 3;
+        config.breaker_open_for = Duration::from_millis(300);
+        auth_contract::AuthClient::new(config).expect("client")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -9,6 +9,8 @@ mod table;
 
 mod bad_input;
 mod bad_input_credentials;
+mod contract_client;
 mod credentials;
 mod flows;
+mod grpc;
 mod storage;

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod clients;
 pub mod credentials;
+pub mod internal;
 pub mod sdk;
 pub mod sessions;
 pub mod system;

@@ -1,0 +1,534 @@
+//! [`AuthClient`]: how the gateway, the socket service and downstream services ask the auth
+//! service, fast enough to sit in front of every request.
+//!
+//! - One pooled, multiplexed gRPC channel; a service token obtained with `SERVICE_SECRET` and
+//!   renewed before it expires.
+//! - A positive cache keyed by the SHA-256 of the credential and every other input of the
+//!   decision (IP and origin where they matter), never the raw secret; entries live until the
+//!   `cache_ttl_seconds` the auth service grants (at most 60 s, never past the credential's
+//!   expiry or its session's idle deadline). Refusals are cached briefly (≈ 5 s).
+//! - Concurrent identical validations are coalesced into one call.
+//! - Entries are dropped by session, credential, user or client id when a revocation event
+//!   arrives on the bus, and all of them when the subscription reconnects.
+//! - Each call has a timeout; idempotent calls are retried with jittered backoff; a circuit
+//!   breaker fails fast while the auth service is down. Anything not cached then fails closed
+//!   with [`ClientError::Unavailable`], which services answer with 503.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use failsafe::{StateMachine, failure_policy::ConsecutiveFailures};
+use futures::StreamExt;
+use moka::{Expiry, future::Cache};
+use platform::bus::{BusMessage, EventBus};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tonic::{Code, Request, Status, transport::Channel};
+
+use crate::{
+    AuthContext, ErrorCode,
+    proto::{self, auth_internal_client::AuthInternalClient},
+};
+
+/// What the client needs to reach the auth service.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `AUTH_SERVICE_URL`, e.g. `http://127.0.0.1:50051`.
+    pub endpoint: String,
+    /// How this service names itself in its service token.
+    pub service_name: String,
+    pub service_secret: SecretString,
+    /// Per attempt.
+    pub timeout: Duration,
+    /// Extra attempts for idempotent calls.
+    pub retries: u32,
+    pub cache_capacity: u64,
+    pub negative_ttl: Duration,
+    /// Consecutive failures that open the breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before letting a trial call through.
+    pub breaker_open_for: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(endpoint: impl Into<String>, service_name: impl Into<String>, service_secret: SecretString) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            service_name: service_name.into(),
+            service_secret,
+            timeout: Duration::from_secs(2),
+            retries: 2,
+            cache_capacity: 100_000,
+            negative_ttl: Duration::from_secs(5),
+            breaker_failures: 5,
+            breaker_open_for: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The auth service refused the credential (or the request).
+    #[error("{}: {message}", code.as_str_name())]
+    Denied { code: ErrorCode, message: String },
+    /// The auth service could not be asked; fail closed (503).
+    #[error("auth service unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ClientError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Denied { code, .. } => *code,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// A cached answer.
+#[derive(Debug, Clone)]
+enum Decision {
+    Allowed { context: Arc<AuthContext>, ttl: Duration },
+    Denied { code: ErrorCode, message: Arc<str> },
+}
+
+struct DecisionExpiry {
+    negative_ttl: Duration,
+}
+
+impl Expiry<[u8; 32], Decision> for DecisionExpiry {
+    fn expire_after_create(&self, _key: &[u8; 32], value: &Decision, _created_at: Instant) -> Option<Duration> {
+        Some(match value {
+            Decision::Allowed { ttl, .. } => *ttl,
+            Decision::Denied { .. } => self.negative_ttl,
+        })
+    }
+}
+
+type Breaker = StateMachine<ConsecutiveFailures<failsafe::backoff::Constant>, ()>;
+
+struct ServiceToken {
+    token: String,
+    /// Unix seconds.
+    expires_at: i64,
+}
+
+struct Inner {
+    config: ClientConfig,
+    grpc: AuthInternalClient<Channel>,
+    cache: Cache<[u8; 32], Decision>,
+    token: RwLock<Option<Arc<ServiceToken>>>,
+    renewing: tokio::sync::Mutex<()>,
+    breaker: Breaker,
+    rpcs: AtomicU64,
+    lookups: AtomicU64,
+}
+
+/// Cheap to clone; clones share the channel, cache and breaker.
+#[derive(Clone)]
+pub struct AuthClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuthClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthClient").field("endpoint", &self.inner.config.endpoint).finish_non_exhaustive()
+    }
+}
+
+/// Renew a service token this long before it expires.
+const RENEW_BEFORE: i64 = 30;
+const BACKOFF_BASE: Duration = Duration::from_millis(25);
+
+fn now_unix() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A failure of the transport or the auth service itself, as opposed to an answer.
+fn is_outage(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Internal | Code::Unknown | Code::Cancelled | Code::ResourceExhausted
+    )
+}
+
+fn denied_from(status: &Status) -> ClientError {
+    let code = status
+        .metadata()
+        .get("x-error-code")
+        .and_then(|v| v.to_str().ok())
+        .and_then(ErrorCode::from_str_name)
+        .unwrap_or(ErrorCode::Forbidden);
+    ClientError::Denied { code, message: status.message().to_owned() }
+}
+
+fn jitter(attempt: u32) -> Duration {
+    let mut byte = [0u8; 1];
+    let spread = if getrandom::fill(&mut byte).is_ok() { u64::from(byte[0]) } else { 128 };
+    let base = BACKOFF_BASE.saturating_mul(1 << attempt.min(6));
+    base + Duration::from_micros(spread * u64::try_from(base.as_micros()).unwrap_or(0) / 256)
+}
+
+/// The cache key: a hash of the credential and the decision's other inputs.
+pub fn cache_key(credential: &str, ip: Option<IpAddr>, origin: Option<&str>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(credential.as_bytes());
+    // API keys depend on IP and origin; SDK tokens (JWTs) on origin; PATs and service tokens
+    // on neither.
+    let (uses_ip, uses_origin) = if credential.starts_with("pck_") {
+        (true, true)
+    } else if credential.starts_with("pcp_") || credential.starts_with("pcs_") {
+        (false, false)
+    } else {
+        (false, true)
+    };
+    hasher.update([0]);
+    if uses_ip && let Some(ip) = ip {
+        hasher.update(crate::normalise_ip(ip).to_string().as_bytes());
+    }
+    hasher.update([0]);
+    if uses_origin && let Some(origin) = origin {
+        hasher.update(origin.as_bytes());
+    }
+    hasher.finalize().into()
+}
+
+impl AuthClient {
+    /// Builds the client; the channel connects lazily, so a service can start before the auth
+    /// service and fail closed until it is reachable.
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        let endpoint = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
+            .map_err(|e| ClientError::Unavailable(format!("bad AUTH_SERVICE_URL: {e}")))?
+            .connect_timeout(config.timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let grpc = AuthInternalClient::new(endpoint.connect_lazy());
+        let cache = Cache::builder()
+            .max_capacity(config.cache_capacity)
+            .expire_after(DecisionExpiry { negative_ttl: config.negative_ttl })
+            .support_invalidation_closures()
+            .build();
+        let breaker = failsafe::Config::new()
+            .failure_policy(failsafe::failure_policy::consecutive_failures(
+                config.breaker_failures.max(1),
+                failsafe::backoff::constant(config.breaker_open_for),
+            ))
+            .build();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                grpc,
+                cache,
+                token: RwLock::new(None),
+                renewing: tokio::sync::Mutex::new(()),
+                breaker,
+                rpcs: AtomicU64::new(0),
+                lookups: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// gRPC calls made so far (validation calls and service-token renewals alike).
+    pub fn rpc_count(&self) -> u64 {
+        self.inner.rpcs.load(Ordering::Relaxed)
+    }
+
+    /// Validations answered so far, from the cache or not.
+    pub fn lookup_count(&self) -> u64 {
+        self.inner.lookups.load(Ordering::Relaxed)
+    }
+
+    /// Whether the breaker currently lets calls through.
+    pub fn breaker_closed(&self) -> bool {
+        self.inner.breaker.is_call_permitted()
+    }
+
+    /// Runs one call with the breaker, a timeout per attempt and, when `idempotent`, jittered
+    /// retries. Answers (including refusals) are successes for the breaker.
+    async fn call<T, F, Fut>(&self, idempotent: bool, mut attempt_fn: F) -> Result<T, ClientError>
+    where
+        F: FnMut(AuthInternalClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let attempts = if idempotent { 1 + self.inner.config.retries } else { 1 };
+        let mut last = String::new();
+        for attempt in 0..attempts {
+            if !self.inner.breaker.is_call_permitted() {
+                return Err(ClientError::Unavailable("circuit open: the auth service is failing".to_owned()));
+            }
+            self.inner.rpcs.fetch_add(1, Ordering::Relaxed);
+            let outcome = tokio::time::timeout(self.inner.config.timeout, attempt_fn(self.inner.grpc.clone())).await;
+            match outcome {
+                Ok(Ok(value)) => {
+                    self.inner.breaker.on_success();
+                    return Ok(value);
+                }
+                Ok(Err(status)) if !is_outage(&status) => {
+                    self.inner.breaker.on_success();
+                    return Err(denied_from(&status));
+                }
+                Ok(Err(status)) => {
+                    self.inner.breaker.on_error();
+                    last = format!("{}: {}", status.code(), status.message());
+                }
+                Err(_) => {
+                    self.inner.breaker.on_error();
+                    last = "timed out".to_owned();
+                }
+            }
+            if attempt + 1 < attempts {
+                tokio::time::sleep(jitter(attempt)).await;
+            }
+        }
+        Err(ClientError::Unavailable(last))
+    }
+
+    /// The current service token, renewed (once, however many callers wait) when it is about
+    /// to expire.
+    async fn service_token(&self) -> Result<Arc<ServiceToken>, ClientError> {
+        let fresh = |t: &Option<Arc<ServiceToken>>| t.as_ref().filter(|t| t.expires_at - RENEW_BEFORE > now_unix()).cloned();
+        if let Some(token) = fresh(&self.inner.token.read().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(token);
+        }
+        let _renewing = self.inner.renewing.lock().await;
+        if let Some(token) = fresh(&self.inner.token.read().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(token);
+        }
+        let request = proto::IssueServiceTokenRequest {
+            service_name: self.inner.config.service_name.clone(),
+            service_secret: self.inner.config.service_secret.expose_secret().to_owned(),
+        };
+        let issued = self
+            .call(true, |mut grpc| {
+                let request = request.clone();
+                async move { grpc.issue_service_token(request).await.map(tonic::Response::into_inner) }
+            })
+            .await?;
+        let token = Arc::new(ServiceToken { token: issued.token, expires_at: issued.expires_at });
+        *self.inner.token.write().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
+        Ok(token)
+    }
+
+    fn with_token<T>(token: &ServiceToken, message: T) -> Result<Request<T>, ClientError> {
+        let mut request = Request::new(message);
+        let value = format!("Bearer {}", token.token)
+            .parse()
+            .map_err(|_| ClientError::Unavailable("unusable service token".to_owned()))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+
+    /// A call that needs the service token; a token refused as expired or revoked is
+    /// renewed once.
+    async fn authed<T, M, F, Fut>(&self, idempotent: bool, message: M, mut f: F) -> Result<T, ClientError>
+    where
+        M: Clone,
+        F: FnMut(AuthInternalClient<Channel>, Request<M>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        for renewed in [false, true] {
+            let token = self.service_token().await?;
+            let result = self
+                .call(idempotent, |grpc| {
+                    let request = Self::with_token(&token, message.clone());
+                    let fut = request.map(|r| f(grpc, r));
+                    async move {
+                        match fut {
+                            Ok(fut) => fut.await,
+                            Err(_) => Err(Status::internal("unusable service token")),
+                        }
+                    }
+                })
+                .await;
+            match result {
+                Err(ClientError::Denied { code: ErrorCode::TokenExpired | ErrorCode::TokenInvalid | ErrorCode::TokenMalformed, .. })
+                    if !renewed =>
+                {
+                    *self.inner.token.write().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                other => return other,
+            }
+        }
+        Err(ClientError::Unavailable("the auth service refused every service token".to_owned()))
+    }
+
+    fn decision(response: proto::ValidateResponse) -> Decision {
+        match response.context.as_ref().and_then(AuthContext::from_proto) {
+            Some(context) if response.valid => {
+                let mut ttl = Duration::from_secs(u64::from(response.cache_ttl_seconds.min(60)));
+                if let Some(expires_at) = context.expires_at {
+                    let left = u64::try_from(expires_at - now_unix()).unwrap_or(0);
+                    ttl = ttl.min(Duration::from_secs(left));
+                }
+                Decision::Allowed { context: Arc::new(context), ttl }
+            }
+            _ => Decision::Denied {
+                code: ErrorCode::try_from(response.error_code).unwrap_or(ErrorCode::TokenInvalid),
+                message: response.message.into(),
+            },
+        }
+    }
+
+    fn answer(decision: Decision) -> Result<AuthContext, ClientError> {
+        match decision {
+            Decision::Allowed { context, .. } => Ok(context.as_ref().clone()),
+            Decision::Denied { code, message } => Err(ClientError::Denied { code, message: message.to_string() }),
+        }
+    }
+
+    async fn cached(&self, key: [u8; 32], ask: impl std::future::Future<Output = Result<Decision, ClientError>>) -> Result<AuthContext, ClientError> {
+        self.inner.lookups.fetch_add(1, Ordering::Relaxed);
+        let decision = self.inner.cache.try_get_with(key, ask).await.map_err(|e| e.as_ref().clone())?;
+        // An answer with nothing left to live is used once and not kept.
+        if let Decision::Allowed { ttl, .. } = &decision
+            && ttl.is_zero()
+        {
+            self.inner.cache.invalidate(&key).await;
+        }
+        Self::answer(decision)
+    }
+
+    /// Validates an access token, SDK token, PAT or service token (or an API key).
+    pub async fn validate(&self, credential: &str, ip: Option<IpAddr>, origin: Option<&str>) -> Result<AuthContext, ClientError> {
+        let credential = credential.trim();
+        if credential.is_empty() {
+            return Err(ClientError::Denied { code: ErrorCode::TokenMissing, message: "no credential".to_owned() });
+        }
+        let request = proto::ValidateRequest {
+            credential: credential.to_owned(),
+            ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            origin: origin.unwrap_or_default().to_owned(),
+        };
+        self.cached(cache_key(credential, ip, origin), async {
+            let response = self
+                .authed(true, request, |mut grpc, r| async move { grpc.validate(r).await.map(tonic::Response::into_inner) })
+                .await?;
+            Ok(Self::decision(response))
+        })
+        .await
+    }
+
+    /// Validates an API key with its client's IP allowlist and origins.
+    pub async fn validate_api_key(&self, key: &str, ip: Option<IpAddr>, origin: Option<&str>) -> Result<AuthContext, ClientError> {
+        let key = key.trim();
+        let request = proto::ValidateApiKeyRequest {
+            api_key: key.to_owned(),
+            ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            origin: origin.unwrap_or_default().to_owned(),
+        };
+        self.cached(cache_key(key, ip, origin), async {
+            let response = self
+                .authed(true, request, |mut grpc, r| async move { grpc.validate_api_key(r).await.map(tonic::Response::into_inner) })
+                .await?;
+            Ok(Self::decision(response))
+        })
+        .await
+    }
+
+    /// Many validations in one call, uncached (for batch consumers and benchmarks).
+    pub async fn validate_batch(&self, requests: Vec<proto::ValidateRequest>) -> Result<Vec<proto::ValidateResponse>, ClientError> {
+        let message = proto::ValidateBatchRequest { requests };
+        let response = self
+            .authed(true, message, |mut grpc, r| async move { grpc.validate_batch(r).await.map(tonic::Response::into_inner) })
+            .await?;
+        Ok(response.responses)
+    }
+
+    /// Every client's allowed origins.
+    pub async fn list_allowed_origins(&self) -> Result<Vec<String>, ClientError> {
+        let response = self
+            .authed(true, proto::Empty {}, |mut grpc, r| async move {
+                grpc.list_allowed_origins(r).await.map(tonic::Response::into_inner)
+            })
+            .await?;
+        Ok(response.origins)
+    }
+
+    /// Opens an SDK session (not retried: it is not idempotent).
+    pub async fn create_sdk_session(&self, request: proto::CreateSdkSessionRequest) -> Result<proto::CreateSdkSessionResponse, ClientError> {
+        self.authed(false, request, |mut grpc, r| async move { grpc.create_sdk_session(r).await.map(tonic::Response::into_inner) })
+            .await
+    }
+
+    /// Rotates a refresh token (not retried: a retry would spend the successor).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<proto::RefreshResponse, ClientError> {
+        let request = proto::RefreshRequest { refresh_token: refresh_token.to_owned() };
+        self.authed(false, request, |mut grpc, r| async move { grpc.refresh(r).await.map(tonic::Response::into_inner) }).await
+    }
+
+    /// Drops every cached answer.
+    pub fn clear(&self) {
+        self.inner.cache.invalidate_all();
+    }
+
+    /// Drops what a revocation event names; other events are ignored.
+    pub fn apply_event(&self, channel: &str, payload: &str) {
+        const REVOKING: [&str; 10] = [
+            "auth:session.terminated",
+            "auth:session.deleted",
+            "auth:sessions.bulk_terminated",
+            "auth:user.logout",
+            "auth:user.password_changed",
+            "auth:user.disabled",
+            "auth:token.revoked",
+            "auth:api_key.revoked",
+            "auth:api_key.rotated",
+            "auth:client.updated",
+        ];
+        if !REVOKING.contains(&channel) {
+            return;
+        }
+        let Ok(event) = serde_json::from_str::<Value>(payload) else {
+            return;
+        };
+        let text = |field: &str| event.get(field).and_then(Value::as_str).map(str::to_owned);
+        let mut sessions: Vec<String> = text("session_id").into_iter().collect();
+        if let Some(list) = event.get("session_ids").and_then(Value::as_array) {
+            sessions.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
+        }
+        // A password change keeps the caller's own session; only the listed others end.
+        if channel == "auth:user.password_changed" {
+            sessions.retain(|s| Some(s) != text("session_id").as_ref());
+            sessions.extend(event.get("session_ids").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned));
+        }
+        let credential = text("credential_id").or_else(|| text("jti"));
+        let user = (channel == "auth:user.disabled").then(|| text("user_id")).flatten();
+        let client = text("client_id");
+        let result = self.inner.cache.invalidate_entries_if(move |_, decision| {
+            let Decision::Allowed { context, .. } = decision else {
+                return false;
+            };
+            context.session_id.as_ref().is_some_and(|s| sessions.contains(s))
+                || credential.is_some() && context.credential_id == credential
+                || user.is_some() && context.user_id == user
+                || client.is_some() && context.client_id == client
+        });
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "cache invalidation failed; clearing the cache");
+            self.clear();
+        }
+    }
+
+    /// Follows revocation events on the bus until the subscription ends; clears the cache
+    /// whenever the subscription reconnects.
+    pub async fn follow(&self, bus: Arc<dyn EventBus>) -> Result<tokio::task::JoinHandle<()>, platform::Unavailable> {
+        let mut events = bus.subscribe(&["auth:*"]).await?;
+        let client = self.clone();
+        Ok(tokio::spawn(async move {
+            while let Some(message) = events.next().await {
+                match message {
+                    BusMessage::Event(event) => client.apply_event(&event.channel, &event.payload),
+                    BusMessage::Resubscribed => client.clear(),
+                }
+            }
+        }))
+    }
+}

@@ -1,0 +1,156 @@
+//! The contract client (`auth_contract::AuthClient`) against a real auth service: caching,
+//! coalescing, revocation through the bus, and failing closed during an outage.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use auth_contract::{AuthClient, ClientError, ErrorCode, Kind};
+use platform::bus::EventBus;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, expect_status, spawn_app, spawn_app_with, unique_email};
+
+/// The bus a separate service would follow: its own Redis subscription in distributed mode,
+/// the process's bus in embedded mode.
+fn service_bus(app: &TestApp, backend: &Backend) -> Arc<dyn EventBus> {
+    match backend {
+        Backend::Sqlite => app.bus.clone(),
+        Backend::Postgres { redis_url, .. } => {
+            let pool = deadpool_redis::Config::from_url(redis_url).create_pool(Some(deadpool_redis::Runtime::Tokio1)).expect("pool");
+            Arc::new(platform::bus::RedisBus::new(redis_url, pool).expect("bus"))
+        }
+    }
+}
+
+/// Waits until `check` holds, polling every 2 ms, and returns how long it took.
+async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("not within {limit:?}");
+}
+
+async fn refused(client: &AuthClient, token: &str) -> bool {
+    matches!(client.validate(token, None, None).await, Err(ClientError::Denied { .. }))
+}
+
+/// The second validation of a token makes no call; ten concurrent validations of a new token
+/// make one.
+async fn cache_and_coalescing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.contract_client();
+    let user = app.signup(&unique_email("cache")).await;
+    let context = client.validate(&user.access, None, None).await.expect("valid");
+    assert_eq!((context.kind, context.user_id.as_deref()), (Kind::User, Some(user.user_id.as_str())));
+    let calls = client.rpc_count();
+    for _ in 0..5 {
+        client.validate(&user.access, None, None).await.expect("cached");
+    }
+    assert_eq!(client.rpc_count(), calls, "cached validations made calls");
+
+    let other = app.signup(&unique_email("coalesce")).await;
+    let before = client.rpc_count();
+    let results = futures::future::join_all((0..10).map(|_| client.validate(&other.access, None, None))).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(client.rpc_count() - before, 1, "ten concurrent validations were not coalesced");
+
+    // Refusals are cached briefly too.
+    let before = client.rpc_count();
+    for _ in 0..3 {
+        let err = client.validate("garbage-token", None, None).await.expect_err("refused");
+        assert_eq!(err.code(), ErrorCode::TokenMalformed);
+    }
+    assert_eq!(client.rpc_count() - before, 1);
+
+    // The cache key includes the decision's inputs: another origin is another question.
+    let before = client.rpc_count();
+    client.validate(&user.access, None, Some("https://a.example")).await.expect("valid");
+    assert_eq!(client.rpc_count() - before, 1);
+}
+
+/// Logout and PAT revocation make cached tokens refused within 100 ms, through the bus.
+async fn revocation_reaches_the_cache(backend: Backend) {
+    let app = spawn_app(backend.clone()).await;
+    let client = app.contract_client();
+    client.follow(service_bus(&app, &backend)).await.expect("follow");
+    let user = app.signup(&unique_email("revoke")).await;
+    let pat = expect_status(app.post_auth("/tokens", &user.access, Some(&json!({"name": "r"}))).await, StatusCode::CREATED).await;
+    let pat_id = pat["id"].as_str().expect("id").to_owned();
+    let pat = pat["token"].as_str().expect("token").to_owned();
+    client.validate(&user.access, None, None).await.expect("valid");
+    client.validate(&pat, None, None).await.expect("valid");
+
+    let revoke = app.delete_auth(&format!("/tokens/{pat_id}"), &user.access).await;
+    assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
+    let took = within(Duration::from_millis(100), async || refused(&client, &pat).await).await;
+    eprintln!("PAT revocation reached the client cache in {took:?}");
+    assert!(!refused(&client, &user.access).await, "the user's session was not revoked");
+
+    let logout = app.post_auth("/logout", &user.access, None).await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let took = within(Duration::from_millis(100), async || refused(&client, &user.access).await).await;
+    eprintln!("logout reached the client cache in {took:?}");
+}
+
+/// Auth service down: cached tokens still pass until they expire, uncached ones get
+/// `Unavailable` (fail closed), the breaker opens, and closes again when it returns.
+async fn outage_fails_closed_and_recovers(backend: Backend) {
+    let mut app = spawn_app_with(backend, &[]).await;
+    let client = app.contract_client();
+    let cached = app.signup(&unique_email("outage-cached")).await;
+    let uncached = app.signup(&unique_email("outage-new")).await;
+    client.validate(&cached.access, None, None).await.expect("valid");
+
+    app.stop().await;
+    client.validate(&cached.access, None, None).await.expect("a cached token survives the outage");
+    for _ in 0..3 {
+        let err = client.validate(&uncached.access, None, None).await.expect_err("must fail closed");
+        assert!(matches!(err, ClientError::Unavailable(_)), "{err:?}");
+    }
+    assert!(!client.breaker_closed(), "the breaker did not open");
+    let started = Instant::now();
+    let err = client.validate(&uncached.access, None, None).await.expect_err("open breaker");
+    assert!(matches!(err, ClientError::Unavailable(_)));
+    assert!(started.elapsed() < Duration::from_millis(50), "an open breaker must fail fast");
+
+    app.start_again().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.validate(&uncached.access, None, None).await {
+            Ok(context) => {
+                assert_eq!(context.user_id.as_deref(), Some(uncached.user_id.as_str()));
+                break;
+            }
+            Err(ClientError::Unavailable(_)) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(other) => panic!("did not recover: {other:?}"),
+        }
+    }
+    assert!(client.breaker_closed());
+}
+
+/// A service token the auth service considers expired is renewed once and the call goes
+/// through.
+async fn service_token_is_renewed(backend: Backend) {
+    let app = spawn_app_with(backend, &[("JWT_EXPIRES_IN", "1h"), ("SESSION_TIMEOUT_MINUTES", "120")]).await;
+    let client = app.contract_client();
+    let user = app.signup(&unique_email("renew")).await;
+    let before = client.rpc_count();
+    client.validate(&user.access, None, None).await.expect("valid");
+    assert_eq!(client.rpc_count() - before, 2, "one issue, one validation");
+
+    // Eleven minutes later (on the service's clock) the 10-minute service token is dead.
+    app.clock.advance(time::Duration::minutes(11));
+    let other = app.signup(&unique_email("renew-2")).await;
+    let before = client.rpc_count();
+    client.validate(&other.access, None, None).await.expect("valid after renewal");
+    assert_eq!(client.rpc_count() - before, 3, "refused, renewed, validated");
+}
+
+crate::on_both_backends!(cache_and_coalescing, revocation_reaches_the_cache, outage_fails_closed_and_recovers, service_token_is_renewed);
