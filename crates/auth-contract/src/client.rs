@@ -155,7 +155,12 @@ fn now_unix() -> i64 {
 fn is_outage(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Internal | Code::Unknown | Code::Cancelled | Code::ResourceExhausted
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::ResourceExhausted
     )
 }
 
@@ -294,7 +299,8 @@ impl AuthClient {
     /// The current service token, renewed (once, however many callers wait) when it is about
     /// to expire.
     async fn service_token(&self) -> Result<Arc<ServiceToken>, ClientError> {
-        let fresh = |t: &Option<Arc<ServiceToken>>| t.as_ref().filter(|t| t.expires_at - RENEW_BEFORE > now_unix()).cloned();
+        let fresh =
+            |t: &Option<Arc<ServiceToken>>| t.as_ref().filter(|t| t.expires_at - RENEW_BEFORE > now_unix()).cloned();
         if let Some(token) = fresh(&self.inner.token.read().unwrap_or_else(|p| p.into_inner())) {
             return Ok(token);
         }
@@ -349,9 +355,10 @@ impl AuthClient {
                 })
                 .await;
             match result {
-                Err(ClientError::Denied { code: ErrorCode::TokenExpired | ErrorCode::TokenInvalid | ErrorCode::TokenMalformed, .. })
-                    if !renewed =>
-                {
+                Err(ClientError::Denied {
+                    code: ErrorCode::TokenExpired | ErrorCode::TokenInvalid | ErrorCode::TokenMalformed,
+                    ..
+                }) if !renewed => {
                     *self.inner.token.write().unwrap_or_else(|p| p.into_inner()) = None;
                 }
                 other => return other,
@@ -384,7 +391,11 @@ impl AuthClient {
         }
     }
 
-    async fn cached(&self, key: [u8; 32], ask: impl std::future::Future<Output = Result<Decision, ClientError>>) -> Result<AuthContext, ClientError> {
+    async fn cached(
+        &self,
+        key: [u8; 32],
+        ask: impl std::future::Future<Output = Result<Decision, ClientError>>,
+    ) -> Result<AuthContext, ClientError> {
         self.inner.lookups.fetch_add(1, Ordering::Relaxed);
         let decision = self.inner.cache.try_get_with(key, ask).await.map_err(|e| e.as_ref().clone())?;
         // An answer with nothing left to live is used once and not kept.
@@ -397,7 +408,12 @@ impl AuthClient {
     }
 
     /// Validates an access token, SDK token, PAT or service token (or an API key).
-    pub async fn validate(&self, credential: &str, ip: Option<IpAddr>, origin: Option<&str>) -> Result<AuthContext, ClientError> {
+    pub async fn validate(
+        &self,
+        credential: &str,
+        ip: Option<IpAddr>,
+        origin: Option<&str>,
+    ) -> Result<AuthContext, ClientError> {
         let credential = credential.trim();
         if credential.is_empty() {
             return Err(ClientError::Denied { code: ErrorCode::TokenMissing, message: "no credential".to_owned() });
@@ -408,8 +424,10 @@ impl AuthClient {
             origin: origin.unwrap_or_default().to_owned(),
         };
         self.cached(cache_key(credential, ip, origin), async {
-            let response = self
-                .authed(true, request, |mut grpc, r| async move { grpc.validate(r).await.map(tonic::Response::into_inner) })
+            let response =
+                self.authed(true, request, |mut grpc, r| async move {
+                    grpc.validate(r).await.map(tonic::Response::into_inner)
+                })
                 .await?;
             Ok(Self::decision(response))
         })
@@ -417,7 +435,12 @@ impl AuthClient {
     }
 
     /// Validates an API key with its client's IP allowlist and origins.
-    pub async fn validate_api_key(&self, key: &str, ip: Option<IpAddr>, origin: Option<&str>) -> Result<AuthContext, ClientError> {
+    pub async fn validate_api_key(
+        &self,
+        key: &str,
+        ip: Option<IpAddr>,
+        origin: Option<&str>,
+    ) -> Result<AuthContext, ClientError> {
         let key = key.trim();
         let request = proto::ValidateApiKeyRequest {
             api_key: key.to_owned(),
@@ -426,7 +449,9 @@ impl AuthClient {
         };
         self.cached(cache_key(key, ip, origin), async {
             let response = self
-                .authed(true, request, |mut grpc, r| async move { grpc.validate_api_key(r).await.map(tonic::Response::into_inner) })
+                .authed(true, request, |mut grpc, r| async move {
+                    grpc.validate_api_key(r).await.map(tonic::Response::into_inner)
+                })
                 .await?;
             Ok(Self::decision(response))
         })
@@ -434,10 +459,15 @@ impl AuthClient {
     }
 
     /// Many validations in one call, uncached (for batch consumers and benchmarks).
-    pub async fn validate_batch(&self, requests: Vec<proto::ValidateRequest>) -> Result<Vec<proto::ValidateResponse>, ClientError> {
+    pub async fn validate_batch(
+        &self,
+        requests: Vec<proto::ValidateRequest>,
+    ) -> Result<Vec<proto::ValidateResponse>, ClientError> {
         let message = proto::ValidateBatchRequest { requests };
         let response = self
-            .authed(true, message, |mut grpc, r| async move { grpc.validate_batch(r).await.map(tonic::Response::into_inner) })
+            .authed(true, message, |mut grpc, r| async move {
+                grpc.validate_batch(r).await.map(tonic::Response::into_inner)
+            })
             .await?;
         Ok(response.responses)
     }
@@ -453,15 +483,21 @@ impl AuthClient {
     }
 
     /// Opens an SDK session (not retried: it is not idempotent).
-    pub async fn create_sdk_session(&self, request: proto::CreateSdkSessionRequest) -> Result<proto::CreateSdkSessionResponse, ClientError> {
-        self.authed(false, request, |mut grpc, r| async move { grpc.create_sdk_session(r).await.map(tonic::Response::into_inner) })
-            .await
+    pub async fn create_sdk_session(
+        &self,
+        request: proto::CreateSdkSessionRequest,
+    ) -> Result<proto::CreateSdkSessionResponse, ClientError> {
+        self.authed(false, request, |mut grpc, r| async move {
+            grpc.create_sdk_session(r).await.map(tonic::Response::into_inner)
+        })
+        .await
     }
 
     /// Rotates a refresh token (not retried: a retry would spend the successor).
     pub async fn refresh(&self, refresh_token: &str) -> Result<proto::RefreshResponse, ClientError> {
         let request = proto::RefreshRequest { refresh_token: refresh_token.to_owned() };
-        self.authed(false, request, |mut grpc, r| async move { grpc.refresh(r).await.map(tonic::Response::into_inner) }).await
+        self.authed(false, request, |mut grpc, r| async move { grpc.refresh(r).await.map(tonic::Response::into_inner) })
+            .await
     }
 
     /// Drops every cached answer.
@@ -497,7 +533,15 @@ impl AuthClient {
         // A password change keeps the caller's own session; only the listed others end.
         if channel == "auth:user.password_changed" {
             sessions.retain(|s| Some(s) != text("session_id").as_ref());
-            sessions.extend(event.get("session_ids").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned));
+            sessions.extend(
+                event
+                    .get("session_ids")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned),
+            );
         }
         let credential = text("credential_id").or_else(|| text("jti"));
         let user = (channel == "auth:user.disabled").then(|| text("user_id")).flatten();

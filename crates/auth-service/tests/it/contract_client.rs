@@ -19,7 +19,9 @@ fn service_bus(app: &TestApp, backend: &Backend) -> Arc<dyn EventBus> {
     match backend {
         Backend::Sqlite => app.bus.clone(),
         Backend::Postgres { redis_url, .. } => {
-            let pool = deadpool_redis::Config::from_url(redis_url).create_pool(Some(deadpool_redis::Runtime::Tokio1)).expect("pool");
+            let pool = deadpool_redis::Config::from_url(redis_url)
+                .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                .expect("pool");
             Arc::new(platform::bus::RedisBus::new(redis_url, pool).expect("bus"))
         }
     }
@@ -81,7 +83,9 @@ async fn revocation_reaches_the_cache(backend: Backend) {
     let client = app.contract_client();
     client.follow(service_bus(&app, &backend)).await.expect("follow");
     let user = app.signup(&unique_email("revoke")).await;
-    let pat = expect_status(app.post_auth("/tokens", &user.access, Some(&json!({"name": "r"}))).await, StatusCode::CREATED).await;
+    let pat =
+        expect_status(app.post_auth("/tokens", &user.access, Some(&json!({"name": "r"}))).await, StatusCode::CREATED)
+            .await;
     let pat_id = pat["id"].as_str().expect("id").to_owned();
     let pat = pat["token"].as_str().expect("token").to_owned();
     client.validate(&user.access, None, None).await.expect("valid");
@@ -128,7 +132,9 @@ async fn outage_fails_closed_and_recovers(backend: Backend) {
                 assert_eq!(context.user_id.as_deref(), Some(uncached.user_id.as_str()));
                 break;
             }
-            Err(ClientError::Unavailable(_)) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(ClientError::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(other) => panic!("did not recover: {other:?}"),
         }
     }
@@ -153,4 +159,9 @@ async fn service_token_is_renewed(backend: Backend) {
     assert_eq!(client.rpc_count() - before, 3, "refused, renewed, validated");
 }
 
-crate::on_both_backends!(cache_and_coalescing, revocation_reaches_the_cache, outage_fails_closed_and_recovers, service_token_is_renewed);
+crate::on_both_backends!(
+    cache_and_coalescing,
+    revocation_reaches_the_cache,
+    outage_fails_closed_and_recovers,
+    service_token_is_renewed
+);

@@ -3,10 +3,7 @@
 
 use auth_contract::{
     ErrorCode,
-    proto::{
-        self, CredentialKind, ValidateRequest, ValidateResponse,
-        auth_internal_client::AuthInternalClient,
-    },
+    proto::{self, CredentialKind, ValidateRequest, ValidateResponse, auth_internal_client::AuthInternalClient},
 };
 use reqwest::StatusCode;
 use serde_json::json;
@@ -21,7 +18,10 @@ async fn client(app: &TestApp) -> AuthInternalClient<Channel> {
 async fn service_token(app: &TestApp) -> String {
     let mut grpc = client(app).await;
     let issued = grpc
-        .issue_service_token(proto::IssueServiceTokenRequest { service_name: "gateway".into(), service_secret: SERVICE_SECRET.into() })
+        .issue_service_token(proto::IssueServiceTokenRequest {
+            service_name: "gateway".into(),
+            service_secret: SERVICE_SECRET.into(),
+        })
         .await
         .expect("service token")
         .into_inner();
@@ -50,7 +50,8 @@ async fn calls_need_a_service_token(backend: Backend) {
     let mut grpc = client(&app).await;
     let refused = grpc.validate(Request::new(validate("x"))).await.expect_err("no token");
     assert_eq!(refused.code(), Code::Unauthenticated);
-    let forged = auth_service::domain::credential::Credential::generate(auth_service::domain::credential::Kind::Service);
+    let forged =
+        auth_service::domain::credential::Credential::generate(auth_service::domain::credential::Kind::Service);
     for token in [forged.expose(), "pcs_garbage", "not-a-token"] {
         let refused = grpc.validate(authed(token, validate("x"))).await.expect_err("forged token");
         assert_eq!(refused.code(), Code::Unauthenticated, "{token}");
@@ -60,12 +61,18 @@ async fn calls_need_a_service_token(backend: Backend) {
     let refused = grpc.list_allowed_origins(authed(&user.access, proto::Empty {})).await.expect_err("user token");
     assert_eq!(refused.code(), Code::Unauthenticated);
     let wrong = grpc
-        .issue_service_token(proto::IssueServiceTokenRequest { service_name: "gateway".into(), service_secret: "nope".into() })
+        .issue_service_token(proto::IssueServiceTokenRequest {
+            service_name: "gateway".into(),
+            service_secret: "nope".into(),
+        })
         .await
         .expect_err("wrong secret");
     assert_eq!(wrong.code(), Code::Unauthenticated);
     let bad_name = grpc
-        .issue_service_token(proto::IssueServiceTokenRequest { service_name: "bad name!".into(), service_secret: SERVICE_SECRET.into() })
+        .issue_service_token(proto::IssueServiceTokenRequest {
+            service_name: "bad name!".into(),
+            service_secret: SERVICE_SECRET.into(),
+        })
         .await
         .expect_err("bad name");
     assert_eq!(bad_name.code(), Code::InvalidArgument);
@@ -83,11 +90,18 @@ async fn validate_every_kind(backend: Backend) {
 
     let ok = grpc.validate(authed(&token, validate(&user.access))).await.expect("access").into_inner();
     let context = ok.context.expect("context");
-    assert_eq!((context.kind(), context.user_id.as_str(), context.session_id.as_str()), (CredentialKind::User, user.user_id.as_str(), user.session_id.as_str()));
+    assert_eq!(
+        (context.kind(), context.user_id.as_str(), context.session_id.as_str()),
+        (CredentialKind::User, user.user_id.as_str(), user.session_id.as_str())
+    );
     assert_eq!(context.scopes, vec!["*"]);
     assert!(ok.cache_ttl_seconds > 0 && ok.cache_ttl_seconds <= 60, "{}", ok.cache_ttl_seconds);
 
-    let pat = expect_status(app.post_auth("/tokens", &user.access, Some(&json!({"name": "g", "scopes": ["repos:read"]}))).await, StatusCode::CREATED).await;
+    let pat = expect_status(
+        app.post_auth("/tokens", &user.access, Some(&json!({"name": "g", "scopes": ["repos:read"]}))).await,
+        StatusCode::CREATED,
+    )
+    .await;
     let pat = pat["token"].as_str().expect("pat").to_owned();
     let ok = grpc.validate(authed(&token, validate(&pat))).await.expect("pat").into_inner();
     let context = ok.context.expect("context");
@@ -97,55 +111,105 @@ async fn validate_every_kind(backend: Backend) {
     assert_eq!(ok.context.expect("context").kind(), CredentialKind::Service);
 
     let registered = expect_status(
-        app.post_auth("/client/register", &user.access, Some(&json!({"name": "g", "allowed_origins": ["https://app.example.com"], "ip_allowlist": ["10.0.0.0/8"]}))).await,
+        app.post_auth(
+            "/client/register",
+            &user.access,
+            Some(&json!({"name": "g", "allowed_origins": ["https://app.example.com"], "ip_allowlist": ["10.0.0.0/8"]})),
+        )
+        .await,
         StatusCode::CREATED,
     )
     .await;
     let key = registered["api_key"]["key"].as_str().expect("key").to_owned();
     let client_id = registered["client"]["id"].as_str().expect("client").to_owned();
-    let from = |ip: &str, origin: &str| proto::ValidateApiKeyRequest { api_key: key.clone(), ip: ip.into(), origin: origin.into() };
+    let from = |ip: &str, origin: &str| proto::ValidateApiKeyRequest {
+        api_key: key.clone(),
+        ip: ip.into(),
+        origin: origin.into(),
+    };
     let ok = grpc.validate_api_key(authed(&token, from("10.1.2.3", ""))).await.expect("key").into_inner();
     let context = ok.context.expect("context");
-    assert_eq!((context.kind(), context.client_id.as_str(), context.tenant_id.as_str()), (CredentialKind::ApiKey, client_id.as_str(), client_id.as_str()));
+    assert_eq!(
+        (context.kind(), context.client_id.as_str(), context.tenant_id.as_str()),
+        (CredentialKind::ApiKey, client_id.as_str(), client_id.as_str())
+    );
     let outside = grpc.validate_api_key(authed(&token, from("192.0.2.1", ""))).await.expect("key").into_inner();
     assert_eq!((outside.valid, code(&outside)), (false, ErrorCode::IpNotAllowed));
     let no_ip = grpc.validate_api_key(authed(&token, from("", ""))).await.expect("key").into_inner();
     assert_eq!(code(&no_ip), ErrorCode::IpNotAllowed, "no IP must fail closed");
-    let bad_origin = grpc.validate_api_key(authed(&token, from("10.1.2.3", "https://evil.example"))).await.expect("key").into_inner();
+    let bad_origin = grpc
+        .validate_api_key(authed(&token, from("10.1.2.3", "https://evil.example")))
+        .await
+        .expect("key")
+        .into_inner();
     assert_eq!(code(&bad_origin), ErrorCode::OriginNotAllowed);
 
     // SDK sessions over gRPC, and the SDK token's origin rule.
     let sdk = grpc
-        .create_sdk_session(authed(&token, proto::CreateSdkSessionRequest {
-            api_key: key.clone(),
-            external_user_id: "end-user-1".into(),
-            scopes: vec![],
-            ip: "10.9.9.9".into(),
-            origin: "https://app.example.com".into(),
-        }))
+        .create_sdk_session(authed(
+            &token,
+            proto::CreateSdkSessionRequest {
+                api_key: key.clone(),
+                external_user_id: "end-user-1".into(),
+                scopes: vec![],
+                ip: "10.9.9.9".into(),
+                origin: "https://app.example.com".into(),
+            },
+        ))
         .await
         .expect("sdk session")
         .into_inner();
     let sdk_context = sdk.context.expect("context");
-    assert_eq!((sdk_context.kind(), sdk_context.subject.clone()), (CredentialKind::Sdk, format!("sdk:{client_id}:end-user-1")));
-    let with_origin = |origin: &str| ValidateRequest { credential: sdk.access_token.clone(), ip: String::new(), origin: origin.into() };
-    assert!(grpc.validate(authed(&token, with_origin("https://app.example.com"))).await.expect("sdk").into_inner().valid);
+    assert_eq!(
+        (sdk_context.kind(), sdk_context.subject.clone()),
+        (CredentialKind::Sdk, format!("sdk:{client_id}:end-user-1"))
+    );
+    let with_origin = |origin: &str| ValidateRequest {
+        credential: sdk.access_token.clone(),
+        ip: String::new(),
+        origin: origin.into(),
+    };
+    assert!(
+        grpc.validate(authed(&token, with_origin("https://app.example.com"))).await.expect("sdk").into_inner().valid
+    );
     assert!(grpc.validate(authed(&token, with_origin(""))).await.expect("sdk").into_inner().valid);
     let refused = grpc.validate(authed(&token, with_origin("https://evil.example"))).await.expect("sdk").into_inner();
     assert_eq!(code(&refused), ErrorCode::OriginNotAllowed);
     let refused = grpc
-        .create_sdk_session(authed(&token, proto::CreateSdkSessionRequest { api_key: key.clone(), external_user_id: String::new(), scopes: vec![], ip: "10.0.0.1".into(), origin: String::new() }))
+        .create_sdk_session(authed(
+            &token,
+            proto::CreateSdkSessionRequest {
+                api_key: key.clone(),
+                external_user_id: String::new(),
+                scopes: vec![],
+                ip: "10.0.0.1".into(),
+                origin: String::new(),
+            },
+        ))
         .await
         .expect_err("empty external id");
     assert_eq!(refused.code(), Code::InvalidArgument);
 
     // Refresh over gRPC, then the spent token.
-    let refreshed = grpc.refresh(authed(&token, proto::RefreshRequest { refresh_token: sdk.refresh_token.clone() })).await.expect("refresh").into_inner();
+    let refreshed = grpc
+        .refresh(authed(&token, proto::RefreshRequest { refresh_token: sdk.refresh_token.clone() }))
+        .await
+        .expect("refresh")
+        .into_inner();
     assert!(refreshed.refresh_token.starts_with("pcr_") && refreshed.expires_at > 0);
-    let spent = grpc.refresh(authed(&token, proto::RefreshRequest { refresh_token: sdk.refresh_token.clone() })).await.expect_err("spent");
+    let spent = grpc
+        .refresh(authed(&token, proto::RefreshRequest { refresh_token: sdk.refresh_token.clone() }))
+        .await
+        .expect_err("spent");
     assert_eq!(spent.code(), Code::Aborted, "within the grace period a spent token is a conflict");
-    let garbage = grpc.refresh(authed(&token, proto::RefreshRequest { refresh_token: "pcr_nope".into() })).await.expect_err("garbage");
-    assert_eq!((garbage.code(), garbage.metadata().get("x-error-code").and_then(|v| v.to_str().ok())), (Code::Unauthenticated, Some("REFRESH_INVALID")));
+    let garbage = grpc
+        .refresh(authed(&token, proto::RefreshRequest { refresh_token: "pcr_nope".into() }))
+        .await
+        .expect_err("garbage");
+    assert_eq!(
+        (garbage.code(), garbage.metadata().get("x-error-code").and_then(|v| v.to_str().ok())),
+        (Code::Unauthenticated, Some("REFRESH_INVALID"))
+    );
 
     let origins = grpc.list_allowed_origins(authed(&token, proto::Empty {})).await.expect("origins").into_inner();
     assert!(origins.origins.contains(&"https://app.example.com".to_owned()));
@@ -172,15 +236,31 @@ async fn batch_keeps_order(backend: Backend) {
     let mut grpc = client(&app).await;
     let a = app.signup(&unique_email("batch-a")).await;
     let b = app.signup(&unique_email("batch-b")).await;
-    let requests = vec![validate(&a.access), validate("garbage"), validate(&b.access), validate(&a.access), validate("")];
-    let answers = grpc.validate_batch(authed(&token, proto::ValidateBatchRequest { requests })).await.expect("batch").into_inner().responses;
-    let shape: Vec<(bool, String)> = answers.iter().map(|r| (r.valid, r.context.as_ref().map(|c| c.user_id.clone()).unwrap_or_default())).collect();
+    let requests =
+        vec![validate(&a.access), validate("garbage"), validate(&b.access), validate(&a.access), validate("")];
+    let answers = grpc
+        .validate_batch(authed(&token, proto::ValidateBatchRequest { requests }))
+        .await
+        .expect("batch")
+        .into_inner()
+        .responses;
+    let shape: Vec<(bool, String)> =
+        answers.iter().map(|r| (r.valid, r.context.as_ref().map(|c| c.user_id.clone()).unwrap_or_default())).collect();
     assert_eq!(
         shape,
-        vec![(true, a.user_id.clone()), (false, String::new()), (true, b.user_id.clone()), (true, a.user_id.clone()), (false, String::new())]
+        vec![
+            (true, a.user_id.clone()),
+            (false, String::new()),
+            (true, b.user_id.clone()),
+            (true, a.user_id.clone()),
+            (false, String::new())
+        ]
     );
     let too_many = proto::ValidateBatchRequest { requests: vec![validate("x"); auth_service::grpc::MAX_BATCH + 1] };
-    assert_eq!(grpc.validate_batch(authed(&token, too_many)).await.expect_err("too many").code(), Code::InvalidArgument);
+    assert_eq!(
+        grpc.validate_batch(authed(&token, too_many)).await.expect_err("too many").code(),
+        Code::InvalidArgument
+    );
 }
 
 /// gRPC health checking and reflection answer.
@@ -195,10 +275,17 @@ async fn health_and_reflection(backend: Backend) {
         .into_inner();
     assert_eq!(status.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
 
-    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse};
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
     let mut reflection = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut stream = reflection.server_reflection_info(futures::stream::iter([request])).await.expect("reflection").into_inner();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream =
+        reflection.server_reflection_info(futures::stream::iter([request])).await.expect("reflection").into_inner();
     let response = stream.message().await.expect("message").expect("a response");
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection answer");

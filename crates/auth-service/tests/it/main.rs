@@ -12,5 +12,6 @@ mod bad_input_credentials;
 mod contract_client;
 mod credentials;
 mod flows;
+mod forward_auth;
 mod grpc;
 mod storage;

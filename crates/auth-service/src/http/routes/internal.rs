@@ -7,11 +7,11 @@
 
 use std::net::SocketAddr;
 
-use auth_contract::headers::sign_context;
+use auth_contract::headers::{CONTEXT_HEADERS, sign_context};
 use axum::{
     Json,
     extract::{ConnectInfo, State},
-    http::{HeaderMap, Method, StatusCode},
+    http::{HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -53,7 +53,8 @@ fn original(headers: &HeaderMap) -> (Method, String) {
         .or_else(|| header(headers, "x-original-method"))
         .and_then(|m| m.parse().ok())
         .unwrap_or(Method::GET);
-    let path = header(headers, "x-forwarded-uri").or_else(|| header(headers, "x-original-uri")).unwrap_or("/").to_owned();
+    let path =
+        header(headers, "x-forwarded-uri").or_else(|| header(headers, "x-original-uri")).unwrap_or("/").to_owned();
     (method, path)
 }
 
@@ -61,8 +62,9 @@ fn signed(service: &AuthService, headers: &HeaderMap, validated: &Validated) -> 
     let (method, path) = original(headers);
     let request_id = header(headers, REQUEST_ID_HEADER.as_str()).unwrap_or_default().to_owned();
     let timestamp = service.now().unix_timestamp();
-    let context_headers = sign_context(service.context_key(), &validated.context, &method, &path, &request_id, timestamp)
-        .map_err(|e| Error::internal(format!("context not signable: {e}")))?;
+    let context_headers =
+        sign_context(service.context_key(), &validated.context, &method, &path, &request_id, timestamp)
+            .map_err(|e| Error::internal(format!("context not signable: {e}")))?;
     let body = json!({
         "valid": true,
         "kind": validated.context.kind.as_str(),
@@ -72,6 +74,14 @@ fn signed(service: &AuthService, headers: &HeaderMap, validated: &Validated) -> 
     });
     let mut response = (StatusCode::OK, Json(body)).into_response();
     response.headers_mut().extend(context_headers);
+    // Proxies copy a fixed list of headers (Caddy's `copy_headers`, nginx
+    // `auth_request_set`); some turn a missing one into a literal placeholder. Every context
+    // header is therefore present, empty when absent, which the signature treats as absent.
+    for name in CONTEXT_HEADERS.iter() {
+        if !response.headers().contains_key(name) {
+            response.headers_mut().insert(name.clone(), HeaderValue::from_static(""));
+        }
+    }
     Ok(response)
 }
 
