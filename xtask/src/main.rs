@@ -74,7 +74,7 @@ fn bench() -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(cargo)
         .current_dir(workspace_root())
-        .args(["bench", "-p", "auth-service", "--bench", "tokens"])
+        .args(["bench", "-p", "auth-service", "--bench", "tokens", "--bench", "contract"])
         .status()
         .map_err(|e| e.to_string())?;
     if !status.success() {

@@ -207,7 +207,7 @@ pub fn cache_key(credential: &str, ip: Option<IpAddr>, origin: Option<&str>) -> 
 
 impl AuthClient {
     /// Builds the client; the channel connects lazily, so a service can start before the auth
-    /// service and fail closed until it is reachable.
+    /// service and fail closed until it is reachable. Call it inside a Tokio runtime.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         let endpoint = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
             .map_err(|e| ClientError::Unavailable(format!("bad AUTH_SERVICE_URL: {e}")))?
@@ -384,19 +384,23 @@ impl AuthClient {
         }
     }
 
-    fn answer(decision: Decision) -> Result<AuthContext, ClientError> {
+    fn answer(decision: Decision) -> Result<Arc<AuthContext>, ClientError> {
         match decision {
-            Decision::Allowed { context, .. } => Ok(context.as_ref().clone()),
+            Decision::Allowed { context, .. } => Ok(context),
             Decision::Denied { code, message } => Err(ClientError::Denied { code, message: message.to_string() }),
         }
     }
 
+    /// The cached answer for `key`, or `ask`'s, shared by concurrent identical misses.
     async fn cached(
         &self,
         key: [u8; 32],
         ask: impl std::future::Future<Output = Result<Decision, ClientError>>,
-    ) -> Result<AuthContext, ClientError> {
+    ) -> Result<Arc<AuthContext>, ClientError> {
         self.inner.lookups.fetch_add(1, Ordering::Relaxed);
+        if let Some(hit) = self.inner.cache.get(&key).await {
+            return Self::answer(hit);
+        }
         let decision = self.inner.cache.try_get_with(key, ask).await.map_err(|e| e.as_ref().clone())?;
         // An answer with nothing left to live is used once and not kept.
         if let Decision::Allowed { ttl, .. } = &decision
@@ -407,23 +411,24 @@ impl AuthClient {
         Self::answer(decision)
     }
 
-    /// Validates an access token, SDK token, PAT or service token (or an API key).
+    /// Validates an access token, SDK token, PAT or service token (or an API key). The
+    /// context is shared with the cache, not copied.
     pub async fn validate(
         &self,
         credential: &str,
         ip: Option<IpAddr>,
         origin: Option<&str>,
-    ) -> Result<AuthContext, ClientError> {
+    ) -> Result<Arc<AuthContext>, ClientError> {
         let credential = credential.trim();
         if credential.is_empty() {
             return Err(ClientError::Denied { code: ErrorCode::TokenMissing, message: "no credential".to_owned() });
         }
-        let request = proto::ValidateRequest {
-            credential: credential.to_owned(),
-            ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            origin: origin.unwrap_or_default().to_owned(),
-        };
         self.cached(cache_key(credential, ip, origin), async {
+            let request = proto::ValidateRequest {
+                credential: credential.to_owned(),
+                ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                origin: origin.unwrap_or_default().to_owned(),
+            };
             let response =
                 self.authed(true, request, |mut grpc, r| async move {
                     grpc.validate(r).await.map(tonic::Response::into_inner)
@@ -440,14 +445,14 @@ impl AuthClient {
         key: &str,
         ip: Option<IpAddr>,
         origin: Option<&str>,
-    ) -> Result<AuthContext, ClientError> {
+    ) -> Result<Arc<AuthContext>, ClientError> {
         let key = key.trim();
-        let request = proto::ValidateApiKeyRequest {
-            api_key: key.to_owned(),
-            ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            origin: origin.unwrap_or_default().to_owned(),
-        };
         self.cached(cache_key(key, ip, origin), async {
+            let request = proto::ValidateApiKeyRequest {
+                api_key: key.to_owned(),
+                ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                origin: origin.unwrap_or_default().to_owned(),
+            };
             let response = self
                 .authed(true, request, |mut grpc, r| async move {
                     grpc.validate_api_key(r).await.map(tonic::Response::into_inner)

@@ -233,5 +233,7 @@ pub async fn serve(
             router
         }
     };
-    router.serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown).await
+    // Small request/response messages: Nagle's algorithm would hold answers back.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    router.serve_with_incoming_shutdown(incoming, shutdown).await
 }
