@@ -3,6 +3,9 @@
 //! 100 per `ValidateBatch`. A real auth service (embedded SQLite, warm in-memory state) runs
 //! in this process on loopback; client and server share the machine's cores.
 
+// A benchmark harness: a failed set-up step is a broken benchmark, so it panics.
+#![allow(clippy::expect_used)]
+
 use std::{
     hint::black_box,
     sync::Arc,
