@@ -6,7 +6,14 @@
 //!
 //! Refresh tokens and audit entries are never cached: rotation must always see the database.
 
-use std::{hash::Hash, sync::Arc, time::Duration};
+use std::{
+    hash::Hash,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -36,6 +43,9 @@ where
 
 pub struct CachedStore {
     inner: Arc<dyn Store>,
+    /// Bumped by every invalidation. A read that started before an invalidation does not
+    /// fill the cache, so a value loaded just before a write can never outlive it.
+    epoch: AtomicU64,
     sessions: Cache<Uuid, Option<Session>>,
     sdk_sessions: Cache<Uuid, Option<SdkSession>>,
     users: Cache<Uuid, Option<User>>,
@@ -53,8 +63,9 @@ impl std::fmt::Debug for CachedStore {
     }
 }
 
-/// Reads through `cache`; errors are never cached.
-async fn through<K, V, F>(cache: &Cache<K, V>, key: K, load: F) -> StoreResult<V>
+/// Reads through `cache`; errors are never cached, nor values loaded while an invalidation
+/// happened.
+async fn through<K, V, F>(epoch: &AtomicU64, cache: &Cache<K, V>, key: K, load: F) -> StoreResult<V>
 where
     K: Hash + Eq + Send + Sync + Clone + 'static,
     V: Clone + Send + Sync + 'static,
@@ -63,8 +74,11 @@ where
     if let Some(hit) = cache.get(&key) {
         return Ok(hit);
     }
+    let started = epoch.load(Ordering::Acquire);
     let value = load.await?;
-    cache.insert(key, value.clone());
+    if epoch.load(Ordering::Acquire) == started {
+        cache.insert(key, value.clone());
+    }
     Ok(value)
 }
 
@@ -81,6 +95,7 @@ impl CachedStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
         Self {
             inner,
+            epoch: AtomicU64::new(0),
             sessions: cache(),
             sdk_sessions: cache(),
             users: cache(),
@@ -93,8 +108,13 @@ impl CachedStore {
         }
     }
 
+    fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Drops everything (after a bus reconnect).
     pub fn clear(&self) {
+        self.bump();
         self.sessions.invalidate_all();
         self.sdk_sessions.invalidate_all();
         self.users.invalidate_all();
@@ -107,6 +127,7 @@ impl CachedStore {
     }
 
     fn drop_sessions(&self, ids: &[Uuid]) {
+        self.bump();
         for id in ids {
             self.sessions.invalidate(id);
             self.sdk_sessions.invalidate(id);
@@ -114,15 +135,19 @@ impl CachedStore {
     }
 
     fn drop_pat(&self, id: Uuid) {
+        self.bump();
         let _ = self.pats.invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|p| p.id == id));
     }
 
     fn drop_key(&self, id: Uuid) {
+        self.bump();
         self.keys.invalidate(&id);
         let _ = self.keys_by_hash.invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|k| k.id == id));
     }
 
     fn drop_client(&self, id: Uuid) {
+        self.bump();
+        self.bump();
         self.clients.invalidate(&id);
         let _ = self.keys.invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|k| k.client_id == id));
         let _ = self.keys_by_hash.invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|k| k.client_id == id));
@@ -133,6 +158,7 @@ impl CachedStore {
         let Ok(event) = serde_json::from_str::<Value>(payload) else {
             return;
         };
+        self.bump();
         self.drop_sessions(&ids(&event, "session_id", "session_ids"));
         for user in ids(&event, "user_id", "user_ids") {
             self.users.invalidate(&user);
@@ -174,12 +200,13 @@ impl Store for CachedStore {
 
     async fn insert_user(&self, user: &User) -> StoreResult<()> {
         self.inner.insert_user(user).await?;
+        self.bump();
         self.users.invalidate(&user.id);
         Ok(())
     }
 
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
-        through(&self.users, id, self.inner.user_by_id(id)).await
+        through(&self.epoch, &self.users, id, self.inner.user_by_id(id)).await
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
@@ -188,6 +215,7 @@ impl Store for CachedStore {
 
     async fn set_password_hash(&self, user_id: Uuid, hash: &str, at: OffsetDateTime) -> StoreResult<()> {
         self.inner.set_password_hash(user_id, hash, at).await?;
+        self.bump();
         self.users.invalidate(&user_id);
         Ok(())
     }
@@ -198,24 +226,27 @@ impl Store for CachedStore {
 
     async fn set_user_disabled(&self, id: Uuid, disabled: bool, at: OffsetDateTime) -> StoreResult<bool> {
         let done = self.inner.set_user_disabled(id, disabled, at).await?;
+        self.bump();
         self.users.invalidate(&id);
         Ok(done)
     }
 
     async fn set_user_role(&self, id: Uuid, role: Role, at: OffsetDateTime) -> StoreResult<bool> {
         let done = self.inner.set_user_role(id, role, at).await?;
+        self.bump();
         self.users.invalidate(&id);
         Ok(done)
     }
 
     async fn insert_session(&self, session: &Session, refresh: &RefreshToken) -> StoreResult<()> {
         self.inner.insert_session(session, refresh).await?;
+        self.bump();
         self.sessions.invalidate(&session.id);
         Ok(())
     }
 
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
-        through(&self.sessions, id, self.inner.session(id)).await
+        through(&self.epoch, &self.sessions, id, self.inner.session(id)).await
     }
 
     async fn live_sessions(
@@ -233,6 +264,7 @@ impl Store for CachedStore {
 
     async fn touch_session(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()> {
         self.inner.touch_session(id, at).await?;
+        self.bump();
         self.sessions.invalidate(&id);
         Ok(())
     }
@@ -255,12 +287,13 @@ impl Store for CachedStore {
 
     async fn insert_pat(&self, pat: &PersonalAccessToken) -> StoreResult<()> {
         self.inner.insert_pat(pat).await?;
+        self.bump();
         self.pats.invalidate(&pat.token_hash);
         Ok(())
     }
 
     async fn pat_by_hash(&self, hash: &str) -> StoreResult<Option<PersonalAccessToken>> {
-        through(&self.pats, hash.to_owned(), self.inner.pat_by_hash(hash)).await
+        through(&self.epoch, &self.pats, hash.to_owned(), self.inner.pat_by_hash(hash)).await
     }
 
     async fn pats_for_user(&self, user_id: Uuid) -> StoreResult<Vec<PersonalAccessToken>> {
@@ -286,7 +319,7 @@ impl Store for CachedStore {
     }
 
     async fn client(&self, id: Uuid) -> StoreResult<Option<Client>> {
-        through(&self.clients, id, self.inner.client(id)).await
+        through(&self.epoch, &self.clients, id, self.inner.client(id)).await
     }
 
     async fn clients_for_owner(&self, owner_id: Uuid) -> StoreResult<Vec<Client>> {
@@ -295,6 +328,7 @@ impl Store for CachedStore {
 
     async fn update_client(&self, id: Uuid, change: &ClientChange, at: OffsetDateTime) -> StoreResult<()> {
         let result = self.inner.update_client(id, change, at).await;
+        self.bump();
         self.clients.invalidate(&id);
         result
     }
@@ -306,16 +340,17 @@ impl Store for CachedStore {
     async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()> {
         self.inner.insert_api_key(key).await?;
         self.drop_key(key.id);
+        self.bump();
         self.keys_by_hash.invalidate(&key.key_hash);
         Ok(())
     }
 
     async fn api_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>> {
-        through(&self.keys, id, self.inner.api_key(id)).await
+        through(&self.epoch, &self.keys, id, self.inner.api_key(id)).await
     }
 
     async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
-        through(&self.keys_by_hash, hash.to_owned(), self.inner.api_key_by_hash(hash)).await
+        through(&self.epoch, &self.keys_by_hash, hash.to_owned(), self.inner.api_key_by_hash(hash)).await
     }
 
     async fn api_keys_for_client(&self, client_id: Uuid) -> StoreResult<Vec<ApiKey>> {
@@ -325,6 +360,7 @@ impl Store for CachedStore {
     async fn rotate_api_key(&self, old: Uuid, grace_until: OffsetDateTime, new: &ApiKey) -> StoreResult<bool> {
         let done = self.inner.rotate_api_key(old, grace_until, new).await?;
         self.drop_key(old);
+        self.bump();
         self.keys_by_hash.invalidate(&new.key_hash);
         Ok(done)
     }
@@ -343,22 +379,25 @@ impl Store for CachedStore {
 
     async fn insert_sdk_session(&self, session: &SdkSession, refresh: &RefreshToken) -> StoreResult<()> {
         self.inner.insert_sdk_session(session, refresh).await?;
+        self.bump();
         self.sdk_sessions.invalidate(&session.id);
         Ok(())
     }
 
     async fn sdk_session(&self, id: Uuid) -> StoreResult<Option<SdkSession>> {
-        through(&self.sdk_sessions, id, self.inner.sdk_session(id)).await
+        through(&self.epoch, &self.sdk_sessions, id, self.inner.sdk_session(id)).await
     }
 
     async fn touch_sdk_session(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()> {
         self.inner.touch_sdk_session(id, at).await?;
+        self.bump();
         self.sdk_sessions.invalidate(&id);
         Ok(())
     }
 
     async fn end_sdk_session(&self, id: Uuid, at: OffsetDateTime, reason: &str) -> StoreResult<bool> {
         let result = self.inner.end_sdk_session(id, at, reason).await;
+        self.bump();
         self.sdk_sessions.invalidate(&id);
         result
     }
@@ -376,12 +415,13 @@ impl Store for CachedStore {
 
     async fn insert_service_token(&self, token: &ServiceToken) -> StoreResult<()> {
         self.inner.insert_service_token(token).await?;
+        self.bump();
         self.service_tokens.invalidate(&token.token_hash);
         Ok(())
     }
 
     async fn service_token_by_hash(&self, hash: &str) -> StoreResult<Option<ServiceToken>> {
-        through(&self.service_tokens, hash.to_owned(), self.inner.service_token_by_hash(hash)).await
+        through(&self.epoch, &self.service_tokens, hash.to_owned(), self.inner.service_token_by_hash(hash)).await
     }
 
     async fn revoke_jti(&self, jti: &str, expires_at: OffsetDateTime) -> StoreResult<()> {
@@ -391,7 +431,7 @@ impl Store for CachedStore {
     }
 
     async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool> {
-        through(&self.revoked_jtis, jti.to_owned(), self.inner.is_jti_revoked(jti)).await
+        through(&self.epoch, &self.revoked_jtis, jti.to_owned(), self.inner.is_jti_revoked(jti)).await
     }
 
     async fn insert_audit(&self, entry: &NewAudit) -> StoreResult<()> {

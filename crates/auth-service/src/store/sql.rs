@@ -201,6 +201,14 @@ macro_rules! impl_store {
             serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())
         }
 
+        impl $store {
+            /// Runs an `UPDATE … SET <time column> = $1 WHERE id = $2 …`; whether a row changed.
+            async fn stamp(&self, sql: &'static str, at: OffsetDateTime, id: Uuid) -> StoreResult<bool> {
+                let done = sqlx::query(sql).bind(to_ms(at)).bind(id.to_string()).execute(&self.pool).await.map_err(map_sqlx)?;
+                Ok(done.rows_affected() > 0)
+            }
+        }
+
         #[async_trait]
         impl Store for $store {
             async fn ping(&self) -> StoreResult<()> {
@@ -302,13 +310,7 @@ macro_rules! impl_store {
             }
 
             async fn touch_session(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()> {
-                sqlx::query("UPDATE sessions SET last_activity = $1 WHERE id = $2 AND ended_at IS NULL AND last_activity < $1")
-                    .bind(to_ms(at))
-                    .bind(id.to_string())
-                    .execute(&self.pool)
-                    .await
-                    .map(drop)
-                    .map_err(map_sqlx)
+                self.stamp("UPDATE sessions SET last_activity = $1 WHERE id = $2 AND ended_at IS NULL AND last_activity < $1", at, id).await.map(drop)
             }
 
             async fn end_sessions(&self, ids: &[Uuid], at: OffsetDateTime, reason: &str) -> StoreResult<Vec<Uuid>> {
@@ -456,13 +458,7 @@ macro_rules! impl_store {
             }
 
             async fn touch_pat(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()> {
-                sqlx::query("UPDATE personal_access_tokens SET last_used_at = $1 WHERE id = $2")
-                    .bind(to_ms(at))
-                    .bind(id.to_string())
-                    .execute(&self.pool)
-                    .await
-                    .map(drop)
-                    .map_err(map_sqlx)
+                self.stamp("UPDATE personal_access_tokens SET last_used_at = $1 WHERE id = $2", at, id).await.map(drop)
             }
 
             async fn insert_client(&self, client: &Client, key: &ApiKey) -> StoreResult<()> {
@@ -582,23 +578,11 @@ macro_rules! impl_store {
             }
 
             async fn revoke_api_key(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<bool> {
-                let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                    .bind(to_ms(at))
-                    .bind(id.to_string())
-                    .execute(&self.pool)
-                    .await
-                    .map_err(map_sqlx)?;
-                Ok(done.rows_affected() == 1)
+                self.stamp("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL", at, id).await
             }
 
             async fn touch_api_key(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()> {
-                sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
-                    .bind(to_ms(at))
-                    .bind(id.to_string())
-                    .execute(&self.pool)
-                    .await
-                    .map(drop)
-                    .map_err(map_sqlx)
+                self.stamp("UPDATE api_keys SET last_used_at = $1 WHERE id = $2", at, id).await.map(drop)
             }
 
             async fn insert_sdk_session(&self, session: &SdkSession, refresh: &RefreshToken) -> StoreResult<()> {
@@ -630,13 +614,7 @@ macro_rules! impl_store {
             }
 
             async fn touch_sdk_session(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()> {
-                sqlx::query("UPDATE sdk_sessions SET last_activity = $1 WHERE id = $2 AND ended_at IS NULL AND last_activity < $1")
-                    .bind(to_ms(at))
-                    .bind(id.to_string())
-                    .execute(&self.pool)
-                    .await
-                    .map(drop)
-                    .map_err(map_sqlx)
+                self.stamp("UPDATE sdk_sessions SET last_activity = $1 WHERE id = $2 AND ended_at IS NULL AND last_activity < $1", at, id).await.map(drop)
             }
 
             async fn end_sdk_session(&self, id: Uuid, at: OffsetDateTime, reason: &str) -> StoreResult<bool> {

@@ -1,0 +1,125 @@
+//! [`Origin`]: an exact browser origin (`scheme://host[:port]`) as written in `CORS_ORIGIN`,
+//! compared by equality only so that no suffix or wildcard trick widens it.
+
+use std::{fmt, net::Ipv6Addr, str::FromStr};
+
+/// A canonical origin: lowercase scheme and host, the scheme's default port dropped, so
+/// `HTTPS://App.Example.com:443` and `https://app.example.com` are the same origin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin(String);
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" { 443 } else { 80 }
+}
+
+/// DNS names (labels of letters, digits and inner hyphens) and IPv4 literals, which satisfy
+/// the same rule.
+fn valid_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+impl Origin {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let invalid = || format!("`{text}` is not an origin (scheme://host[:port], no path)");
+        let (scheme, rest) = text.split_once("://").ok_or_else(invalid)?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return Err(format!("`{text}` must use http or https"));
+        }
+        if rest.contains(['/', '?', '#', '@', '\\', ' ', '*']) {
+            return Err(invalid());
+        }
+        let (host, port) = if let Some(after_bracket) = rest.strip_prefix('[') {
+            let (literal, tail) = after_bracket.split_once(']').ok_or_else(invalid)?;
+            literal.parse::<Ipv6Addr>().map_err(|_| invalid())?;
+            let port = match tail {
+                "" => None,
+                _ => Some(tail.strip_prefix(':').ok_or_else(invalid)?),
+            };
+            (format!("[{}]", literal.to_ascii_lowercase()), port)
+        } else {
+            let (host, port) = match rest.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            };
+            if !valid_name(host) {
+                return Err(invalid());
+            }
+            (host.to_ascii_lowercase(), port)
+        };
+        let port = match port {
+            None => None,
+            Some(digits) => Some(digits.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(invalid)?),
+        };
+        Ok(Self(match port.filter(|p| *p != default_port(&scheme)) {
+            Some(port) => format!("{scheme}://{host}:{port}"),
+            None => format!("{scheme}://{host}"),
+        }))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Origin {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::parse(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_forms_compare_equal() {
+        let o = |s: &str| Origin::parse(s).unwrap();
+        assert_eq!(o("HTTPS://App.Example.com:443"), o("https://app.example.com"));
+        assert_eq!(o("http://localhost:80").as_str(), "http://localhost");
+        assert_eq!(o("http://localhost:3000").as_str(), "http://localhost:3000");
+        assert_eq!(o("http://127.0.0.1:5173").as_str(), "http://127.0.0.1:5173");
+        assert_eq!(o("http://[::1]:8080").as_str(), "http://[::1]:8080");
+        assert_ne!(o("http://app.example.com"), o("https://app.example.com"));
+    }
+
+    #[test]
+    fn refuses_anything_but_an_exact_origin() {
+        for bad in [
+            "",
+            "app.example.com",
+            "ftp://app.example.com",
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "https://*.example.com",
+            "https://user@app.example.com",
+            "https://app.example.com:0",
+            "https://app.example.com:99999",
+            "https://app.example.com:",
+            "https://-bad.example.com",
+            "https://app..example.com",
+            "https://[::1",
+            "https://[nope]",
+            "null",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}

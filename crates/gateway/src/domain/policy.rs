@@ -1,0 +1,326 @@
+//! The pieces of a route's policy: which credential kinds it accepts, the scopes and roles it
+//! demands, its rate limit and its body-size limit.
+
+use std::{fmt, time::Duration};
+
+/// A kind of credential a route may accept (`auth = [...]` in the routes file). Service
+/// tokens are for internal calls and never reach a configured route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CredentialKind {
+    User,
+    Pat,
+    Sdk,
+    ApiKey,
+}
+
+impl CredentialKind {
+    pub const ALL: [Self; 4] = [Self::User, Self::Pat, Self::Sdk, Self::ApiKey];
+
+    /// The name used in the routes file and in `X-Auth-Kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Pat => "pat",
+            Self::Sdk => "sdk",
+            Self::ApiKey => "api_key",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Self::User => 1,
+            Self::Pat => 2,
+            Self::Sdk => 4,
+            Self::ApiKey => 8,
+        }
+    }
+}
+
+impl fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of [`CredentialKind`]s, checked once per request, so it is a bit set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct CredentialKinds(u8);
+
+impl CredentialKinds {
+    pub fn contains(self, kind: CredentialKind) -> bool {
+        self.0 & kind.bit() != 0
+    }
+
+    pub fn insert(&mut self, kind: CredentialKind) {
+        self.0 |= kind.bit();
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether every kind in `self` is also in `other`.
+    pub fn is_subset_of(self, other: Self) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = CredentialKind> {
+        CredentialKind::ALL.into_iter().filter(move |kind| self.contains(*kind))
+    }
+}
+
+impl FromIterator<CredentialKind> for CredentialKinds {
+    fn from_iter<I: IntoIterator<Item = CredentialKind>>(iter: I) -> Self {
+        let mut set = Self::default();
+        for kind in iter {
+            set.insert(kind);
+        }
+        set
+    }
+}
+
+impl fmt::Display for CredentialKinds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.iter().map(CredentialKind::as_str).collect();
+        f.write_str(&names.join(", "))
+    }
+}
+
+/// What a route demands before forwarding. `none` in the routes file is [`RouteAuth::Public`],
+/// which cannot be mixed with credential kinds: a request either must prove who it is or
+/// need not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAuth {
+    Public,
+    Required(CredentialKinds),
+}
+
+impl RouteAuth {
+    pub fn is_public(self) -> bool {
+        matches!(self, Self::Public)
+    }
+
+    pub fn accepts(self, kind: CredentialKind) -> bool {
+        match self {
+            Self::Public => true,
+            Self::Required(kinds) => kinds.contains(kind),
+        }
+    }
+}
+
+const MAX_SCOPE_LEN: usize = 128;
+
+/// A required scope: `resource:action` (`[a-z0-9_.-]+:[a-z0-9_.*-]+`) or `*`, the grammar the
+/// auth service grants scopes in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scope(String);
+
+fn resource_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
+}
+
+impl Scope {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text == "*" {
+            return Ok(Self(text.to_owned()));
+        }
+        let valid = text.len() <= MAX_SCOPE_LEN
+            && text.split_once(':').is_some_and(|(resource, action)| {
+                !resource.is_empty()
+                    && !action.is_empty()
+                    && resource.chars().all(resource_char)
+                    && action.chars().all(|c| resource_char(c) || c == '*')
+            });
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(format!("`{text}` is not a scope (resource:action in lowercase, e.g. orders:read, or *)"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A platform user's role, as carried in `X-Role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Member,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "member" => Ok(Self::Member),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!("`{other}` is not a role (member or admin)")),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `requests` per `per`, written `100/minute` (units `second`, `minute`, `hour`, `day` or
+/// `s`, `m`, `h`, `d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u64,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let invalid = || format!("`{text}` is not a rate limit (e.g. 100/minute; units second, minute, hour, day)");
+        let (count, unit) = text.split_once('/').ok_or_else(invalid)?;
+        let (count, unit) = (count.trim(), unit.trim());
+        if count.is_empty() || !count.chars().all(|c| c.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let requests: u64 = count.parse().map_err(|_| invalid())?;
+        if requests == 0 {
+            return Err(format!("`{text}` allows no request at all; remove rate_limit or allow at least 1"));
+        }
+        let seconds = match unit {
+            "second" | "s" => 1,
+            "minute" | "m" => 60,
+            "hour" | "h" => 3600,
+            "day" | "d" => 86_400,
+            _ => return Err(invalid()),
+        };
+        Ok(Self { requests, per: Duration::from_secs(seconds) })
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "second",
+            60 => "minute",
+            3600 => "hour",
+            86_400 => "day",
+            _ => return write!(f, "{}/{}s", self.requests, self.per.as_secs()),
+        };
+        write!(f, "{}/{unit}", self.requests)
+    }
+}
+
+/// A size in bytes written `<digits><unit>`, unit `B`, `KB`, `MB`, `GB` (powers of 1000) or
+/// `KiB`, `MiB`, `GiB` (powers of 1024); a space between number and unit is allowed. Units are
+/// case-sensitive because `mb` (millibit) and `MB` are not the same thing to a careful reader.
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+        format!("`{trimmed}` has no unit (use B, KB, MB, GB, KiB, MiB or GiB, e.g. 1MiB)")
+    })?;
+    let (digits, unit) = trimmed.split_at(split);
+    if digits.is_empty() {
+        return Err(format!("`{trimmed}` does not start with a number"));
+    }
+    let value: u64 = digits.parse().map_err(|_| format!("`{trimmed}` is not a valid number"))?;
+    let multiplier: u64 = match unit.trim_start() {
+        "B" => 1,
+        "KB" => 1000,
+        "MB" => 1000 * 1000,
+        "GB" => 1000 * 1000 * 1000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit `{other}` in `{trimmed}` (use B, KB, MB, GB, KiB, MiB or GiB)")),
+    };
+    value.checked_mul(multiplier).ok_or_else(|| format!("`{trimmed}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_form_a_set() {
+        let set: CredentialKinds = [CredentialKind::User, CredentialKind::Pat, CredentialKind::User].into_iter().collect();
+        assert!(set.contains(CredentialKind::Pat));
+        assert!(!set.contains(CredentialKind::Sdk));
+        assert_eq!(set.to_string(), "user, pat");
+        assert!(set.is_subset_of([CredentialKind::User, CredentialKind::Pat, CredentialKind::Sdk].into_iter().collect()));
+        assert!(!set.is_subset_of([CredentialKind::User].into_iter().collect()));
+        assert!(RouteAuth::Required(set).accepts(CredentialKind::User));
+        assert!(!RouteAuth::Required(set).accepts(CredentialKind::ApiKey));
+        assert!(RouteAuth::Public.accepts(CredentialKind::ApiKey));
+        for kind in CredentialKind::ALL {
+            assert_eq!(CredentialKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(CredentialKind::parse("none"), None);
+        assert_eq!(CredentialKind::parse("service"), None);
+    }
+
+    #[test]
+    fn scope_grammar() {
+        for good in ["*", "orders:read", "orders:*", "a.b-c_d:x.y-z*", "v2:read"] {
+            assert!(Scope::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "orders", ":read", "orders:", "Orders:read", "orders:read write", "or ders:read", "a:b:c", "**"] {
+            assert!(Scope::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(Scope::parse(&format!("{}:read", "a".repeat(200))).is_err());
+    }
+
+    #[test]
+    fn roles() {
+        assert_eq!(Role::parse("admin"), Ok(Role::Admin));
+        assert_eq!(Role::parse("member"), Ok(Role::Member));
+        assert!(Role::parse("Admin").is_err());
+        assert!(Role::parse("owner").is_err());
+    }
+
+    #[test]
+    fn rate_limits_in_both_spellings() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(RateLimit::parse("100/minute"), Ok(RateLimit { requests: 100, per: minute }));
+        assert_eq!(RateLimit::parse("100/m"), Ok(RateLimit { requests: 100, per: minute }));
+        assert_eq!(RateLimit::parse("5 / s").map(|r| r.per), Ok(Duration::from_secs(1)));
+        assert_eq!(RateLimit::parse("1/hour").map(|r| r.per), Ok(Duration::from_secs(3600)));
+        assert_eq!(RateLimit::parse("1/d").map(|r| r.per), Ok(Duration::from_secs(86_400)));
+        assert_eq!(RateLimit::parse("100/minute").map(|r| r.to_string()), Ok("100/minute".to_owned()));
+        for bad in ["", "100", "100/", "/minute", "0/minute", "-1/minute", "1.5/s", "100/week", "100/minutes", "x/s"] {
+            assert!(RateLimit::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_byte_size("1 MiB"), Ok(1 << 20));
+        assert_eq!(parse_byte_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_byte_size("2KB"), Ok(2000));
+        assert_eq!(parse_byte_size("3MB"), Ok(3_000_000));
+        assert_eq!(parse_byte_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_byte_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_byte_size("0B"), Ok(0));
+        for bad in ["", "1", "MiB", "1mib", "1TiB", "1.5MiB", "-1MiB", "99999999999999999999GiB", "1 M"] {
+            assert!(parse_byte_size(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(parse_byte_size("18446744073709551615GiB").is_err());
+    }
+}
