@@ -70,14 +70,59 @@ async fn set_role(email: &str, role: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// Builds and starts the all-in-one binary as the benchmark's auth service, in its own
+/// process (SPEC §10), then runs the criterion benchmarks against it.
 fn bench() -> Result<(), String> {
+    const SECRET: &str = "bench-service-secret-0123456789abcdef0123";
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args(["bench", "-p", "auth-service", "--bench", "tokens", "--bench", "contract"])
+    let root = workspace_root();
+    let built = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "portcullis"])
         .status()
         .map_err(|e| e.to_string())?;
-    if !status.success() {
+    if !built.success() {
+        return Err("building the server failed".to_owned());
+    }
+    let data = std::env::temp_dir().join(format!("portcullis-bench-{}", std::process::id()));
+    let (http, grpc) = (free_port()?, free_port()?);
+    let mut server = Command::new(root.join("target/release/portcullis"))
+        .env("DATA_DIR", &data)
+        .env("AUTH_PORT", http.to_string())
+        .env("AUTH_GRPC_PORT", grpc.to_string())
+        .env("SERVICE_SECRET", SECRET)
+        .env("JWT_EXPIRES_IN", "1h")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the server: {e}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
+        if std::time::Instant::now() > deadline {
+            let _ = server.kill();
+            return Err("the server did not start".to_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["bench", "-p", "auth-service", "--bench", "tokens", "--bench", "contract"])
+        .env("BENCH_AUTH_HTTP", format!("http://127.0.0.1:{http}"))
+        .env("BENCH_AUTH_GRPC", format!("http://127.0.0.1:{grpc}"))
+        .env("BENCH_SERVICE_SECRET", SECRET)
+        .status()
+        .map_err(|e| e.to_string());
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    if !status?.success() {
         return Err("benchmarks failed".to_owned());
     }
     println!("reports: target/criterion/; record results in docs/benchmarks.md");

@@ -1,7 +1,8 @@
 //! The internal contract's speed (SPEC §10): contract-client cache lookups per second, and
 //! `Validate` throughput over gRPC without any client cache, one credential per call and
 //! 100 per `ValidateBatch`. A real auth service (embedded SQLite, warm in-memory state) runs
-//! in this process on loopback; client and server share the machine's cores.
+//! in another process when `BENCH_AUTH_HTTP` and `BENCH_AUTH_GRPC` name it (`cargo xtask bench`
+//! starts one), otherwise in this process, where client and server share the cores.
 
 // A benchmark harness: a failed set-up step is a broken benchmark, so it panics.
 #![allow(clippy::expect_used)]
@@ -28,13 +29,21 @@ const IN_FLIGHT: usize = 64;
 const BATCH: usize = 100;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     grpc_url: String,
     access_token: String,
     service_token: String,
 }
 
 async fn start() -> Fixture {
+    match (std::env::var("BENCH_AUTH_HTTP"), std::env::var("BENCH_AUTH_GRPC")) {
+        (Ok(http), Ok(grpc)) => external(http, grpc).await,
+        _ => in_process().await,
+    }
+}
+
+/// A server in this process: client and server share the cores.
+async fn in_process() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let env = MapEnv::new([
         ("DATA_DIR", dir.path().to_string_lossy().to_string()),
@@ -54,7 +63,35 @@ async fn start() -> Fixture {
     let signed_in =
         service.signup("Bench", "bench@example.com", "correct horse battery staple", &meta).await.expect("signup");
     let (service_token, _) = service.issue_service_token("bench", SERVICE_SECRET).await.expect("service token");
-    Fixture { _dir: dir, grpc_url, access_token: signed_in.tokens.access_token, service_token }
+    Fixture { _dir: Some(dir), grpc_url, access_token: signed_in.tokens.access_token, service_token }
+}
+
+/// A server in another process (`cargo xtask bench` starts one), as SPEC §10 prescribes: the
+/// user signs up over HTTP, the service token comes from `IssueServiceToken`.
+async fn external(http: String, grpc_url: String) -> Fixture {
+    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+    let body = serde_json::json!({"name": "Bench", "email": email, "password": "correct horse battery staple"});
+    let signed_up: serde_json::Value = reqwest::Client::new()
+        .post(format!("{http}/api/v1/auth/signup"))
+        .json(&body)
+        .send()
+        .await
+        .expect("signup")
+        .json()
+        .await
+        .expect("signup body");
+    let access_token = signed_up["access_token"].as_str().expect("access token").to_owned();
+    let secret = std::env::var("BENCH_SERVICE_SECRET").unwrap_or_else(|_| SERVICE_SECRET.to_owned());
+    let mut grpc = AuthInternalClient::connect(grpc_url.clone()).await.expect("grpc");
+    let issued = grpc
+        .issue_service_token(auth_contract::proto::IssueServiceTokenRequest {
+            service_name: "bench".into(),
+            service_secret: secret,
+        })
+        .await
+        .expect("service token")
+        .into_inner();
+    Fixture { _dir: None, grpc_url, access_token, service_token: issued.token }
 }
 
 fn authed<T>(token: &str, message: T) -> Request<T> {

@@ -232,9 +232,9 @@ impl fmt::Display for RateLimit {
 /// case-sensitive because `mb` (millibit) and `MB` are not the same thing to a careful reader.
 pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
-    let split = trimmed.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
-        format!("`{trimmed}` has no unit (use B, KB, MB, GB, KiB, MiB or GiB, e.g. 1MiB)")
-    })?;
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{trimmed}` has no unit (use B, KB, MB, GB, KiB, MiB or GiB, e.g. 1MiB)"))?;
     let (digits, unit) = trimmed.split_at(split);
     if digits.is_empty() {
         return Err(format!("`{trimmed}` does not start with a number"));
@@ -259,11 +259,14 @@ mod tests {
 
     #[test]
     fn kinds_form_a_set() {
-        let set: CredentialKinds = [CredentialKind::User, CredentialKind::Pat, CredentialKind::User].into_iter().collect();
+        let set: CredentialKinds =
+            [CredentialKind::User, CredentialKind::Pat, CredentialKind::User].into_iter().collect();
         assert!(set.contains(CredentialKind::Pat));
         assert!(!set.contains(CredentialKind::Sdk));
         assert_eq!(set.to_string(), "user, pat");
-        assert!(set.is_subset_of([CredentialKind::User, CredentialKind::Pat, CredentialKind::Sdk].into_iter().collect()));
+        assert!(
+            set.is_subset_of([CredentialKind::User, CredentialKind::Pat, CredentialKind::Sdk].into_iter().collect())
+        );
         assert!(!set.is_subset_of([CredentialKind::User].into_iter().collect()));
         assert!(RouteAuth::Required(set).accepts(CredentialKind::User));
         assert!(!RouteAuth::Required(set).accepts(CredentialKind::ApiKey));
@@ -280,7 +283,8 @@ mod tests {
         for good in ["*", "orders:read", "orders:*", "a.b-c_d:x.y-z*", "v2:read"] {
             assert!(Scope::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "orders", ":read", "orders:", "Orders:read", "orders:read write", "or ders:read", "a:b:c", "**"] {
+        for bad in ["", "orders", ":read", "orders:", "Orders:read", "orders:read write", "or ders:read", "a:b:c", "**"]
+        {
             assert!(Scope::parse(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(Scope::parse(&format!("{}:read", "a".repeat(200))).is_err());

@@ -64,7 +64,7 @@ impl Upstream {
         self.uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("https"))
     }
 
-    /// The host, without brackets for IPv6 literals' surrounding port.
+    /// The host as written, an IPv6 literal in brackets.
     pub fn host(&self) -> &str {
         self.uri.host().unwrap_or_default()
     }

@@ -1,0 +1,378 @@
+//! The gateway's typed configuration, read once from the environment (SPEC §8) and validated
+//! at start-up together with the routes file; a bad value stops the process naming the
+//! variable.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use platform::{
+    env::{ConfigError, Env, EnvExt},
+    net::TrustedProxies,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{
+    domain::{Origin, Upstream},
+    routes::RoutesFile,
+};
+
+/// Shortest accepted signing secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_AUTH_SERVICE_URL: &str = "http://127.0.0.1:50051";
+pub const DEFAULT_AUTH_HTTP_URL: &str = "http://127.0.0.1:4001";
+pub const DEFAULT_SOCKET_SERVICE_URL: &str = "http://127.0.0.1:4004";
+
+/// How the gateway is deployed, which decides defaults and what is mandatory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Inside the all-in-one binary: listens on loopback at `GATEWAY_PORT`, finds the other
+    /// services at their default local addresses, and gets its secrets from the binary.
+    Embedded,
+    /// The `gateway` binary alone: the auth service's addresses, both secrets and `REDIS_URL`
+    /// are required.
+    Distributed,
+}
+
+/// Secrets handed in by the caller rather than read from the environment. The all-in-one
+/// binary passes the ones the auth service resolved (perhaps generated under `DATA_DIR`), so
+/// both sides are guaranteed to hold the same value. An override wins over the variable.
+#[derive(Debug, Clone, Default)]
+pub struct SecretOverrides {
+    pub service_secret: Option<SecretString>,
+    pub context_signing_secret: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub mode: Mode,
+    /// `HOST`.
+    pub host: IpAddr,
+    /// `PORT` (`GATEWAY_PORT` in the all-in-one binary); 0 picks a free port.
+    pub port: u16,
+    /// `AUTH_SERVICE_URL`: the auth service's gRPC address.
+    pub auth_service_url: Upstream,
+    /// `AUTH_HTTP_URL`: the auth service's REST base, for `/v1/auth` and `/v1/client(s)`.
+    pub auth_http_url: Upstream,
+    /// `SOCKET_SERVICE_URL`: the socket service, for `/v1/socket` and `/v1/socket/ticket`.
+    pub socket_service_url: Upstream,
+    /// `SERVICE_SECRET`: what the gateway proves to obtain a service token.
+    pub service_secret: SecretString,
+    /// `CONTEXT_SIGNING_SECRET`: signs the context headers sent upstream.
+    pub context_signing_secret: SecretString,
+    /// `REDIS_URL`: shared rate-limit counters, replay guards and events; `None` only in
+    /// embedded mode, which then keeps them in process.
+    pub redis_url: Option<SecretString>,
+    /// `REDIS_KEY_PREFIX`: prefix of every Redis key the gateway writes.
+    pub redis_key_prefix: String,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// `CORS_ORIGIN`: origins allowed for every preflight, on top of every client's origins.
+    pub cors_origins: Vec<Origin>,
+    /// `IP_WHITELIST_ENABLED`: enforce clients' IP allowlists.
+    pub ip_allowlist_enabled: bool,
+    /// `ORIGIN_VALIDATION_ENABLED`: enforce clients' allowed origins.
+    pub origin_validation_enabled: bool,
+    /// `GATEWAY_CONFIG`: where the routes came from; `None` serves only built-in routes.
+    pub routes_file: Option<PathBuf>,
+    /// The parsed routes file, or the empty one.
+    pub routes: RoutesFile,
+    /// `LOG_FORMAT`: `json` or `text`.
+    pub log_json: bool,
+}
+
+fn checked_secret(variable: &str, secret: SecretString) -> Result<SecretString, ConfigError> {
+    if secret.expose_secret().len() < MIN_SECRET_BYTES {
+        return Err(ConfigError::new(
+            variable,
+            format!("must be at least {MIN_SECRET_BYTES} bytes (generate one with `openssl rand -base64 48`)"),
+        ));
+    }
+    Ok(secret)
+}
+
+fn secret(
+    env: &dyn Env,
+    mode: Mode,
+    variable: &str,
+    override_value: Option<SecretString>,
+) -> Result<SecretString, ConfigError> {
+    match (override_value.or_else(|| env.secret(variable)), mode) {
+        (Some(value), _) => checked_secret(variable, value),
+        (None, Mode::Distributed) => Err(ConfigError::new(
+            variable,
+            format!(
+                "is required when the gateway runs alone (the auth service's value, at least {MIN_SECRET_BYTES} bytes)"
+            ),
+        )),
+        (None, Mode::Embedded) => {
+            Err(ConfigError::new(variable, "is not set and was not passed in by the all-in-one binary"))
+        }
+    }
+}
+
+/// A service address: the variable, else the embedded default, else (distributed) an error.
+fn service_url(env: &dyn Env, variable: &str, default: Option<&str>) -> Result<Upstream, ConfigError> {
+    match env.string(variable).as_deref().or(default) {
+        Some(raw) => Upstream::parse(raw).map_err(|e| ConfigError::new(variable, e)),
+        None => Err(ConfigError::new(variable, "is required when the gateway runs alone")),
+    }
+}
+
+/// Only the scheme is checked here (the client library parses the rest); the value is never
+/// echoed, since it may hold a password.
+fn redis_url(env: &dyn Env, mode: Mode) -> Result<Option<SecretString>, ConfigError> {
+    let Some(url) = env.secret("REDIS_URL") else {
+        return match mode {
+            Mode::Embedded => Ok(None),
+            Mode::Distributed => Err(ConfigError::new(
+                "REDIS_URL",
+                "is required when the gateway runs alone: rate limits and replay guards are shared through it",
+            )),
+        };
+    };
+    let scheme = url.expose_secret().split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("redis" | "rediss" | "redis+unix" | "unix") => Ok(Some(url)),
+        _ => Err(ConfigError::new("REDIS_URL", "must be a redis://, rediss:// or unix:// URL")),
+    }
+}
+
+fn cors_origins(env: &dyn Env) -> Result<Vec<Origin>, ConfigError> {
+    let mut origins: Vec<Origin> = Vec::new();
+    for item in env.string("CORS_ORIGIN").unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let origin = Origin::parse(item).map_err(|e| ConfigError::new("CORS_ORIGIN", e))?;
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    Ok(origins)
+}
+
+/// Loads the routes file, naming `GATEWAY_CONFIG` and, inside the message, the file and line.
+pub fn load_routes(path: &Path) -> Result<RoutesFile, ConfigError> {
+    RoutesFile::load(path).map_err(|e| ConfigError::new("GATEWAY_CONFIG", e))
+}
+
+impl GatewayConfig {
+    /// Reads the configuration with secrets from the environment only.
+    pub fn from_env(env: &dyn Env, mode: Mode) -> Result<Self, ConfigError> {
+        Self::from_env_with(env, mode, SecretOverrides::default())
+    }
+
+    /// Reads the configuration, taking secrets from `overrides` where given (see
+    /// [`SecretOverrides`]), and loads the routes file if `GATEWAY_CONFIG` names one.
+    pub fn from_env_with(env: &dyn Env, mode: Mode, overrides: SecretOverrides) -> Result<Self, ConfigError> {
+        let (port_var, default_host, local_default) = match mode {
+            Mode::Embedded => ("GATEWAY_PORT", "127.0.0.1", true),
+            Mode::Distributed => ("PORT", "0.0.0.0", false),
+        };
+        let host = env.parsed_or("HOST", default_host.parse().map_err(|e| ConfigError::new("HOST", e))?)?;
+        let port = env.parsed_or(port_var, DEFAULT_PORT)?;
+        let auth_service_url = service_url(env, "AUTH_SERVICE_URL", local_default.then_some(DEFAULT_AUTH_SERVICE_URL))?;
+        let auth_http_url = service_url(env, "AUTH_HTTP_URL", local_default.then_some(DEFAULT_AUTH_HTTP_URL))?;
+        let socket_service_url = service_url(env, "SOCKET_SERVICE_URL", Some(DEFAULT_SOCKET_SERVICE_URL))?;
+        let service_secret = secret(env, mode, "SERVICE_SECRET", overrides.service_secret)?;
+        let context_signing_secret = secret(env, mode, "CONTEXT_SIGNING_SECRET", overrides.context_signing_secret)?;
+        let redis_url = redis_url(env, mode)?;
+        let log_json = match env.string("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None => mode == Mode::Distributed,
+            Some("json") => true,
+            Some("text" | "pretty") => false,
+            Some(other) => return Err(ConfigError::new("LOG_FORMAT", format!("`{other}` is not json or text"))),
+        };
+        let routes_file = env.string("GATEWAY_CONFIG").map(PathBuf::from);
+        let routes = routes_file.as_deref().map(load_routes).transpose()?.unwrap_or_default();
+        Ok(Self {
+            mode,
+            host,
+            port,
+            auth_service_url,
+            auth_http_url,
+            socket_service_url,
+            service_secret,
+            context_signing_secret,
+            redis_url,
+            redis_key_prefix: env.string_or("REDIS_KEY_PREFIX", "portcullis:"),
+            trusted_proxies: TrustedProxies::parse("TRUSTED_PROXIES", env.string("TRUSTED_PROXIES").as_deref())?,
+            cors_origins: cors_origins(env)?,
+            ip_allowlist_enabled: env.bool_or("IP_WHITELIST_ENABLED", true)?,
+            origin_validation_enabled: env.bool_or("ORIGIN_VALIDATION_ENABLED", true)?,
+            routes_file,
+            routes,
+            log_json,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Write, net::Ipv4Addr};
+
+    use platform::env::MapEnv;
+
+    use super::*;
+
+    const GOOD: &str = "0123456789abcdef0123456789abcdef";
+    const OTHER: &str = "fedcba9876543210fedcba9876543210";
+
+    fn distributed_env(pairs: &[(&str, &str)]) -> MapEnv {
+        let mut env = MapEnv::new([
+            ("AUTH_SERVICE_URL", "http://auth:50051"),
+            ("AUTH_HTTP_URL", "http://auth:4001"),
+            ("SERVICE_SECRET", GOOD),
+            ("CONTEXT_SIGNING_SECRET", OTHER),
+            ("REDIS_URL", "redis://redis:6379"),
+        ]);
+        for (k, v) in pairs {
+            env.set(*k, *v);
+        }
+        env
+    }
+
+    fn distributed(pairs: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::from_env(&distributed_env(pairs), Mode::Distributed)
+    }
+
+    fn embedded(pairs: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
+        let overrides = SecretOverrides {
+            service_secret: Some(SecretString::from(GOOD)),
+            context_signing_secret: Some(SecretString::from(OTHER)),
+        };
+        GatewayConfig::from_env_with(&MapEnv::new(pairs.iter().copied()), Mode::Embedded, overrides)
+    }
+
+    #[test]
+    fn distributed_mode_requires_its_services_secrets_and_redis() {
+        for var in ["AUTH_SERVICE_URL", "AUTH_HTTP_URL", "SERVICE_SECRET", "CONTEXT_SIGNING_SECRET", "REDIS_URL"] {
+            let err = distributed(&[(var, "")]).unwrap_err();
+            assert_eq!(err.variable, var);
+            assert!(err.to_string().contains(var), "{err}");
+        }
+        assert!(distributed(&[]).is_ok());
+    }
+
+    #[test]
+    fn short_secrets_name_their_variable() {
+        for var in ["SERVICE_SECRET", "CONTEXT_SIGNING_SECRET"] {
+            let err = distributed(&[(var, "too-short")]).unwrap_err();
+            assert_eq!(err.variable, var);
+            assert!(err.message.contains("32 bytes"), "{err}");
+        }
+        let overrides =
+            SecretOverrides { service_secret: Some(SecretString::from("short")), ..SecretOverrides::default() };
+        let err = GatewayConfig::from_env_with(&distributed_env(&[]), Mode::Distributed, overrides).unwrap_err();
+        assert_eq!(err.variable, "SERVICE_SECRET");
+    }
+
+    #[test]
+    fn embedded_mode_defaults_to_local_services() {
+        let c = embedded(&[]).unwrap();
+        assert_eq!(c.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.auth_service_url.to_string(), "http://127.0.0.1:50051");
+        assert_eq!(c.auth_http_url.to_string(), "http://127.0.0.1:4001");
+        assert_eq!(c.socket_service_url.to_string(), "http://127.0.0.1:4004");
+        assert!(c.redis_url.is_none());
+        assert!(c.cors_origins.is_empty());
+        assert!(c.ip_allowlist_enabled && c.origin_validation_enabled);
+        assert!(!c.log_json);
+        assert!(c.routes_file.is_none() && c.routes.routes.is_empty() && c.routes.webhooks.is_empty());
+        assert_eq!(c.service_secret.expose_secret(), GOOD);
+        assert_eq!(c.context_signing_secret.expose_secret(), OTHER);
+    }
+
+    #[test]
+    fn embedded_mode_reads_its_own_port_and_secrets_from_the_env() {
+        let env = MapEnv::new([
+            ("GATEWAY_PORT", "0"),
+            ("PORT", "9999"),
+            ("SERVICE_SECRET", GOOD),
+            ("CONTEXT_SIGNING_SECRET", OTHER),
+        ]);
+        let c = GatewayConfig::from_env(&env, Mode::Embedded).unwrap();
+        assert_eq!(c.port, 0);
+        assert_eq!(c.service_secret.expose_secret(), GOOD);
+
+        // An override is what the auth service resolved, so it wins over the variable.
+        let overrides = SecretOverrides { service_secret: Some(SecretString::from(OTHER)), ..Default::default() };
+        let c = GatewayConfig::from_env_with(&env, Mode::Embedded, overrides).unwrap();
+        assert_eq!(c.service_secret.expose_secret(), OTHER);
+
+        let err = GatewayConfig::from_env(&MapEnv::default(), Mode::Embedded).unwrap_err();
+        assert_eq!(err.variable, "SERVICE_SECRET");
+    }
+
+    #[test]
+    fn distributed_defaults() {
+        let c = distributed(&[]).unwrap();
+        assert_eq!(c.host.to_string(), "0.0.0.0");
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.socket_service_url.to_string(), "http://127.0.0.1:4004");
+        assert!(c.log_json);
+        assert_eq!(c.redis_key_prefix, "portcullis:");
+        assert_eq!(distributed(&[("PORT", "9000"), ("GATEWAY_PORT", "1")]).unwrap().port, 9000);
+    }
+
+    #[test]
+    fn cors_origins_are_exact_and_canonical() {
+        let c = distributed(&[(
+            "CORS_ORIGIN",
+            " https://App.example.com:443, http://localhost:3000,,https://app.example.com ",
+        )])
+        .unwrap();
+        let origins: Vec<&str> = c.cors_origins.iter().map(Origin::as_str).collect();
+        assert_eq!(origins, ["https://app.example.com", "http://localhost:3000"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("PORT", "http"),
+            ("PORT", "70000"),
+            ("HOST", "localhost"),
+            ("AUTH_SERVICE_URL", "auth:50051"),
+            ("AUTH_HTTP_URL", "http://user:pw@auth:4001"),
+            ("SOCKET_SERVICE_URL", "ws://socket:4004"),
+            ("REDIS_URL", "http://redis:6379"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,nope"),
+            ("CORS_ORIGIN", "https://app.example.com/"),
+            ("CORS_ORIGIN", "https://*.example.com"),
+            ("CORS_ORIGIN", "*"),
+            ("IP_WHITELIST_ENABLED", "sometimes"),
+            ("ORIGIN_VALIDATION_ENABLED", "2"),
+            ("LOG_FORMAT", "xml"),
+            ("GATEWAY_CONFIG", "/nonexistent/portcullis/routes.toml"),
+        ] {
+            let err = distributed(&[(var, value)]).unwrap_err();
+            assert_eq!(err.variable, var, "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn redis_url_is_never_echoed() {
+        let err = distributed(&[("REDIS_URL", "http://:hunter2@redis")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn routes_file_is_loaded_and_its_errors_name_variable_file_and_line() {
+        let mut good = tempfile::NamedTempFile::new().unwrap();
+        write!(good, "[[routes]]\nprefix = \"/v1/user/orders\"\nupstream = \"http://127.0.0.1:9001\"\n").unwrap();
+        let path = good.path().to_string_lossy().into_owned();
+        let c = distributed(&[("GATEWAY_CONFIG", &path)]).unwrap();
+        assert_eq!(c.routes_file.as_deref(), Some(good.path()));
+        assert!(c.routes.routes.match_route("/v1/user/orders/7").is_some());
+
+        let mut bad = tempfile::NamedTempFile::new().unwrap();
+        write!(bad, "[[routes]]\nprefix = \"/v1/user/orders\"\nupstream = \"http://127.0.0.1:9001\"\nretries = 9\n")
+            .unwrap();
+        let path = bad.path().to_string_lossy().into_owned();
+        let err = distributed(&[("GATEWAY_CONFIG", &path)]).unwrap_err();
+        assert_eq!(err.variable, "GATEWAY_CONFIG");
+        let text = err.to_string();
+        assert!(text.contains(&path) && text.contains("line 4,") && text.contains("retries"), "{text}");
+    }
+}
