@@ -321,9 +321,20 @@ pub(crate) fn parse_uuid(text: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(text).map_err(|e| StoreError::Other(format!("bad id `{text}` in database: {e}")))
 }
 
+/// SQLSTATEs that mean the database cannot serve now, not that the query was wrong:
+/// connection exceptions (08), insufficient resources (53), operator intervention such as a
+/// forced disconnect (57), and a database that does not exist (3D000).
+fn is_outage_code(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57") || code == "3D000"
+}
+
 pub(crate) fn map_sqlx(err: sqlx::Error) -> StoreError {
     match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_owned()),
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| is_outage_code(&c)) => {
+            StoreError::Unavailable(err.to_string())
+        }
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
             StoreError::Unavailable(err.to_string())
         }

@@ -11,6 +11,7 @@ mod bad_input;
 mod bad_input_credentials;
 mod contract_client;
 mod credentials;
+mod faults;
 mod flows;
 mod forward_auth;
 mod grpc;
