@@ -1,10 +1,9 @@
 //! Value types of the gateway's configuration that validate by parsing, so the server never
 //! sees a raw string from the environment or the routes file.
 
-mod origin;
 mod policy;
 mod upstream;
 
-pub use origin::Origin;
+pub use platform::origin::Origin;
 pub use policy::{CredentialKind, CredentialKinds, RateLimit, Role, RouteAuth, Scope, parse_byte_size};
 pub use upstream::Upstream;

@@ -8,6 +8,7 @@ pub mod counters;
 pub mod duration;
 pub mod env;
 pub mod net;
+pub mod origin;
 pub mod redis;
 pub mod shutdown;
 pub mod telemetry;

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use platform::origin::Origin;
 
 use crate::error::Error;
 
@@ -18,108 +19,57 @@ pub fn parse_cidr(text: &str) -> Option<IpNet> {
 }
 
 /// An allowed origin: exact `scheme://host[:port]`, or `https://*.example.com` matching
-/// subdomains only (never the apex).
+/// subdomains only (never the apex). Both halves parse with the shared [`Origin`] rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginPattern {
-    scheme: String,
-    /// For a wildcard, the suffix after `*.`.
-    host: String,
-    port: Option<u16>,
+    /// For a wildcard, the origin of the suffix after `*.`.
+    origin: Origin,
     wildcard: bool,
 }
 
-/// A request's `Origin` header, parsed the same way; `null` and anything malformed parse to
-/// `None` and match nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestOrigin {
-    scheme: String,
-    host: String,
-    port: Option<u16>,
-}
-
-fn default_port(scheme: &str) -> u16 {
-    if scheme == "https" { 443 } else { 80 }
-}
-
-fn valid_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
-/// Splits `scheme://host[:port]`, refusing paths, queries, fragments and userinfo.
-fn split(text: &str) -> Option<(String, String, Option<u16>)> {
-    let (scheme, rest) = text.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
-        return None;
-    }
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@', '\\', ' ']) {
-        return None;
-    }
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) => {
-            let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-            (host, Some(port))
-        }
-        None => (rest, None),
-    };
-    let port = port.filter(|p| *p != default_port(&scheme));
-    Some((scheme, host.to_ascii_lowercase(), port))
+/// An IPv4 literal (digits and dots only) cannot take a subdomain wildcard.
+fn is_ipv4_literal(host: &str) -> bool {
+    host.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
 impl OriginPattern {
     pub fn parse(text: &str) -> Option<Self> {
-        let (scheme, host, port) = split(text.trim())?;
-        if let Some(suffix) = host.strip_prefix("*.") {
-            // Wildcards need a registrable-looking suffix (two labels) and HTTPS.
-            return (scheme == "https" && valid_host(suffix) && suffix.contains('.')).then(|| Self {
-                scheme,
-                host: suffix.to_owned(),
-                port,
-                wildcard: true,
-            });
+        let text = text.trim();
+        if let Some((scheme, rest)) = text.split_once("://")
+            && let Some(suffix) = rest.strip_prefix("*.")
+        {
+            let origin = Origin::parse(&format!("{scheme}://{suffix}")).ok()?;
+            // Wildcards need HTTPS and a registrable-looking suffix (at least two labels).
+            let host = origin.host();
+            let usable =
+                origin.scheme() == "https" && host.contains('.') && !host.starts_with('[') && !is_ipv4_literal(host);
+            return usable.then_some(Self { origin, wildcard: true });
         }
-        valid_host(&host).then_some(Self { scheme, host, port, wildcard: false })
+        Origin::parse(text).ok().map(|origin| Self { origin, wildcard: false })
     }
 
-    pub fn matches(&self, origin: &RequestOrigin) -> bool {
-        if self.scheme != origin.scheme || self.port != origin.port {
-            return false;
+    pub fn matches(&self, request: &Origin) -> bool {
+        if !self.wildcard {
+            return self.origin == *request;
         }
-        if self.wildcard {
-            origin
-                .host
-                .strip_suffix(&self.host)
+        self.origin.scheme() == request.scheme()
+            && self.origin.port() == request.port()
+            && request
+                .host()
+                .strip_suffix(self.origin.host())
                 .and_then(|label| label.strip_suffix('.'))
                 .is_some_and(|label| !label.is_empty())
-        } else {
-            self.host == origin.host
-        }
     }
 }
 
 impl std::fmt::Display for OriginPattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let star = if self.wildcard { "*." } else { "" };
-        write!(f, "{}://{star}{}", self.scheme, self.host)?;
-        if let Some(port) = self.port {
-            write!(f, ":{port}")?;
+        if self.wildcard {
+            let rest = self.origin.as_str().split_once("://").map_or("", |(_, rest)| rest);
+            write!(f, "{}://*.{rest}", self.origin.scheme())
+        } else {
+            f.write_str(self.origin.as_str())
         }
-        Ok(())
-    }
-}
-
-impl RequestOrigin {
-    pub fn parse(text: &str) -> Option<Self> {
-        let (scheme, host, port) = split(text.trim())?;
-        valid_host(&host).then_some(Self { scheme, host, port })
     }
 }
 
@@ -174,7 +124,7 @@ pub fn ip_allowed(allowlist: &[String], ip: IpAddr) -> bool {
 
 /// Whether a browser at `origin` may use a credential of a client with these origins.
 pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
-    let Some(origin) = RequestOrigin::parse(origin) else {
+    let Ok(origin) = Origin::parse(origin) else {
         return false;
     };
     allowed.iter().filter_map(|p| OriginPattern::parse(p)).any(|p| p.matches(&origin))

@@ -1,5 +1,7 @@
-//! [`Origin`]: an exact browser origin (`scheme://host[:port]`) as written in `CORS_ORIGIN`,
-//! compared by equality only so that no suffix or wildcard trick widens it.
+//! [`Origin`]: an exact browser origin (`scheme://host[:port]`), canonicalised so that one
+//! origin has one spelling. Every service parses origins here (the gateway's `CORS_ORIGIN`,
+//! the auth service's client allowlists and the `Origin` of requests), so they agree on what
+//! an origin is; origins compare by equality, so no suffix trick widens one.
 
 use std::{fmt, net::Ipv6Addr, str::FromStr};
 
@@ -69,6 +71,33 @@ impl Origin {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &str {
+        self.0.split_once("://").map_or("", |(scheme, _)| scheme)
+    }
+
+    fn authority(&self) -> &str {
+        self.0.split_once("://").map_or("", |(_, rest)| rest)
+    }
+
+    /// The lowercase host (an IPv6 literal keeps its brackets), without the port.
+    pub fn host(&self) -> &str {
+        let authority = self.authority();
+        match authority.rfind(':') {
+            Some(i) if !authority[i..].contains(']') => &authority[..i],
+            _ => authority,
+        }
+    }
+
+    /// The port when it is not the scheme's default.
+    pub fn port(&self) -> Option<u16> {
+        let authority = self.authority();
+        match authority.rfind(':') {
+            Some(i) if !authority[i..].contains(']') => authority[i + 1..].parse().ok(),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Origin {
@@ -98,6 +127,19 @@ mod tests {
         assert_eq!(o("http://127.0.0.1:5173").as_str(), "http://127.0.0.1:5173");
         assert_eq!(o("http://[::1]:8080").as_str(), "http://[::1]:8080");
         assert_ne!(o("http://app.example.com"), o("https://app.example.com"));
+    }
+
+    #[test]
+    fn parts() {
+        let o = |s: &str| Origin::parse(s).unwrap();
+        let a = o("HTTPS://App.Example.com:8443");
+        assert_eq!((a.scheme(), a.host(), a.port()), ("https", "app.example.com", Some(8443)));
+        let b = o("http://[::1]:8080");
+        assert_eq!((b.host(), b.port()), ("[::1]", Some(8080)));
+        let c = o("https://example.com:443");
+        assert_eq!((c.host(), c.port()), ("example.com", None));
+        let d = o("http://[::1]");
+        assert_eq!((d.host(), d.port()), ("[::1]", None));
     }
 
     #[test]
