@@ -113,7 +113,7 @@ fn bench() -> Result<(), String> {
     }
     let status = Command::new(&cargo)
         .current_dir(&root)
-        .args(["bench", "-p", "auth-service", "--bench", "tokens", "--bench", "contract"])
+        .args(["bench", "-p", "auth-service", "--bench", "tokens", "--bench", "contract", "--bench", "storm"])
         .env("BENCH_AUTH_HTTP", format!("http://127.0.0.1:{http}"))
         .env("BENCH_AUTH_GRPC", format!("http://127.0.0.1:{grpc}"))
         .env("BENCH_SERVICE_SECRET", SECRET)
