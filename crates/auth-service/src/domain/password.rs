@@ -1,7 +1,8 @@
 //! Passwords (NIST SP 800-63B): NFKC-normalised, counted in Unicode scalar values, between
 //! `PASSWORD_MIN_LENGTH` and 256, never truncated, no composition rules, refused when zxcvbn
 //! scores them below 2. Argon2id (m=19 MiB, t=2, p=1) runs on the blocking pool behind a
-//! semaphore, so a login storm queues here instead of starving token validation.
+//! semaphore, at the lowest thread priority, so a login storm queues here instead of starving
+//! token validation.
 
 use std::{sync::Arc, time::Instant};
 
@@ -66,6 +67,24 @@ impl std::fmt::Debug for Hasher {
     }
 }
 
+thread_local! {
+    static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Hashing threads run at the lowest scheduling priority (nice 19 on Linux), so when a
+/// login storm and token validation compete for a core, validation wins: logins wait longer,
+/// validation latency does not grow. Best effort: a refusal leaves the priority unchanged.
+fn lower_priority_once() {
+    LOWERED.with(|lowered| {
+        if !lowered.get() {
+            if let Err(err) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
+                tracing::debug!(error = ?err, "could not lower the hashing thread's priority");
+            }
+            lowered.set(true);
+        }
+    });
+}
+
 fn argon() -> Result<Argon2<'static>, Error> {
     let params = Params::new(19 * 1024, 2, 1, None).map_err(Error::internal)?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
@@ -91,6 +110,7 @@ impl Hasher {
         let argon = self.argon.clone();
         let on_hash = self.on_hash.clone();
         tokio::task::spawn_blocking(move || {
+            lower_priority_once();
             let started = Instant::now();
             let out = work(&argon);
             on_hash(started.elapsed());
