@@ -12,6 +12,7 @@ use super::{AuthService, check_lifetime, tokens::secs};
 use crate::{
     domain::{
         allowlist,
+        credential::Credential,
         jwt::{Claims, NewToken, TokenType},
         scope::Scopes,
     },
@@ -148,15 +149,20 @@ impl AuthService {
         };
         let (refresh, record) = self.new_refresh(session.id, SessionKind::Sdk, None, session.expires_at, now);
         self.store().insert_sdk_session(&session, &record).await?;
-        let access_token = self.sign_sdk(&session, now)?;
+        let tokens = self.sdk_tokens(session, &refresh, now)?;
         self.events()
             .emit(
                 events::SESSION_CREATED,
-                json!({"session_id": session.id, "client_id": session.client_id, "kind": "sdk"}),
+                json!({"session_id": tokens.session.id, "client_id": tokens.session.client_id, "kind": "sdk"}),
             )
             .await;
+        Ok(tokens)
+    }
+
+    /// Signs an SDK access token for `session` and pairs it with its refresh token.
+    fn sdk_tokens(&self, session: SdkSession, refresh: &Credential, now: OffsetDateTime) -> Result<SdkTokens, Error> {
         Ok(SdkTokens {
-            access_token,
+            access_token: self.sign_sdk(&session, now)?,
             refresh_token: refresh.expose().to_owned(),
             expires_in: self.inner.config.sdk_token_ttl.as_secs(),
             session,
@@ -204,19 +210,14 @@ impl AuthService {
         if !self.store().rotate_refresh_token(record.id, now, &next_record).await? {
             return Err(Error::RefreshConflict);
         }
-        let access_token = self.sign_sdk(&session, now)?;
+        let tokens = self.sdk_tokens(SdkSession { last_activity: now, ..session }, &next, now)?;
         self.events()
             .emit(
                 events::TOKEN_REFRESHED,
-                json!({"session_id": session.id, "client_id": session.client_id, "kind": "sdk"}),
+                json!({"session_id": tokens.session.id, "client_id": tokens.session.client_id, "kind": "sdk"}),
             )
             .await;
-        Ok(SdkTokens {
-            access_token,
-            refresh_token: next.expose().to_owned(),
-            expires_in: self.inner.config.sdk_token_ttl.as_secs(),
-            session: SdkSession { last_activity: now, ..session },
-        })
+        Ok(tokens)
     }
 
     /// Verifies an SDK token: signature and claims, its session, key and client, and the
