@@ -3,8 +3,10 @@
 //! into ([`domain`]). The gateway authenticates only through `auth-contract` and never links
 //! a JWT library (`cargo xtask ssot-check`).
 
+pub mod client_ip;
 pub mod config;
 pub mod domain;
+pub mod error;
 pub mod routes;
 
 pub use config::{GatewayConfig, Mode, SecretOverrides};

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+use testkit::on_both_backends;
 mod table;
 
 mod bad_input;

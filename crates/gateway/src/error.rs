@@ -1,0 +1,207 @@
+//! The gateway's one error type and its problem+json answer. Each error records where it came
+//! from (the caller, the auth service, an upstream, or the gateway itself) and whether a
+//! client may retry it, so logs and metrics can tell a bad request from a sick upstream.
+
+use std::time::Duration;
+
+use auth_contract::{ClientError, ErrorCode, codes};
+use axum::{
+    Json,
+    http::{HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+tokio::task_local! {
+    /// The current request's id, set by the request-id layer so every problem carries it.
+    pub static REQUEST_ID: String;
+}
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// Seconds a client should wait after a 503.
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 5;
+
+/// Where an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The request itself was refused.
+    Downstream,
+    /// The auth service (refusal or outage).
+    Auth,
+    /// The service behind the route.
+    Upstream,
+    /// The gateway.
+    Internal,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Downstream => "downstream",
+            Self::Auth => "auth",
+            Self::Upstream => "upstream",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    /// The auth service refused the credential or the request.
+    #[error("{message}")]
+    Denied { code: ErrorCode, message: String },
+    /// The auth service (or Redis where the gateway must not guess) is unreachable: fail closed.
+    #[error("{dependency} is unavailable")]
+    Unavailable { dependency: &'static str },
+    #[error("no route for this path")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    /// Malformed input (`validation_failed`, 400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A webhook whose signature, timestamp or replay check failed (401).
+    #[error("{0}")]
+    SignatureInvalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("this route requires scope `{0}`")]
+    InsufficientScope(String),
+    #[error("too many requests")]
+    RateLimited { retry_after: Duration },
+    /// The upstream's breaker is open or it refused the connection.
+    #[error("the upstream service is unavailable")]
+    UpstreamUnavailable,
+    #[error("the upstream service did not answer in time")]
+    UpstreamTimeout,
+    /// The upstream answered with something that is not HTTP.
+    #[error("the upstream service answered badly")]
+    BadGateway,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ClientError> for GatewayError {
+    fn from(err: ClientError) -> Self {
+        match err {
+            ClientError::Denied { code, message } => Self::Denied { code, message },
+            ClientError::Unavailable(_) => Self::Unavailable { dependency: "auth service" },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+    request_id: Option<String>,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Denied { code, .. } => {
+                StatusCode::from_u16(codes::http_status(*code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            Self::Unavailable { .. } | Self::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::SignatureInvalid(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable problem `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Denied { code, .. } => codes::as_snake(*code),
+            Self::Unavailable { .. } | Self::UpstreamUnavailable => "unavailable",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BadRequest(_) => "validation_failed",
+            Self::SignatureInvalid(_) => "signature_invalid",
+            Self::Forbidden(_) => "forbidden",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::BadGateway => "bad_gateway",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    pub fn source(&self) -> Source {
+        match self {
+            Self::Denied { .. } | Self::Unavailable { .. } => Source::Auth,
+            Self::UpstreamUnavailable | Self::UpstreamTimeout | Self::BadGateway => Source::Upstream,
+            Self::Internal(_) => Source::Internal,
+            _ => Source::Downstream,
+        }
+    }
+
+    /// Whether the same request may succeed if sent again later.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::UpstreamUnavailable | Self::UpstreamTimeout | Self::RateLimited { .. }
+        )
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after } => Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+            Self::Unavailable { .. } | Self::UpstreamUnavailable => Some(UNAVAILABLE_RETRY_AFTER),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.code();
+        let detail = match &self {
+            Self::Internal(message) => {
+                tracing::error!(error = %message, "gateway internal error");
+                "the gateway could not complete the request".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let problem = Problem {
+            kind: format!("urn:portcullis:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail,
+            code,
+            request_id: REQUEST_ID.try_with(Clone::clone).ok(),
+        };
+        let mut response = (status, Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        if status == StatusCode::UNAUTHORIZED && !matches!(self, Self::SignatureInvalid(_)) {
+            let challenge = match &self {
+                Self::Denied { code: ErrorCode::TokenMissing, .. } => "Bearer",
+                _ => "Bearer error=\"invalid_token\"",
+            };
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        headers.insert(HeaderName::from_static("x-error-source"), HeaderValue::from_static(self.source().as_str()));
+        response
+    }
+}
