@@ -14,7 +14,7 @@ use platform::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    domain::{Origin, Upstream},
+    domain::{Origin, RateLimit, Upstream},
     routes::RoutesFile,
 };
 
@@ -81,6 +81,11 @@ pub struct GatewayConfig {
     pub routes: RoutesFile,
     /// `LOG_FORMAT`: `json` or `text`.
     pub log_json: bool,
+    /// `IP_RATE_LIMIT` (e.g. `600/minute`): a limit per client IP on every request; unset
+    /// means none beyond the routes' own.
+    pub ip_rate_limit: Option<RateLimit>,
+    /// `DATA_DIR`: where embedded mode spools webhook events.
+    pub data_dir: PathBuf,
 }
 
 fn checked_secret(variable: &str, secret: SecretString) -> Result<SecretString, ConfigError> {
@@ -203,6 +208,11 @@ impl GatewayConfig {
             routes_file,
             routes,
             log_json,
+            ip_rate_limit: env
+                .string("IP_RATE_LIMIT")
+                .map(|raw| RateLimit::parse(&raw).map_err(|e| ConfigError::new("IP_RATE_LIMIT", e)))
+                .transpose()?,
+            data_dir: PathBuf::from(env.string_or("DATA_DIR", "./data")),
         })
     }
 }

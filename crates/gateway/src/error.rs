@@ -7,7 +7,7 @@ use std::time::Duration;
 use auth_contract::{ClientError, ErrorCode, codes};
 use axum::{
     Json,
-    http::{HeaderName, HeaderValue, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -22,7 +22,8 @@ pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 /// Seconds a client should wait after a 503.
 pub const UNAVAILABLE_RETRY_AFTER: u64 = 5;
 
-/// Where an error came from.
+/// Where an error came from; the error's response carries it as an extension for the access
+/// log and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// The request itself was refused.
@@ -60,9 +61,11 @@ pub enum GatewayError {
     MethodNotAllowed,
     #[error("the request body is larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
-    /// Malformed input (`validation_failed`, 400).
+    /// Malformed input (`malformed_body`, 400).
     #[error("{0}")]
     BadRequest(String),
+    #[error("the body must be application/json")]
+    UnsupportedMediaType,
     /// A webhook whose signature, timestamp or replay check failed (401).
     #[error("{0}")]
     SignatureInvalid(String),
@@ -115,6 +118,7 @@ impl GatewayError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::SignatureInvalid(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -132,7 +136,8 @@ impl GatewayError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::BodyTooLarge { .. } => "body_too_large",
-            Self::BadRequest(_) => "validation_failed",
+            Self::BadRequest(_) => "malformed_body",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::SignatureInvalid(_) => "signature_invalid",
             Self::Forbidden(_) => "forbidden",
             Self::InsufficientScope(_) => "insufficient_scope",
@@ -201,7 +206,7 @@ impl IntoResponse for GatewayError {
         if let Some(seconds) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        headers.insert(HeaderName::from_static("x-error-source"), HeaderValue::from_static(self.source().as_str()));
+        response.extensions_mut().insert(self.source());
         response
     }
 }

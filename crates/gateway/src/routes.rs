@@ -9,6 +9,7 @@ use std::{
     fmt,
     ops::Range,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -80,7 +81,7 @@ pub struct RoutePolicy {
 /// The configured routes, answering which one a request path belongs to.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
-    routes: Vec<RoutePolicy>,
+    routes: Vec<Arc<RoutePolicy>>,
     by_prefix: HashMap<String, usize>,
 }
 
@@ -88,7 +89,7 @@ impl RouteTable {
     /// The route with the longest prefix that `path` is under, matching whole segments only.
     /// A query string, if present, is ignored. The caller normalises the path first (no `..`,
     /// no percent-encoded separators), since matching is on the raw text.
-    pub fn match_route(&self, path: &str) -> Option<&RoutePolicy> {
+    pub fn match_route(&self, path: &str) -> Option<&Arc<RoutePolicy>> {
         let path = path.split_once('?').map_or(path, |(path, _)| path);
         // Walking the path's own segment boundaries from the longest costs one hash lookup per
         // segment, whatever the number of routes.
@@ -105,12 +106,12 @@ impl RouteTable {
     }
 
     /// The route declared with exactly this prefix.
-    pub fn get(&self, prefix: &str) -> Option<&RoutePolicy> {
+    pub fn get(&self, prefix: &str) -> Option<&Arc<RoutePolicy>> {
         self.by_prefix.get(prefix).and_then(|&index| self.routes.get(index))
     }
 
     /// Every route, in file order.
-    pub fn routes(&self) -> &[RoutePolicy] {
+    pub fn routes(&self) -> &[Arc<RoutePolicy>] {
         &self.routes
     }
 
@@ -161,7 +162,7 @@ impl RoutesFile {
                 ));
             }
             routes.by_prefix.insert(route.prefix.clone(), routes.routes.len());
-            routes.routes.push(route);
+            routes.routes.push(Arc::new(route));
         }
 
         let mut webhooks = BTreeMap::new();

@@ -409,3 +409,37 @@ pub async fn next_event(events: &mut Subscription, channel: &str, pred: impl Fn(
         }
     }
 }
+
+/// A registered client and its first API key.
+#[derive(Debug, Clone)]
+pub struct RegisteredClient {
+    pub id: String,
+    pub key: String,
+    pub key_id: String,
+}
+
+impl TestApp {
+    pub async fn put_auth(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.http.put(self.url(path)).bearer_auth(token).json(body).send().await.expect("request")
+    }
+
+    /// Registers a client owned by `owner` (`body` as for `POST /client/register`).
+    pub async fn register_client(&self, owner: &Tokens, body: Value) -> RegisteredClient {
+        let response = self.post_auth("/client/register", &owner.access, Some(&body)).await;
+        let created = expect_status(response, StatusCode::CREATED).await;
+        RegisteredClient {
+            id: created["client"]["id"].as_str().expect("client id").to_owned(),
+            key: created["api_key"]["key"].as_str().expect("key shown once").to_owned(),
+            key_id: created["api_key"]["id"].as_str().expect("key id").to_owned(),
+        }
+    }
+
+    /// Creates a PAT for `user` (`body` as for `POST /tokens`); returns its id and secret.
+    pub async fn create_pat(&self, user: &Tokens, body: Value) -> (String, String) {
+        let created = expect_status(self.post_auth("/tokens", &user.access, Some(&body)).await, StatusCode::CREATED).await;
+        (
+            created["id"].as_str().expect("pat id").to_owned(),
+            created["token"].as_str().expect("pat shown once").to_owned(),
+        )
+    }
+}

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use platform::origin::Origin;
+pub use platform::origin::{OriginPattern, origin_allowed};
 
 use crate::error::Error;
 
@@ -16,61 +16,6 @@ pub fn parse_cidr(text: &str) -> Option<IpNet> {
     let text = text.trim();
     let net = text.parse::<IpNet>().ok().or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))?;
     Some(net.trunc())
-}
-
-/// An allowed origin: exact `scheme://host[:port]`, or `https://*.example.com` matching
-/// subdomains only (never the apex). Both halves parse with the shared [`Origin`] rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OriginPattern {
-    /// For a wildcard, the origin of the suffix after `*.`.
-    origin: Origin,
-    wildcard: bool,
-}
-
-/// An IPv4 literal (digits and dots only) cannot take a subdomain wildcard.
-fn is_ipv4_literal(host: &str) -> bool {
-    host.chars().all(|c| c.is_ascii_digit() || c == '.')
-}
-
-impl OriginPattern {
-    pub fn parse(text: &str) -> Option<Self> {
-        let text = text.trim();
-        if let Some((scheme, rest)) = text.split_once("://")
-            && let Some(suffix) = rest.strip_prefix("*.")
-        {
-            let origin = Origin::parse(&format!("{scheme}://{suffix}")).ok()?;
-            // Wildcards need HTTPS and a registrable-looking suffix (at least two labels).
-            let host = origin.host();
-            let usable =
-                origin.scheme() == "https" && host.contains('.') && !host.starts_with('[') && !is_ipv4_literal(host);
-            return usable.then_some(Self { origin, wildcard: true });
-        }
-        Origin::parse(text).ok().map(|origin| Self { origin, wildcard: false })
-    }
-
-    pub fn matches(&self, request: &Origin) -> bool {
-        if !self.wildcard {
-            return self.origin == *request;
-        }
-        self.origin.scheme() == request.scheme()
-            && self.origin.port() == request.port()
-            && request
-                .host()
-                .strip_suffix(self.origin.host())
-                .and_then(|label| label.strip_suffix('.'))
-                .is_some_and(|label| !label.is_empty())
-    }
-}
-
-impl std::fmt::Display for OriginPattern {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.wildcard {
-            let rest = self.origin.as_str().split_once("://").map_or("", |(_, rest)| rest);
-            write!(f, "{}://*.{rest}", self.origin.scheme())
-        } else {
-            f.write_str(self.origin.as_str())
-        }
-    }
 }
 
 /// Validates a request's list of CIDRs into canonical strings.
@@ -120,14 +65,6 @@ pub fn ip_allowed(allowlist: &[String], ip: IpAddr) -> bool {
     }
     let ip = platform::net::canonical(ip);
     allowlist.iter().filter_map(|e| parse_cidr(e)).any(|net| net.contains(&ip))
-}
-
-/// Whether a browser at `origin` may use a credential of a client with these origins.
-pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
-    let Ok(origin) = Origin::parse(origin) else {
-        return false;
-    };
-    allowed.iter().filter_map(|p| OriginPattern::parse(p)).any(|p| p.matches(&origin))
 }
 
 #[cfg(test)]

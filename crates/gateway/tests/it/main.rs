@@ -2,3 +2,8 @@
 //! upstream on port 0, on SQLite always and on PostgreSQL + Redis when configured.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod e2e;
+mod webhooks;

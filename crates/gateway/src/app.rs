@@ -1,0 +1,178 @@
+//! Start-up and serving: [`start`] connects what the gateway runs on (the auth service's
+//! client and its cache invalidation, the CORS origin list, rate-limit storage) and
+//! [`router`] assembles the middleware in SPEC §6's order; [`run`] serves until shutdown.
+//! The `gateway` binary, the all-in-one binary and the tests all go through these.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use auth_contract::{AuthClient, ClientConfig};
+use axum::{
+    Router,
+    middleware::{from_fn, from_fn_with_state},
+    routing::{any, get, post},
+};
+use futures::StreamExt;
+use platform::bus::BusMessage;
+use tokio::net::TcpListener;
+
+use crate::{
+    config::GatewayConfig,
+    domain::{CredentialKind, CredentialKinds, RouteAuth},
+    handlers,
+    layers::{access_log, authn, client_ip, cors, rate_limit, request_id, route_match, sanitize, security},
+    metrics::Metrics,
+    proxy::Proxy,
+    ratelimit::RateLimiter,
+    routes::RoutePolicy,
+    state::{CorsOrigins, Gateway, GatewayDeps, Inner},
+    webhooks::{self, WebhookDeps, Webhooks},
+};
+
+/// How often the client-origin list is fetched again while the auth service cannot answer.
+const ORIGINS_RETRY: Duration = Duration::from_secs(2);
+
+fn ticket_route(config: &GatewayConfig) -> RoutePolicy {
+    let mut kinds = CredentialKinds::default();
+    for kind in CredentialKind::ALL {
+        kinds.insert(kind);
+    }
+    RoutePolicy {
+        prefix: route_match::SOCKET_TICKET_PATH.to_owned(),
+        upstream: config.socket_service_url.clone(),
+        auth: RouteAuth::Required(kinds),
+        scopes: Vec::new(),
+        roles: Vec::new(),
+        rate_limit: None,
+        timeout: Duration::from_secs(10),
+        retries: 0,
+        max_body: 64 * 1024,
+        line: 0,
+    }
+}
+
+/// Builds the gateway and starts its background work: revocation events clear the credential
+/// cache, and `auth:client.*` events (or a bus reconnect) refresh the CORS origin list.
+pub async fn start(config: GatewayConfig, deps: GatewayDeps) -> Result<Gateway, String> {
+    use secrecy::ExposeSecret as _;
+    let client_config = ClientConfig::new(
+        config.auth_service_url.to_string(),
+        "gateway",
+        secrecy::SecretString::from(config.service_secret.expose_secret().to_owned()),
+    );
+    let auth = AuthClient::new(client_config).map_err(|e| format!("auth client: {e}"))?;
+    auth.follow(deps.bus.clone()).await.map_err(|e| format!("cannot follow auth events: {e}"))?;
+    let limiter = RateLimiter::new(deps.redis.clone().map(|pool| (pool, config.redis_key_prefix.clone())));
+    let webhooks = Webhooks::start(
+        &config.routes.webhooks,
+        WebhookDeps {
+            redis: deps.redis.clone(),
+            key_prefix: config.redis_key_prefix.clone(),
+            spool_dir: config.data_dir.join("webhooks"),
+        },
+    )
+    .await?;
+    let gateway = Gateway::new(Inner {
+        webhooks,
+        context_key: Gateway::context_key_from(&config),
+        ticket_route: Arc::new(ticket_route(&config)),
+        cors: CorsOrigins::new(config.cors_origins.iter().map(|o| o.as_str().to_owned())),
+        config,
+        auth,
+        proxy: Proxy::new(),
+        limiter,
+        metrics: Metrics::new(),
+        deps,
+    });
+    follow_client_origins(gateway.clone()).await?;
+    Ok(gateway)
+}
+
+async fn refresh_origins(gateway: &Gateway) -> bool {
+    match gateway.auth.list_allowed_origins().await {
+        Ok(origins) => {
+            gateway.cors.replace_clients(&origins);
+            true
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot fetch client origins; preflights use CORS_ORIGIN only for now");
+            false
+        }
+    }
+}
+
+async fn follow_client_origins(gateway: Gateway) -> Result<(), String> {
+    let mut events = gateway
+        .deps
+        .bus
+        .subscribe(&["auth:client.*"])
+        .await
+        .map_err(|e| format!("cannot follow client events: {e}"))?;
+    tokio::spawn(async move {
+        let mut stale = !refresh_origins(&gateway).await;
+        loop {
+            let next = if stale {
+                match tokio::time::timeout(ORIGINS_RETRY, events.next()).await {
+                    Ok(message) => message,
+                    Err(_) => {
+                        stale = !refresh_origins(&gateway).await;
+                        continue;
+                    }
+                }
+            } else {
+                events.next().await
+            };
+            match next {
+                Some(BusMessage::Event(_) | BusMessage::Resubscribed) => stale = !refresh_origins(&gateway).await,
+                None => break,
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The whole HTTP surface with its middleware.
+pub fn router(gateway: Gateway) -> Router {
+    let proxied = Router::new()
+        .fallback(handlers::proxied)
+        .layer(from_fn_with_state(gateway.clone(), rate_limit::layer))
+        .layer(from_fn_with_state(gateway.clone(), authn::layer))
+        .layer(from_fn_with_state(gateway.clone(), route_match::layer))
+        .with_state(gateway.clone());
+    let built_in = Router::new()
+        .route("/v1/auth", any(handlers::auth))
+        .route("/v1/auth/{*rest}", any(handlers::auth))
+        .route("/v1/client/{*rest}", any(handlers::clients))
+        .route("/v1/clients", any(handlers::clients))
+        .route("/v1/sdk/session", post(handlers::sdk_session))
+        .route("/v1/socket", get(handlers::socket))
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(gateway.clone())
+        .merge(webhooks::router(gateway.webhooks.clone()));
+    let limited = built_in.layer(from_fn_with_state(gateway.clone(), rate_limit::layer)).fallback_service(proxied);
+    Router::new()
+        .route("/health", get(handlers::health))
+        .route("/ready", get(handlers::ready))
+        .route("/metrics", get(handlers::metrics))
+        .with_state(gateway.clone())
+        .merge(limited)
+        .layer(from_fn_with_state(gateway.clone(), cors::layer))
+        .layer(from_fn_with_state(gateway.config.trusted_proxies.clone(), client_ip::layer))
+        .layer(from_fn(sanitize::layer))
+        .layer(from_fn(request_id::layer))
+        .layer(from_fn(security::layer))
+        .layer(from_fn_with_state(gateway, access_log::layer))
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
+pub async fn run(
+    gateway: Gateway,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(gateway.clone());
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    gateway.webhooks.stop();
+    served
+}

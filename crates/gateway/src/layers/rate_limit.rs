@@ -1,0 +1,174 @@
+//! Rate limits, after authentication: per tenant on proxied routes (the tenant's own limit,
+//! set with `/client/{id}/rate-limit`, replaces the route's default; without a tenant the
+//! route's limit applies per principal, or per IP when the route is public), plus the optional
+//! per-IP limit `IP_RATE_LIMIT` on every request. Buckets live in Redis, shared by every
+//! gateway instance (see `ratelimit.rs` for the local fallback). Answers carry `RateLimit-*`
+//! headers; a refusal is 429 with `Retry-After`.
+
+use std::{sync::Arc, time::Duration};
+
+use auth_contract::AuthContext;
+use axum::{
+    extract::{Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::{
+    client_ip::ClientIp,
+    domain::RateLimit,
+    error::GatewayError,
+    layers::MatchedRoute,
+    ratelimit::Decision,
+    state::Gateway,
+};
+
+pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// One limit to apply: the bucket key, the limit, and the scope named in metrics.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Bucket {
+    pub key: String,
+    pub limit: RateLimit,
+    pub scope: &'static str,
+}
+
+/// Which buckets a request counts against.
+pub fn buckets(
+    ip_limit: Option<RateLimit>,
+    route: Option<&MatchedRoute>,
+    context: Option<&AuthContext>,
+    ip: ClientIp,
+) -> Vec<Bucket> {
+    let mut out = Vec::with_capacity(2);
+    if let Some(limit) = ip_limit {
+        out.push(Bucket { key: format!("ip:{}", ip.0), limit, scope: "ip" });
+    }
+    let Some(route) = route else {
+        return out;
+    };
+    let prefix = &route.policy.prefix;
+    match context {
+        Some(ctx) => {
+            let own = ctx.rate_limit.filter(|l| l.requests > 0 && l.per_ms > 0);
+            match (own, ctx.tenant_id.as_deref().filter(|t| !t.is_empty())) {
+                (Some(own), Some(tenant)) => out.push(Bucket {
+                    key: format!("tenant:{tenant}"),
+                    limit: RateLimit { requests: own.requests, per: Duration::from_millis(own.per_ms) },
+                    scope: "tenant",
+                }),
+                (_, tenant) => {
+                    if let Some(limit) = route.policy.rate_limit {
+                        let who = tenant.map_or_else(|| format!("sub:{}", ctx.subject), |t| format!("tenant:{t}"));
+                        out.push(Bucket { key: format!("route:{prefix}:{who}"), limit, scope: "tenant" });
+                    }
+                }
+            }
+        }
+        None => {
+            if let Some(limit) = route.policy.rate_limit {
+                out.push(Bucket { key: format!("route:{prefix}:ip:{}", ip.0), limit, scope: "ip" });
+            }
+        }
+    }
+    out
+}
+
+fn set_headers(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(decision.reset.as_secs_f64().ceil() as u64));
+}
+
+pub async fn layer(State(gateway): State<Gateway>, request: Request, next: Next) -> Response {
+    let ip = request.extensions().get::<ClientIp>().copied().unwrap_or(ClientIp([0, 0, 0, 0].into()));
+    let buckets = buckets(
+        gateway.config.ip_rate_limit,
+        request.extensions().get::<MatchedRoute>(),
+        request.extensions().get::<Arc<AuthContext>>().map(Arc::as_ref),
+        ip,
+    );
+    if buckets.is_empty() {
+        return next.run(request).await;
+    }
+    // The tightest bucket is the one reported.
+    let mut tightest: Option<Decision> = None;
+    for bucket in &buckets {
+        let decision = gateway.limiter.check(&bucket.key, bucket.limit).await;
+        if !decision.allowed {
+            gateway.metrics.rate_limited.with_label_values(&[bucket.scope]).inc();
+            let mut response = GatewayError::RateLimited { retry_after: decision.retry_after }.into_response();
+            set_headers(response.headers_mut(), &decision);
+            return response;
+        }
+        if tightest.is_none_or(|t| decision.remaining < t.remaining) {
+            tightest = Some(decision);
+        }
+    }
+    let mut response = next.run(request).await;
+    if let Some(decision) = tightest {
+        set_headers(response.headers_mut(), &decision);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use auth_contract::Kind;
+
+    use super::*;
+    use crate::routes::RoutesFile;
+
+    fn route(limit: Option<&str>) -> MatchedRoute {
+        let limit = limit.map(|l| format!("rate_limit = \"{l}\"\n")).unwrap_or_default();
+        let file = RoutesFile::parse(&format!(
+            "[[routes]]\nprefix = \"/v1/sdk/chat\"\nupstream = \"http://127.0.0.1:9\"\n{limit}"
+        ))
+        .unwrap();
+        MatchedRoute { policy: file.routes.routes()[0].clone(), upstream_path: None }
+    }
+
+    fn sdk(tenant: &str, own: Option<(u64, u64)>) -> AuthContext {
+        AuthContext {
+            subject: format!("sdk:{tenant}:u1"),
+            kind: Kind::Sdk,
+            user_id: None,
+            tenant_id: Some(tenant.into()),
+            client_id: Some(tenant.into()),
+            session_id: None,
+            credential_id: None,
+            role: None,
+            scopes: vec![],
+            expires_at: None,
+            rate_limit: own.map(|(requests, per_ms)| auth_contract::RateLimit { requests, per_ms }),
+        }
+    }
+
+    const IP: ClientIp = ClientIp(std::net::IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 7)));
+
+    #[test]
+    fn the_tenants_own_limit_replaces_the_route_default() {
+        let r = route(Some("100/minute"));
+        let own = buckets(None, Some(&r), Some(&sdk("c1", Some((5, 1000)))), IP);
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].key, "tenant:c1");
+        assert_eq!(own[0].limit, RateLimit { requests: 5, per: Duration::from_secs(1) });
+        let default = buckets(None, Some(&r), Some(&sdk("c1", None)), IP);
+        assert_eq!(default[0].key, "route:/v1/sdk/chat:tenant:c1");
+        assert_eq!(default[0].limit.requests, 100);
+    }
+
+    #[test]
+    fn public_requests_count_per_ip_and_the_ip_limit_applies_everywhere() {
+        let r = route(Some("10/second"));
+        let anonymous = buckets(None, Some(&r), None, IP);
+        assert_eq!(anonymous[0].key, "route:/v1/sdk/chat:ip:203.0.113.7");
+        let everywhere = buckets(Some(RateLimit { requests: 1, per: Duration::from_secs(1) }), None, None, IP);
+        assert_eq!(everywhere.len(), 1);
+        assert_eq!(everywhere[0].key, "ip:203.0.113.7");
+        assert!(buckets(None, Some(&route(None)), Some(&sdk("c1", None)), IP).is_empty());
+    }
+}

@@ -1,0 +1,94 @@
+//! [`Gateway`]: everything a request needs, built once at start-up and shared by every layer
+//! and handler (cheap to clone).
+
+use std::{
+    collections::HashSet,
+    ops::Deref,
+    sync::{Arc, RwLock},
+};
+
+use auth_contract::{AuthClient, headers::ContextKey};
+use deadpool_redis::Pool;
+use platform::{bus::EventBus, origin::OriginPattern};
+use secrecy::ExposeSecret;
+
+use crate::{
+    config::GatewayConfig, metrics::Metrics, proxy::Proxy, ratelimit::RateLimiter, routes::RoutePolicy,
+    webhooks::Webhooks,
+};
+
+/// What the gateway runs on besides its configuration.
+#[derive(Clone)]
+pub struct GatewayDeps {
+    /// Events from the auth service (revocations, `auth:client.updated`).
+    pub bus: Arc<dyn EventBus>,
+    /// Shared rate limits; `None` keeps them in process.
+    pub redis: Option<Pool>,
+}
+
+/// Origins a preflight may come from: `CORS_ORIGIN` plus every client's allowed origins (the
+/// latter replaced whenever `auth:client.updated` arrives).
+#[derive(Default)]
+pub struct CorsOrigins {
+    configured: HashSet<String>,
+    clients: RwLock<Arc<Vec<OriginPattern>>>,
+}
+
+impl CorsOrigins {
+    pub fn new(configured: impl IntoIterator<Item = String>) -> Self {
+        Self { configured: configured.into_iter().collect(), clients: RwLock::default() }
+    }
+
+    pub fn replace_clients(&self, origins: &[String]) {
+        let patterns: Vec<OriginPattern> = origins.iter().filter_map(|o| OriginPattern::parse(o)).collect();
+        *self.clients.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(patterns);
+    }
+
+    /// Exact, canonical match (or a client's `https://*.domain` subdomain pattern); `null`
+    /// and anything unparsable match nothing.
+    pub fn allows(&self, origin: &str) -> bool {
+        let Ok(origin) = platform::origin::Origin::parse(origin) else {
+            return false;
+        };
+        if self.configured.contains(origin.as_str()) {
+            return true;
+        }
+        let clients = self.clients.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        clients.iter().any(|pattern| pattern.matches(&origin))
+    }
+}
+
+pub struct Inner {
+    pub config: GatewayConfig,
+    pub auth: AuthClient,
+    pub context_key: ContextKey,
+    pub proxy: Proxy,
+    pub limiter: Arc<RateLimiter>,
+    pub cors: CorsOrigins,
+    pub metrics: Metrics,
+    pub deps: GatewayDeps,
+    pub webhooks: Arc<Webhooks>,
+    /// The policy of `POST /v1/socket/ticket`: any authenticated kind, to the socket service.
+    pub ticket_route: Arc<RoutePolicy>,
+}
+
+#[derive(Clone)]
+pub struct Gateway(Arc<Inner>);
+
+impl Deref for Gateway {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Gateway {
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+
+    pub fn context_key_from(config: &GatewayConfig) -> ContextKey {
+        ContextKey::new(config.context_signing_secret.expose_secret())
+    }
+}

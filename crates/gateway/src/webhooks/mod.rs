@@ -1,0 +1,315 @@
+//! Webhook ingestion (SPEC §6): `POST /v1/webhooks/{source}` verifies the sender's signature,
+//! refuses replays, stores the event durably and answers 202; a worker per source forwards
+//! it to the configured upstream. `GET` answers Meta's verification handshake.
+//! Design notes and operator guidance: `docs/webhooks.md`.
+
+pub mod deliver;
+pub mod outbox;
+pub mod replay;
+pub mod verify;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    path::PathBuf,
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::{ConnectInfo, Path, Query, Request, State, rejection::PathRejection},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use http::Uri;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use platform::{
+    Unavailable,
+    clock::{Clock, SystemClock},
+};
+use serde_json::json;
+use tokio::{
+    sync::{Notify, watch},
+    task::JoinHandle,
+};
+
+pub use self::deliver::RetryPolicy;
+use self::{
+    outbox::{Outbox, RedisOutbox, SpoolOutbox, StoredEvent},
+    replay::{MemoryReplayGuard, RedisReplayGuard, ReplayGuard},
+    verify::Verifier,
+};
+use crate::{client_ip::ClientIp, error::GatewayError, routes::Webhook};
+
+/// The path the gateway mounts.
+pub const PATH: &str = "/v1/webhooks/{source}";
+/// Largest accepted body; senders' own limits are below this (Meta and Standard Webhooks
+/// senders stay well under 1 MiB).
+pub const MAX_BODY: usize = 1 << 20;
+/// Longest `hub.challenge` echoed back.
+const MAX_CHALLENGE: usize = 1024;
+
+/// What the ingestion needs from the process.
+pub struct WebhookDeps {
+    /// Distributed mode: the replay guard and outbox live in Redis. `None`: embedded mode,
+    /// an in-memory replay guard and the spool directory.
+    pub redis: Option<deadpool_redis::Pool>,
+    /// Namespaces every Redis key (`<prefix>webhooks:…`).
+    pub key_prefix: String,
+    /// Embedded mode's outbox, one sub-directory per source.
+    pub spool_dir: PathBuf,
+}
+
+/// Knobs tests turn; the gateway uses the defaults.
+#[derive(Clone)]
+pub struct WebhookOptions {
+    pub clock: Arc<dyn Clock>,
+    pub retry: RetryPolicy,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        Self { clock: Arc::new(SystemClock), retry: RetryPolicy::default() }
+    }
+}
+
+struct Source {
+    hook: Webhook,
+    verifier: Verifier,
+    /// Wakes the source's worker when this instance stores an event.
+    notify: Arc<Notify>,
+}
+
+/// The running ingestion: verifiers, replay guard, outbox and delivery workers.
+pub struct Webhooks {
+    sources: BTreeMap<String, Source>,
+    replay: Arc<dyn ReplayGuard>,
+    outbox: Arc<dyn Outbox>,
+    clock: Arc<dyn Clock>,
+    stop: watch::Sender<bool>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn unavailable(e: &Unavailable) -> GatewayError {
+    tracing::warn!(dependency = e.dependency, error = %e.message, "webhook dependency unavailable");
+    GatewayError::Unavailable { dependency: e.dependency }
+}
+
+/// The URL events of `hook` are POSTed to: the upstream with its path, `/` when it has none.
+fn delivery_url(hook: &Webhook) -> Result<Uri, String> {
+    if hook.upstream.is_https() {
+        // The gateway's delivery client speaks plain HTTP; failing here beats piling events
+        // up for an upstream that can never be reached.
+        return Err(format!(
+            "webhooks.{}.upstream: https upstreams are not supported for webhook delivery yet",
+            hook.source
+        ));
+    }
+    let path = if hook.upstream.base_path().is_empty() { "/" } else { "" };
+    Uri::from_str(&hook.upstream.join(path)).map_err(|e| format!("webhooks.{}.upstream: {e}", hook.source))
+}
+
+impl Webhooks {
+    /// Builds verifiers, the replay guard and the outbox; spawns one delivery worker per source.
+    pub async fn start(hooks: &BTreeMap<String, Webhook>, deps: WebhookDeps) -> Result<Arc<Self>, String> {
+        Self::start_with(hooks, deps, WebhookOptions::default()).await
+    }
+
+    /// [`Webhooks::start`] with an injected clock and retry pacing.
+    pub async fn start_with(
+        hooks: &BTreeMap<String, Webhook>,
+        deps: WebhookDeps,
+        options: WebhookOptions,
+    ) -> Result<Arc<Self>, String> {
+        let (replay, outbox): (Arc<dyn ReplayGuard>, Arc<dyn Outbox>) = match deps.redis {
+            Some(pool) => (
+                Arc::new(RedisReplayGuard::new(pool.clone(), &deps.key_prefix)),
+                Arc::new(RedisOutbox::new(pool, &deps.key_prefix)),
+            ),
+            None => {
+                if !hooks.is_empty() {
+                    std::fs::create_dir_all(&deps.spool_dir)
+                        .map_err(|e| format!("webhook spool directory {}: {e}", deps.spool_dir.display()))?;
+                }
+                (Arc::new(MemoryReplayGuard::new(options.clock.clone())), Arc::new(SpoolOutbox::new(deps.spool_dir)))
+            }
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let client = deliver::client();
+        let mut sources = BTreeMap::new();
+        let mut workers = Vec::new();
+        for (name, hook) in hooks {
+            let verifier = Verifier::new(hook)?;
+            let url = delivery_url(hook)?;
+            let pending = outbox.recover(name).await.map_err(|e| format!("webhooks.{name}: {e}"))?;
+            if pending > 0 {
+                tracing::info!(source = %name, pending, "webhook events pending from a previous run");
+            }
+            let notify = Arc::new(Notify::new());
+            let worker = deliver::Worker {
+                source: name.clone(),
+                url,
+                outbox: outbox.clone(),
+                client: client.clone(),
+                notify: notify.clone(),
+                stop: stop_rx.clone(),
+                policy: options.retry,
+            };
+            workers.push(tokio::spawn(worker.run()));
+            sources.insert(name.clone(), Source { hook: hook.clone(), verifier, notify });
+        }
+        Ok(Arc::new(Self { sources, replay, outbox, clock: options.clock, stop, workers: Mutex::new(workers) }))
+    }
+
+    /// Stops the workers (called on shutdown). An event in flight stays stored and is
+    /// delivered again after the next start.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+        // Aborting as well as signalling makes the stop immediate even for a worker waiting on
+        // a slow upstream; whatever it was doing is safe to cut short, because an event leaves
+        // the outbox only after its delivery, and a cut-short removal means one more delivery.
+        for worker in std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner())) {
+            worker.abort();
+        }
+    }
+
+    /// Events waiting for delivery, for /metrics and tests.
+    pub async fn pending(&self, source: &str) -> Result<u64, GatewayError> {
+        if !self.sources.contains_key(source) {
+            return Err(GatewayError::NotFound);
+        }
+        self.outbox.pending(source).await.map_err(|e| unavailable(&e))
+    }
+
+    fn source(&self, path: Result<Path<String>, PathRejection>) -> Result<&Source, GatewayError> {
+        let Ok(Path(name)) = path else { return Err(GatewayError::NotFound) };
+        self.sources.get(&name).ok_or(GatewayError::NotFound)
+    }
+}
+
+impl Drop for Webhooks {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// The caller's address: the client-IP layer's decision, else the TCP peer.
+fn caller_ip(request: &Request) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<ClientIp>()
+        .map(|ip| ip.0)
+        .or_else(|| request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+}
+
+fn check_ip(source: &Source, request: &Request) -> Result<(), GatewayError> {
+    if source.hook.allowed_ips.is_empty() {
+        return Ok(());
+    }
+    // An unknown address cannot be shown to be allowed: fail closed.
+    match caller_ip(request) {
+        Some(ip) if source.hook.ip_allowed(ip) => Ok(()),
+        _ => Err(GatewayError::Forbidden("deliveries for this source are not accepted from this address".into())),
+    }
+}
+
+/// `GET` and `POST /v1/webhooks/{source}`; body limit 1 MiB (413 beyond); never a 500 for bad input.
+pub fn router(webhooks: Arc<Webhooks>) -> Router {
+    Router::new()
+        .route(PATH, get(handshake).post(ingest).fallback(|| async { GatewayError::MethodNotAllowed }))
+        .with_state(webhooks)
+}
+
+/// Meta's subscription check: echo `hub.challenge` when `hub.verify_token` is ours.
+async fn handshake(
+    State(webhooks): State<Arc<Webhooks>>,
+    path: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> Result<Response, GatewayError> {
+    let source = webhooks.source(path)?;
+    if !source.verifier.is_meta() {
+        return Err(GatewayError::MethodNotAllowed);
+    }
+    check_ip(source, &request)?;
+    let Query(query) = Query::<HashMap<String, String>>::try_from_uri(request.uri())
+        .map_err(|_| GatewayError::BadRequest("the query string is malformed".into()))?;
+    let mode = query.get("hub.mode").map(String::as_str);
+    let token = query.get("hub.verify_token").map(String::as_str).unwrap_or_default();
+    // The token is compared even when the mode is wrong, so the answer's timing says nothing.
+    let token_ok = source.verifier.handshake_token_matches(token);
+    if mode != Some("subscribe") || !token_ok {
+        tracing::warn!(source = %source.hook.source, "webhook handshake refused");
+        return Err(GatewayError::Forbidden("the verification token does not match".into()));
+    }
+    let challenge = query
+        .get("hub.challenge")
+        .filter(|c| !c.is_empty() && c.len() <= MAX_CHALLENGE)
+        .ok_or_else(|| GatewayError::BadRequest(format!("hub.challenge must be 1 to {MAX_CHALLENGE} characters")))?;
+    let mut response = (StatusCode::OK, challenge.clone()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    // The challenge is the caller's own text echoed back; never let a browser sniff it.
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    Ok(response)
+}
+
+/// Reads the body up to [`MAX_BODY`], refusing a larger declared length before reading.
+async fn read_body(request: Request) -> Result<bytes::Bytes, GatewayError> {
+    let too_large = GatewayError::BodyTooLarge { limit: MAX_BODY as u64 };
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+        return Err(too_large);
+    }
+    match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large),
+        Err(_) => Err(GatewayError::BadRequest("the request body could not be read".into())),
+    }
+}
+
+async fn ingest(
+    State(webhooks): State<Arc<Webhooks>>,
+    path: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> Result<Response, GatewayError> {
+    let source = webhooks.source(path)?;
+    let name = source.hook.source.as_str();
+    check_ip(source, &request)?;
+    let headers = request.headers().clone();
+    let body = read_body(request).await?;
+
+    let now = webhooks.clock.now().unix_timestamp();
+    let verified = source.verifier.verify(&headers, &body, now).inspect_err(|e| {
+        tracing::warn!(source = name, error = %e, "webhook refused");
+    })?;
+
+    // An event is acceptable for ±tolerance around its timestamp, so it must be remembered
+    // for twice the tolerance to outlive every moment a replay could still pass.
+    let replay_key = format!("{name}:{}", verified.replay_key);
+    let window = source.hook.tolerance.saturating_mul(2).max(Duration::from_secs(1));
+    if !webhooks.replay.first_seen(&replay_key, window).await.map_err(|e| unavailable(&e))? {
+        tracing::warn!(source = name, "webhook replay refused");
+        return Err(GatewayError::SignatureInvalid("this delivery was already received".into()));
+    }
+
+    let id = verified.event_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let event = StoredEvent::new(id.clone(), name.to_owned(), now, content_type, verified.forward_headers, &body);
+    if let Err(e) = webhooks.outbox.push(&event).await {
+        // Not stored, so not accepted: the sender must be able to retry with the same id.
+        if let Err(release) = webhooks.replay.release(&replay_key).await {
+            tracing::warn!(source = name, error = %release, "cannot release the replay key of an unstored event");
+        }
+        return Err(unavailable(&e));
+    }
+    source.notify.notify_one();
+    tracing::info!(source = name, id = %id, bytes = body.len(), "webhook event accepted");
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true, "id": id }))).into_response())
+}
+
+#[cfg(test)]
+mod tests;

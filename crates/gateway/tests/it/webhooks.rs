@@ -1,0 +1,604 @@
+//! Webhook ingestion end to end: `webhooks::router` on port 0 in front of a recording test
+//! upstream, on the spool + in-memory backend always and on Redis when `REDIS_URL` is set
+//! (required in CI, through `testkit::Backend::shared`).
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU16, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{Router, body::Bytes, extract::State, http::HeaderMap};
+use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
+use gateway::{
+    RoutesFile, Webhook,
+    client_ip::ClientIp,
+    webhooks::{RetryPolicy, WebhookDeps, WebhookOptions, Webhooks, router},
+};
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde_json::Value;
+use sha2::Sha256;
+
+const STANDARD_KEY: &[u8] = b"integration-standard-key-32bytes";
+const META_SECRET: &str = "meta-app-secret";
+const VERIFY_TOKEN: &str = "meta-verify-token";
+
+// ---- backends ----
+
+/// Where a test's outbox and replay guard live; cloning keeps the same spool dir or prefix,
+/// which is how a restart is simulated.
+#[derive(Clone)]
+struct Store {
+    redis: Option<deadpool_redis::Pool>,
+    prefix: String,
+    spool: PathBuf,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl Store {
+    fn spool() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self { redis: None, prefix: String::new(), spool: dir.path().join("spool"), _dir: Arc::new(dir) }
+    }
+
+    /// `None` outside CI when Redis is not configured; a panic in CI.
+    async fn redis() -> Option<Self> {
+        let testkit::Backend::Postgres { redis_url, .. } = testkit::Backend::shared()? else { return None };
+        let pool = platform::redis::connect(&redis_url)
+            .await
+            .unwrap_or_else(|e| panic!("REDIS_URL is set but Redis is unreachable: {e}"));
+        let dir = tempfile::tempdir().unwrap();
+        Some(Self {
+            redis: Some(pool),
+            prefix: format!("pc_test:{}:", uuid::Uuid::new_v4().simple()),
+            spool: dir.path().join("unused"),
+            _dir: Arc::new(dir),
+        })
+    }
+
+    fn deps(&self) -> WebhookDeps {
+        WebhookDeps { redis: self.redis.clone(), key_prefix: self.prefix.clone(), spool_dir: self.spool.clone() }
+    }
+}
+
+/// One test per backend for each `async fn(Store)`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod spool {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Store::spool()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(store) = super::Store::redis().await {
+                        super::$name(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    signed_event_reaches_the_upstream_exactly_once,
+    bad_signatures_are_refused_and_not_forwarded,
+    upstream_down_then_up_receives_the_event,
+    restart_delivers_what_was_pending,
+    refused_event_is_set_aside_and_the_queue_moves_on,
+);
+
+// ---- the test upstream ----
+
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Records every request and answers with `status` (200 unless a test changes it).
+#[derive(Clone)]
+struct TestUpstream {
+    received: Arc<Mutex<Vec<Received>>>,
+    status: Arc<AtomicU16>,
+}
+
+impl TestUpstream {
+    fn new() -> Self {
+        Self { received: Arc::default(), status: Arc::new(AtomicU16::new(200)) }
+    }
+
+    async fn serve(&self, listener: tokio::net::TcpListener) {
+        let app = Router::new()
+            .fallback(|State(up): State<TestUpstream>, request: axum::extract::Request| async move {
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                up.received.lock().unwrap().push(Received {
+                    path: parts.uri.path().to_owned(),
+                    headers: parts.headers,
+                    body,
+                });
+                axum::http::StatusCode::from_u16(up.status.load(Ordering::SeqCst)).unwrap()
+            })
+            .with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    }
+
+    async fn start() -> (Self, u16) {
+        let upstream = Self::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        upstream.serve(listener).await;
+        (upstream, port)
+    }
+
+    /// Brings the upstream up on a port chosen earlier.
+    async fn start_on(port: u16) -> Self {
+        let upstream = Self::new();
+        upstream.serve(tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap()).await;
+        upstream
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, count: usize) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let received = self.received();
+            if received.len() >= count || Instant::now() > deadline {
+                return received;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A port with nothing listening on it (yet).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+// ---- the gateway side ----
+
+fn hooks(upstream_port: u16, extra: &str) -> BTreeMap<String, Webhook> {
+    let toml = format!(
+        r#"
+[webhooks.billing]
+profile = "standard"
+secrets = ["whsec_{standard}"]
+upstream = "http://127.0.0.1:{upstream_port}/hooks/billing"
+tolerance = "5m"
+
+[webhooks.meta]
+profile = "meta"
+secrets = ["{META_SECRET}"]
+verify_token = "{VERIFY_TOKEN}"
+upstream = "http://127.0.0.1:{upstream_port}/hooks/meta"
+
+[webhooks.acme]
+profile = "generic"
+secrets = ["acme-secret"]
+header = "x-acme-signature"
+encoding = "base64"
+upstream = "http://127.0.0.1:{upstream_port}"
+{extra}
+"#,
+        standard = B64.encode(STANDARD_KEY),
+    );
+    RoutesFile::parse(&toml).unwrap().webhooks
+}
+
+fn options() -> WebhookOptions {
+    WebhookOptions {
+        retry: RetryPolicy {
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(200),
+            attempt_timeout: Duration::from_secs(2),
+            poll_interval: Duration::from_millis(100),
+        },
+        ..WebhookOptions::default()
+    }
+}
+
+struct Gateway {
+    base: String,
+    webhooks: Arc<Webhooks>,
+    http: reqwest::Client,
+}
+
+impl Gateway {
+    async fn start(store: &Store, hooks: &BTreeMap<String, Webhook>) -> Self {
+        Self::start_with(store, hooks, |r| r).await
+    }
+
+    async fn start_with(store: &Store, hooks: &BTreeMap<String, Webhook>, wrap: impl FnOnce(Router) -> Router) -> Self {
+        let webhooks = Webhooks::start_with(hooks, store.deps(), options()).await.unwrap();
+        let app = wrap(router(webhooks.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap()
+        });
+        Self { base: format!("http://{addr}/v1/webhooks"), webhooks, http: reqwest::Client::new() }
+    }
+
+    async fn post(&self, source: &str, headers: &[(&str, String)], body: &'static [u8]) -> (StatusCode, Value) {
+        let mut request =
+            self.http.post(format!("{}/{source}", self.base)).header("content-type", "application/json").body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn wait_pending(&self, source: &str, expected: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let pending = self.webhooks.pending(source).await.unwrap();
+            if pending == expected || Instant::now() > deadline {
+                return pending;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.webhooks.stop();
+    }
+}
+
+fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn standard_headers(id: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+    let ts = now().to_string();
+    let sig = B64.encode(mac(STANDARD_KEY, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]));
+    vec![("webhook-id", id.to_owned()), ("webhook-timestamp", ts), ("webhook-signature", format!("v1,{sig}"))]
+}
+
+fn meta_headers(body: &[u8]) -> Vec<(&'static str, String)> {
+    vec![("x-hub-signature-256", format!("sha256={}", hex::encode(mac(META_SECRET.as_bytes(), &[body]))))]
+}
+
+fn acme_headers(body: &[u8]) -> Vec<(&'static str, String)> {
+    vec![("x-acme-signature", B64.encode(mac(b"acme-secret", &[body])))]
+}
+
+const EVENT: &[u8] = br#"{"type":"invoice.paid","amount":4200}"#;
+
+/// POSTs with one extra header line and the given body pieces, ignoring write errors (the
+/// server may answer and close first); returns the start of the raw response.
+async fn raw_post(base: &str, source: &str, header: &str, pieces: &[Vec<u8>]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let authority = base.trim_start_matches("http://").split('/').next().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let head = format!("POST /v1/webhooks/{source} HTTP/1.1\r\nhost: {authority}\r\n{header}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for piece in pieces {
+        if stream.write_all(piece).await.is_err() {
+            break;
+        }
+    }
+    let mut response = vec![0; 4096];
+    let mut read = 0;
+    while read < response.len() {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut response[read..])).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => read += n,
+        }
+        if response[..read].ends_with(b"}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&response[..read]).into_owned()
+}
+
+fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+}
+
+// ---- the tests ----
+
+async fn signed_event_reaches_the_upstream_exactly_once(store: Store) {
+    let (upstream, port) = TestUpstream::start().await;
+    let gw = Gateway::start(&store, &hooks(port, "")).await;
+
+    let headers = standard_headers("msg_once", EVENT);
+    let (status, body) = gw.post("billing", &headers, EVENT).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body, serde_json::json!({"accepted": true, "id": "msg_once"}));
+
+    let received = upstream.wait_for(1).await;
+    assert_eq!(received.len(), 1);
+    let got = &received[0];
+    assert_eq!(got.path, "/hooks/billing");
+    assert_eq!(got.body.as_ref(), EVENT);
+    assert_eq!(got.headers["content-type"], "application/json");
+    assert_eq!(got.headers["webhook-id"], "msg_once");
+    assert_eq!(got.headers["x-webhook-source"], "billing");
+    assert_eq!(got.headers["webhook-signature"], headers[2].1.as_str(), "the upstream may verify again");
+    assert_eq!(gw.wait_pending("billing", 0).await, 0);
+
+    // The same delivery again, byte for byte, is a replay.
+    let (status, body) = gw.post("billing", &headers, EVENT).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "signature_invalid");
+    // Re-signed with a fresh timestamp, the id still identifies it.
+    let (status, body) = gw.post("billing", &standard_headers("msg_once", EVENT), EVENT).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "signature_invalid");
+
+    // Meta and generic replays are recognised by their signature; each first delivery gets
+    // its own id.
+    let (status, meta) = gw.post("meta", &meta_headers(EVENT), EVENT).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{meta}");
+    let (status, body) = gw.post("meta", &meta_headers(EVENT), EVENT).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "signature_invalid");
+    let (status, acme) = gw.post("acme", &acme_headers(EVENT), EVENT).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{acme}");
+    assert_ne!(meta["id"], acme["id"]);
+
+    let received = upstream.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received_later = upstream.received();
+    assert_eq!(received_later.len(), 3, "each event once: {received:?}");
+    let meta_got = received_later.iter().find(|r| r.path == "/hooks/meta").unwrap();
+    assert_eq!(meta_got.headers["webhook-id"], meta["id"].as_str().unwrap());
+    assert!(meta_got.headers.contains_key("x-hub-signature-256"));
+    let acme_got = received_later.iter().find(|r| r.path == "/").unwrap();
+    assert_eq!(acme_got.headers["x-webhook-source"], "acme");
+}
+
+async fn bad_signatures_are_refused_and_not_forwarded(store: Store) {
+    let (upstream, port) = TestUpstream::start().await;
+    let gw = Gateway::start(&store, &hooks(port, "")).await;
+
+    let mut wrong = standard_headers("msg_bad", EVENT);
+    wrong[2].1 = format!("v1,{}", B64.encode(mac(b"not-the-key", &[b"msg_bad"])));
+    let stale_ts = (now() - 3600).to_string();
+    let stale_sig = B64.encode(mac(STANDARD_KEY, &[b"msg_old.", stale_ts.as_bytes(), b".", EVENT]));
+    let stale = vec![
+        ("webhook-id", "msg_old".to_owned()),
+        ("webhook-timestamp", stale_ts),
+        ("webhook-signature", format!("v1,{stale_sig}")),
+    ];
+    // (source, headers, body, status, code)
+    type Case = (&'static str, Vec<(&'static str, String)>, &'static [u8], StatusCode, &'static str);
+    let cases: Vec<Case> = vec![
+        ("billing", wrong, EVENT, StatusCode::UNAUTHORIZED, "signature_invalid"),
+        ("billing", vec![], EVENT, StatusCode::UNAUTHORIZED, "signature_invalid"),
+        ("billing", stale, EVENT, StatusCode::UNAUTHORIZED, "signature_invalid"),
+        (
+            "billing",
+            standard_headers("msg_tampered", EVENT),
+            b"{\"amount\":1}",
+            StatusCode::UNAUTHORIZED,
+            "signature_invalid",
+        ),
+        (
+            "billing",
+            vec![("webhook-signature", "garbage".to_owned())],
+            EVENT,
+            StatusCode::UNAUTHORIZED,
+            "signature_invalid",
+        ),
+        ("meta", meta_headers(b"other body"), EVENT, StatusCode::UNAUTHORIZED, "signature_invalid"),
+        (
+            "meta",
+            vec![("x-hub-signature-256", "sha256=nothex".to_owned())],
+            EVENT,
+            StatusCode::UNAUTHORIZED,
+            "signature_invalid",
+        ),
+        ("acme", vec![("x-acme-signature", "%%%".to_owned())], EVENT, StatusCode::UNAUTHORIZED, "signature_invalid"),
+        ("nobody", meta_headers(EVENT), EVENT, StatusCode::NOT_FOUND, "not_found"),
+    ];
+    for (source, headers, body, expected, code) in cases {
+        let (status, problem) = gw.post(source, &headers, body).await;
+        assert_problem(status, &problem, expected, code);
+    }
+
+    // Over 1 MiB: 413, declared or streamed.
+    let big = vec![b'x'; (1 << 20) + 1];
+    // Raw HTTP, since the gateway answers before the body is sent and a client still writing
+    // it may see the connection close instead of the answer.
+    let declared = raw_post(&gw.base, "meta", &format!("content-length: {}", big.len()), &[]).await;
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+    let mut chunked = Vec::new();
+    for chunk in big.chunks(64 * 1024) {
+        chunked.push([format!("{:x}\r\n", chunk.len()).into_bytes(), chunk.to_vec(), b"\r\n".to_vec()].concat());
+    }
+    chunked.push(b"0\r\n\r\n".to_vec());
+    let streamed = raw_post(&gw.base, "meta", "transfer-encoding: chunked", &chunked).await;
+    assert!(streamed.starts_with("HTTP/1.1 413"), "{streamed}");
+    assert!(streamed.contains("body_too_large"), "{streamed}");
+
+    // Other methods: a problem, not axum's plain text.
+    let response = gw.http.put(format!("{}/meta", gw.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+
+    for source in ["billing", "meta", "acme"] {
+        assert_eq!(gw.webhooks.pending(source).await.unwrap(), 0);
+    }
+    assert!(gw.webhooks.pending("nobody").await.is_err());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(upstream.received().is_empty(), "nothing refused is forwarded");
+
+    // A refused delivery left no replay mark: the genuine one still passes.
+    let (status, body) = gw.post("billing", &standard_headers("msg_bad", EVENT), EVENT).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(upstream.wait_for(1).await.len(), 1);
+}
+
+async fn upstream_down_then_up_receives_the_event(store: Store) {
+    let port = free_port();
+    let gw = Gateway::start(&store, &hooks(port, "")).await;
+
+    let (status, body) = gw.post("billing", &standard_headers("msg_down", EVENT), EVENT).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = gw.post("meta", &meta_headers(EVENT), EVENT).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // Several attempts fail while nothing listens.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gw.webhooks.pending("billing").await.unwrap(), 1);
+    assert_eq!(gw.webhooks.pending("meta").await.unwrap(), 1);
+
+    let upstream = TestUpstream::start_on(port).await;
+    let received = upstream.wait_for(2).await;
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert!(received.iter().any(|r| r.headers["webhook-id"] == "msg_down" && r.body.as_ref() == EVENT));
+    assert_eq!(gw.wait_pending("billing", 0).await, 0);
+    assert_eq!(gw.wait_pending("meta", 0).await, 0);
+
+    // An upstream answering 503 is down too: retried until it recovers.
+    upstream.status.store(503, Ordering::SeqCst);
+    let (status, _) = gw.post("billing", &standard_headers("msg_503", EVENT), EVENT).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let attempts = upstream.wait_for(4).await;
+    assert!(attempts.len() >= 4, "retried: {}", attempts.len());
+    assert_eq!(gw.webhooks.pending("billing").await.unwrap(), 1);
+    upstream.status.store(200, Ordering::SeqCst);
+    assert_eq!(gw.wait_pending("billing", 0).await, 0);
+    let last = upstream.received().pop().unwrap();
+    assert_eq!(last.headers["webhook-id"], "msg_503");
+}
+
+async fn restart_delivers_what_was_pending(store: Store) {
+    let port = free_port();
+    let hooks = hooks(port, "");
+    let first = Gateway::start(&store, &hooks).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (status, body) = first.post("billing", &standard_headers(&format!("msg_r{i}"), EVENT), EVENT).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        ids.push(format!("msg_r{i}"));
+    }
+    let (status, _) = first.post("acme", &acme_headers(EVENT), EVENT).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    first.webhooks.stop();
+    drop(first);
+
+    let upstream = TestUpstream::start_on(port).await;
+    // Stopped: nothing is delivered until the ingestion starts again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(upstream.received().is_empty());
+
+    let second = Gateway::start(&store, &hooks).await;
+    let received = upstream.wait_for(4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received_later = upstream.received();
+    assert_eq!(received_later.len(), 4, "{received:?}");
+    let billing: Vec<_> = received_later
+        .iter()
+        .filter(|r| r.path == "/hooks/billing")
+        .map(|r| r.headers["webhook-id"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(billing, ids, "delivered once each, in order");
+    assert_eq!(second.wait_pending("billing", 0).await, 0);
+    assert_eq!(second.wait_pending("acme", 0).await, 0);
+}
+
+async fn refused_event_is_set_aside_and_the_queue_moves_on(store: Store) {
+    let (upstream, port) = TestUpstream::start().await;
+    let gw = Gateway::start(&store, &hooks(port, "")).await;
+    upstream.status.store(422, Ordering::SeqCst);
+    let (status, _) = gw.post("billing", &standard_headers("msg_poison", EVENT), EVENT).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(gw.wait_pending("billing", 0).await, 0);
+    assert_eq!(upstream.received().len(), 1, "a 4xx is not retried");
+
+    upstream.status.store(200, Ordering::SeqCst);
+    let (status, _) = gw.post("billing", &standard_headers("msg_next", EVENT), EVENT).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let received = upstream.wait_for(2).await;
+    assert_eq!(received[1].headers["webhook-id"], "msg_next");
+}
+
+#[tokio::test]
+async fn meta_handshake_echoes_the_challenge_only_for_the_right_token() {
+    let store = Store::spool();
+    let gw = Gateway::start(&store, &hooks(free_port(), "")).await;
+    let get = |query: String| {
+        let http = gw.http.clone();
+        let url = format!("{}/meta?{query}", gw.base);
+        async move { http.get(url).send().await.unwrap() }
+    };
+
+    let ok = get(format!("hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1158201444")).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+
+    for (query, expected) in [
+        ("hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1".to_owned(), StatusCode::FORBIDDEN),
+        ("hub.mode=subscribe&hub.challenge=1".to_owned(), StatusCode::FORBIDDEN),
+        (format!("hub.mode=unsubscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1"), StatusCode::FORBIDDEN),
+        (format!("hub.verify_token={VERIFY_TOKEN}&hub.challenge=1"), StatusCode::FORBIDDEN),
+        (format!("hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}"), StatusCode::BAD_REQUEST),
+        (
+            format!("hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge={}", "9".repeat(1025)),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let response = get(query.clone()).await;
+        assert_eq!(response.status(), expected, "{query}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json", "{query}");
+    }
+
+    // Only Meta sources have a handshake.
+    let response = gw.http.get(format!("{}/billing?hub.mode=subscribe", gw.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let response = gw.http.get(format!("{}/nobody", gw.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn source_ip_allowlist_uses_the_client_ip_layer_and_else_the_peer() {
+    let (upstream, port) = TestUpstream::start().await;
+    let store = Store::spool();
+    let mut hooks = hooks(port, "allowed_ips = [\"10.0.0.0/8\"]");
+    let acme = hooks.remove("acme").unwrap();
+    let hooks = BTreeMap::from([("acme".to_owned(), acme)]);
+
+    // Straight from 127.0.0.1, the peer address decides.
+    let direct = Gateway::start(&store, &hooks).await;
+    let (status, body) = direct.post("acme", &acme_headers(EVENT), EVENT).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    direct.webhooks.stop();
+
+    // Behind the client-IP layer, its decision wins over the peer.
+    let store = Store::spool();
+    let allowed: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+    let proxied = Gateway::start_with(&store, &hooks, |r| r.layer(axum::Extension(ClientIp(allowed)))).await;
+    let (status, body) = proxied.post("acme", &acme_headers(EVENT), EVENT).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(upstream.wait_for(1).await.len(), 1);
+}
