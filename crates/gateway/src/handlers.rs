@@ -103,15 +103,9 @@ async fn forward(
     if let Some(context) = context {
         // The upstream sees its base path in front of ours, and verifies what it sees.
         let signed_path = format!("{}{path_and_query}", upstream.base_path());
-        let signed = sign_context(
-            &gateway.context_key,
-            context,
-            request.method(),
-            &signed_path,
-            &request_id,
-            time_now(),
-        )
-        .map_err(|e| GatewayError::Internal(format!("cannot sign context: {e}")))?;
+        let signed =
+            sign_context(&gateway.context_key, context, request.method(), &signed_path, &request_id, time_now())
+                .map_err(|e| GatewayError::Internal(format!("cannot sign context: {e}")))?;
         request.headers_mut().extend(signed);
     }
     let (timeout, retries, max_body) = limits;
@@ -189,14 +183,10 @@ struct SdkSessionBody {
 }
 
 fn is_json(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            let v = v.trim().to_ascii_lowercase();
-            v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
-        })
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(|v| {
+        let v = v.trim().to_ascii_lowercase();
+        v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+    })
 }
 
 async fn create_sdk_session(gateway: &Gateway, request: Request) -> Result<Response, GatewayError> {
@@ -277,7 +267,8 @@ mod tests {
 
     #[test]
     fn internal_routes_are_recognised_however_they_are_spelled() {
-        for path in ["/v1/auth/internal", "/v1/auth/internal/validate", "/v1/auth/INTERNAL/x", "/v1/auth/%69nternal/x"] {
+        for path in ["/v1/auth/internal", "/v1/auth/internal/validate", "/v1/auth/INTERNAL/x", "/v1/auth/%69nternal/x"]
+        {
             assert_eq!(first_segment(path, "/v1/auth"), "internal", "{path}");
         }
         assert_eq!(first_segment("/v1/auth/login", "/v1/auth"), "login");

@@ -54,8 +54,11 @@ impl Metrics {
         let registry = Registry::new();
         let requests = register(
             &registry,
-            IntCounterVec::new(Opts::new("gateway_requests_total", "Requests by route and status"), &["route", "status"])
-                .expect("metric"),
+            IntCounterVec::new(
+                Opts::new("gateway_requests_total", "Requests by route and status"),
+                &["route", "status"],
+            )
+            .expect("metric"),
         );
         let latency = register(
             &registry,

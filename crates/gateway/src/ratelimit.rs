@@ -68,8 +68,13 @@ impl Cell {
             return (decision, tat);
         }
         let remaining = ((self.period_us - diff) / self.interval_us).floor().max(0.0) as u64;
-        let decision =
-            Decision { allowed: true, limit: limit.requests, remaining, reset: micros(diff), retry_after: Duration::ZERO };
+        let decision = Decision {
+            allowed: true,
+            limit: limit.requests,
+            remaining,
+            reset: micros(diff),
+            retry_after: Duration::ZERO,
+        };
         (decision, new_tat)
     }
 }

@@ -114,9 +114,11 @@ async fn authenticate(gateway: &Gateway, request: &mut Request) -> Result<(), Ga
     if matches!(matched.policy.auth, RouteAuth::Public) {
         return Ok(());
     }
-    let ip = request.extensions().get::<ClientIp>().copied().ok_or_else(|| {
-        GatewayError::Internal("authentication ran before the client-IP layer".to_owned())
-    })?;
+    let ip = request
+        .extensions()
+        .get::<ClientIp>()
+        .copied()
+        .ok_or_else(|| GatewayError::Internal("authentication ran before the client-IP layer".to_owned()))?;
     let context = validate(gateway, request.headers(), ip).await?;
     authorize(&matched.policy, &context)?;
     request.extensions_mut().insert(context);
@@ -151,7 +153,8 @@ mod tests {
         assert_eq!(credential(&headers(&[("authorization", "bearer  abc ")])).unwrap(), Credential::Token("abc"));
         assert_eq!(credential(&headers(&[("authorization", "Bearer pck_x")])).unwrap(), Credential::ApiKey("pck_x"));
         assert_eq!(credential(&headers(&[("x-api-key", "pck_y")])).unwrap(), Credential::ApiKey("pck_y"));
-        for bad in [&[][..], &[("authorization", "Basic abc")], &[("authorization", "Bearer ")], &[("x-api-key", " ")]] {
+        for bad in [&[][..], &[("authorization", "Basic abc")], &[("authorization", "Bearer ")], &[("x-api-key", " ")]]
+        {
             let err = credential(&headers(bad)).unwrap_err();
             assert_eq!(err.status(), 401, "{bad:?}");
         }
@@ -185,14 +188,14 @@ mod tests {
         );
         assert!(authorize(&route, &context(Kind::User, &["orders:read"], Some("admin"))).is_ok());
         assert_eq!(authorize(&route, &context(Kind::Sdk, &["orders:read"], Some("admin"))).unwrap_err().status(), 403);
-        assert_eq!(
-            authorize(&route, &context(Kind::Service, &["*"], Some("admin"))).unwrap_err().status(),
-            403
-        );
+        assert_eq!(authorize(&route, &context(Kind::Service, &["*"], Some("admin"))).unwrap_err().status(), 403);
         assert_eq!(
             authorize(&route, &context(Kind::Pat, &["orders:write"], Some("admin"))).unwrap_err().code(),
             "insufficient_scope"
         );
-        assert_eq!(authorize(&route, &context(Kind::User, &["orders:read"], Some("member"))).unwrap_err().code(), "forbidden");
+        assert_eq!(
+            authorize(&route, &context(Kind::User, &["orders:read"], Some("member"))).unwrap_err().code(),
+            "forbidden"
+        );
     }
 }

@@ -34,8 +34,7 @@ fn allow_headers(request: &Request) -> HeaderValue {
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
         .filter(|v| {
             v.to_str().is_ok_and(|s| {
-                s.len() <= 1024
-                    && s.split(',').all(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).is_ok())
+                s.len() <= 1024 && s.split(',').all(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).is_ok())
             })
         })
         .cloned()

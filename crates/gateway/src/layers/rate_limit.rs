@@ -16,11 +16,7 @@ use axum::{
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{
-    client_ip::ClientIp,
-    domain::RateLimit,
-    error::GatewayError,
-    layers::MatchedRoute,
-    ratelimit::Decision,
+    client_ip::ClientIp, domain::RateLimit, error::GatewayError, layers::MatchedRoute, ratelimit::Decision,
     state::Gateway,
 };
 

@@ -32,7 +32,12 @@ pub fn find(gateway: &Gateway, path: &str) -> Option<MatchedRoute> {
             upstream_path: Some(SOCKET_TICKET_UPSTREAM_PATH),
         });
     }
-    gateway.config.routes.routes.match_route(path).map(|policy| MatchedRoute { policy: policy.clone(), upstream_path: None })
+    gateway
+        .config
+        .routes
+        .routes
+        .match_route(path)
+        .map(|policy| MatchedRoute { policy: policy.clone(), upstream_path: None })
 }
 
 pub async fn layer(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {

@@ -65,7 +65,8 @@ async fn each_credential_kind_reaches_the_upstream_with_verified_context(backend
     assert_eq!(seen["tenant_id"], json!(client.id));
     assert_eq!(seen["subject"], json!(format!("sdk:{}:customer-7", client.id)));
 
-    let seen = expect_status(get(&gw.at("/v1/partner/feed"), &[("x-api-key", &client.key)]).await, StatusCode::OK).await;
+    let seen =
+        expect_status(get(&gw.at("/v1/partner/feed"), &[("x-api-key", &client.key)]).await, StatusCode::OK).await;
     assert_eq!((seen["kind"].clone(), seen["client_id"].clone()), (json!("api_key"), json!(client.id)));
     assert!(seen["user_id"].is_null());
     // A `pck_` Bearer is an API key too.
@@ -147,8 +148,12 @@ async fn built_in_routes_reach_the_auth_service_but_never_its_internal_api(backe
     assert_eq!(me["email"], json!(email));
     let clients = expect_status(get_as(&gw.at("/v1/clients"), access).await, StatusCode::OK).await;
     assert!(clients.is_object() || clients.is_array(), "{clients}");
-    for path in ["/v1/auth/internal/validate", "/v1/auth/internal", "/v1/auth/INTERNAL/validate", "/v1/auth/%69nternal/validate"]
-    {
+    for path in [
+        "/v1/auth/internal/validate",
+        "/v1/auth/internal",
+        "/v1/auth/INTERNAL/validate",
+        "/v1/auth/%69nternal/validate",
+    ] {
         let response = reqwest::Client::new()
             .post(gw.at(path))
             .header("authorization", format!("Bearer {access}"))

@@ -50,6 +50,11 @@ async fn public(request: Request) -> Json<Value> {
 }
 
 pub async fn spawn_upstream() -> Upstream {
+    spawn_upstream_at("127.0.0.1:0".parse().unwrap()).await
+}
+
+/// The echo upstream on a chosen address (to bring a "down" upstream back on its port).
+pub async fn spawn_upstream_at(addr: SocketAddr) -> Upstream {
     let seen: Seen = Arc::default();
     let record = seen.clone();
     let app = Router::new()
@@ -66,7 +71,7 @@ pub async fn spawn_upstream() -> Upstream {
                 next.run(request).await
             }
         }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -132,6 +137,27 @@ impl Drop for Gw {
 /// A gateway in front of `auth` with this routes file and extra environment; in the
 /// PostgreSQL + Redis variant it shares the auth service's Redis (bus, limits, prefix).
 pub async fn spawn_gateway(auth: &TestApp, routes: &str, vars: &[(&str, &str)]) -> Gw {
+    let redis = match &auth.redis {
+        Some((url, _)) => Some(platform::redis::connect(url).await.expect("redis reachable")),
+        None => None,
+    };
+    spawn_gateway_on(auth, routes, vars, redis).await
+}
+
+/// A gateway whose Redis pool points at a closed port, as if Redis had gone away.
+pub async fn spawn_gateway_with_dead_redis(auth: &TestApp, routes: &str) -> Gw {
+    let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:1")
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .unwrap();
+    spawn_gateway_on(auth, routes, &[], Some(pool)).await
+}
+
+async fn spawn_gateway_on(
+    auth: &TestApp,
+    routes: &str,
+    vars: &[(&str, &str)],
+    redis: Option<deadpool_redis::Pool>,
+) -> Gw {
     let dir = tempfile::tempdir().unwrap();
     let routes_file = dir.path().join("gateway.toml");
     std::fs::write(&routes_file, routes).unwrap();
@@ -142,11 +168,9 @@ pub async fn spawn_gateway(auth: &TestApp, routes: &str, vars: &[(&str, &str)]) 
         ("GATEWAY_CONFIG", routes_file.to_string_lossy().into_owned()),
         ("DATA_DIR", dir.path().to_string_lossy().into_owned()),
     ]);
-    let mut redis = None;
     if let Some((url, prefix)) = &auth.redis {
         env.set("REDIS_URL", url.clone());
         env.set("REDIS_KEY_PREFIX", prefix.clone());
-        redis = Some(platform::redis::connect(url).await.expect("redis reachable"));
     }
     for (k, v) in vars {
         env.set(*k, *v);

@@ -6,4 +6,5 @@
 mod harness;
 
 mod e2e;
+mod edge;
 mod webhooks;
