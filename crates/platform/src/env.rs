@@ -41,6 +41,19 @@ impl Env for MapEnv {
     }
 }
 
+/// Variables from `top` where set, else from `base`: how the all-in-one binary hands a
+/// service the addresses its neighbours actually bound.
+pub struct Overlay<'a> {
+    pub top: MapEnv,
+    pub base: &'a dyn Env,
+}
+
+impl Env for Overlay<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.top.var(name).or_else(|| self.base.var(name))
+    }
+}
+
 /// A configuration variable that is missing or malformed; the process exits with this message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration error in {variable}: {message}")]

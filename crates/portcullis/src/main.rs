@@ -1,21 +1,41 @@
 //! The all-in-one Portcullis binary: every service in one process. By default it runs
 //! embedded (SQLite under `DATA_DIR`, the in-process bus, dev secrets generated once); with
-//! `DATABASE_URL` and `REDIS_URL` set it uses PostgreSQL and Redis instead.
+//! `DATABASE_URL` and `REDIS_URL` set it uses PostgreSQL and Redis instead. The auth service
+//! listens on `AUTH_PORT`/`AUTH_GRPC_PORT` and the gateway on `GATEWAY_PORT`; the gateway is
+//! told the addresses the auth service actually bound and the secrets it resolved.
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use auth_service::{AuthConfig, AuthService, Backends, Mode};
-use platform::{clock::SystemClock, env::OsEnv};
+use gateway::{GatewayConfig, GatewayDeps, SecretOverrides};
+use platform::{
+    clock::SystemClock,
+    env::{Env, MapEnv, OsEnv, Overlay},
+    net::TrustedProxies,
+    shutdown::Shutdown,
+};
+use secrecy::ExposeSecret;
+
+/// The gateway runs on this machine, so the auth service believes its `X-Forwarded-For`.
+const LOOPBACK: &str = "127.0.0.1/32, ::1/128";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match AuthConfig::from_env(&OsEnv, Mode::Embedded) {
+    let mut config = match AuthConfig::from_env(&OsEnv, Mode::Embedded) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("portcullis: {err}");
             return ExitCode::from(2);
         }
     };
+    let proxies = OsEnv.var("TRUSTED_PROXIES").map_or_else(|| LOOPBACK.to_owned(), |v| format!("{v}, {LOOPBACK}"));
+    match TrustedProxies::parse("TRUSTED_PROXIES", Some(&proxies)) {
+        Ok(trusted) => config.trusted_proxies = trusted,
+        Err(err) => {
+            eprintln!("portcullis: {err}");
+            return ExitCode::from(2);
+        }
+    }
     platform::telemetry::init(config.log_json);
     match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -29,14 +49,20 @@ async fn main() -> ExitCode {
 
 async fn serve(config: AuthConfig) -> Result<(), String> {
     let backends = Backends::connect(&config).await.map_err(|e| format!("cannot start: {e}"))?;
-    let storage = match &config.backend {
+    let (storage, redis_url) = match &config.backend {
         auth_service::config::Backend::Embedded { data_dir } => {
-            format!("SQLite at {}", data_dir.join(auth_service::app::SQLITE_FILE).display())
+            (format!("SQLite at {}", data_dir.join(auth_service::app::SQLITE_FILE).display()), None)
         }
-        auth_service::config::Backend::Shared { .. } => "PostgreSQL and Redis".to_owned(),
+        auth_service::config::Backend::Shared { redis_url, .. } => {
+            ("PostgreSQL and Redis".to_owned(), Some(redis_url.expose_secret().to_owned()))
+        }
     };
     let http_addr = SocketAddr::new(config.host, config.port);
     let grpc_addr = SocketAddr::new(config.host, config.grpc_port);
+    let overrides = SecretOverrides {
+        service_secret: Some(config.service_secret.clone()),
+        context_signing_secret: Some(config.context_signing_secret.clone()),
+    };
     let service =
         AuthService::new(config, backends.deps(Arc::new(SystemClock))).map_err(|e| format!("cannot start: {e}"))?;
     let listeners = auth_service::app::bind(http_addr, grpc_addr)
@@ -44,16 +70,51 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {http_addr} / {grpc_addr}: {e}"))?;
     let auth_addr = listeners.http.local_addr().map_err(|e| e.to_string())?;
     let grpc_addr = listeners.grpc.local_addr().map_err(|e| e.to_string())?;
-    print_banner(auth_addr, grpc_addr, &storage);
-    auth_service::run(service, listeners, platform::shutdown::signal()).await.map_err(|e| format!("server error: {e}"))
+
+    let neighbours = Overlay {
+        top: MapEnv::new([
+            ("AUTH_SERVICE_URL", format!("http://{}", local(grpc_addr))),
+            ("AUTH_HTTP_URL", format!("http://{}", local(auth_addr))),
+        ]),
+        base: &OsEnv,
+    };
+    let gateway_config = GatewayConfig::from_env_with(&neighbours, gateway::Mode::Embedded, overrides)
+        .map_err(|e| format!("gateway configuration: {e}"))?;
+    let redis = match &redis_url {
+        Some(url) => Some(platform::redis::connect(url).await.map_err(|e| format!("cannot start: {e}"))?),
+        None => None,
+    };
+    let gateway_addr = SocketAddr::new(gateway_config.host, gateway_config.port);
+    let gateway = gateway::app::start(gateway_config, GatewayDeps { bus: backends.bus.clone(), redis }).await?;
+    let gateway_listener = tokio::net::TcpListener::bind(gateway_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {gateway_addr}: {e}"))?;
+    let gateway_addr = gateway_listener.local_addr().map_err(|e| e.to_string())?;
+
+    print_banner(auth_addr, grpc_addr, gateway_addr, &storage);
+    let shutdown = Shutdown::new(platform::shutdown::signal());
+    let auth = auth_service::run(service, listeners, shutdown.wait());
+    let edge = gateway::app::run(gateway, gateway_listener, shutdown.wait());
+    tokio::try_join!(auth, edge).map(drop).map_err(|e| format!("server error: {e}"))
 }
 
-fn print_banner(auth: SocketAddr, grpc: SocketAddr, storage: &str) {
+/// A wildcard bind address is reached on loopback.
+fn local(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let ip = if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
+        SocketAddr::new(ip, addr.port())
+    } else {
+        addr
+    }
+}
+
+fn print_banner(auth: SocketAddr, grpc: SocketAddr, gateway: SocketAddr, storage: &str) {
+    let edge = format!("http://{gateway}");
     let base = format!("http://{auth}");
     println!(
         "\nPortcullis is running (embedded, {storage}).\n\
-         \n  auth service   {base}/api/v1/auth\n  auth gRPC      {grpc}\n  OpenAPI        {base}/openapi.json\n  health         {base}/health\n\
-         \nTry it:\n  curl -s {base}/api/v1/auth/signup -H 'content-type: application/json' \\\n       \
+         \n  gateway        {edge}\n  auth service   {base}/api/v1/auth\n  auth gRPC      {grpc}\n  OpenAPI        {base}/openapi.json\n  health         {edge}/health\n\
+         \nTry it (through the gateway):\n  curl -s {edge}/v1/auth/signup -H 'content-type: application/json' \\\n       \
          -d '{{\"name\":\"Ada\",\"email\":\"ada@example.com\",\"password\":\"correct horse battery staple\"}}'\n"
     );
 }
