@@ -436,7 +436,8 @@ impl TestApp {
 
     /// Creates a PAT for `user` (`body` as for `POST /tokens`); returns its id and secret.
     pub async fn create_pat(&self, user: &Tokens, body: Value) -> (String, String) {
-        let created = expect_status(self.post_auth("/tokens", &user.access, Some(&body)).await, StatusCode::CREATED).await;
+        let created =
+            expect_status(self.post_auth("/tokens", &user.access, Some(&body)).await, StatusCode::CREATED).await;
         (
             created["id"].as_str().expect("pat id").to_owned(),
             created["token"].as_str().expect("pat shown once").to_owned(),
