@@ -54,6 +54,7 @@ fn ticket_route(config: &GatewayConfig) -> RoutePolicy {
 /// cache, and `auth:client.*` events (or a bus reconnect) refresh the CORS origin list.
 pub async fn start(config: GatewayConfig, deps: GatewayDeps) -> Result<Gateway, String> {
     use secrecy::ExposeSecret as _;
+    refuse_tls_upstreams(&config)?;
     let client_config = ClientConfig::new(
         config.auth_service_url.to_string(),
         "gateway",
@@ -85,6 +86,26 @@ pub async fn start(config: GatewayConfig, deps: GatewayDeps) -> Result<Gateway, 
     });
     follow_client_origins(gateway.clone()).await?;
     Ok(gateway)
+}
+
+/// The proxy speaks plain HTTP to upstreams (they sit on the private network behind the
+/// edge); an `https://` upstream could never be reached, so it stops start-up instead.
+fn refuse_tls_upstreams(config: &GatewayConfig) -> Result<(), String> {
+    let named = [("AUTH_HTTP_URL", &config.auth_http_url), ("SOCKET_SERVICE_URL", &config.socket_service_url)];
+    for (variable, upstream) in named {
+        if upstream.is_https() {
+            return Err(format!("{variable}: https upstreams are not supported; use http on the private network"));
+        }
+    }
+    for route in config.routes.routes.routes() {
+        if route.upstream.is_https() {
+            return Err(format!(
+                "GATEWAY_CONFIG: route `{}` (line {}): https upstreams are not supported; use http on the private network",
+                route.prefix, route.line
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn refresh_origins(gateway: &Gateway) -> bool {
