@@ -7,14 +7,13 @@ use std::{
     time::Duration,
 };
 
+pub use platform::config::MIN_SECRET_BYTES;
 use platform::{
+    config::checked_secret,
     env::{ConfigError, Env, EnvExt},
     net::TrustedProxies,
 };
-use secrecy::{ExposeSecret, SecretString};
-
-/// Shortest accepted signing secret, in bytes.
-pub const MIN_SECRET_BYTES: usize = 32;
+use secrecy::SecretString;
 const JWT_SECRET_FILE: &str = "jwt_secret";
 const SERVICE_SECRET_FILE: &str = "service_secret";
 const CONTEXT_SECRET_FILE: &str = "context_signing_secret";
@@ -88,16 +87,6 @@ pub struct AuthConfig {
 
 fn default_hash_concurrency() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
-}
-
-fn checked_secret(variable: &str, secret: SecretString) -> Result<SecretString, ConfigError> {
-    if secret.expose_secret().len() < MIN_SECRET_BYTES {
-        return Err(ConfigError::new(
-            variable,
-            format!("must be at least {MIN_SECRET_BYTES} bytes (generate one with `openssl rand -base64 48`)"),
-        ));
-    }
-    Ok(secret)
 }
 
 /// Reads an embedded-mode secret from `DATA_DIR`, creating it (mode 0600) the first time.
@@ -196,14 +185,7 @@ impl AuthConfig {
         if password_hash_concurrency == 0 {
             return Err(ConfigError::new("PASSWORD_HASH_CONCURRENCY", "must be at least 1"));
         }
-        let log_json = match env.string("LOG_FORMAT").as_deref() {
-            None => mode == Mode::Distributed,
-            Some("json") => true,
-            Some("text" | "pretty") => false,
-            Some(other) => {
-                return Err(ConfigError::new("LOG_FORMAT", format!("`{other}` is not json or text")));
-            }
-        };
+        let log_json = platform::config::log_json(env, mode == Mode::Distributed)?;
         Ok(Self {
             mode,
             host: env.parsed_or("HOST", default_host.parse().map_err(|e| ConfigError::new("HOST", e))?)?,
@@ -243,6 +225,8 @@ impl AuthConfig {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use platform::env::MapEnv;
 
     use super::*;

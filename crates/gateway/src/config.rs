@@ -11,15 +11,14 @@ use platform::{
     env::{ConfigError, Env, EnvExt},
     net::TrustedProxies,
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::{
     domain::{Origin, RateLimit, Upstream},
     routes::RoutesFile,
 };
 
-/// Shortest accepted signing secret, in bytes.
-pub const MIN_SECRET_BYTES: usize = 32;
+pub use platform::config::MIN_SECRET_BYTES;
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_AUTH_SERVICE_URL: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_AUTH_HTTP_URL: &str = "http://127.0.0.1:4001";
@@ -88,34 +87,13 @@ pub struct GatewayConfig {
     pub data_dir: PathBuf,
 }
 
-fn checked_secret(variable: &str, secret: SecretString) -> Result<SecretString, ConfigError> {
-    if secret.expose_secret().len() < MIN_SECRET_BYTES {
-        return Err(ConfigError::new(
-            variable,
-            format!("must be at least {MIN_SECRET_BYTES} bytes (generate one with `openssl rand -base64 48`)"),
-        ));
-    }
-    Ok(secret)
-}
-
 fn secret(
     env: &dyn Env,
     mode: Mode,
     variable: &str,
     override_value: Option<SecretString>,
 ) -> Result<SecretString, ConfigError> {
-    match (override_value.or_else(|| env.secret(variable)), mode) {
-        (Some(value), _) => checked_secret(variable, value),
-        (None, Mode::Distributed) => Err(ConfigError::new(
-            variable,
-            format!(
-                "is required when the gateway runs alone (the auth service's value, at least {MIN_SECRET_BYTES} bytes)"
-            ),
-        )),
-        (None, Mode::Embedded) => {
-            Err(ConfigError::new(variable, "is not set and was not passed in by the all-in-one binary"))
-        }
-    }
+    platform::config::shared_secret(env, variable, "gateway", mode == Mode::Distributed, override_value)
 }
 
 /// A service address: the variable, else the embedded default, else (distributed) an error.
@@ -126,23 +104,9 @@ fn service_url(env: &dyn Env, variable: &str, default: Option<&str>) -> Result<U
     }
 }
 
-/// Only the scheme is checked here (the client library parses the rest); the value is never
-/// echoed, since it may hold a password.
 fn redis_url(env: &dyn Env, mode: Mode) -> Result<Option<SecretString>, ConfigError> {
-    let Some(url) = env.secret("REDIS_URL") else {
-        return match mode {
-            Mode::Embedded => Ok(None),
-            Mode::Distributed => Err(ConfigError::new(
-                "REDIS_URL",
-                "is required when the gateway runs alone: rate limits and replay guards are shared through it",
-            )),
-        };
-    };
-    let scheme = url.expose_secret().split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
-    match scheme.as_deref() {
-        Some("redis" | "rediss" | "redis+unix" | "unix") => Ok(Some(url)),
-        _ => Err(ConfigError::new("REDIS_URL", "must be a redis://, rediss:// or unix:// URL")),
-    }
+    let why = "the gateway runs alone: rate limits and replay guards are shared through it";
+    platform::config::redis_url(env, (mode == Mode::Distributed).then_some(why))
 }
 
 fn cors_origins(env: &dyn Env) -> Result<Vec<Origin>, ConfigError> {
@@ -182,12 +146,7 @@ impl GatewayConfig {
         let service_secret = secret(env, mode, "SERVICE_SECRET", overrides.service_secret)?;
         let context_signing_secret = secret(env, mode, "CONTEXT_SIGNING_SECRET", overrides.context_signing_secret)?;
         let redis_url = redis_url(env, mode)?;
-        let log_json = match env.string("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
-            None => mode == Mode::Distributed,
-            Some("json") => true,
-            Some("text" | "pretty") => false,
-            Some(other) => return Err(ConfigError::new("LOG_FORMAT", format!("`{other}` is not json or text"))),
-        };
+        let log_json = platform::config::log_json(env, mode == Mode::Distributed)?;
         let routes_file = env.string("GATEWAY_CONFIG").map(PathBuf::from);
         let routes = routes_file.as_deref().map(load_routes).transpose()?.unwrap_or_default();
         Ok(Self {
@@ -219,6 +178,8 @@ impl GatewayConfig {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use std::{io::Write, net::Ipv4Addr};
 
     use platform::env::MapEnv;

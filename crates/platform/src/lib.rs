@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod clock;
+pub mod config;
 pub mod counters;
 pub mod duration;
 pub mod env;

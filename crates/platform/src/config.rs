@@ -1,0 +1,95 @@
+//! Configuration rules every service applies the same way: how long a secret must be, how a
+//! secret shared with the auth service is obtained, `LOG_FORMAT` and `REDIS_URL`.
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::env::{ConfigError, Env, EnvExt};
+
+/// Shortest accepted secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Refuses a secret shorter than [`MIN_SECRET_BYTES`], naming `variable`.
+pub fn checked_secret(variable: &str, secret: SecretString) -> Result<SecretString, ConfigError> {
+    if secret.expose_secret().len() < MIN_SECRET_BYTES {
+        return Err(ConfigError::new(
+            variable,
+            format!("must be at least {MIN_SECRET_BYTES} bytes (generate one with `openssl rand -base64 48`)"),
+        ));
+    }
+    Ok(secret)
+}
+
+/// A secret the auth service owns (`SERVICE_SECRET`, `CONTEXT_SIGNING_SECRET`): handed in by
+/// the all-in-one binary (which wins), else the variable; `service` runs `alone` in
+/// distributed mode, where the variable is required.
+pub fn shared_secret(
+    env: &dyn Env,
+    variable: &str,
+    service: &str,
+    alone: bool,
+    handed_in: Option<SecretString>,
+) -> Result<SecretString, ConfigError> {
+    match handed_in.or_else(|| env.secret(variable)) {
+        Some(value) => checked_secret(variable, value),
+        None if alone => Err(ConfigError::new(
+            variable,
+            format!(
+                "is required when the {service} runs alone (the auth service's value, at least {MIN_SECRET_BYTES} bytes)"
+            ),
+        )),
+        None => Err(ConfigError::new(variable, "is not set and was not passed in by the all-in-one binary")),
+    }
+}
+
+/// `LOG_FORMAT`: `json` or `text` (`pretty`), else `default_json`.
+pub fn log_json(env: &dyn Env, default_json: bool) -> Result<bool, ConfigError> {
+    match env.string("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
+        None => Ok(default_json),
+        Some("json") => Ok(true),
+        Some("text" | "pretty") => Ok(false),
+        Some(other) => Err(ConfigError::new("LOG_FORMAT", format!("`{other}` is not json or text"))),
+    }
+}
+
+/// `REDIS_URL`, checked for its scheme only (the client parses the rest; the value is never
+/// echoed, since it may hold a password). `required` says why a service alone needs it.
+pub fn redis_url(env: &dyn Env, required: Option<&str>) -> Result<Option<SecretString>, ConfigError> {
+    let Some(url) = env.secret("REDIS_URL") else {
+        return match required {
+            None => Ok(None),
+            Some(why) => Err(ConfigError::new("REDIS_URL", format!("is required when {why}"))),
+        };
+    };
+    let scheme = url.expose_secret().split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("redis" | "rediss" | "redis+unix" | "unix") => Ok(Some(url)),
+        _ => Err(ConfigError::new("REDIS_URL", "must be a redis://, rediss:// or unix:// URL")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::MapEnv;
+
+    #[test]
+    fn shared_secrets_prefer_the_handed_in_value_and_name_their_variable() {
+        let env = MapEnv::new([("S", "short")]);
+        let long = SecretString::from("x".repeat(32));
+        assert!(shared_secret(&env, "S", "gateway", true, Some(long)).is_ok());
+        assert_eq!(shared_secret(&env, "S", "gateway", true, None).unwrap_err().variable, "S");
+        let missing = shared_secret(&MapEnv::default(), "S", "gateway", true, None).unwrap_err();
+        assert!(missing.to_string().contains("runs alone"), "{missing}");
+    }
+
+    #[test]
+    fn log_format_and_redis_url() {
+        assert!(log_json(&MapEnv::new([("LOG_FORMAT", "JSON")]), false).unwrap());
+        assert!(!log_json(&MapEnv::default(), false).unwrap());
+        assert!(log_json(&MapEnv::new([("LOG_FORMAT", "xml")]), false).is_err());
+        assert!(redis_url(&MapEnv::default(), None).unwrap().is_none());
+        assert!(redis_url(&MapEnv::default(), Some("alone")).is_err());
+        assert!(redis_url(&MapEnv::new([("REDIS_URL", "http://x")]), None).is_err());
+        assert!(redis_url(&MapEnv::new([("REDIS_URL", "redis://x:6379")]), None).unwrap().is_some());
+    }
+}
