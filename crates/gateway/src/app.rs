@@ -10,6 +10,7 @@ use axum::{
     Router,
     middleware::{from_fn, from_fn_with_state},
     routing::{any, get, post},
+    serve::ListenerExt,
 };
 use futures::StreamExt;
 use platform::bus::BusMessage;
@@ -191,6 +192,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(gateway.clone());
+    // Small answers and WebSocket frames must not wait for the peer's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "TCP_NODELAY not set");
+        }
+    });
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;

@@ -1,8 +1,9 @@
 //! The all-in-one Portcullis binary: every service in one process. By default it runs
 //! embedded (SQLite under `DATA_DIR`, the in-process bus, dev secrets generated once); with
 //! `DATABASE_URL` and `REDIS_URL` set it uses PostgreSQL and Redis instead. The auth service
-//! listens on `AUTH_PORT`/`AUTH_GRPC_PORT` and the gateway on `GATEWAY_PORT`; the gateway is
-//! told the addresses the auth service actually bound and the secrets it resolved.
+//! listens on `AUTH_PORT`/`AUTH_GRPC_PORT`, the gateway on `GATEWAY_PORT` and the socket
+//! service on `SOCKET_PORT`; the gateway and the socket service are told the addresses their
+//! neighbours actually bound and the secrets the auth service resolved.
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
@@ -15,6 +16,7 @@ use platform::{
     shutdown::Shutdown,
 };
 use secrecy::ExposeSecret;
+use socket_service::{Deps, SocketConfig, SocketService};
 
 /// The gateway runs on this machine, so the auth service believes its `X-Forwarded-For`.
 const LOOPBACK: &str = "127.0.0.1/32, ::1/128";
@@ -63,6 +65,10 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
         service_secret: Some(config.service_secret.clone()),
         context_signing_secret: Some(config.context_signing_secret.clone()),
     };
+    let socket_overrides = socket_service::SecretOverrides {
+        service_secret: Some(config.service_secret.clone()),
+        context_signing_secret: Some(config.context_signing_secret.clone()),
+    };
     let service =
         AuthService::new(config, backends.deps(Arc::new(SystemClock))).map_err(|e| format!("cannot start: {e}"))?;
     let listeners = auth_service::app::bind(http_addr, grpc_addr)
@@ -71,10 +77,27 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
     let auth_addr = listeners.http.local_addr().map_err(|e| e.to_string())?;
     let grpc_addr = listeners.grpc.local_addr().map_err(|e| e.to_string())?;
 
+    let auth_only =
+        Overlay { top: MapEnv::new([("AUTH_SERVICE_URL", format!("http://{}", local(grpc_addr)))]), base: &OsEnv };
+    let socket_config = SocketConfig::from_env_with(&auth_only, socket_service::Mode::Embedded, socket_overrides)
+        .map_err(|e| format!("socket service configuration: {e}"))?;
+    let socket_deps = match &redis_url {
+        Some(url) => {
+            Deps::redis(url, &socket_config.redis_key_prefix).await.map_err(|e| format!("cannot start: {e}"))?
+        }
+        None => Deps::in_memory(backends.bus.clone()),
+    };
+    let socket_addr = SocketAddr::new(socket_config.host, socket_config.port);
+    let sockets = SocketService::new(socket_config, socket_deps).map_err(|e| format!("cannot start: {e}"))?;
+    let socket_listener =
+        tokio::net::TcpListener::bind(socket_addr).await.map_err(|e| format!("cannot listen on {socket_addr}: {e}"))?;
+    let socket_addr = socket_listener.local_addr().map_err(|e| e.to_string())?;
+
     let neighbours = Overlay {
         top: MapEnv::new([
             ("AUTH_SERVICE_URL", format!("http://{}", local(grpc_addr))),
             ("AUTH_HTTP_URL", format!("http://{}", local(auth_addr))),
+            ("SOCKET_SERVICE_URL", format!("http://{}", local(socket_addr))),
         ]),
         base: &OsEnv,
     };
@@ -91,11 +114,12 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {gateway_addr}: {e}"))?;
     let gateway_addr = gateway_listener.local_addr().map_err(|e| e.to_string())?;
 
-    print_banner(auth_addr, grpc_addr, gateway_addr, &storage);
+    print_banner(Addresses { auth: auth_addr, grpc: grpc_addr, gateway: gateway_addr, socket: socket_addr }, &storage);
     let shutdown = Shutdown::new(platform::shutdown::signal());
     let auth = auth_service::run(service, listeners, shutdown.wait());
     let edge = gateway::app::run(gateway, gateway_listener, shutdown.wait());
-    tokio::try_join!(auth, edge).map(drop).map_err(|e| format!("server error: {e}"))
+    let socket = socket_service::run(sockets, socket_listener, shutdown.wait());
+    tokio::try_join!(auth, edge, socket).map(drop).map_err(|e| format!("server error: {e}"))
 }
 
 /// A wildcard bind address is reached on loopback.
@@ -108,12 +132,21 @@ fn local(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-fn print_banner(auth: SocketAddr, grpc: SocketAddr, gateway: SocketAddr, storage: &str) {
-    let edge = format!("http://{gateway}");
-    let base = format!("http://{auth}");
+/// Where each service ended up listening.
+struct Addresses {
+    auth: SocketAddr,
+    grpc: SocketAddr,
+    gateway: SocketAddr,
+    socket: SocketAddr,
+}
+
+fn print_banner(at: Addresses, storage: &str) {
+    let edge = format!("http://{}", at.gateway);
+    let base = format!("http://{}", at.auth);
+    let (grpc, socket) = (at.grpc, at.socket);
     println!(
         "\nPortcullis is running (embedded, {storage}).\n\
-         \n  gateway        {edge}\n  auth service   {base}/api/v1/auth\n  auth gRPC      {grpc}\n  OpenAPI        {base}/openapi.json\n  health         {edge}/health\n\
+         \n  gateway        {edge}\n  auth service   {base}/api/v1/auth\n  auth gRPC      {grpc}\n  sockets        ws://{socket}/ws (through the gateway: {edge}/v1/socket)\n  OpenAPI        {base}/openapi.json\n  health         {edge}/health\n\
          \nTry it (through the gateway):\n  curl -s {edge}/v1/auth/signup -H 'content-type: application/json' \\\n       \
          -d '{{\"name\":\"Ada\",\"email\":\"ada@example.com\",\"password\":\"correct horse battery staple\"}}'\n"
     );

@@ -7,4 +7,5 @@ mod harness;
 
 mod e2e;
 mod edge;
+mod socket;
 mod webhooks;

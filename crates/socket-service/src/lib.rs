@@ -1,0 +1,20 @@
+//! The Portcullis socket service (SPEC §7): WebSocket connections authenticated once, before
+//! the upgrade, through the auth service; their context kept in Redis (or in process in
+//! embedded mode); authorised per message from that stored context; and closed within
+//! milliseconds when their session or credential is revoked.
+//!
+//! `http` serves the handshake, tickets and the internal publish endpoint; `connection` is the
+//! one task per socket; `hub` is the node's registry of connections and its fan-out;
+//! `store` keeps contexts and tickets; `protocol` is the JSON spoken on the wire.
+
+pub mod app;
+pub mod config;
+mod connection;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod protocol;
+pub mod store;
+
+pub use app::{Deps, SocketService, StartError, Target, run};
+pub use config::{Mode, SecretOverrides, SocketConfig};
