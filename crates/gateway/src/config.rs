@@ -109,17 +109,6 @@ fn redis_url(env: &dyn Env, mode: Mode) -> Result<Option<SecretString>, ConfigEr
     platform::config::redis_url(env, (mode == Mode::Distributed).then_some(why))
 }
 
-fn cors_origins(env: &dyn Env) -> Result<Vec<Origin>, ConfigError> {
-    let mut origins: Vec<Origin> = Vec::new();
-    for item in env.string("CORS_ORIGIN").unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let origin = Origin::parse(item).map_err(|e| ConfigError::new("CORS_ORIGIN", e))?;
-        if !origins.contains(&origin) {
-            origins.push(origin);
-        }
-    }
-    Ok(origins)
-}
-
 /// Loads the routes file, naming `GATEWAY_CONFIG` and, inside the message, the file and line.
 pub fn load_routes(path: &Path) -> Result<RoutesFile, ConfigError> {
     RoutesFile::load(path).map_err(|e| ConfigError::new("GATEWAY_CONFIG", e))
@@ -161,7 +150,7 @@ impl GatewayConfig {
             redis_url,
             redis_key_prefix: env.string_or("REDIS_KEY_PREFIX", "portcullis:"),
             trusted_proxies: TrustedProxies::parse("TRUSTED_PROXIES", env.string("TRUSTED_PROXIES").as_deref())?,
-            cors_origins: cors_origins(env)?,
+            cors_origins: platform::config::origin_list(env, "CORS_ORIGIN")?,
             ip_allowlist_enabled: env.bool_or("IP_WHITELIST_ENABLED", true)?,
             origin_validation_enabled: env.bool_or("ORIGIN_VALIDATION_ENABLED", true)?,
             routes_file,

@@ -3,7 +3,10 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::env::{ConfigError, Env, EnvExt};
+use crate::{
+    env::{ConfigError, Env, EnvExt},
+    origin::Origin,
+};
 
 /// Shortest accepted secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -65,6 +68,19 @@ pub fn redis_url(env: &dyn Env, required: Option<&str>) -> Result<Option<SecretS
         Some("redis" | "rediss" | "redis+unix" | "unix") => Ok(Some(url)),
         _ => Err(ConfigError::new("REDIS_URL", "must be a redis://, rediss:// or unix:// URL")),
     }
+}
+
+/// A comma-separated list of origins (`CORS_ORIGIN`, `SOCKET_ALLOWED_ORIGINS`), canonical and
+/// without duplicates.
+pub fn origin_list(env: &dyn Env, variable: &str) -> Result<Vec<Origin>, ConfigError> {
+    let mut origins: Vec<Origin> = Vec::new();
+    for item in env.string(variable).unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let origin = Origin::parse(item).map_err(|e| ConfigError::new(variable, e))?;
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    Ok(origins)
 }
 
 #[cfg(test)]

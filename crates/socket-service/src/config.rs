@@ -8,10 +8,9 @@ use platform::{
     net::TrustedProxies,
     origin::Origin,
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
-/// Shortest accepted secret, in bytes.
-pub const MIN_SECRET_BYTES: usize = 32;
+pub use platform::config::MIN_SECRET_BYTES;
 pub const DEFAULT_PORT: u16 = 4004;
 pub const DEFAULT_AUTH_SERVICE_URL: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_MESSAGES_PER_MINUTE: u32 = 120;
@@ -68,34 +67,13 @@ pub struct SocketConfig {
     pub log_json: bool,
 }
 
-fn checked_secret(variable: &str, secret: SecretString) -> Result<SecretString, ConfigError> {
-    if secret.expose_secret().len() < MIN_SECRET_BYTES {
-        return Err(ConfigError::new(
-            variable,
-            format!("must be at least {MIN_SECRET_BYTES} bytes (generate one with `openssl rand -base64 48`)"),
-        ));
-    }
-    Ok(secret)
-}
-
 fn secret(
     env: &dyn Env,
     mode: Mode,
     variable: &str,
     override_value: Option<SecretString>,
 ) -> Result<SecretString, ConfigError> {
-    match (override_value.or_else(|| env.secret(variable)), mode) {
-        (Some(value), _) => checked_secret(variable, value),
-        (None, Mode::Distributed) => Err(ConfigError::new(
-            variable,
-            format!(
-                "is required when the socket service runs alone (the auth service's value, at least {MIN_SECRET_BYTES} bytes)"
-            ),
-        )),
-        (None, Mode::Embedded) => {
-            Err(ConfigError::new(variable, "is not set and was not passed in by the all-in-one binary"))
-        }
-    }
+    platform::config::shared_secret(env, variable, "socket service", mode == Mode::Distributed, override_value)
 }
 
 fn auth_service_url(env: &dyn Env, mode: Mode) -> Result<String, ConfigError> {
@@ -115,34 +93,9 @@ fn auth_service_url(env: &dyn Env, mode: Mode) -> Result<String, ConfigError> {
     Ok(raw)
 }
 
-/// Only the scheme is checked here; the value is never echoed, since it may hold a password.
 fn redis_url(env: &dyn Env, mode: Mode) -> Result<Option<SecretString>, ConfigError> {
-    let Some(url) = env.secret("REDIS_URL") else {
-        return match mode {
-            Mode::Embedded => Ok(None),
-            Mode::Distributed => Err(ConfigError::new(
-                "REDIS_URL",
-                "is required when the socket service runs alone: revocation events and connection contexts are shared through it",
-            )),
-        };
-    };
-    let scheme = url.expose_secret().split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
-    match scheme.as_deref() {
-        Some("redis" | "rediss" | "redis+unix" | "unix") => Ok(Some(url)),
-        _ => Err(ConfigError::new("REDIS_URL", "must be a redis://, rediss:// or unix:// URL")),
-    }
-}
-
-fn allowed_origins(env: &dyn Env) -> Result<Vec<Origin>, ConfigError> {
-    let mut origins: Vec<Origin> = Vec::new();
-    let raw = env.string("SOCKET_ALLOWED_ORIGINS").unwrap_or_default();
-    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let origin = Origin::parse(item).map_err(|e| ConfigError::new("SOCKET_ALLOWED_ORIGINS", e))?;
-        if !origins.contains(&origin) {
-            origins.push(origin);
-        }
-    }
-    Ok(origins)
+    let why = "the socket service runs alone: revocation events and connection contexts are shared through it";
+    platform::config::redis_url(env, (mode == Mode::Distributed).then_some(why))
 }
 
 impl SocketConfig {
@@ -167,12 +120,7 @@ impl SocketConfig {
         if heartbeat < Duration::from_millis(100) {
             return Err(ConfigError::new("SOCKET_HEARTBEAT_INTERVAL", "must be at least 100ms"));
         }
-        let log_json = match env.string("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
-            None => mode == Mode::Distributed,
-            Some("json") => true,
-            Some("text" | "pretty") => false,
-            Some(other) => return Err(ConfigError::new("LOG_FORMAT", format!("`{other}` is not json or text"))),
-        };
+        let log_json = platform::config::log_json(env, mode == Mode::Distributed)?;
         Ok(Self {
             mode,
             host,
@@ -182,7 +130,7 @@ impl SocketConfig {
             context_signing_secret: secret(env, mode, "CONTEXT_SIGNING_SECRET", overrides.context_signing_secret)?,
             redis_url: redis_url(env, mode)?,
             redis_key_prefix: env.string_or("REDIS_KEY_PREFIX", "portcullis:"),
-            allowed_origins: allowed_origins(env)?,
+            allowed_origins: platform::config::origin_list(env, "SOCKET_ALLOWED_ORIGINS")?,
             messages_per_minute,
             heartbeat,
             trusted_proxies: TrustedProxies::parse("TRUSTED_PROXIES", env.string("TRUSTED_PROXIES").as_deref())?,
@@ -193,6 +141,8 @@ impl SocketConfig {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use std::net::Ipv4Addr;
 
     use platform::env::MapEnv;
