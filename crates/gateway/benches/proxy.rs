@@ -6,6 +6,8 @@
 //! - `BENCH_UPSTREAM_URL`: the upstream itself (`http://127.0.0.1:port`);
 //! - `BENCH_GATEWAY_URL`: the gateway, with a `/v1/user/bench` route to that upstream;
 //! - `BENCH_CADDY_URL` (optional): Caddy `forward_auth` in front of the same upstream;
+//! - `BENCH_CADDY_PROXY_URL` (optional): Caddy as a plain `reverse_proxy` to it, no
+//!   authentication: what one proxy hop costs on this machine;
 //! - `BENCH_AUTH_HTTP`: the auth service, where a user signs up for the Bearer token (or
 //!   `BENCH_TOKEN` to pass one in);
 //! - `BENCH_CONNECTIONS` (default 32), `BENCH_SECONDS` (default 5): the load's shape;
@@ -176,7 +178,8 @@ struct Latency {
     p99: Duration,
     max: Duration,
     errors: u64,
-    /// Requests released in the window but still unanswered [`DRAIN`] after the last release.
+    /// Requests released in the window but unanswered (or not even sent) [`DRAIN`] after the
+    /// last release.
     unanswered: u64,
 }
 
@@ -199,6 +202,8 @@ async fn latency_at(target: &Target, rate: f64, seconds: Duration) -> Latency {
     let start = Instant::now() + WARM_UP;
     let end = start + seconds;
     let interval = Duration::from_secs_f64(1.0 / rate);
+    let released = Arc::new(AtomicU64::new(0));
+    let pacer_released = released.clone();
     let pacer = std::thread::spawn(move || {
         let mut next = Instant::now();
         while next < end {
@@ -211,6 +216,9 @@ async fn latency_at(target: &Target, rate: f64, seconds: Duration) -> Latency {
                 if release_tx.send(now).is_err() {
                     return;
                 }
+                if now >= start {
+                    pacer_released.fetch_add(1, Ordering::Relaxed);
+                }
                 next += interval;
             }
         }
@@ -218,17 +226,12 @@ async fn latency_at(target: &Target, rate: f64, seconds: Duration) -> Latency {
 
     let samples = Arc::new(Mutex::new(Vec::<Duration>::with_capacity((rate * seconds.as_secs_f64() * 1.1) as usize)));
     let errors = Arc::new(AtomicU64::new(0));
-    let released = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let mut dispatcher = {
-        let (target, samples, errors, released, done) =
-            (target.clone(), samples.clone(), errors.clone(), released.clone(), done.clone());
+        let (target, samples, errors, done) = (target.clone(), samples.clone(), errors.clone(), done.clone());
         tokio::spawn(async move {
             while let Some(stamp) = release_rx.recv().await {
                 let counted = stamp >= start;
-                if counted {
-                    released.fetch_add(1, Ordering::Relaxed);
-                }
                 let Some(mut sender) = pool_rx.recv().await else { break };
                 let (target, samples, errors, pool_tx, done) =
                     (target.clone(), samples.clone(), errors.clone(), pool_tx.clone(), done.clone());
@@ -344,24 +347,27 @@ fn load_average() -> String {
 struct Measured {
     target: Target,
     throughput: Throughput,
-    /// At half of the direct maximum.
+    /// At half of the direct maximum, SPEC §10's offered load.
     latency: Latency,
-    /// At half of its own maximum, measured when it could not keep up with the direct rate.
-    own_half: Option<Latency>,
+    /// When it could not keep up with that: itself, then the upstream direct, at half of its
+    /// own maximum, so the added latency is still measured at one rate.
+    own_half: Option<(Latency, Latency)>,
 }
 
 async fn run(upstream: String) {
     let connections = env_number("BENCH_CONNECTIONS", 32) as usize;
     let seconds = Duration::from_secs(env_number("BENCH_SECONDS", 5));
     let token: Arc<str> = token().await.into();
-    let mut targets = vec![Target { name: "direct", authority: authority(&upstream), token: token.clone() }];
+    let target = |name: &'static str, url: &str| Target { name, authority: authority(url), token: token.clone() };
+    let mut targets = vec![target("direct", &upstream)];
     if let Ok(url) = std::env::var("BENCH_GATEWAY_URL") {
-        targets.push(Target { name: "gateway", authority: authority(&url), token: token.clone() });
+        targets.push(target("gateway", &url));
+    }
+    if let Ok(url) = std::env::var("BENCH_CADDY_PROXY_URL") {
+        targets.push(target("caddy reverse_proxy", &url));
     }
     match std::env::var("BENCH_CADDY_URL") {
-        Ok(url) => {
-            targets.push(Target { name: "caddy forward_auth", authority: authority(&url), token: token.clone() })
-        }
+        Ok(url) => targets.push(target("caddy forward_auth", &url)),
         Err(_) => eprintln!("BENCH_CADDY_URL not set: no Caddy forward_auth figures"),
     }
     // Every target must answer 200 before anything is measured.
@@ -385,6 +391,7 @@ async fn run(upstream: String) {
     }
     let rate = throughputs[0].per_second / 2.0;
     println!("  fixed rate: {rate:.0} /s (half of the direct maximum), {OPEN_LOOP_CONNECTIONS} connections open loop");
+    let direct = targets[0].clone();
     let mut results = Vec::new();
     for (target, throughput) in targets.into_iter().zip(throughputs) {
         let latency = latency_at(&target, rate, seconds).await;
@@ -392,26 +399,29 @@ async fn run(upstream: String) {
         let own_half = if latency.kept_up() {
             None
         } else {
-            let own = latency_at(&target, throughput.per_second / 2.0, seconds).await;
+            let own_rate = throughput.per_second / 2.0;
+            let own = latency_at(&target, own_rate, seconds).await;
             print_latency(target.name, " (half its own max)", &own);
-            Some(own)
+            let base = latency_at(&direct, own_rate, seconds).await;
+            print_latency(direct.name, " (same rate)", &base);
+            Some((own, base))
         };
         results.push(Measured { target, throughput, latency, own_half });
     }
     let load_after = load_average();
-    let summary = summarise(&results, connections, seconds, rate, &load_before, &load_after);
-    println!("\n{}", summary.1);
+    let (json, markdown) = summarise(&results, connections, seconds, rate, &load_before, &load_after);
+    println!("\n{markdown}");
     if let Ok(path) = std::env::var("BENCH_SUMMARY") {
-        std::fs::write(&path, serde_json::to_string_pretty(&summary.0).expect("json")).expect("write summary");
-        let markdown = std::path::Path::new(&path).with_extension("md");
-        std::fs::write(&markdown, &summary.1).expect("write summary");
-        println!("summary: {path}, {}", markdown.display());
+        std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json")).expect("write summary");
+        let md_path = std::path::Path::new(&path).with_extension("md");
+        std::fs::write(&md_path, &markdown).expect("write summary");
+        println!("summary: {path}, {}", md_path.display());
     }
 }
 
 fn print_latency(name: &str, note: &str, l: &Latency) {
     println!(
-        "  latency         {:<20} offered {:>7.0}/s achieved {:>7.0}/s  p50 {:>8.0} µs  p90 {:>8.0} µs  p99 {:>8.0} µs  max {:>8.0} µs  ({} errors, {} unanswered){note}{}",
+        "  latency         {:<20} offered {:>7.0}/s answered {:>7.0}/s  p50 {:>8.0} µs  p90 {:>8.0} µs  p99 {:>8.0} µs  max {:>8.0} µs  ({} errors, {} unanswered){note}{}",
         name,
         l.offered,
         l.achieved,
@@ -428,7 +438,7 @@ fn print_latency(name: &str, note: &str, l: &Latency) {
 fn latency_json(l: &Latency) -> Value {
     json!({
         "offered_per_second": l.offered.round(),
-        "achieved_per_second": l.achieved.round(),
+        "answered_per_second": l.achieved.round(),
         "kept_up": l.kept_up(),
         "p50_us": micros(l.p50).round(),
         "p90_us": micros(l.p90).round(),
@@ -437,6 +447,20 @@ fn latency_json(l: &Latency) -> Value {
         "errors": l.errors,
         "unanswered": l.unanswered,
     })
+}
+
+/// `p50 | p99 | added p50 | added p99` cells for `l` against `base` at the same rate.
+fn latency_cells(l: &Latency, base: &Latency) -> String {
+    if !l.kept_up() {
+        return format!("overloaded: {:.0} of {:.0} /s answered | — | — | —", l.achieved, l.offered);
+    }
+    format!(
+        "{:.0} µs | {:.0} µs | {:+.0} µs | {:+.0} µs",
+        micros(l.p50),
+        micros(l.p99),
+        micros(l.p50) - micros(base.p50),
+        micros(l.p99) - micros(base.p99)
+    )
 }
 
 /// The JSON summary and a Markdown table to paste into `docs/benchmarks.md`.
@@ -451,42 +475,34 @@ fn summarise(
     let direct = &results[0];
     let mut md = format!(
         "Machine: {}; load average {load_before} before, {load_after} after.\n\
-         Max throughput: {connections} keep-alive HTTP/1.1 connections, closed loop, {} s after a 1 s warm-up.\n\
-         Latency: open loop at {rate:.0} /s (half the direct maximum) over {OPEN_LOOP_CONNECTIONS} connections, {} s after a 1 s warm-up.\n\n\
-         | target | max throughput | vs direct | p50 | p99 | added p50 | added p99 |\n|---|---|---|---|---|---|---|\n",
+         Max throughput: {connections} keep-alive HTTP/1.1 connections, closed loop, {secs} s after a 1 s warm-up.\n\
+         Latency: open loop over {OPEN_LOOP_CONNECTIONS} connections, {secs} s after a 1 s warm-up, at {rate:.0} /s \
+         (half the direct maximum) and, for a target that cannot keep up with that, at half its own maximum \
+         (the upstream direct measured again at that rate for the added figures).\n\n\
+         | target | max throughput | vs direct | offered rate | p50 | p99 | added p50 | added p99 |\n\
+         |---|---|---|---|---|---|---|---|\n",
         machine(),
-        seconds.as_secs(),
-        seconds.as_secs()
+        secs = seconds.as_secs(),
     );
     let mut rows = Vec::new();
     for m in results {
         let ratio = m.throughput.per_second / direct.throughput.per_second;
-        let added_p50 = micros(m.latency.p50) - micros(direct.latency.p50);
-        let added_p99 = micros(m.latency.p99) - micros(direct.latency.p99);
-        let flag = if m.latency.kept_up() {
-            String::new()
-        } else {
-            format!(" (did not keep up: {:.0} /s answered)", m.latency.achieved)
-        };
         md.push_str(&format!(
-            "| {} | {:.0} /s | {:.0} % | {:.0} µs{flag} | {:.0} µs | {:+.0} µs | {:+.0} µs |\n",
+            "| {} | {:.0} /s | {:.0} % | {:.0} /s | {} |\n",
             m.target.name,
             m.throughput.per_second,
             ratio * 100.0,
-            micros(m.latency.p50),
-            micros(m.latency.p99),
-            added_p50,
-            added_p99
+            m.latency.offered,
+            latency_cells(&m.latency, &direct.latency)
         ));
-        if let Some(own) = &m.own_half {
+        if let Some((own, base)) = &m.own_half {
             md.push_str(&format!(
-                "| {} at {:.0} /s (half its own max) | | | {:.0} µs | {:.0} µs | {:+.0} µs | {:+.0} µs |\n",
+                "| {} (half its own max) | | | {:.0} /s | {} |\n| direct at the same rate | | | {:.0} /s | {} |\n",
                 m.target.name,
                 own.offered,
-                micros(own.p50),
-                micros(own.p99),
-                micros(own.p50) - micros(direct.latency.p50),
-                micros(own.p99) - micros(direct.latency.p99)
+                latency_cells(own, base),
+                base.offered,
+                latency_cells(base, base)
             ));
         }
         rows.push(json!({
@@ -494,10 +510,15 @@ fn summarise(
             "max_throughput_per_second": m.throughput.per_second.round(),
             "max_throughput_errors": m.throughput.errors,
             "throughput_vs_direct": (ratio * 1000.0).round() / 1000.0,
-            "latency_at_fixed_rate": latency_json(&m.latency),
-            "added_p50_us": added_p50.round(),
-            "added_p99_us": added_p99.round(),
-            "latency_at_half_own_max": m.own_half.as_ref().map(latency_json),
+            "latency_at_half_direct_max": latency_json(&m.latency),
+            "added_p50_us": m.latency.kept_up().then(|| (micros(m.latency.p50) - micros(direct.latency.p50)).round()),
+            "added_p99_us": m.latency.kept_up().then(|| (micros(m.latency.p99) - micros(direct.latency.p99)).round()),
+            "latency_at_half_own_max": m.own_half.as_ref().map(|(own, base)| json!({
+                "target": latency_json(own),
+                "direct_at_same_rate": latency_json(base),
+                "added_p50_us": (micros(own.p50) - micros(base.p50)).round(),
+                "added_p99_us": (micros(own.p99) - micros(base.p99)).round(),
+            })),
         }));
     }
     let value = json!({
