@@ -1,5 +1,5 @@
-//! `cargo xtask bench [auth | gateway] [--quiet-logs]`: the benchmarks of SPEC §10, every
-//! server in a process of its own, the load generator in another.
+//! `cargo xtask bench [auth | gateway | sockets] [--quiet-logs]`: the benchmarks of SPEC §10,
+//! every server in a process of its own, the load generator in another.
 //!
 //! - `auth`: the criterion benches of `auth-service` against the all-in-one binary.
 //! - `gateway`: the gateway scenario (`crates/gateway/benches/proxy.rs`): a minimal upstream
@@ -7,7 +7,10 @@
 //!   with a route to it, and, when `caddy` is on `PATH`, Caddy `forward_auth` in front of the
 //!   auth service and the same upstream (plus a plain Caddy `reverse_proxy` to it, the cost of
 //!   a proxy hop alone); then the load generator against all of them.
-//! - neither: both, one after the other.
+//! - `sockets`: `crates/socket-service/benches/sockets.rs` against the all-in-one binary's
+//!   socket service: connect + validate, revocation → close, memory per idle connection
+//!   (the server's RSS, read from `/proc/<pid>/status`).
+//! - none named: all three, one after the other.
 //!
 //! `--quiet-logs` runs the gateway scenario's servers with `RUST_LOG=warn`, so the gateway
 //! writes no per-request access log line; by default they log as in production (`info`,
@@ -47,11 +50,13 @@ pub async fn run(args: &[&str]) -> Result<(), String> {
     match which.as_slice() {
         [] => {
             auth()?;
-            gateway(quiet).await
+            gateway(quiet).await?;
+            sockets()
         }
         ["auth"] => auth(),
         ["gateway"] => gateway(quiet).await,
-        _ => Err("usage: cargo xtask bench [auth | gateway] [--quiet-logs]".to_owned()),
+        ["sockets"] => sockets(),
+        _ => Err("usage: cargo xtask bench [auth | gateway | sockets] [--quiet-logs]".to_owned()),
     }
 }
 
@@ -177,6 +182,44 @@ fn auth() -> Result<(), String> {
         return Err("benchmarks failed".to_owned());
     }
     println!("reports: {}; record results in docs/benchmarks.md", target_dir(&root).join("criterion").display());
+    Ok(())
+}
+
+/// The all-in-one binary, then the socket-service load generator against its socket service.
+fn sockets() -> Result<(), String> {
+    let root = workspace_root();
+    let server = build_server(&root)?;
+    let data = Scratch::new("bench-sockets")?;
+    let (http, grpc, socket) = (free_port()?, free_port()?, free_port()?);
+    let mut children = Children::default();
+    children.spawn(
+        "the server",
+        Command::new(server)
+            .env("DATA_DIR", &data.0)
+            .env("AUTH_PORT", http.to_string())
+            .env("AUTH_GRPC_PORT", grpc.to_string())
+            .env("GATEWAY_PORT", "0")
+            .env("SOCKET_PORT", socket.to_string())
+            .env("SERVICE_SECRET", SECRET)
+            .env("JWT_EXPIRES_IN", "1h")
+            .env("MAX_SESSIONS_PER_USER", "1000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null()),
+    )?;
+    children.wait_for(socket)?;
+    let pid = children.0.last().map(|(_, child)| child.id()).ok_or("the server did not start")?;
+    let status = Command::new(cargo())
+        .current_dir(&root)
+        .args(["bench", "-p", "socket-service", "--bench", "sockets"])
+        .env("BENCH_AUTH_HTTP", format!("http://127.0.0.1:{http}"))
+        .env("BENCH_SOCKET_URL", format!("ws://127.0.0.1:{socket}"))
+        .env("BENCH_SERVER_PID", pid.to_string())
+        .status()
+        .map_err(|e| e.to_string())?;
+    drop(children);
+    if !status.success() {
+        return Err("the socket benchmark failed".to_owned());
+    }
     Ok(())
 }
 
