@@ -5,6 +5,9 @@ use std::{net::SocketAddr, process::ExitCode};
 use auth_service::{AuthConfig, Mode};
 use platform::env::OsEnv;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = match AuthConfig::from_env(&OsEnv, Mode::Distributed) {

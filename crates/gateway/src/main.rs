@@ -7,6 +7,9 @@ use gateway::{GatewayConfig, GatewayDeps, Mode};
 use platform::{bus::RedisBus, env::OsEnv};
 use secrecy::ExposeSecret;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = match GatewayConfig::from_env(&OsEnv, Mode::Distributed) {

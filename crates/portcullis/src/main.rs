@@ -18,6 +18,9 @@ use platform::{
 use secrecy::ExposeSecret;
 use socket_service::{Deps, SocketConfig, SocketService};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The gateway runs on this machine, so the auth service believes its `X-Forwarded-For`.
 const LOOPBACK: &str = "127.0.0.1/32, ::1/128";
 

@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use platform::env::OsEnv;
 use socket_service::{Mode, SocketConfig, SocketService};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let config = match SocketConfig::from_env(&OsEnv, Mode::Distributed) {

@@ -173,7 +173,7 @@ impl Proxy {
             return Err(GatewayError::BodyTooLarge { limit: target.max_body });
         }
         strip_hop_by_hop(&mut parts.headers);
-        let uri: Uri = target.upstream.join(target.path_and_query).parse().map_err(|_| GatewayError::NotFound)?;
+        let mut uri: Uri = target.upstream.join(target.path_and_query).parse().map_err(|_| GatewayError::NotFound)?;
         let attempts = if idempotent(&parts.method) && bodiless(&parts.headers) { 1 + target.retries } else { 1 };
         let breaker = self.breaker(target.upstream);
         let mut body = Some(Limited::new(body, target.max_body as usize).boxed_unsync());
@@ -184,8 +184,14 @@ impl Proxy {
             }
             let mut outgoing = Request::new(body.take().unwrap_or_else(empty));
             *outgoing.method_mut() = parts.method.clone();
-            *outgoing.uri_mut() = uri.clone();
-            *outgoing.headers_mut() = parts.headers.clone();
+            // Only a retry needs the originals again; the last attempt takes them.
+            if attempt + 1 == attempts {
+                *outgoing.uri_mut() = std::mem::take(&mut uri);
+                *outgoing.headers_mut() = std::mem::take(&mut parts.headers);
+            } else {
+                *outgoing.uri_mut() = uri.clone();
+                *outgoing.headers_mut() = parts.headers.clone();
+            }
             match tokio::time::timeout(target.timeout, self.client.request(outgoing)).await {
                 Ok(Ok(response)) => {
                     let status = response.status();
