@@ -92,3 +92,33 @@ impl Gateway {
         ContextKey::new(config.context_signing_secret.expose_secret())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preflight_origins_match_exactly_or_by_a_clients_subdomain_pattern() {
+        let cors = CorsOrigins::new(["https://console.example.com".to_owned()]);
+        assert!(cors.allows("https://console.example.com"));
+        assert!(cors.allows("HTTPS://Console.Example.com:443"), "canonical form");
+        assert!(!cors.allows("https://shop.example.org"), "no client origins yet");
+        cors.replace_clients(&["https://shop.example.org".to_owned(), "https://*.tenant.example".to_owned()]);
+        assert!(cors.allows("https://shop.example.org"));
+        assert!(cors.allows("https://a.tenant.example"));
+        for refused in [
+            "https://tenant.example",
+            "https://eviltenant.example",
+            "https://shop.example.org.evil.net",
+            "http://shop.example.org",
+            "null",
+            "",
+            "not an origin",
+        ] {
+            assert!(!cors.allows(refused), "{refused}");
+        }
+        // A refresh replaces the list: a client's removed origin stops matching.
+        cors.replace_clients(&[]);
+        assert!(!cors.allows("https://shop.example.org"));
+    }
+}

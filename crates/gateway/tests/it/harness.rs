@@ -98,6 +98,11 @@ prefix = "/v1/user/profile"
 upstream = "{upstream}"
 
 [[routes]]
+prefix = "/v1/user/upload"
+upstream = "{upstream}"
+max_body = "1KiB"
+
+[[routes]]
 prefix = "/v1/user/admin"
 upstream = "{upstream}"
 roles = ["admin"]

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod bad_input;
 mod e2e;
 mod edge;
 mod socket;
