@@ -67,7 +67,15 @@ pub async fn ready(State(gateway): State<Gateway>) -> Response {
 }
 
 pub async fn metrics(State(gateway): State<Gateway>) -> Response {
+    let mut webhooks_pending = Vec::new();
+    for source in gateway.config.routes.webhooks.keys() {
+        // A store that cannot be read now leaves the gauge at its last value.
+        if let Ok(pending) = gateway.webhooks.pending(source).await {
+            webhooks_pending.push((source.clone(), pending));
+        }
+    }
     let text = gateway.metrics.render(Snapshot {
+        webhooks_pending,
         auth_lookups: gateway.auth.lookup_count(),
         auth_rpcs: gateway.auth.rpc_count(),
         rate_limit_degraded: gateway.limiter.degraded(),

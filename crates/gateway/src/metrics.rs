@@ -22,6 +22,7 @@ pub struct Metrics {
     auth_rpcs: IntCounter,
     auth_hit_ratio: prometheus::Gauge,
     breaker_open: IntGaugeVec,
+    webhooks_pending: IntGaugeVec,
     seen_lookups: AtomicU64,
     seen_rpcs: AtomicU64,
     seen_fallbacks: AtomicU64,
@@ -34,6 +35,8 @@ pub struct Snapshot {
     pub rate_limit_degraded: bool,
     pub rate_limit_fallbacks: u64,
     pub breakers: Vec<BreakerState>,
+    /// Webhook events stored and not yet delivered, by source.
+    pub webhooks_pending: Vec<(String, u64)>,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -111,8 +114,17 @@ impl Metrics {
             )
             .expect("metric"),
         );
+        let webhooks_pending = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("gateway_webhooks_pending", "Webhook events stored and not yet delivered"),
+                &["source"],
+            )
+            .expect("metric"),
+        );
         Self {
             registry,
+            webhooks_pending,
             requests,
             latency,
             errors,
@@ -146,6 +158,9 @@ impl Metrics {
         self.rate_limit_fallback.set(i64::from(snapshot.rate_limit_degraded));
         for breaker in snapshot.breakers {
             self.breaker_open.with_label_values(&[breaker.upstream.as_str()]).set(i64::from(breaker.open));
+        }
+        for (source, pending) in snapshot.webhooks_pending {
+            self.webhooks_pending.with_label_values(&[source.as_str()]).set(i64::try_from(pending).unwrap_or(i64::MAX));
         }
         let mut out = Vec::new();
         if TextEncoder::new().encode(&self.registry.gather(), &mut out).is_err() {
