@@ -71,18 +71,36 @@ thread_local! {
     static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Hashing threads run at the lowest scheduling priority (nice 19 on Linux), so when a
-/// login storm and token validation compete for a core, validation wins: logins wait longer,
-/// validation latency does not grow. Best effort: a refusal leaves the priority unchanged.
+/// Hashing threads run at the lowest scheduling priority (`SCHED_IDLE` on Linux, the lowest
+/// nice value elsewhere), so when a login storm and token validation compete for a core,
+/// validation wins: logins wait longer, validation latency does not grow. Logins still run on
+/// any idle cycle. Best effort: a refusal leaves the priority unchanged.
 fn lower_priority_once() {
     LOWERED.with(|lowered| {
         if !lowered.get() {
-            if let Err(err) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
+            if let Err(err) = lower_current_thread() {
                 tracing::debug!(error = ?err, "could not lower the hashing thread's priority");
             }
             lowered.set(true);
         }
     });
+}
+
+#[cfg(target_os = "linux")]
+fn lower_current_thread() -> Result<(), thread_priority::Error> {
+    use thread_priority::unix::{
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+    };
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_current_thread() -> Result<(), thread_priority::Error> {
+    thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
 }
 
 fn argon() -> Result<Argon2<'static>, Error> {
