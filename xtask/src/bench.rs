@@ -31,18 +31,6 @@ use crate::workspace_root;
 const SECRET: &str = "bench-service-secret-0123456789abcdef0123";
 /// The gateway route the scenario measures; the load generator asks for a path beneath it.
 const ROUTE_PREFIX: &str = "/v1/user/bench";
-/// Headers a client must not be able to set; Caddy strips them before `forward_auth`.
-const CONTEXT_HEADERS: &[&str] = &[
-    "X-Auth-Kind",
-    "X-User-Id",
-    "X-Tenant-Id",
-    "X-Client-Id",
-    "X-Session-Id",
-    "X-Scopes",
-    "X-Role",
-    "X-Context-Timestamp",
-    "X-Context-Signature",
-];
 
 pub async fn run(args: &[&str]) -> Result<(), String> {
     let quiet = args.contains(&"--quiet-logs");
@@ -266,7 +254,11 @@ async fn service_token(grpc: u16) -> Result<String, String> {
 /// headers it answered; `route` keeps that order. A second site on `plain` proxies to the same
 /// upstream without any authentication, the cost of the proxy hop alone.
 fn caddyfile(port: u16, plain: u16, auth_http: u16, token: &str, upstream: u16) -> String {
-    let strip: String = CONTEXT_HEADERS.iter().map(|h| format!("    request_header -{h}\n")).collect();
+    // A client must not be able to set these; Caddy strips them before `forward_auth`.
+    let strip: String = auth_contract::headers::CONTEXT_HEADERS
+        .iter()
+        .map(|h| format!("    request_header -{}\n", h.as_str()))
+        .collect();
     format!(
         "{{\n  admin off\n  auto_https off\n}}\nhttp://127.0.0.1:{port} {{\n  route {{\n{strip}    \
          forward_auth 127.0.0.1:{auth_http} {{\n      uri /api/v1/auth/internal/validate\n      \

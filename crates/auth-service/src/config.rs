@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-pub use platform::config::MIN_SECRET_BYTES;
+pub use platform::config::{MIN_SECRET_BYTES, Mode};
 use platform::{
     config::checked_secret,
     env::{ConfigError, Env, EnvExt},
@@ -17,16 +17,6 @@ use secrecy::SecretString;
 const JWT_SECRET_FILE: &str = "jwt_secret";
 const SERVICE_SECRET_FILE: &str = "service_secret";
 const CONTEXT_SECRET_FILE: &str = "context_signing_secret";
-
-/// How the service is deployed, which decides defaults and what is mandatory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Inside the all-in-one binary: SQLite and the in-process bus unless `DATABASE_URL` and
-    /// `REDIS_URL` are set; dev secrets generated under `DATA_DIR`; listens on loopback.
-    Embedded,
-    /// The `auth-service` binary alone: PostgreSQL, Redis and `JWT_SECRET` are required.
-    Distributed,
-}
 
 /// Where state lives.
 #[derive(Debug, Clone)]

@@ -18,31 +18,11 @@ use crate::{
     routes::RoutesFile,
 };
 
-pub use platform::config::MIN_SECRET_BYTES;
+pub use platform::config::{MIN_SECRET_BYTES, Mode, SecretOverrides};
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_AUTH_SERVICE_URL: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_AUTH_HTTP_URL: &str = "http://127.0.0.1:4001";
 pub const DEFAULT_SOCKET_SERVICE_URL: &str = "http://127.0.0.1:4004";
-
-/// How the gateway is deployed, which decides defaults and what is mandatory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Inside the all-in-one binary: listens on loopback at `GATEWAY_PORT`, finds the other
-    /// services at their default local addresses, and gets its secrets from the binary.
-    Embedded,
-    /// The `gateway` binary alone: the auth service's addresses, both secrets and `REDIS_URL`
-    /// are required.
-    Distributed,
-}
-
-/// Secrets handed in by the caller rather than read from the environment. The all-in-one
-/// binary passes the ones the auth service resolved (perhaps generated under `DATA_DIR`), so
-/// both sides are guaranteed to hold the same value. An override wins over the variable.
-#[derive(Debug, Clone, Default)]
-pub struct SecretOverrides {
-    pub service_secret: Option<SecretString>,
-    pub context_signing_secret: Option<SecretString>,
-}
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {

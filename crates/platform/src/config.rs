@@ -8,6 +8,27 @@ use crate::{
     origin::Origin,
 };
 
+/// How a service is deployed, which decides its defaults and what is mandatory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Inside the all-in-one binary: loopback addresses, local defaults for the other
+    /// services, in-process state unless `DATABASE_URL`/`REDIS_URL` say otherwise, secrets
+    /// generated under `DATA_DIR` or handed in by the binary.
+    Embedded,
+    /// The service's own binary: every address, secret and shared store it needs is
+    /// required, and a missing one stops it naming the variable.
+    Distributed,
+}
+
+/// Secrets handed in by the caller rather than read from the environment. The all-in-one
+/// binary passes the ones the auth service resolved (perhaps generated under `DATA_DIR`), so
+/// every service holds the same value. A handed-in value wins over the variable.
+#[derive(Debug, Clone, Default)]
+pub struct SecretOverrides {
+    pub service_secret: Option<SecretString>,
+    pub context_signing_secret: Option<SecretString>,
+}
+
 /// Shortest accepted secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
 

@@ -10,31 +10,11 @@ use platform::{
 };
 use secrecy::SecretString;
 
-pub use platform::config::MIN_SECRET_BYTES;
+pub use platform::config::{MIN_SECRET_BYTES, Mode, SecretOverrides};
 pub const DEFAULT_PORT: u16 = 4004;
 pub const DEFAULT_AUTH_SERVICE_URL: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_MESSAGES_PER_MINUTE: u32 = 120;
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
-
-/// How the service is deployed, which decides defaults and what is mandatory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Inside the all-in-one binary: listens on loopback at `SOCKET_PORT`, finds the auth
-    /// service at its default local address, gets its secrets from the binary and may keep
-    /// connection contexts and tickets in process.
-    Embedded,
-    /// The `socket-service` binary alone: `AUTH_SERVICE_URL`, both secrets and `REDIS_URL`
-    /// are required.
-    Distributed,
-}
-
-/// Secrets handed in by the caller rather than read from the environment; the all-in-one
-/// binary passes the ones the auth service resolved. An override wins over the variable.
-#[derive(Debug, Clone, Default)]
-pub struct SecretOverrides {
-    pub service_secret: Option<SecretString>,
-    pub context_signing_secret: Option<SecretString>,
-}
 
 #[derive(Debug, Clone)]
 pub struct SocketConfig {
