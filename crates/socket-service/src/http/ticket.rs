@@ -1,7 +1,13 @@
 //! `POST /ticket`: mints a one-time connection ticket from the context the gateway signed,
 //! for browsers that cannot set headers on a WebSocket (the URL then carries nothing reusable).
+//!
+//! The signed headers carry who the caller is but not when their token expires. The gateway
+//! forwards the caller's `Authorization` header too, so a Bearer token there is validated
+//! (usually a cache hit) and, when it names the same identity, its fuller context (expiry,
+//! credential id) is what the ticket holds: a ticket's connection then gets `auth.expiring`
+//! and 4401 like any other, and is closed when that very token is revoked.
 
-use auth_contract::extract::VerifiedContext;
+use auth_contract::{AuthContext, ClientError, extract::VerifiedContext};
 use axum::{
     Json,
     extract::State,
@@ -37,6 +43,16 @@ pub async fn mint(
                 .to_owned(),
         ),
     };
+    let context = match super::ws::bearer(&headers).filter(|t| !t.starts_with("pck_")) {
+        Some(token) => match service.auth().validate(&token, None, None).await {
+            Ok(full) if same_identity(&full, &context) => (*full).clone(),
+            Ok(_) => return Err(ApiError::Forbidden("the token does not match the signed context").at(&request_id)),
+            Err(err @ ClientError::Denied { .. }) => return Err(ApiError::from(err).at(&request_id)),
+            // The signed context stands on its own; only its expiry is unknown.
+            Err(ClientError::Unavailable(_)) => context,
+        },
+        None => context,
+    };
     let ticket = new_ticket().map_err(|e| ApiError::Internal(e.to_string()).at(&request_id))?;
     service
         .inner
@@ -46,4 +62,12 @@ pub async fn mint(
         .await
         .map_err(|e| ApiError::from(e).at(&request_id))?;
     Ok(Json(json!({"ticket": ticket, "expires_in": TICKET_TTL.as_secs()})).into_response())
+}
+
+/// The same caller: kind, subject, session and tenant agree.
+fn same_identity(full: &AuthContext, signed: &AuthContext) -> bool {
+    full.kind == signed.kind
+        && full.subject == signed.subject
+        && full.session_id == signed.session_id
+        && full.tenant_id == signed.tenant_id
 }

@@ -105,4 +105,36 @@ async fn bad_refresh_is_an_error(backend: Backend) {
     socket.assert_no_1011().await;
 }
 
-testkit::on_both_backends!(expiry_closes_4401, refresh_over_socket_extends_connection, bad_refresh_is_an_error);
+/// A ticket minted with the caller's token alongside the signed context (as the gateway
+/// forwards it) carries that token's expiry: the connection is warned and closed with 4401
+/// like a Bearer one. A token of someone else next to the signed context gets no ticket.
+async fn ticket_connection_expires_with_its_token(backend: Backend) {
+    let app = spawn_auth_with(backend, &[("JWT_EXPIRES_IN", LIFETIME)]).await;
+    let socket = spawn_socket(&app, &[]).await;
+    sync_clock(&app);
+    let user = app.signup(&unique_email("ticket-expiry")).await;
+    let context = crate::context_of(&app, &user.access).await;
+    let mut headers = crate::signed(&context, "/ticket");
+    headers.insert("authorization", format!("Bearer {}", user.access).parse().unwrap());
+    let minted = socket.http.post(socket.url("/ticket")).headers(headers).send().await.unwrap();
+    let minted: serde_json::Value = testkit::expect_status(minted, reqwest::StatusCode::OK).await;
+    let url = format!("{}?ticket={}", socket.ws_url(), minted["ticket"].as_str().unwrap());
+    let (mut ws, _) = crate::connect_with(&url, &[]).await.expect("ticket accepted");
+    let expiring = next_json(&mut ws).await;
+    assert_eq!(expiring["type"], "auth.expiring", "{expiring}");
+    assert_eq!(expect_close(&mut ws, Duration::from_secs(8)).await, 4401);
+
+    let other = app.signup(&unique_email("ticket-other")).await;
+    let mut mixed = crate::signed(&context, "/ticket");
+    mixed.insert("authorization", format!("Bearer {}", other.access).parse().unwrap());
+    let refused = socket.http.post(socket.url("/ticket")).headers(mixed).send().await.unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+    socket.assert_no_1011().await;
+}
+
+testkit::on_both_backends!(
+    expiry_closes_4401,
+    refresh_over_socket_extends_connection,
+    bad_refresh_is_an_error,
+    ticket_connection_expires_with_its_token
+);
