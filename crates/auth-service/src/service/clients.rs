@@ -113,21 +113,8 @@ impl AuthService {
         };
         let key = new_key(client.id, "default".to_owned(), Scopes::all(), now);
         self.store().insert_client(&client, &key.key).await?;
-        self.inner.metrics.token_issued("api_key");
-        self.audit(
-            Some(principal.user.id),
-            "client_registered",
-            "success",
-            Some(meta.ip),
-            json!({"client_id": client.id, "api_key_id": key.key.id}),
-        )
-        .await;
-        self.events()
-            .emit(
-                events::CLIENT_UPDATED,
-                json!({"client_id": client.id, "user_id": principal.user.id, "reason": "registered"}),
-            )
-            .await;
+        let event = json!({"client_id": client.id, "user_id": principal.user.id, "reason": "registered"});
+        self.announce_key(principal, meta, "client_registered", &key, event).await;
         Ok((client, key))
     }
 
@@ -148,22 +135,25 @@ impl AuthService {
         let scopes = Scopes::parse_list("scopes", scopes, &Scopes::all())?;
         let key = new_key(client.id, name, scopes, self.now());
         self.store().insert_api_key(&key.key).await?;
-        self.inner.metrics.token_issued("api_key");
-        self.audit(
-            Some(principal.user.id),
-            "api_key_created",
-            "success",
-            Some(meta.ip),
-            json!({"client_id": client.id, "api_key_id": key.key.id}),
-        )
-        .await;
-        self.events()
-            .emit(
-                events::CLIENT_UPDATED,
-                json!({"client_id": client.id, "user_id": principal.user.id, "field": "api_keys", "credential_id": key.key.id, "reason": "api_key_created"}),
-            )
-            .await;
+        let event = json!({"client_id": client.id, "user_id": principal.user.id, "field": "api_keys", "credential_id": key.key.id, "reason": "api_key_created"});
+        self.announce_key(principal, meta, "api_key_created", &key, event).await;
         Ok(key)
+    }
+
+    /// What follows every new key, at registration or later: the metric, the audit entry and
+    /// `auth:client.updated` (which refreshes gateways' CORS origins and caches).
+    async fn announce_key(
+        &self,
+        principal: &Principal,
+        meta: &ClientMeta,
+        action: &'static str,
+        key: &NewApiKey,
+        event: serde_json::Value,
+    ) {
+        self.inner.metrics.token_issued("api_key");
+        let detail = json!({"client_id": key.key.client_id, "api_key_id": key.key.id});
+        self.audit(Some(principal.user.id), action, "success", Some(meta.ip), detail).await;
+        self.events().emit(events::CLIENT_UPDATED, event).await;
     }
 
     pub async fn api_keys(&self, principal: &Principal, client_id: Uuid) -> Result<Vec<ApiKey>, Error> {
