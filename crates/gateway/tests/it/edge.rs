@@ -164,12 +164,10 @@ async fn upstream_down_opens_the_breaker_and_recovers(backend: Backend) {
         let response = client().get(&profile).bearer_auth(&user.access).send().await.unwrap();
         expect_problem(response, 503, "unavailable").await;
     }
-    // Open now: refused without trying, fast.
-    let started = Instant::now();
+    // Open now: refused without trying (the metric says so), with `Retry-After`.
     let response = client().get(&profile).bearer_auth(&user.access).send().await.unwrap();
     assert!(response.headers().contains_key("retry-after"));
     expect_problem(response, 503, "unavailable").await;
-    assert!(started.elapsed() < Duration::from_millis(200));
     let metrics = client().get(gw.at("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(&format!("gateway_upstream_breaker_open{{upstream=\"http://{addr}\"}} 1")), "{metrics}");
 
