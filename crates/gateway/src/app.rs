@@ -204,3 +204,21 @@ pub async fn run(
     gateway.webhooks.stop();
     served
 }
+
+/// A gateway for unit tests: the given routes file, an auth service address nothing answers
+/// on (so only layers that do not authenticate can be exercised), the in-process bus.
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+pub(crate) async fn test_gateway(routes: &str) -> Gateway {
+    use platform::{bus::MemoryBus, env::MapEnv};
+
+    use crate::{config::Mode, routes::RoutesFile};
+    let secret = || Some(secrecy::SecretString::from("s".repeat(32)));
+    let overrides = crate::SecretOverrides { service_secret: secret(), context_signing_secret: secret() };
+    let dir = std::env::temp_dir().join(format!("pc-gw-unit-{}", uuid::Uuid::new_v4().simple()));
+    let env =
+        MapEnv::new([("AUTH_SERVICE_URL", "http://127.0.0.1:9"), ("DATA_DIR", dir.to_str().expect("utf-8 temp dir"))]);
+    let mut config = GatewayConfig::from_env_with(&env, Mode::Embedded, overrides).expect("config");
+    config.routes = RoutesFile::parse(routes).expect("routes");
+    start(config, GatewayDeps { bus: Arc::new(MemoryBus::default()), redis: None }).await.expect("gateway")
+}

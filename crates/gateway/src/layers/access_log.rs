@@ -95,3 +95,41 @@ fn status_to_str(status: u16) -> &'static str {
         _ => "5xx",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::{Router, body::Body, response::IntoResponse, routing::get};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[test]
+    fn status_labels_are_exact_for_common_codes_and_classes_otherwise() {
+        assert_eq!(status_to_str(200), "200");
+        assert_eq!(status_to_str(429), "429");
+        assert_eq!(status_to_str(418), "4xx");
+        assert_eq!(status_to_str(599), "5xx");
+        assert_eq!(status_to_str(103), "1xx");
+    }
+
+    #[tokio::test]
+    async fn each_request_is_counted_under_its_route_label() {
+        let gateway = crate::app::test_gateway("").await;
+        let app = Router::new()
+            .route(
+                "/x",
+                get(|| async {
+                    let mut response = "ok".into_response();
+                    response.extensions_mut().insert(RouteLabel("unit"));
+                    response
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(gateway.clone(), layer));
+        for _ in 0..3 {
+            let request = Request::builder().uri("/x?secret=1").body(Body::empty()).unwrap();
+            assert_eq!(app.clone().oneshot(request).await.unwrap().status(), 200);
+        }
+        assert_eq!(gateway.metrics.requests.with_label_values(&["unit", "200"]).get(), 3);
+        assert_eq!(gateway.metrics.latency.with_label_values(&["unit"]).get_sample_count(), 3);
+    }
+}

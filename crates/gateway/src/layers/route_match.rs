@@ -50,3 +50,41 @@ pub async fn layer(State(gateway): State<Gateway>, mut request: Request, next: N
     request.extensions_mut().insert(matched);
     next.run(request).await
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::{Extension, Router, body::Body, routing::any};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn matched(app: &Router, method: http::Method, path: &str) -> (u16, String) {
+        let request = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_longest_prefix_wins_and_the_ticket_route_is_built_in() {
+        let gateway = crate::app::test_gateway(
+            "[[routes]]\nprefix = \"/v1/user\"\nupstream = \"http://127.0.0.1:9001\"\n\n\
+             [[routes]]\nprefix = \"/v1/user/orders\"\nupstream = \"http://127.0.0.1:9002\"\n",
+        )
+        .await;
+        let app = Router::new()
+            .fallback(any(|Extension(m): Extension<MatchedRoute>| async move {
+                format!("{} {}", m.policy.prefix, m.upstream_path.unwrap_or("-"))
+            }))
+            .layer(axum::middleware::from_fn_with_state(gateway, layer));
+        let get = http::Method::GET;
+        assert_eq!(matched(&app, get.clone(), "/v1/user/orders/7").await, (200, "/v1/user/orders -".into()));
+        assert_eq!(matched(&app, get.clone(), "/v1/user/ordersX").await, (200, "/v1/user -".into()));
+        assert_eq!(matched(&app, get.clone(), "/v1/user").await, (200, "/v1/user -".into()));
+        assert_eq!(matched(&app, get.clone(), "/v1/other").await.0, 404);
+        let ticket = matched(&app, http::Method::POST, SOCKET_TICKET_PATH).await;
+        assert_eq!(ticket, (200, format!("{SOCKET_TICKET_PATH} {SOCKET_TICKET_UPSTREAM_PATH}")));
+        assert_eq!(matched(&app, get, SOCKET_TICKET_PATH).await.0, 405);
+    }
+}
