@@ -136,6 +136,22 @@ fn build_server(root: &Path) -> Result<PathBuf, String> {
     Ok(target_dir(root).join("release/portcullis"))
 }
 
+/// The all-in-one binary on fresh data and the given auth ports, the gateway on any free
+/// port, logging only warnings.
+fn quiet_server(server: &Path, data: &Scratch, http: u16, grpc: u16) -> Command {
+    let mut command = Command::new(server);
+    command
+        .env("DATA_DIR", &data.0)
+        .env("AUTH_PORT", http.to_string())
+        .env("AUTH_GRPC_PORT", grpc.to_string())
+        .env("GATEWAY_PORT", "0")
+        .env("SERVICE_SECRET", SECRET)
+        .env("JWT_EXPIRES_IN", "1h")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    command
+}
+
 /// The all-in-one binary as the auth service, then the criterion benches of `auth-service`
 /// against it.
 fn auth() -> Result<(), String> {
@@ -144,19 +160,7 @@ fn auth() -> Result<(), String> {
     let data = Scratch::new("bench-auth")?;
     let (http, grpc) = (free_port()?, free_port()?);
     let mut children = Children::default();
-    children.spawn(
-        "the server",
-        Command::new(server)
-            .env("DATA_DIR", &data.0)
-            .env("AUTH_PORT", http.to_string())
-            .env("AUTH_GRPC_PORT", grpc.to_string())
-            .env("GATEWAY_PORT", "0")
-            .env("SOCKET_PORT", "0")
-            .env("SERVICE_SECRET", SECRET)
-            .env("JWT_EXPIRES_IN", "1h")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null()),
-    )?;
+    children.spawn("the server", quiet_server(&server, &data, http, grpc).env("SOCKET_PORT", "0"))?;
     children.wait_for(grpc)?;
     let status = Command::new(cargo())
         .current_dir(&root)
@@ -182,17 +186,9 @@ fn sockets() -> Result<(), String> {
     let mut children = Children::default();
     children.spawn(
         "the server",
-        Command::new(server)
-            .env("DATA_DIR", &data.0)
-            .env("AUTH_PORT", http.to_string())
-            .env("AUTH_GRPC_PORT", grpc.to_string())
-            .env("GATEWAY_PORT", "0")
+        quiet_server(&server, &data, http, grpc)
             .env("SOCKET_PORT", socket.to_string())
-            .env("SERVICE_SECRET", SECRET)
-            .env("JWT_EXPIRES_IN", "1h")
-            .env("MAX_SESSIONS_PER_USER", "1000")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null()),
+            .env("MAX_SESSIONS_PER_USER", "1000"),
     )?;
     children.wait_for(socket)?;
     let pid = children.0.last().map(|(_, child)| child.id()).ok_or("the server did not start")?;
