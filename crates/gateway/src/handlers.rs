@@ -133,26 +133,7 @@ fn query_suffix(request: &Request) -> String {
 fn first_segment(path: &str, prefix: &str) -> String {
     let rest = path.strip_prefix(prefix).unwrap_or_default().trim_start_matches('/');
     let segment = rest.split('/').next().unwrap_or_default();
-    percent_decode(segment).to_ascii_lowercase()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = text.get(i + 1..i + 3)
-            && let Ok(byte) = u8::from_str_radix(hex, 16)
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy().to_ascii_lowercase()
 }
 
 /// `/v1/auth/*` → `{AUTH_HTTP_URL}/api/v1/auth/*`, except the internal routes.
@@ -190,20 +171,13 @@ struct SdkSessionBody {
     scopes: Option<Vec<String>>,
 }
 
-fn is_json(headers: &http::HeaderMap) -> bool {
-    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(|v| {
-        let v = v.trim().to_ascii_lowercase();
-        v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
-    })
-}
-
 async fn create_sdk_session(gateway: &Gateway, request: Request) -> Result<Response, GatewayError> {
     let ip = request.extensions().get::<ClientIp>().copied();
     let (parts, body) = request.into_parts();
     let key = match authn::credential(&parts.headers)? {
         authn::Credential::ApiKey(key) | authn::Credential::Token(key) => key.to_owned(),
     };
-    if !is_json(&parts.headers) {
+    if !platform::media::is_json(&parts.headers) {
         return Err(GatewayError::UnsupportedMediaType);
     }
     let bytes: Bytes = axum::body::to_bytes(body, BUILT_IN_MAX_BODY as usize)
@@ -284,15 +258,5 @@ mod tests {
         }
         assert_eq!(first_segment("/v1/auth/login", "/v1/auth"), "login");
         assert_eq!(first_segment("/v1/auth/internals", "/v1/auth"), "internals");
-    }
-
-    #[test]
-    fn json_content_types() {
-        let mut h = http::HeaderMap::new();
-        assert!(!is_json(&h));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
-        assert!(is_json(&h));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        assert!(!is_json(&h));
     }
 }

@@ -24,14 +24,7 @@ use crate::{
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-pub fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|mime| mime.trim().to_ascii_lowercase())
-        .is_some_and(|mime| mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")))
-}
+pub use platform::media::is_json;
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     // JSON is UTF-8 (RFC 8259 §8.1); serde_json skips ignored strings without checking them.

@@ -191,6 +191,12 @@ pub struct RateLimit {
     pub per: Duration,
 }
 
+impl From<auth_contract::RateLimit> for RateLimit {
+    fn from(limit: auth_contract::RateLimit) -> Self {
+        Self { requests: limit.requests, per: Duration::from_millis(limit.per_ms) }
+    }
+}
+
 impl RateLimit {
     pub fn parse(text: &str) -> Result<Self, String> {
         let invalid = || format!("`{text}` is not a rate limit (e.g. 100/minute; units second, minute, hour, day)");

@@ -11,6 +11,8 @@ use http::Uri;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     uri: Uri,
+    /// `scheme://authority`, kept because the proxy keys its breakers by it per request.
+    origin: String,
     /// The path without a trailing slash; empty for the root.
     base_path: String,
 }
@@ -53,7 +55,9 @@ impl Upstream {
             return Err(format!("`{text}` must not contain `.` or `..` path segments"));
         }
         let base_path = path.trim_end_matches('/').to_owned();
-        Ok(Self { uri, base_path })
+        let scheme = if uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("https")) { "https" } else { "http" };
+        let origin = format!("{scheme}://{}", authority.as_str());
+        Ok(Self { uri, origin, base_path })
     }
 
     pub fn uri(&self) -> &Uri {
@@ -75,10 +79,8 @@ impl Upstream {
     }
 
     /// `scheme://authority`, without the base path.
-    pub fn origin(&self) -> String {
-        let scheme = if self.is_https() { "https" } else { "http" };
-        let authority = self.uri.authority().map_or("", |a| a.as_str());
-        format!("{scheme}://{authority}")
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// The base path without a trailing slash; empty when the URL has none.

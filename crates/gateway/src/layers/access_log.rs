@@ -23,15 +23,15 @@ pub struct Principal(pub Arc<AuthContext>);
 
 pub async fn layer(State(gateway): State<Gateway>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // What only the log line needs is copied only when the line will be written.
+    let logged = tracing::enabled!(target: "gateway::access", tracing::Level::INFO)
+        .then(|| (request.method().clone(), request.uri().path().to_owned()));
     let response = next.run(request).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let extensions = response.extensions();
     let route = extensions.get::<RouteLabel>().map_or("none", |r| r.0);
     let request_id = extensions.get::<RequestId>().map(|r| r.0.as_str()).unwrap_or_default();
-    let ip = extensions.get::<ClientIp>().map(|ip| ip.0.to_string()).unwrap_or_default();
     let principal = extensions.get::<Principal>();
     let kind = principal.map_or("", |p| p.0.kind.as_str());
     let subject = principal.map_or("", |p| p.0.subject.as_str());
@@ -41,6 +41,10 @@ pub async fn layer(State(gateway): State<Gateway>, request: Request, next: Next)
     if !source.is_empty() {
         gateway.metrics.errors.with_label_values(&[source, status_to_str(status)]).inc();
     }
+    let Some((method, path)) = logged else {
+        return response;
+    };
+    let ip = extensions.get::<ClientIp>().map(|ip| ip.0.to_string()).unwrap_or_default();
     tracing::info!(
         target: "gateway::access",
         method = %method,

@@ -5,7 +5,7 @@
 //! gateway instance (see `ratelimit.rs` for the local fallback). Answers carry `RateLimit-*`
 //! headers; a refusal is 429 with `Retry-After`.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use auth_contract::AuthContext;
 use axum::{
@@ -51,11 +51,9 @@ pub fn buckets(
         Some(ctx) => {
             let own = ctx.rate_limit.filter(|l| l.requests > 0 && l.per_ms > 0);
             match (own, ctx.tenant_id.as_deref().filter(|t| !t.is_empty())) {
-                (Some(own), Some(tenant)) => out.push(Bucket {
-                    key: format!("tenant:{tenant}"),
-                    limit: RateLimit { requests: own.requests, per: Duration::from_millis(own.per_ms) },
-                    scope: "tenant",
-                }),
+                (Some(own), Some(tenant)) => {
+                    out.push(Bucket { key: format!("tenant:{tenant}"), limit: RateLimit::from(own), scope: "tenant" })
+                }
                 (_, tenant) => {
                     if let Some(limit) = route.policy.rate_limit {
                         let who = tenant.map_or_else(|| format!("sub:{}", ctx.subject), |t| format!("tenant:{t}"));
@@ -113,6 +111,8 @@ pub async fn layer(State(gateway): State<Gateway>, request: Request, next: Next)
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use auth_contract::Kind;
 
     use super::*;

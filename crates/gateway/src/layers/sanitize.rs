@@ -20,8 +20,8 @@ pub fn ambiguous_path(path: &str) -> Option<&'static str> {
     if path.len() > 1 && path[1..].split('/').any(|s| s.is_empty() || s == "." || s == "..") {
         return Some("the path has an empty, `.` or `..` segment");
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2f", "%5c", "%2e", "%00"].iter().any(|encoded| lower.contains(encoded)) {
+    let encoded = |code: &[u8]| path.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1..].eq_ignore_ascii_case(code));
+    if [b"2f", b"5c", b"2e", b"00"].iter().any(|code| encoded(*code)) {
         return Some("the path has an encoded separator or dot");
     }
     if path.bytes().any(|b| b == b'\\' || b.is_ascii_control()) {

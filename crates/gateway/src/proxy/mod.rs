@@ -132,12 +132,12 @@ impl Proxy {
 
     fn breaker(&self, upstream: &Upstream) -> Arc<Breaker> {
         let key = upstream.origin();
-        if let Some(breaker) = self.breakers.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+        if let Some(breaker) = self.breakers.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key) {
             return breaker.clone();
         }
         let mut breakers = self.breakers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         breakers
-            .entry(key)
+            .entry(key.to_owned())
             .or_insert_with(|| {
                 Arc::new(
                     failsafe::Config::new()
