@@ -42,6 +42,9 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use axum::{Router, body::Body, routing::any};
     use tower::ServiceExt;
@@ -93,5 +96,87 @@ mod tests {
 
         let request = Request::builder().uri("/v1/user/../admin").body(Body::empty()).unwrap();
         assert_eq!(app.oneshot(request).await.unwrap().status(), 400);
+    }
+
+    const ROUTES: &str = "[[routes]]\nprefix = \"/v1/user\"\nupstream = \"http://127.0.0.1:9001\"\n\n\
+         [[routes]]\nprefix = \"/v1/user/orders\"\nupstream = \"http://127.0.0.1:9002\"\n\n\
+         [[routes]]\nprefix = \"/v1/public\"\nupstream = \"http://127.0.0.1:9003\"\nauth = [\"none\"]\n\n\
+         [[routes]]\nprefix = \"/v1/public/admin\"\nupstream = \"http://127.0.0.1:9004\"\nauth = [\"user\"]\n";
+
+    async fn send(app: &Router, path: &str) -> (u16, String) {
+        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The route chosen and the URI the proxy would forward and sign, behind the real
+    /// sanitising and route-matching layers.
+    async fn routed_app() -> Router {
+        use axum::{Extension, middleware::from_fn_with_state};
+
+        use crate::layers::{MatchedRoute, route_match};
+        let gateway = crate::app::test_gateway(ROUTES).await;
+        let inner = Router::new()
+            .fallback(any(|Extension(m): Extension<MatchedRoute>, request: Request| async move {
+                format!("{} {}", m.policy.prefix, request.uri())
+            }))
+            .layer(from_fn_with_state(gateway, route_match::layer));
+        Router::new().fallback_service(inner).layer(axum::middleware::from_fn(layer))
+    }
+
+    #[tokio::test]
+    async fn paths_are_routed_forwarded_and_signed_in_their_normalised_form() {
+        let app = routed_app().await;
+        for (path, expected) in [
+            ("/v1/user/%6Frders/7", "/v1/user/orders /v1/user/orders/7"),
+            ("/v1/user/%6frders/7?q=%6F;x", "/v1/user/orders /v1/user/orders/7?q=%6F;x"),
+            ("/v1/public/%61dmin", "/v1/public/admin /v1/public/admin"),
+            ("/v1/user/a%40b%2b", "/v1/user /v1/user/a%40b%2B"),
+            ("/v1/user/caf%c3%a9", "/v1/user /v1/user/caf%C3%A9"),
+            ("/v1/user/orders/", "/v1/user/orders /v1/user/orders/"),
+            ("/v1/user/%7Eme", "/v1/user /v1/user/~me"),
+        ] {
+            assert_eq!(send(&app, path).await, (200, expected.to_owned()), "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn paths_a_decoding_server_could_read_otherwise_are_malformed() {
+        let app = routed_app().await;
+        for path in [
+            "/v1/user/orders;x/7",
+            "/v1/user/orders%3bx/7",
+            "/v1/public;/admin",
+            "/v1/user/%2e%2e/admin",
+            "/v1/user/%2E/orders",
+            "/v1/user%2forders",
+            "/v1/user/%5corders",
+            "/v1/user/%25",
+            "/v1/user/%00",
+            "/v1/user/%1f",
+            "/v1/user/%7F",
+            "/v1/user/%zz",
+            "/v1/user/a%2",
+            "/v1//user/orders",
+            "/v1/user/ORDERS/7",
+            "/v1/Public/admin",
+            "/v1/public/ADMIN",
+            "/v1/public/%41dmin",
+        ] {
+            let (status, body) = send(&app, path).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert!(body.contains("\"code\":\"malformed_path\""), "{path}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn built_in_routes_are_chosen_on_the_normalised_path() {
+        let app = crate::app::router(crate::app::test_gateway("").await);
+        // The auth service's address answers nothing: a forwarded request is a 503, not a 404.
+        assert_eq!(send(&app, "/v1/%61uth/login").await.0, 503);
+        assert_eq!(send(&app, "/v1/%61uth/internal/validate").await.0, 404);
+        assert_eq!(send(&app, "/v1/auth/%69nternal/validate").await.0, 404);
     }
 }
