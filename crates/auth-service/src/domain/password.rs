@@ -4,7 +4,13 @@
 //! semaphore, at the lowest thread priority, so a login storm queues here instead of starving
 //! token validation.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
 
 use argon2::{
     Algorithm, Argon2, Params, Version,
@@ -52,6 +58,48 @@ impl Password {
 /// How long a hash took, reported to metrics.
 pub type HashTimer = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
 
+/// What the hashing threads are doing, counted inside the hashing closure itself: how many
+/// hashes run right now, the most that ever ran at once, and how many have started.
+#[derive(Debug, Clone, Default)]
+pub struct HashStats(Arc<HashCounts>);
+
+#[derive(Debug, Default)]
+struct HashCounts {
+    running: AtomicUsize,
+    peak: AtomicUsize,
+    started: AtomicU64,
+}
+
+impl HashStats {
+    pub fn running(&self) -> usize {
+        self.0.running.load(Ordering::SeqCst)
+    }
+
+    pub fn peak(&self) -> usize {
+        self.0.peak.load(Ordering::SeqCst)
+    }
+
+    pub fn started(&self) -> u64 {
+        self.0.started.load(Ordering::SeqCst)
+    }
+
+    /// Counts one hash as running until the guard drops.
+    fn enter(&self) -> RunningHash {
+        let now = self.0.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0.peak.fetch_max(now, Ordering::SeqCst);
+        self.0.started.fetch_add(1, Ordering::SeqCst);
+        RunningHash(self.clone())
+    }
+}
+
+struct RunningHash(HashStats);
+
+impl Drop for RunningHash {
+    fn drop(&mut self) {
+        self.0.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[derive(Clone)]
 pub struct Hasher {
     argon: Argon2<'static>,
@@ -59,6 +107,7 @@ pub struct Hasher {
     /// Verified against when the account does not exist, so unknown emails cost the same.
     dummy_hash: Arc<str>,
     on_hash: HashTimer,
+    stats: HashStats,
 }
 
 impl std::fmt::Debug for Hasher {
@@ -117,6 +166,7 @@ impl Hasher {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             dummy_hash: dummy_hash.into(),
             on_hash,
+            stats: HashStats::default(),
         })
     }
 
@@ -127,8 +177,10 @@ impl Hasher {
         let _permit = self.permits.acquire().await.map_err(Error::internal)?;
         let argon = self.argon.clone();
         let on_hash = self.on_hash.clone();
+        let stats = self.stats.clone();
         tokio::task::spawn_blocking(move || {
             lower_priority_once();
+            let _running = stats.enter();
             let started = Instant::now();
             let out = work(&argon);
             on_hash(started.elapsed());
@@ -136,6 +188,11 @@ impl Hasher {
         })
         .await
         .map_err(Error::internal)
+    }
+
+    /// The hashing threads' counts.
+    pub fn stats(&self) -> &HashStats {
+        &self.stats
     }
 
     /// Checks strength (zxcvbn, with the user's own name and email as known words) and hashes.

@@ -112,6 +112,11 @@ impl AuthService {
         &self.inner.context_key
     }
 
+    /// What the password hasher is doing (running, peak, started), for metrics and tests.
+    pub fn password_hashes(&self) -> crate::domain::password::HashStats {
+        self.inner.hasher.stats().clone()
+    }
+
     pub fn key_ring(&self) -> &KeyRing {
         &self.inner.keys
     }
