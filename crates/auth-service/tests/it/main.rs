@@ -16,4 +16,5 @@ mod faults;
 mod flows;
 mod forward_auth;
 mod grpc;
+mod limits;
 mod storage;

@@ -1,0 +1,169 @@
+//! Login limits are reservations and the password hash is a bounded, uncancellable piece of
+//! work (SPEC §4): concurrent wrong passwords cannot get more guesses than the limit, and
+//! clients that hang up mid-hash cannot make the service run more hashes than it allows.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use crate::helpers::*;
+
+fn hash_count(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("auth_password_hash_duration_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn login_from(app: &TestApp, ip: &str, email: &str, password: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/login"))
+        .header("x-forwarded-for", ip)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("request")
+}
+
+/// 50 concurrent wrong passwords for one account from one IP: exactly 10 are verified (the
+/// hasher's own count) and answered 401, 40 are refused with 429 and `Retry-After` before any
+/// work; the same account from another IP is still verified.
+async fn concurrent_wrong_passwords_get_exactly_the_limit(backend: Backend) {
+    let app = spawn_app_with(backend, &[("TRUSTED_PROXIES", "127.0.0.1/32"), ("PASSWORD_HASH_QUEUE", "64")]).await;
+    let email = unique_email("storm");
+    app.signup(&email).await;
+    let before = hash_count(&app.service.render_metrics().await);
+    let attempts = (0..50).map(|_| login_from(&app, "203.0.113.7", &email, "wrong password here"));
+    let responses = futures::future::join_all(attempts).await;
+    let (mut unauthorized, mut limited) = (0, 0);
+    for response in responses {
+        match response.status() {
+            StatusCode::UNAUTHORIZED => unauthorized += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(response.headers().contains_key("retry-after"), "429 without Retry-After");
+                expect_problem(response, 429, "rate_limited").await;
+                limited += 1;
+            }
+            other => panic!("unexpected {other}: {}", body(response).await),
+        }
+    }
+    assert_eq!((unauthorized, limited), (10, 40));
+    assert_eq!(hash_count(&app.service.render_metrics().await) - before, 10, "verified hashes");
+    let other_ip = login_from(&app, "203.0.113.8", &email, "wrong password here").await;
+    expect_problem(other_ip, 401, "invalid_credentials").await;
+    assert_eq!(hash_count(&app.service.render_metrics().await) - before, 11);
+}
+
+/// A refused attempt consumes nothing and a success refunds: after nine failures and a
+/// success, ten more failures are verified before the pair is limited.
+async fn a_success_refunds_and_refusals_consume_nothing(backend: Backend) {
+    let app = spawn_app_with(backend, &[("TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let email = unique_email("refund");
+    app.signup(&email).await;
+    for _ in 0..9 {
+        expect_problem(
+            login_from(&app, "203.0.113.9", &email, "wrong password here").await,
+            401,
+            "invalid_credentials",
+        )
+        .await;
+    }
+    expect_status(login_from(&app, "203.0.113.9", &email, PASSWORD).await, StatusCode::OK).await;
+    for _ in 0..10 {
+        expect_problem(
+            login_from(&app, "203.0.113.9", &email, "wrong password here").await,
+            401,
+            "invalid_credentials",
+        )
+        .await;
+    }
+    for _ in 0..3 {
+        expect_problem(login_from(&app, "203.0.113.9", &email, PASSWORD).await, 429, "rate_limited").await;
+    }
+}
+
+/// `/password` takes the same reservation: concurrent wrong current passwords get exactly
+/// the pair's ten verifications.
+async fn concurrent_password_changes_get_exactly_the_limit(backend: Backend) {
+    let app = spawn_app_with(backend, &[("PASSWORD_HASH_QUEUE", "64")]).await;
+    let email = unique_email("pw-storm");
+    let user = app.signup(&email).await;
+    let before = hash_count(&app.service.render_metrics().await);
+    let change = json!({"current_password": "wrong password here", "new_password": "a brand new passphrase 7"});
+    let attempts = (0..30).map(|_| app.post_auth("/password", &user.access, Some(&change)));
+    let statuses: Vec<u16> = futures::future::join_all(attempts).await.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 10, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 20, "{statuses:?}");
+    assert_eq!(hash_count(&app.service.render_metrics().await) - before, 10);
+}
+
+fn raw_login(addr: std::net::SocketAddr, email: &str) -> impl std::future::Future<Output = tokio::net::TcpStream> {
+    let body = json!({"email": email, "password": "wrong password here"}).to_string();
+    async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "POST /api/v1/auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("send");
+        stream
+    }
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Clients that close while their hash runs: the hash keeps its permit to the end, so the
+/// number running at once (measured inside the hashing closure) never exceeds
+/// `PASSWORD_HASH_CONCURRENCY`; a full queue answers 503 with `Retry-After`; afterwards a
+/// normal login works.
+async fn hangups_mid_hash_cannot_exceed_the_hash_concurrency(backend: Backend) {
+    let app = spawn_app_with(backend, &[("PASSWORD_HASH_CONCURRENCY", "1"), ("PASSWORD_HASH_QUEUE", "2")]).await;
+    let email = unique_email("hangup");
+    app.signup(&email).await;
+    let stats = app.service.password_hashes();
+    let started = stats.started();
+    for round in started..started + 12 {
+        // Each client hangs up once a hash is running, so the next one finds a free request slot.
+        let stream = raw_login(app.http_addr, &unique_email(&format!("ghost{round}"))).await;
+        until("this client's hash to start", || stats.started() > round).await;
+        drop(stream);
+    }
+    assert_eq!(stats.peak(), 1, "hashes ran at once beyond PASSWORD_HASH_CONCURRENCY");
+
+    // Queue full: one running and two waiting, so among many concurrent logins some get 503.
+    let attempts = (0..12).map(|i| {
+        let app = &app;
+        async move { app.login_as(&unique_email(&format!("queue{i}")), "wrong password here", FIREFOX).await }
+    });
+    let responses = futures::future::join_all(attempts).await;
+    let mut unavailable = 0;
+    for response in responses {
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(response.headers().contains_key("retry-after"), "503 without Retry-After");
+            expect_problem(response, 503, "unavailable").await;
+            unavailable += 1;
+        } else {
+            expect_problem(response, 401, "invalid_credentials").await;
+        }
+    }
+    assert!(unavailable >= 1, "a full hash queue must answer 503");
+    assert_eq!(stats.peak(), 1);
+    until("the queue to drain", || stats.running() == 0).await;
+    app.login(&email, FIREFOX).await;
+}
+
+crate::on_both_backends!(
+    concurrent_wrong_passwords_get_exactly_the_limit,
+    a_success_refunds_and_refusals_consume_nothing,
+    concurrent_password_changes_get_exactly_the_limit,
+    hangups_mid_hash_cannot_exceed_the_hash_concurrency,
+);
