@@ -8,5 +8,6 @@ mod harness;
 mod bad_input;
 mod e2e;
 mod edge;
+mod headers;
 mod socket;
 mod webhooks;
