@@ -171,14 +171,18 @@ pub fn router(gateway: Gateway) -> Router {
         .with_state(gateway.clone())
         .merge(webhooks::router(gateway.webhooks.clone()));
     let limited = built_in.layer(from_fn_with_state(gateway.clone(), rate_limit::layer)).fallback_service(proxied);
-    Router::new()
+    let routed = Router::new()
         .route("/health", get(handlers::health))
         .route("/ready", get(handlers::ready))
         .route("/metrics", get(handlers::metrics))
         .with_state(gateway.clone())
         .merge(limited)
         .layer(from_fn_with_state(gateway.clone(), cors::layer))
-        .layer(from_fn_with_state(gateway.config.trusted_proxies.clone(), client_ip::layer))
+        .layer(from_fn_with_state(gateway.config.trusted_proxies.clone(), client_ip::layer));
+    // A router's own layers run after it has picked a route; sanitising rewrites the path the
+    // routes are picked on, so it wraps the whole routed tree instead.
+    Router::new()
+        .fallback_service(routed)
         .layer(from_fn(sanitize::layer))
         .layer(from_fn(request_id::layer))
         .layer(from_fn(security::layer))

@@ -64,6 +64,9 @@ pub enum GatewayError {
     /// Malformed input (`malformed_body`, 400).
     #[error("{0}")]
     BadRequest(String),
+    /// A path SPEC §6 refuses to route (`malformed_path`, 400).
+    #[error("{0}")]
+    MalformedPath(&'static str),
     #[error("the body must be application/json")]
     UnsupportedMediaType,
     /// A webhook whose signature, timestamp or replay check failed (401).
@@ -117,7 +120,7 @@ impl GatewayError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::MalformedPath(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::SignatureInvalid(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
@@ -137,6 +140,7 @@ impl GatewayError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BadRequest(_) => "malformed_body",
+            Self::MalformedPath(_) => "malformed_path",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::SignatureInvalid(_) => "signature_invalid",
             Self::Forbidden(_) => "forbidden",

@@ -83,6 +83,8 @@ pub struct RoutePolicy {
 pub struct RouteTable {
     routes: Vec<Arc<RoutePolicy>>,
     by_prefix: HashMap<String, usize>,
+    /// Every configured prefix, ASCII-lower-cased, for the case rule of SPEC §6.
+    folded: std::collections::HashSet<String>,
 }
 
 impl RouteTable {
@@ -103,6 +105,30 @@ impl RouteTable {
                 Some(cut) => candidate = &candidate[..cut],
             }
         }
+    }
+
+    /// SPEC §6's case rule: when the ASCII-lower-cased path falls under a longer prefix
+    /// (configured or built in, compared case-insensitively) than the exact path does, a
+    /// case-insensitive upstream would serve it as that stricter route, so it must be refused.
+    /// Returns the longer prefix, lower-cased.
+    pub fn case_conflict(&self, path: &str) -> Option<String> {
+        let path = path.split_once('?').map_or(path, |(path, _)| path);
+        if !path.bytes().any(|b| b.is_ascii_uppercase()) {
+            return None;
+        }
+        let exact = self.match_route(path).map_or(0, |route| route.prefix.len());
+        let folded = path.to_ascii_lowercase();
+        let mut candidate = folded.as_str();
+        while candidate.len() > exact {
+            if self.folded.contains(candidate) || BUILT_IN_PREFIXES.contains(&candidate) {
+                return Some(candidate.to_owned());
+            }
+            match candidate.rfind('/') {
+                Some(0) | None => return None,
+                Some(cut) => candidate = &candidate[..cut],
+            }
+        }
+        None
     }
 
     /// The route declared with exactly this prefix.
@@ -162,6 +188,7 @@ impl RoutesFile {
                 ));
             }
             routes.by_prefix.insert(route.prefix.clone(), routes.routes.len());
+            routes.folded.insert(route.prefix.to_ascii_lowercase());
             routes.routes.push(Arc::new(route));
         }
 
@@ -347,16 +374,12 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
         if segment == "." {
             return Err(format!("`{prefix}` must not contain `.` segments"));
         }
-        // Percent-encoding is refused so that one path cannot be spelled two ways, one of
-        // which would slip past the prefix match.
-        if let Some(bad) = segment.chars().find(|c| {
-            !(c.is_ascii_alphanumeric()
-                || matches!(
-                    c,
-                    '-' | '.' | '_' | '~' | '!' | '$' | '&' | '\'' | '(' | ')' | '+' | ',' | ';' | '=' | ':' | '@'
-                ))
-        }) {
-            return Err(format!("`{prefix}` contains `{bad}`; use letters, digits and -._~!$&'()+,;=:@ only"));
+        // Only unreserved characters (RFC 3986 §2.3): the gateway decodes exactly these in
+        // request paths and keeps everything else encoded, so a prefix holding any other
+        // character could be reached under one spelling and missed under another.
+        if let Some(bad) = segment.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')))
+        {
+            return Err(format!("`{prefix}` contains `{bad}`; use letters, digits and -._~ only"));
         }
     }
     if let Some(built_in) = BUILT_IN_PREFIXES.iter().find(|built_in| is_under(prefix, built_in)) {

@@ -25,24 +25,30 @@ pub struct MatchedRoute {
     pub upstream_path: Option<&'static str>,
 }
 
-pub fn find(gateway: &Gateway, path: &str) -> Option<MatchedRoute> {
+/// The route of a (normalised) path; a path that only its case keeps from a stricter route
+/// is refused (SPEC §6).
+pub fn find(gateway: &Gateway, path: &str) -> Result<MatchedRoute, GatewayError> {
     if path == SOCKET_TICKET_PATH {
-        return Some(MatchedRoute {
+        return Ok(MatchedRoute {
             policy: gateway.ticket_route.clone(),
             upstream_path: Some(SOCKET_TICKET_UPSTREAM_PATH),
         });
     }
-    gateway
-        .config
-        .routes
-        .routes
+    let table = &gateway.config.routes.routes;
+    if let Some(stricter) = table.case_conflict(path) {
+        tracing::debug!(path, stricter, "path refused: its lower-cased form is under a longer route");
+        return Err(GatewayError::MalformedPath("the path differs from a route's prefix only in letter case"));
+    }
+    table
         .match_route(path)
         .map(|policy| MatchedRoute { policy: policy.clone(), upstream_path: None })
+        .ok_or(GatewayError::NotFound)
 }
 
 pub async fn layer(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {
-    let Some(matched) = find(&gateway, request.uri().path()) else {
-        return GatewayError::NotFound.into_response();
+    let matched = match find(&gateway, request.uri().path()) {
+        Ok(matched) => matched,
+        Err(err) => return err.into_response(),
     };
     if matched.upstream_path.is_some() && request.method() != http::Method::POST {
         return GatewayError::MethodNotAllowed.into_response();

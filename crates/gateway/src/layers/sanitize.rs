@@ -1,7 +1,10 @@
-//! Sanitising: every client-supplied context header (`X-User-Id`, `X-Auth-Kind`, …) is removed
-//! before anything else looks at the request, and a path that different parsers could read
-//! differently (`.`/`..` segments, empty segments, encoded `/`, `\` or `.`, control bytes) is
-//! refused with 400, since routes are matched on the raw path and the upstream may normalise it.
+//! Sanitising, before routing: every client-supplied context header (`X-User-Id`,
+//! `X-Auth-Kind`, …) is removed, and the path is brought to SPEC §6's normal form, which is
+//! what the routers match and what the proxy forwards and signs, so a decoding upstream cannot
+//! read a request as another route than the gateway chose. A path that different parsers could
+//! read differently is refused with 400 `malformed_path`.
+
+use std::borrow::Cow;
 
 use auth_contract::headers::strip_context_headers;
 use axum::{
@@ -9,34 +12,122 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use http::{Uri, uri::PathAndQuery};
 
 use crate::error::GatewayError;
 
-/// Why a path is refused, or `None` when it is unambiguous.
-pub fn ambiguous_path(path: &str) -> Option<&'static str> {
-    if !path.starts_with('/') {
-        return Some("the path must start with /");
+/// Why a path is refused with 400 `malformed_path`.
+pub type PathRefusal = &'static str;
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
     }
-    if path.len() > 1 && path[1..].split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-        return Some("the path has an empty, `.` or `..` segment");
+}
+
+/// RFC 3986 §2.3's unreserved characters other than `.`: these are decoded.
+fn decodes(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'~')
+}
+
+/// Encoded characters a decoding server would read as structure (a separator, a dot, a
+/// parameter, a second round of decoding), or that no path should carry.
+fn refused_encoded(byte: u8) -> bool {
+    matches!(byte, b'/' | b'\\' | b'.' | b'%' | b';') || byte.is_ascii_control()
+}
+
+fn push_encoded(out: &mut Vec<u8>, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.extend_from_slice(&[b'%', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xF)]]);
+}
+
+/// SPEC §6's normal form of a request path: `%XX` of an unreserved character other than `.`
+/// is decoded and every other accepted `%XX` kept with upper-case hex (raw non-ASCII bytes
+/// are encoded the same way); an encoded `/`, `\`, `.`, `%`, `;` or control character, a raw
+/// `\`, `;` or control character, a malformed `%`, and empty, `.` or `..` segments are
+/// refused. One trailing `/` is kept: it names no segment. Borrowed when the path is already
+/// in normal form, the common case.
+pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathRefusal> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err("the path must start with /");
     }
-    let encoded = |code: &[u8]| path.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1..].eq_ignore_ascii_case(code));
-    if [b"2f", b"5c", b"2e", b"00"].iter().any(|code| encoded(*code)) {
-        return Some("the path has an encoded separator or dot");
+    // Bytes up to `copied` are in `out` already (once anything had to change).
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        let (replacement, width): (Option<u8>, usize) = if byte == b'%' {
+            let (Some(hi), Some(lo)) =
+                (bytes.get(i + 1).copied().and_then(hex_value), bytes.get(i + 2).copied().and_then(hex_value))
+            else {
+                return Err("the path has a malformed percent-encoding");
+            };
+            let value = hi << 4 | lo;
+            if refused_encoded(value) {
+                return Err("the path has an encoded separator, dot, percent sign, semicolon or control character");
+            }
+            let lower_hex = bytes[i + 1..i + 3].iter().any(u8::is_ascii_lowercase);
+            (if decodes(value) || lower_hex { Some(value) } else { None }, 3)
+        } else if byte == b'\\' || byte == b';' || byte.is_ascii_control() {
+            return Err("the path has a backslash, semicolon or control character");
+        } else {
+            (if byte.is_ascii() { None } else { Some(byte) }, 1)
+        };
+        if let Some(value) = replacement {
+            let out = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+            out.extend_from_slice(&bytes[copied..i]);
+            if decodes(value) {
+                out.push(value);
+            } else {
+                push_encoded(out, value);
+            }
+            copied = i + width;
+        }
+        i += width;
     }
-    if path.bytes().any(|b| b == b'\\' || b.is_ascii_control()) {
-        return Some("the path has a backslash or control character");
+    let normal = match out {
+        None => Cow::Borrowed(path),
+        Some(mut out) => {
+            out.extend_from_slice(&bytes[copied..]);
+            // Only ASCII was written: copied runs hold no byte above 0x7F.
+            Cow::Owned(String::from_utf8(out).map_err(|_| "the path is not UTF-8")?)
+        }
+    };
+    let inner = normal.strip_prefix('/').unwrap_or_default();
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    let empty_root = inner.is_empty() && normal.len() > 1;
+    if empty_root || (!inner.is_empty() && inner.split('/').any(|s| s.is_empty() || s == "." || s == "..")) {
+        return Err("the path has an empty, `.` or `..` segment");
     }
-    None
+    Ok(normal)
 }
 
 pub async fn layer(mut request: Request, next: Next) -> Response {
     strip_context_headers(request.headers_mut());
-    // `/` alone and a trailing slash are fine; only interior ambiguity is refused.
-    let path = request.uri().path();
-    let trimmed = if path.len() > 1 { path.trim_end_matches('/') } else { path };
-    if let Some(reason) = ambiguous_path(if trimmed.is_empty() { "/" } else { trimmed }) {
-        return GatewayError::BadRequest(reason.to_owned()).into_response();
+    match normalise(request.uri().path()) {
+        Ok(Cow::Borrowed(_)) => {}
+        Ok(Cow::Owned(normal)) => {
+            // The normal form is what every later step routes, forwards and signs.
+            let path_and_query = match request.uri().query() {
+                Some(query) => format!("{normal}?{query}"),
+                None => normal,
+            };
+            let mut parts = request.uri().clone().into_parts();
+            match PathAndQuery::try_from(path_and_query) {
+                Ok(pq) => parts.path_and_query = Some(pq),
+                Err(_) => return GatewayError::MalformedPath("the path cannot be normalised").into_response(),
+            }
+            match Uri::from_parts(parts) {
+                Ok(uri) => *request.uri_mut() = uri,
+                Err(_) => return GatewayError::MalformedPath("the path cannot be normalised").into_response(),
+            }
+        }
+        Err(reason) => return GatewayError::MalformedPath(reason).into_response(),
     }
     next.run(request).await
 }
@@ -52,21 +143,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ambiguous_paths_are_named() {
+    fn normal_forms() {
+        for (path, normal) in [
+            ("/", "/"),
+            ("/v1/user/orders", "/v1/user/orders"),
+            ("/v1/user/orders/", "/v1/user/orders/"),
+            ("/v1/user/%6F%72ders", "/v1/user/orders"),
+            ("/v1/user/a%2bb%40c", "/v1/user/a%2Bb%40c"),
+            ("/v1/user/a%20b", "/v1/user/a%20b"),
+            ("/v1/user/.well", "/v1/user/.well"),
+            ("/v1/user/%7e%2D%5F", "/v1/user/~-_"),
+        ] {
+            assert_eq!(normalise(path).as_deref(), Ok(normal), "{path}");
+        }
+        assert!(matches!(normalise("/v1/user/orders"), Ok(Cow::Borrowed(_))));
         for path in [
+            "",
+            "v1/user",
             "/v1/user/../admin",
             "/v1/user/./x",
             "/v1//user",
+            "//",
+            "/v1/user//",
             "/v1/user/%2e%2e/admin",
             "/v1/user%2Fadmin",
             "/v1/user%5cadmin",
             "/v1/a\\b",
             "/v1/%00",
+            "/v1/%25",
+            "/v1/a;b",
+            "/v1/a%3Bb",
+            "/v1/a%",
+            "/v1/a%4",
+            "/v1/a%g0",
         ] {
-            assert!(ambiguous_path(path).is_some(), "{path}");
-        }
-        for path in ["/", "/v1/user/orders", "/v1/user/orders/7", "/v1/user/a%20b", "/v1/user/.well"] {
-            assert_eq!(ambiguous_path(path), None, "{path}");
+            assert!(normalise(path).is_err(), "{path}");
         }
     }
 

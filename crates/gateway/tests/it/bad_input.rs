@@ -83,8 +83,16 @@ async fn hostile_input_gets_the_right_problem(backend: Backend) {
         row("an empty API key", Method::GET, "/v1/partner/x", 401, "key_invalid").header("x-api-key", ""),
         row("a refresh token as a Bearer", Method::GET, "/v1/user/profile", 401, "token_invalid")
             .header("authorization", format!("Bearer {}", user.refresh)),
-        row("an encoded slash", Method::GET, "/v1/user/orders%2F..%2Fadmin", 400, "malformed_body"),
-        row("a double slash", Method::GET, "/v1//user/orders", 400, "malformed_body"),
+        row("an encoded slash", Method::GET, "/v1/user/orders%2F..%2Fadmin", 400, "malformed_path"),
+        row("a double slash", Method::GET, "/v1//user/orders", 400, "malformed_path"),
+        row("a ;parameter", Method::GET, "/v1/user/orders;jsessionid=1/7", 400, "malformed_path"),
+        row("an encoded ;", Method::GET, "/v1/user/orders%3Bx/7", 400, "malformed_path"),
+        row("an encoded dot", Method::GET, "/v1/user/orders%2E/7", 400, "malformed_path"),
+        row("a double encoding", Method::GET, "/v1/user/orders%252F", 400, "malformed_path"),
+        row("an encoded control character", Method::GET, "/v1/user/orders%0A", 400, "malformed_path"),
+        row("a malformed percent", Method::GET, "/v1/user/orders%zz", 400, "malformed_path"),
+        row("a stricter route in upper case", Method::GET, "/v1/user/ORDERS/7", 400, "malformed_path"),
+        row("a built-in route in upper case", Method::GET, "/v1/AUTH/login", 400, "malformed_path"),
         row("DELETE on the SDK session route", Method::DELETE, session, 405, "method_not_allowed"),
         row("GET on the ticket route", Method::GET, "/v1/socket/ticket", 405, "method_not_allowed")
             .header("authorization", bearer.clone()),

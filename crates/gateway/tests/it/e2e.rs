@@ -128,11 +128,16 @@ async fn kinds_scopes_and_roles_are_enforced(backend: Backend) {
     expect_problem(get_as(&gw.at("/v1/partner/x"), &user.access).await, 403, "forbidden").await;
     let (_, pat) = auth.create_pat(&user, json!({"name": "narrow", "scopes": ["repos:read"]})).await;
     expect_problem(get_as(&gw.at("/v1/user/orders"), &pat).await, 403, "insufficient_scope").await;
+    // Another spelling of the stricter route is that route, and what the upstream sees (and
+    // verifies the signature over) is the normalised path.
+    expect_problem(get_as(&gw.at("/v1/user/%6Frders/7"), &pat).await, 403, "insufficient_scope").await;
+    let seen = expect_status(get_as(&gw.at("/v1/user/%70rofile/%6De?x=%41"), &user.access).await, StatusCode::OK);
+    assert_eq!(seen.await["user_id"], json!(user.user_id));
     expect_problem(get_as(&gw.at("/v1/user/admin/users"), &user.access).await, 403, "forbidden").await;
     expect_problem(get_as(&gw.at("/v1/nowhere"), &user.access).await, 404, "not_found").await;
     // (A client library would resolve `..` itself; encoded separators and empty segments reach us.)
     for ambiguous in ["/v1/user/orders%2F..%2Fadmin", "/v1/user//admin"] {
-        expect_problem(get(&gw.at(ambiguous), &[]).await, 400, "malformed_body").await;
+        expect_problem(get(&gw.at(ambiguous), &[]).await, 400, "malformed_path").await;
     }
 }
 

@@ -35,10 +35,8 @@ const ENCODED: [&str; 18] = [
 
 /// The gateway's answer: the path it routes and forwards, or `None` when it refuses.
 fn gateway_path(table: &RouteTable, raw: &str) -> Option<String> {
-    // Today's sanitiser: refusals only, the raw path routed.
-    let _ = table;
-    let trimmed = if raw.len() > 1 { raw.trim_end_matches('/') } else { raw };
-    super::ambiguous_path(if trimmed.is_empty() { "/" } else { trimmed }).is_none().then(|| raw.to_owned())
+    let normalised = super::normalise(raw).ok()?;
+    table.case_conflict(&normalised).is_none().then(|| normalised.into_owned())
 }
 
 fn percent_decode(raw: &str) -> String {
@@ -172,7 +170,7 @@ fn spelled() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 4096, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn an_accepted_path_routes_as_a_decoding_server_reads_it(raw in spelled()) {
