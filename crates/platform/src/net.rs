@@ -69,6 +69,19 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The address an IP limit counts under: an IPv4 address itself, an IPv6 address by its
+/// /64 (SPEC §6), since one host routinely holds a whole /64 and could otherwise rotate
+/// through fresh addresses for free.
+pub fn limit_key(ip: IpAddr) -> String {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+        }
+    }
+}
+
 /// Whether the peer is this machine.
 pub fn is_loopback(ip: IpAddr) -> bool {
     canonical(ip).is_loopback()
@@ -94,6 +107,15 @@ mod tests {
         assert_eq!(trusted.client_ip(ip("10.1.1.1"), Some("6.6.6.6, 203.0.113.5, 192.168.1.1")), ip("203.0.113.5"));
         assert_eq!(trusted.client_ip(ip("10.1.1.1"), Some("garbage")), ip("10.1.1.1"));
         assert_eq!(trusted.client_ip(ip("::ffff:10.1.1.1"), None), ip("10.1.1.1"));
+    }
+
+    #[test]
+    fn ipv6_limits_count_by_the_64() {
+        assert_eq!(limit_key(ip("203.0.113.7")), "203.0.113.7");
+        assert_eq!(limit_key(ip("::ffff:203.0.113.7")), "203.0.113.7");
+        assert_eq!(limit_key(ip("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
+        assert_eq!(limit_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")), limit_key(ip("2001:db8:1:2::9")));
+        assert_ne!(limit_key(ip("2001:db8:1:3::1")), limit_key(ip("2001:db8:1:2::1")));
     }
 
     #[test]

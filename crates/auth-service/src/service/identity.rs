@@ -67,17 +67,31 @@ impl AuthService {
         if password.is_empty() {
             return Err(Error::validation("password", "is required"));
         }
-        self.check_login_limits(email.as_str(), meta.ip).await?;
-        let user = self.store().user_by_email(email.as_str()).await?;
-        let verified = self
-            .inner
-            .hasher
-            .verify(Password::presented(password), user.as_ref().map(|u| u.password_hash.clone()))
-            .await?;
+        let attempt = self.reserve_attempt(email.as_str(), meta.ip).await?;
+        let user = self.store().user_by_email(email.as_str()).await;
+        let verified = match &user {
+            Ok(user) => {
+                self.inner
+                    .hasher
+                    .verify(Password::presented(password), user.as_ref().map(|u| u.password_hash.clone()))
+                    .await
+            }
+            Err(_) => Ok(false),
+        };
+        let (user, verified) = match (user, verified) {
+            (Ok(user), Ok(verified)) => (user, verified),
+            (Err(err), _) => {
+                self.attempt_not_made(attempt).await;
+                return Err(err.into());
+            }
+            (_, Err(err)) => {
+                self.attempt_not_made(attempt).await;
+                return Err(err);
+            }
+        };
         let user = match user {
             Some(user) if verified => user,
             other => {
-                self.record_login_failure(email.as_str(), meta.ip).await?;
                 let user_id = other.map(|u| u.id);
                 self.audit(user_id, "login", "failure", Some(meta.ip), json!({"reason": "invalid_credentials"})).await;
                 return Err(Error::InvalidCredentials);
@@ -87,7 +101,7 @@ impl AuthService {
             self.audit(Some(user.id), "login", "failure", Some(meta.ip), json!({"reason": "disabled"})).await;
             return Err(Error::Forbidden("this account is disabled"));
         }
-        self.record_login_success(email.as_str(), meta.ip).await?;
+        self.attempt_succeeded(attempt).await?;
         let tokens = self.open_session(&user, meta).await?;
         self.audit(
             Some(user.id),
@@ -140,10 +154,16 @@ impl AuthService {
     ) -> Result<Vec<Uuid>, Error> {
         let user = &principal.user;
         let new = Password::parse_new("new_password", new, self.inner.config.password_min_length)?;
-        self.check_login_limits(&user.email, meta.ip).await?;
-        let verified = self.inner.hasher.verify(Password::presented(current), Some(user.password_hash.clone())).await?;
+        let attempt = self.reserve_attempt(&user.email, meta.ip).await?;
+        let verified =
+            match self.inner.hasher.verify(Password::presented(current), Some(user.password_hash.clone())).await {
+                Ok(verified) => verified,
+                Err(err) => {
+                    self.attempt_not_made(attempt).await;
+                    return Err(err);
+                }
+            };
         if !verified {
-            self.record_login_failure(&user.email, meta.ip).await?;
             self.audit(
                 Some(user.id),
                 "password_change",
@@ -155,6 +175,7 @@ impl AuthService {
             self.inner.metrics.operation("password_change", false);
             return Err(Error::InvalidCredentials);
         }
+        self.attempt_succeeded(attempt).await?;
         let known_words = vec![user.name.clone(), user.email.clone()];
         let hash = self.inner.hasher.hash_new("new_password", new, known_words).await?;
         let now = self.now();

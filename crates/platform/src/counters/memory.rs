@@ -1,75 +1,140 @@
-//! In-process counters for embedded mode.
+//! In-process counters for embedded mode: one lock around a map of windows, checked and
+//! incremented together. Expired windows leave through a deadline heap, a few at a time as
+//! time passes, so no check ever sweeps the whole map; the map is bounded, and a full map
+//! refuses to start new counters (503) rather than forget running ones.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    sync::Mutex,
+};
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Count, Counters};
+use super::{Counters, Limit, Reservation, retry_after};
 use crate::Unavailable;
 
-/// Above this many keys, expired windows are swept on the next increment.
-const SWEEP_ABOVE: usize = 10_000;
+/// The most counters kept at once (about 100 MB at the worst).
+pub const MAX_COUNTERS: usize = 1_000_000;
 
 #[derive(Debug, Default)]
+struct Windows {
+    /// Hits and the end of the window, per key.
+    live: HashMap<String, (u64, Instant)>,
+    /// When each window ends; an entry whose key has since restarted its window is skipped.
+    deadlines: BinaryHeap<Reverse<(Instant, String)>>,
+}
+
+impl Windows {
+    fn expire(&mut self, now: Instant) {
+        while let Some(Reverse((ends, _))) = self.deadlines.peek() {
+            if *ends > now {
+                break;
+            }
+            let Some(Reverse((ends, key))) = self.deadlines.pop() else { break };
+            if self.live.get(&key).is_some_and(|(_, live_ends)| *live_ends == ends) {
+                self.live.remove(&key);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct MemoryCounters {
-    windows: Mutex<HashMap<String, (u64, Instant)>>,
+    windows: Mutex<Windows>,
+    capacity: usize,
+}
+
+impl Default for MemoryCounters {
+    fn default() -> Self {
+        Self::with_capacity(MAX_COUNTERS)
+    }
 }
 
 impl MemoryCounters {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, (u64, Instant)>) -> R) -> R {
-        let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut map)
+    /// Counters that keep at most `capacity` keys.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { windows: Mutex::default(), capacity }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Windows) -> R) -> R {
+        let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut windows)
     }
 }
 
 #[async_trait]
 impl Counters for MemoryCounters {
-    async fn increment(&self, key: &str, window: Duration) -> Result<Count, Unavailable> {
+    async fn reserve(&self, limits: &[Limit]) -> Result<Reservation, Unavailable> {
         let now = Instant::now();
-        Ok(self.with(|map| {
-            if map.len() > SWEEP_ABOVE {
-                map.retain(|_, (_, ends)| *ends > now);
+        self.with(|windows| {
+            windows.expire(now);
+            for limit in limits {
+                if let Some((hits, ends)) = windows.live.get(&limit.key)
+                    && *hits >= limit.max
+                {
+                    return Ok(Reservation::Refused { retry_after: retry_after(*ends - now) });
+                }
             }
-            let entry = map.entry(key.to_owned()).or_insert((0, now + window));
-            if entry.1 <= now {
-                *entry = (0, now + window);
+            let new = limits.iter().filter(|l| !windows.live.contains_key(&l.key)).count();
+            if windows.live.len() + new > self.capacity {
+                return Err(Unavailable::new("counters", "too many live counters"));
             }
-            entry.0 += 1;
-            Count { hits: entry.0, resets_in: entry.1 - now }
-        }))
+            for limit in limits {
+                let entry = windows.live.entry(limit.key.clone()).or_insert_with(|| (0, now + limit.window));
+                if entry.0 == 0 {
+                    windows.deadlines.push(Reverse((entry.1, limit.key.clone())));
+                }
+                entry.0 += 1;
+            }
+            Ok(Reservation::Taken)
+        })
     }
 
-    async fn current(&self, key: &str) -> Result<Count, Unavailable> {
-        let now = Instant::now();
-        Ok(self.with(|map| match map.get(key) {
-            Some((hits, ends)) if *ends > now => Count { hits: *hits, resets_in: *ends - now },
-            _ => Count { hits: 0, resets_in: Duration::ZERO },
-        }))
+    async fn refund(&self, keys: &[&str]) -> Result<(), Unavailable> {
+        self.with(|windows| {
+            for key in keys {
+                if let Some((hits, _)) = windows.live.get_mut(*key) {
+                    *hits = hits.saturating_sub(1);
+                }
+            }
+        });
+        Ok(())
     }
 
     async fn clear(&self, key: &str) -> Result<(), Unavailable> {
-        self.with(|map| map.remove(key));
+        // Its deadline entry stays in the heap and is skipped when it comes due.
+        self.with(|windows| windows.live.remove(key));
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::{sync::Arc, time::Duration};
+
     use super::*;
+    use crate::counters::conformance;
+
+    #[tokio::test]
+    async fn conformance_suite() {
+        conformance::reservations_are_all_or_nothing(&MemoryCounters::default(), "m").await;
+        conformance::concurrent_reservations_never_overshoot(Arc::new(MemoryCounters::default()), "m").await;
+    }
 
     #[tokio::test(start_paused = true)]
-    async fn window_counts_then_resets() {
-        let c = MemoryCounters::default();
-        let w = Duration::from_secs(60);
-        for expected in 1..=3 {
-            assert_eq!(c.increment("k", w).await.map(|x| x.hits).ok(), Some(expected));
-        }
-        assert_eq!(c.current("k").await.map(|x| x.hits).ok(), Some(3));
+    async fn windows_expire_without_a_sweep_and_the_map_is_bounded() {
+        let counters = MemoryCounters::with_capacity(2);
+        let limit = |key: &str| Limit { key: key.to_owned(), max: 1, window: Duration::from_secs(60) };
+        assert_eq!(counters.reserve(&[limit("a")]).await.ok(), Some(Reservation::Taken));
+        assert_eq!(counters.reserve(&[limit("b")]).await.ok(), Some(Reservation::Taken));
+        assert!(counters.reserve(&[limit("c")]).await.is_err(), "a full map refuses new counters");
+        let refused = counters.reserve(&[limit("a")]).await.ok();
+        assert_eq!(refused, Some(Reservation::Refused { retry_after: Duration::from_secs(60) }));
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(c.current("k").await.map(|x| x.hits).ok(), Some(0));
-        assert_eq!(c.increment("k", w).await.map(|x| x.hits).ok(), Some(1));
-        c.clear("k").await.ok();
-        assert_eq!(c.current("k").await.map(|x| x.hits).ok(), Some(0));
+        assert_eq!(counters.reserve(&[limit("c")]).await.ok(), Some(Reservation::Taken));
+        assert_eq!(counters.reserve(&[limit("a")]).await.ok(), Some(Reservation::Taken));
+        assert_eq!(counters.with(|w| w.live.len()), 2);
     }
 }
