@@ -48,6 +48,8 @@ pub struct AuthConfig {
     pub refresh_reuse_grace: Duration,
     pub password_min_length: usize,
     pub password_hash_concurrency: usize,
+    /// `PASSWORD_HASH_QUEUE`: hashes that may wait for a free hashing thread; past that, 503.
+    pub password_hash_queue: usize,
     pub trusted_proxies: TrustedProxies,
     pub cleanup_interval: Duration,
     pub body_limit: usize,
@@ -175,6 +177,8 @@ impl AuthConfig {
         if password_hash_concurrency == 0 {
             return Err(ConfigError::new("PASSWORD_HASH_CONCURRENCY", "must be at least 1"));
         }
+        let password_hash_queue: usize =
+            env.parsed_or("PASSWORD_HASH_QUEUE", password_hash_concurrency.saturating_mul(4))?;
         let log_json = platform::config::log_json(env, mode == Mode::Distributed)?;
         Ok(Self {
             mode,
@@ -195,6 +199,7 @@ impl AuthConfig {
             refresh_reuse_grace: Duration::from_secs(env.parsed_or("REFRESH_REUSE_GRACE_SECONDS", 10)?),
             password_min_length,
             password_hash_concurrency,
+            password_hash_queue,
             trusted_proxies: TrustedProxies::parse("TRUSTED_PROXIES", env.string("TRUSTED_PROXIES").as_deref())?,
             cleanup_interval: env.duration_or("CLEANUP_INTERVAL", Duration::from_secs(3600))?,
             body_limit: 1024 * 1024,

@@ -2,7 +2,8 @@
 //! `PASSWORD_MIN_LENGTH` and 256, never truncated, no composition rules, refused when zxcvbn
 //! scores them below 2. Argon2id (m=19 MiB, t=2, p=1) runs on the blocking pool behind a
 //! semaphore, at the lowest thread priority, so a login storm queues here instead of starving
-//! token validation.
+//! token validation. The queue is bounded (past it: 503), and a hash that has started keeps
+//! its permit until it ends, whether or not its request is still waiting for it.
 
 use std::{
     sync::{
@@ -103,7 +104,10 @@ impl Drop for RunningHash {
 #[derive(Clone)]
 pub struct Hasher {
     argon: Argon2<'static>,
+    /// One per hash allowed to run at once (`PASSWORD_HASH_CONCURRENCY`).
     permits: Arc<Semaphore>,
+    /// One per hash allowed to run or wait (`PASSWORD_HASH_CONCURRENCY + PASSWORD_HASH_QUEUE`).
+    admissions: Arc<Semaphore>,
     /// Verified against when the account does not exist, so unknown emails cost the same.
     dummy_hash: Arc<str>,
     on_hash: HashTimer,
@@ -152,18 +156,25 @@ fn lower_current_thread() -> Result<(), thread_priority::Error> {
     thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
 }
 
+/// Every hashing thread and queue place is taken: 503 with `Retry-After`.
+fn queue_full() -> Error {
+    Error::Unavailable("password hashing is at capacity; retry shortly".to_owned())
+}
+
 fn argon() -> Result<Argon2<'static>, Error> {
     let params = Params::new(19 * 1024, 2, 1, None).map_err(Error::internal)?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
 impl Hasher {
-    pub fn new(concurrency: usize, on_hash: HashTimer) -> Result<Self, Error> {
+    pub fn new(concurrency: usize, queue: usize, on_hash: HashTimer) -> Result<Self, Error> {
         let argon = argon()?;
         let dummy_hash = argon.hash_password(b"portcullis-timing-equaliser").map_err(Error::internal)?.to_string();
+        let concurrency = concurrency.max(1);
         Ok(Self {
             argon,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            admissions: Arc::new(Semaphore::new(concurrency.saturating_add(queue))),
             dummy_hash: dummy_hash.into(),
             on_hash,
             stats: HashStats::default(),
@@ -174,11 +185,16 @@ impl Hasher {
         &self,
         work: impl FnOnce(&Argon2<'static>) -> R + Send + 'static,
     ) -> Result<R, Error> {
-        let _permit = self.permits.acquire().await.map_err(Error::internal)?;
+        // Past the queue, refuse at once instead of piling up waiters.
+        let admission = self.admissions.clone().try_acquire_owned().map_err(|_| queue_full())?;
+        let permit = self.permits.clone().acquire_owned().await.map_err(Error::internal)?;
         let argon = self.argon.clone();
         let on_hash = self.on_hash.clone();
         let stats = self.stats.clone();
+        // The permits move into the closure: a hash that has started holds them to its end,
+        // even when the request that asked for it is dropped (its client hung up).
         tokio::task::spawn_blocking(move || {
+            let _held = (permit, admission);
             lower_priority_once();
             let _running = stats.enter();
             let started = Instant::now();
@@ -235,7 +251,7 @@ mod tests {
     use super::*;
 
     fn hasher() -> Hasher {
-        Hasher::new(1, Arc::new(|_| {})).unwrap_or_else(|e| panic!("{e}"))
+        Hasher::new(1, 4, Arc::new(|_| {})).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

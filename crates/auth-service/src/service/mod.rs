@@ -87,6 +87,7 @@ impl AuthService {
         let timer_metrics = metrics.clone();
         let hasher = Hasher::new(
             config.password_hash_concurrency,
+            config.password_hash_queue,
             Arc::new(move |elapsed: Duration| timer_metrics.password_hash_duration.observe(elapsed.as_secs_f64())),
         )?;
         let keys =
