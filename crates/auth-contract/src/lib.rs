@@ -10,6 +10,7 @@
 pub mod client;
 pub mod codes;
 pub mod context;
+pub mod credential;
 pub mod extract;
 pub mod headers;
 
@@ -25,6 +26,7 @@ pub mod proto {
 pub use client::{AuthClient, ClientConfig, ClientError};
 pub use codes::ErrorCode;
 pub use context::{AuthContext, Kind, RateLimit};
+pub use credential::{CredentialError, Presented};
 
 /// IPv4-mapped IPv6 addresses are the IPv4 address they carry.
 pub fn normalise_ip(ip: std::net::IpAddr) -> std::net::IpAddr {

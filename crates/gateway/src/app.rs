@@ -20,7 +20,7 @@ use crate::{
     config::GatewayConfig,
     domain::{CredentialKind, CredentialKinds, RouteAuth},
     handlers,
-    layers::{access_log, authn, client_ip, cors, rate_limit, request_id, route_match, sanitize, security},
+    layers::{access_log, authn, client_ip, cors, hop_by_hop, rate_limit, request_id, route_match, sanitize, security},
     metrics::Metrics,
     proxy::Proxy,
     ratelimit::RateLimiter,
@@ -47,6 +47,9 @@ fn ticket_route(config: &GatewayConfig) -> RoutePolicy {
         timeout: Duration::from_secs(10),
         retries: 0,
         max_body: 64 * 1024,
+        // The socket service mints the ticket from the credential itself (SPEC §7).
+        forward_credentials: true,
+        websocket: false,
         line: 0,
     }
 }
@@ -185,6 +188,7 @@ pub fn router(gateway: Gateway) -> Router {
         .fallback_service(routed)
         .layer(from_fn(sanitize::layer))
         .layer(from_fn(request_id::layer))
+        .layer(from_fn(hop_by_hop::layer))
         .layer(from_fn(security::layer))
         .layer(from_fn_with_state(gateway, access_log::layer))
 }

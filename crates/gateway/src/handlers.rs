@@ -26,7 +26,7 @@ use crate::{
         authn,
     },
     metrics::Snapshot,
-    proxy::{Target, set_header},
+    proxy::{Target, WebSocketRequest, restore_websocket, set_header},
     state::Gateway,
 };
 
@@ -158,7 +158,10 @@ pub async fn clients(State(gateway): State<Gateway>, request: Request) -> Respon
 
 /// `GET /v1/socket` (a WebSocket upgrade) → the socket service's `/ws`, which checks the
 /// credential itself before upgrading.
-pub async fn socket(State(gateway): State<Gateway>, request: Request) -> Response {
+pub async fn socket(State(gateway): State<Gateway>, mut request: Request) -> Response {
+    if request.extensions().get::<WebSocketRequest>().is_some() {
+        restore_websocket(request.headers_mut());
+    }
     let target = format!("/ws{}", query_suffix(&request));
     let limits = (BUILT_IN_TIMEOUT, 0, 0);
     answer(forward(&gateway, request, &gateway.config.socket_service_url, &target, limits, None).await, "socket")
@@ -174,9 +177,7 @@ struct SdkSessionBody {
 async fn create_sdk_session(gateway: &Gateway, request: Request) -> Result<Response, GatewayError> {
     let ip = request.extensions().get::<ClientIp>().copied();
     let (parts, body) = request.into_parts();
-    let key = match authn::credential(&parts.headers)? {
-        authn::Credential::ApiKey(key) | authn::Credential::Token(key) => key.to_owned(),
-    };
+    let key = authn::credential(&parts.headers)?.secret().to_owned();
     if !platform::media::is_json(&parts.headers) {
         return Err(GatewayError::UnsupportedMediaType);
     }
@@ -224,13 +225,20 @@ pub async fn proxied(
     State(gateway): State<Gateway>,
     Extension(matched): Extension<MatchedRoute>,
     context: Option<Extension<Arc<AuthContext>>>,
-    request: Request,
+    mut request: Request,
 ) -> Response {
+    let policy = &matched.policy;
+    // Credentials stop here unless the route opts in; the built-in ticket route keeps them.
+    if matched.upstream_path.is_none() && !policy.forward_credentials {
+        strip_credentials(request.headers_mut());
+    }
+    if policy.websocket && request.extensions().get::<WebSocketRequest>().is_some() {
+        restore_websocket(request.headers_mut());
+    }
     let path_and_query = match matched.upstream_path {
         Some(path) => format!("{path}{}", query_suffix(&request)),
         None => request.uri().path_and_query().map_or_else(|| request.uri().path().to_owned(), |pq| pq.to_string()),
     };
-    let policy = &matched.policy;
     let context = context.map(|Extension(c)| c);
     let limits = (policy.timeout, policy.retries, policy.max_body);
     let result = forward(&gateway, request, &policy.upstream, &path_and_query, limits, context.as_deref()).await;
@@ -241,6 +249,30 @@ pub async fn proxied(
     response
 }
 
+/// The cookies the auth service sets (`pc_refresh`, …): never a configured upstream's business.
+const CREDENTIAL_COOKIE_PREFIX: &str = "pc_";
+
+/// Removes `Authorization`, `X-API-Key` and the `pc_*` cookies (other cookies stay).
+fn strip_credentials(headers: &mut http::HeaderMap) {
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(auth_contract::credential::API_KEY_HEADER);
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && !pair.starts_with(CREDENTIAL_COOKIE_PREFIX))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 /// Unknown methods on built-in routes answer in the problem shape too.
 pub async fn method_not_allowed() -> Response {
     GatewayError::MethodNotAllowed.into_response()
@@ -249,6 +281,23 @@ pub async fn method_not_allowed() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_stripped_and_other_cookies_kept() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        headers.append("x-api-key", HeaderValue::from_static("pck_a"));
+        headers.append("x-api-key", HeaderValue::from_static("pck_b"));
+        headers.append(header::COOKIE, HeaderValue::from_static("pc_refresh=r; theme=dark"));
+        headers.append(header::COOKIE, HeaderValue::from_static("lang=en;pc_x=1"));
+        strip_credentials(&mut headers);
+        assert!(headers.get(header::AUTHORIZATION).is_none() && headers.get("x-api-key").is_none());
+        assert_eq!(headers.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["theme=dark; lang=en"]);
+        let mut only = http::HeaderMap::new();
+        only.insert(header::COOKIE, HeaderValue::from_static("pc_refresh=r"));
+        strip_credentials(&mut only);
+        assert!(only.get(header::COOKIE).is_none());
+    }
 
     #[test]
     fn internal_routes_are_recognised_however_they_are_spelled() {

@@ -74,6 +74,11 @@ pub struct RoutePolicy {
     pub retries: u32,
     /// Largest accepted request body, in bytes.
     pub max_body: u64,
+    /// Whether the caller's `Authorization`, `X-API-Key` and `pc_*` cookies reach the upstream
+    /// (off by default: the signed context says who the caller is).
+    pub forward_credentials: bool,
+    /// Whether `Upgrade: websocket` requests are passed through (off by default).
+    pub websocket: bool,
     /// Where the route was declared, so logs and errors can point at it.
     pub line: usize,
 }
@@ -342,6 +347,8 @@ struct RawRoute {
     timeout: Option<Spanned<String>>,
     retries: Option<Spanned<u32>>,
     max_body: Option<Spanned<String>>,
+    forward_credentials: Option<bool>,
+    websocket: Option<bool>,
 }
 
 /// Checks a route prefix's shape, saying why it is refused.
@@ -548,6 +555,8 @@ fn build_route(source: &Source<'_>, index: usize, route: &Spanned<RawRoute>) -> 
         timeout,
         retries,
         max_body,
+        forward_credentials: raw.forward_credentials.unwrap_or(false),
+        websocket: raw.websocket.unwrap_or(false),
         line: source.position(route.span().start).0,
     })
 }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use auth_contract::{AuthContext, ErrorCode, Kind};
+use auth_contract::{AuthContext, Kind, Presented};
 use axum::{
     extract::{Request, State},
     middleware::Next,
@@ -25,40 +25,9 @@ use crate::{
     state::Gateway,
 };
 
-const API_KEY_PREFIX: &str = "pck_";
-
-/// The credential a request presents.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Credential<'a> {
-    Token(&'a str),
-    ApiKey(&'a str),
-}
-
-fn missing(message: &str) -> GatewayError {
-    GatewayError::Denied { code: ErrorCode::TokenMissing, message: message.to_owned() }
-}
-
-/// Reads the credential: `X-API-Key`, else `Authorization: Bearer`.
-pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, GatewayError> {
-    if let Some(value) = headers.get("x-api-key") {
-        let key = value.to_str().map(str::trim).unwrap_or_default();
-        if key.is_empty() {
-            return Err(GatewayError::Denied { code: ErrorCode::KeyInvalid, message: "empty API key".to_owned() });
-        }
-        return Ok(Credential::ApiKey(key));
-    }
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(missing("no credential: send Authorization: Bearer <token> or X-API-Key"));
-    };
-    let value = value.to_str().unwrap_or_default().trim();
-    let token = match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        _ => return Err(missing("the Authorization header must use the Bearer scheme")),
-    };
-    if token.is_empty() {
-        return Err(missing("empty Bearer token"));
-    }
-    Ok(if token.starts_with(API_KEY_PREFIX) { Credential::ApiKey(token) } else { Credential::Token(token) })
+/// The request's credential, read by the contract's one reader (SPEC §6 rules).
+pub fn credential(headers: &HeaderMap) -> Result<Presented<'_>, GatewayError> {
+    Presented::from_headers(headers).map_err(|err| GatewayError::Denied { code: err.code(), message: err.to_string() })
 }
 
 fn route_kind(kind: Kind) -> Option<CredentialKind> {
@@ -101,8 +70,8 @@ pub async fn validate(gateway: &Gateway, headers: &HeaderMap, ip: ClientIp) -> R
         None
     };
     let context = match credential {
-        Credential::ApiKey(key) => gateway.auth.validate_api_key(key, ip, origin).await?,
-        Credential::Token(token) => gateway.auth.validate(token, ip, origin).await?,
+        Presented::ApiKey(key) => gateway.auth.validate_api_key(key, ip, origin).await?,
+        Presented::Token(token) => gateway.auth.validate(token, ip, origin).await?,
     };
     Ok(context)
 }
@@ -142,21 +111,23 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         h
     }
 
     #[test]
-    fn credentials_are_read_from_either_header() {
-        assert_eq!(credential(&headers(&[("authorization", "Bearer abc")])).unwrap(), Credential::Token("abc"));
-        assert_eq!(credential(&headers(&[("authorization", "bearer  abc ")])).unwrap(), Credential::Token("abc"));
-        assert_eq!(credential(&headers(&[("authorization", "Bearer pck_x")])).unwrap(), Credential::ApiKey("pck_x"));
-        assert_eq!(credential(&headers(&[("x-api-key", "pck_y")])).unwrap(), Credential::ApiKey("pck_y"));
-        for bad in [&[][..], &[("authorization", "Basic abc")], &[("authorization", "Bearer ")], &[("x-api-key", " ")]]
-        {
+    fn credential_refusals_are_401_with_their_codes() {
+        assert_eq!(credential(&headers(&[("x-api-key", "pck_y")])).unwrap(), Presented::ApiKey("pck_y"));
+        for (bad, code) in [
+            (&[][..], "token_missing"),
+            (&[("authorization", "Basic abc")], "token_missing"),
+            (&[("authorization", "Bearer ")], "token_missing"),
+            (&[("x-api-key", " ")], "token_missing"),
+            (&[("authorization", "Bearer a"), ("x-api-key", "pck_b")], "token_invalid"),
+        ] {
             let err = credential(&headers(bad)).unwrap_err();
-            assert_eq!(err.status(), 401, "{bad:?}");
+            assert_eq!((err.status().as_u16(), err.code()), (401, code), "{bad:?}");
         }
     }
 

@@ -80,7 +80,18 @@ async fn hostile_input_gets_the_right_problem(backend: Backend) {
             .header("authorization", "Basic dXNlcjpwYXNz"),
         row("a token of 64 KiB", Method::GET, "/v1/user/profile", 401, "token_invalid")
             .header("authorization", format!("Bearer {}", "a".repeat(64 * 1024))),
-        row("an empty API key", Method::GET, "/v1/partner/x", 401, "key_invalid").header("x-api-key", ""),
+        row("an empty API key", Method::GET, "/v1/partner/x", 401, "token_missing").header("x-api-key", ""),
+        row("an empty Bearer token", Method::GET, "/v1/user/profile", 401, "token_missing")
+            .header("authorization", "Bearer "),
+        row("two Authorization lines", Method::GET, "/v1/user/profile", 401, "token_invalid")
+            .header("authorization", bearer.clone())
+            .header("authorization", "Bearer another"),
+        row("a Bearer and a different X-API-Key", Method::GET, "/v1/partner/x", 401, "token_invalid")
+            .header("authorization", bearer.clone())
+            .header("x-api-key", key.1.clone()),
+        row("Basic next to an API key", Method::GET, "/v1/partner/x", 401, "token_invalid")
+            .header("authorization", "Basic dXNlcjpwYXNz")
+            .header("x-api-key", key.1.clone()),
         row("a refresh token as a Bearer", Method::GET, "/v1/user/profile", 401, "token_invalid")
             .header("authorization", format!("Bearer {}", user.refresh)),
         row("an encoded slash", Method::GET, "/v1/user/orders%2F..%2Fadmin", 400, "malformed_path"),

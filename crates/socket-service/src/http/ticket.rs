@@ -7,7 +7,7 @@
 //! credential id) is what the ticket holds: a ticket's connection then gets `auth.expiring`
 //! and 4401 like any other, and is closed when that very token is revoked.
 
-use auth_contract::{AuthContext, ClientError, extract::VerifiedContext};
+use auth_contract::{AuthContext, ClientError, Presented, extract::VerifiedContext};
 use axum::{
     Json,
     extract::State,
@@ -43,7 +43,11 @@ pub async fn mint(
                 .to_owned(),
         ),
     };
-    let context = match super::ws::bearer(&headers).filter(|t| !t.starts_with("pck_")) {
+    let bearer = Presented::from_headers(&headers).ok().and_then(|p| match p {
+        Presented::Token(token) => Some(token.to_owned()),
+        Presented::ApiKey(_) => None,
+    });
+    let context = match bearer {
         Some(token) => match service.auth().validate(&token, None, None).await {
             Ok(full) if same_identity(&full, &context) => (*full).clone(),
             Ok(_) => return Err(ApiError::Forbidden("the token does not match the signed context").at(&request_id)),

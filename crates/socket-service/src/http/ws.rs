@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
-use auth_contract::{AuthContext, Kind};
+use auth_contract::{AuthContext, CredentialError, Kind, Presented};
 use axum::{
     extract::{
         Query, State,
@@ -23,42 +23,33 @@ const MAX_WRITE_BUFFER: usize = 2 * MAX_MESSAGE_BYTES;
 
 /// Where the credential came from.
 enum Credential {
-    Bearer(String),
-    Subprotocol(String),
+    /// `Authorization: Bearer`, `X-API-Key` or the `bearer, <token>` subprotocol pair.
+    Token(String),
     Ticket(String),
 }
 
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|t| !t.is_empty())
-}
-
-/// The token of a `Sec-WebSocket-Protocol: bearer, <token>` pair.
-fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
-    let mut items = headers
+/// Whether the client offered the `bearer` subprotocol, which the answer must then name.
+fn offers_bearer(headers: &HeaderMap) -> bool {
+    headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    while let Some(item) = items.next() {
-        if item.eq_ignore_ascii_case("bearer") {
-            return items.next().map(str::to_owned);
-        }
-    }
-    None
+        .any(|p| p.trim().eq_ignore_ascii_case(auth_contract::credential::BEARER_SUBPROTOCOL))
 }
 
-fn credential(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<Credential> {
-    if let Some(token) = bearer(headers) {
-        return Some(Credential::Bearer(token));
+/// The handshake's one credential (SPEC §6, §7): two that differ, or a header and a ticket,
+/// are refused with `token_invalid`; an empty one is `token_missing`.
+fn credential(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Credential, ApiError> {
+    let ticket = query.get("ticket").map(|t| t.trim()).filter(|t| !t.is_empty());
+    let denied = |err: CredentialError| ApiError::Denied { code: err.code(), message: err.to_string() };
+    match (Presented::from_upgrade_headers(headers), ticket) {
+        (Ok(_), Some(_)) => Err(denied(CredentialError::Conflict)),
+        (Ok(presented), None) => Ok(Credential::Token(presented.secret().to_owned())),
+        (Err(CredentialError::Missing), Some(ticket)) => Ok(Credential::Ticket(ticket.to_owned())),
+        (Err(CredentialError::Missing), None) => Err(ApiError::TokenMissing),
+        (Err(err), _) => Err(denied(err)),
     }
-    if let Some(token) = subprotocol_token(headers) {
-        return Some(Credential::Subprotocol(token));
-    }
-    query.get("ticket").map(|t| t.trim()).filter(|t| !t.is_empty()).map(|t| Credential::Ticket(t.to_owned()))
 }
 
 /// The request's `Origin`, canonical; a malformed one is refused like a foreign one.
@@ -99,7 +90,7 @@ async fn authenticate(
     origin: Option<&Origin>,
 ) -> Result<(Arc<AuthContext>, Option<String>), ApiError> {
     let (context, token) = match credential {
-        Credential::Bearer(token) | Credential::Subprotocol(token) => {
+        Credential::Token(token) => {
             let context = service.auth().validate(token, Some(ip), origin.map(Origin::as_str)).await?;
             if !origin_allowed(service, &context, origin, None) {
                 return Err(ApiError::OriginNotAllowed);
@@ -144,8 +135,9 @@ pub async fn connect(
         Ok(origin) => origin,
         Err(error) => return refused(error),
     };
-    let Some(credential) = credential(&headers, &query) else {
-        return refused(ApiError::TokenMissing);
+    let credential = match credential(&headers, &query) {
+        Ok(credential) => credential,
+        Err(error) => return refused(error),
     };
     let ip = client_ip(&service, peer, &headers);
     let (context, token) = match authenticate(&service, &credential, ip, origin.as_ref()).await {
@@ -177,7 +169,7 @@ pub async fn connect(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES);
-    if matches!(credential, Credential::Subprotocol(_)) {
+    if matches!(credential, Credential::Token(_)) && offers_bearer(&headers) {
         // Answer `bearer` only: the token must never be echoed back.
         upgrade = upgrade.protocols(["bearer"]);
     }
@@ -203,15 +195,26 @@ mod tests {
 
     #[test]
     fn reads_each_credential_form() {
+        let token = |c: Result<Credential, ApiError>| match c {
+            Ok(Credential::Token(t)) => t,
+            _ => panic!("not a token"),
+        };
         let mut headers = HeaderMap::new();
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("bearer, abc.def"));
-        assert!(matches!(credential(&headers, &HashMap::new()), Some(Credential::Subprotocol(t)) if t == "abc.def"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer tok"));
-        assert!(matches!(credential(&headers, &HashMap::new()), Some(Credential::Bearer(t)) if t == "tok"));
+        assert_eq!(token(credential(&headers, &HashMap::new())), "abc.def");
+        assert!(offers_bearer(&headers));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc.def"));
+        assert_eq!(token(credential(&headers, &HashMap::new())), "abc.def");
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer other"));
+        assert!(matches!(credential(&headers, &HashMap::new()), Err(ApiError::Denied { .. })));
         let query = HashMap::from([("ticket".to_owned(), "pct_x".to_owned())]);
-        assert!(matches!(credential(&HeaderMap::new(), &query), Some(Credential::Ticket(t)) if t == "pct_x"));
+        assert!(matches!(credential(&HeaderMap::new(), &query), Ok(Credential::Ticket(t)) if t == "pct_x"));
+        let mut bearer_and_ticket = HeaderMap::new();
+        bearer_and_ticket.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer tok"));
+        assert!(matches!(credential(&bearer_and_ticket, &query), Err(ApiError::Denied { .. })));
         let mut lone = HeaderMap::new();
         lone.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("bearer"));
-        assert!(credential(&lone, &HashMap::new()).is_none());
+        assert!(matches!(credential(&lone, &HashMap::new()), Err(ApiError::Denied { .. })));
+        assert!(matches!(credential(&HeaderMap::new(), &HashMap::new()), Err(ApiError::TokenMissing)));
     }
 }

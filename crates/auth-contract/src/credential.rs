@@ -1,0 +1,195 @@
+//! The one reader of the credential a request presents (SPEC §6), used at every entrance:
+//! `Authorization: Bearer` (the scheme in any letter case), `X-API-Key`, and on WebSocket
+//! handshakes the `Sec-WebSocket-Protocol` pair `bearer, <token>`. Two credentials that differ
+//! (two `Authorization` lines, a Bearer and an `X-API-Key`, a header and the subprotocol) are
+//! refused, never "first wins"; an empty one is a missing one.
+
+use http::{HeaderMap, header};
+
+use crate::ErrorCode;
+
+/// The prefix of a client API key; a Bearer token carrying it is an API key too.
+pub const API_KEY_PREFIX: &str = "pck_";
+/// The header an API key may also come in.
+pub const API_KEY_HEADER: &str = "x-api-key";
+/// The subprotocol that marks the next one as a Bearer token, on WebSocket handshakes.
+pub const BEARER_SUBPROTOCOL: &str = "bearer";
+
+/// What a request presents, borrowed from its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'a> {
+    /// A token for `Validate`: access token, SDK token, PAT or service token.
+    Token(&'a str),
+    /// A client API key for `ValidateApiKey`.
+    ApiKey(&'a str),
+}
+
+impl<'a> Presented<'a> {
+    pub fn secret(&self) -> &'a str {
+        match *self {
+            Self::Token(secret) | Self::ApiKey(secret) => secret,
+        }
+    }
+
+    /// The credential of an ordinary request: `Authorization` and `X-API-Key`.
+    pub fn from_headers(headers: &'a HeaderMap) -> Result<Self, CredentialError> {
+        read(headers, false)
+    }
+
+    /// The credential of a WebSocket handshake: also the `bearer, <token>` subprotocol pair.
+    pub fn from_upgrade_headers(headers: &'a HeaderMap) -> Result<Self, CredentialError> {
+        read(headers, true)
+    }
+}
+
+/// Why no usable credential was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    #[error("no credential: send Authorization: Bearer <token> or X-API-Key")]
+    Missing,
+    #[error("the Authorization header must use the Bearer scheme")]
+    NotBearer,
+    #[error("the credential is empty")]
+    Empty,
+    #[error("the request presents more than one credential, and they differ")]
+    Conflict,
+    #[error("a credential header is not text")]
+    NotText,
+}
+
+impl CredentialError {
+    /// The wire code: a missing, empty or non-Bearer credential is `token_missing`; a
+    /// conflicting or unreadable one is `token_invalid`.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Self::Missing | Self::NotBearer | Self::Empty => ErrorCode::TokenMissing,
+            Self::Conflict | Self::NotText => ErrorCode::TokenInvalid,
+        }
+    }
+}
+
+/// One place a credential was found, before the places are compared.
+enum Found<'a> {
+    Bearer(&'a str),
+    ApiKey(&'a str),
+    OtherScheme,
+}
+
+fn bearer(value: &str) -> Found<'_> {
+    let value = value.trim();
+    let (scheme, token) = value.split_once([' ', '\t']).unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case("bearer") { Found::Bearer(token.trim()) } else { Found::OtherScheme }
+}
+
+/// `bearer, <token>` among the offered subprotocols, if present.
+fn subprotocol_token(headers: &HeaderMap) -> Result<Option<&str>, CredentialError> {
+    let mut offered = Vec::new();
+    for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+        let value = value.to_str().map_err(|_| CredentialError::NotText)?;
+        offered.extend(value.split(',').map(str::trim));
+    }
+    let Some(at) = offered.iter().position(|p| p.eq_ignore_ascii_case(BEARER_SUBPROTOCOL)) else {
+        return Ok(None);
+    };
+    Ok(Some(offered.get(at + 1).copied().unwrap_or_default()))
+}
+
+fn read(headers: &HeaderMap, subprotocol: bool) -> Result<Presented<'_>, CredentialError> {
+    let mut found = Vec::new();
+    for value in headers.get_all(header::AUTHORIZATION) {
+        found.push(bearer(value.to_str().map_err(|_| CredentialError::NotText)?));
+    }
+    for value in headers.get_all(API_KEY_HEADER) {
+        found.push(Found::ApiKey(value.to_str().map_err(|_| CredentialError::NotText)?.trim()));
+    }
+    if subprotocol && let Some(token) = subprotocol_token(headers)? {
+        found.push(Found::Bearer(token));
+    }
+    let first = match found.as_slice() {
+        [] => return Err(CredentialError::Missing),
+        [Found::OtherScheme] => return Err(CredentialError::NotBearer),
+        [first, ..] => first,
+    };
+    fn secret<'h>(found: &Found<'h>) -> Option<&'h str> {
+        match *found {
+            Found::Bearer(s) | Found::ApiKey(s) => Some(s),
+            Found::OtherScheme => None,
+        }
+    }
+    let chosen = secret(first).ok_or(CredentialError::Conflict)?;
+    if found.iter().any(|f| secret(f) != Some(chosen)) {
+        return Err(CredentialError::Conflict);
+    }
+    if chosen.is_empty() {
+        return Err(CredentialError::Empty);
+    }
+    let api_key = chosen.starts_with(API_KEY_PREFIX) || found.iter().any(|f| matches!(f, Found::ApiKey(_)));
+    Ok(if api_key { Presented::ApiKey(chosen) } else { Presented::Token(chosen) })
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    fn read_plain(pairs: &[(&str, &str)]) -> Result<Presented<'static>, CredentialError> {
+        let map = Box::leak(Box::new(headers(pairs)));
+        Presented::from_headers(map)
+    }
+
+    #[test]
+    fn schemes_and_kinds() {
+        assert_eq!(read_plain(&[("authorization", "Bearer abc")]), Ok(Presented::Token("abc")));
+        assert_eq!(read_plain(&[("authorization", "bearer abc")]), Ok(Presented::Token("abc")));
+        assert_eq!(read_plain(&[("authorization", "BEARER  abc ")]), Ok(Presented::Token("abc")));
+        assert_eq!(read_plain(&[("authorization", "Bearer pck_k")]), Ok(Presented::ApiKey("pck_k")));
+        assert_eq!(read_plain(&[("x-api-key", " pck_k ")]), Ok(Presented::ApiKey("pck_k")));
+        // The same key twice is one credential.
+        assert_eq!(
+            read_plain(&[("x-api-key", "pck_k"), ("authorization", "Bearer pck_k")]),
+            Ok(Presented::ApiKey("pck_k"))
+        );
+    }
+
+    #[test]
+    fn missing_empty_and_conflicting() {
+        assert_eq!(read_plain(&[]), Err(CredentialError::Missing));
+        assert_eq!(read_plain(&[("authorization", "Basic dXNlcjpwYXNz")]), Err(CredentialError::NotBearer));
+        assert_eq!(read_plain(&[("authorization", "Bearer ")]), Err(CredentialError::Empty));
+        assert_eq!(read_plain(&[("authorization", "Bearer")]), Err(CredentialError::Empty));
+        assert_eq!(read_plain(&[("x-api-key", "")]), Err(CredentialError::Empty));
+        for conflict in [
+            vec![("authorization", "Bearer a"), ("authorization", "Bearer b")],
+            vec![("authorization", "Bearer a"), ("x-api-key", "pck_b")],
+            vec![("x-api-key", "pck_a"), ("x-api-key", "pck_b")],
+            vec![("authorization", "Basic x"), ("x-api-key", "pck_b")],
+            vec![("authorization", "Bearer a"), ("authorization", "Bearer ")],
+        ] {
+            assert_eq!(read_plain(&conflict), Err(CredentialError::Conflict), "{conflict:?}");
+        }
+        assert_eq!(CredentialError::Conflict.code(), ErrorCode::TokenInvalid);
+        assert_eq!(CredentialError::Empty.code(), ErrorCode::TokenMissing);
+    }
+
+    #[test]
+    fn the_subprotocol_counts_only_on_upgrades() {
+        let map = headers(&[("sec-websocket-protocol", "bearer, tok")]);
+        assert_eq!(Presented::from_upgrade_headers(&map), Ok(Presented::Token("tok")));
+        assert_eq!(Presented::from_headers(&map), Err(CredentialError::Missing));
+        let both = headers(&[("sec-websocket-protocol", "bearer, tok"), ("authorization", "Bearer other")]);
+        assert_eq!(Presented::from_upgrade_headers(&both), Err(CredentialError::Conflict));
+        let same = headers(&[("sec-websocket-protocol", "bearer, tok"), ("authorization", "Bearer tok")]);
+        assert_eq!(Presented::from_upgrade_headers(&same), Ok(Presented::Token("tok")));
+        let empty = headers(&[("sec-websocket-protocol", "bearer")]);
+        assert_eq!(Presented::from_upgrade_headers(&empty), Err(CredentialError::Empty));
+    }
+}
