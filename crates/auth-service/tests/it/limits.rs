@@ -161,9 +161,29 @@ async fn hangups_mid_hash_cannot_exceed_the_hash_concurrency(backend: Backend) {
     app.login(&email, FIREFOX).await;
 }
 
+/// Several `X-Forwarded-For` lines are one list (RFC 9110 §5.3): from a trusted proxy, the
+/// client is the right-most untrusted address across all of them, never the first line's.
+async fn every_forwarded_for_line_is_read(backend: Backend) {
+    let app = spawn_app_with(backend, &[("TRUSTED_PROXIES", "127.0.0.1/32, 10.0.0.0/8")]).await;
+    let email = unique_email("xff");
+    app.signup(&email).await;
+    let response = app
+        .http
+        .post(app.url("/login"))
+        .header("x-forwarded-for", "198.51.100.1")
+        .header("x-forwarded-for", "203.0.113.50, 10.0.0.7")
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("request");
+    let session = expect_status(response, StatusCode::OK).await["session"].clone();
+    assert_eq!(session["ip"], "203.0.113.50", "{session}");
+}
+
 crate::on_both_backends!(
     concurrent_wrong_passwords_get_exactly_the_limit,
     a_success_refunds_and_refusals_consume_nothing,
     concurrent_password_changes_get_exactly_the_limit,
     hangups_mid_hash_cannot_exceed_the_hash_concurrency,
+    every_forwarded_for_line_is_read,
 );
