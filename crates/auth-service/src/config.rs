@@ -103,6 +103,34 @@ pub fn load_or_create_secret(data_dir: &Path, file: &str) -> Result<SecretString
 }
 
 impl AuthConfig {
+    /// What an operator should fix though the service can run: said once at start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        use secrecy::ExposeSecret as _;
+        let mut warnings = Vec::new();
+        if self.mode == Mode::Distributed && self.trusted_proxies.is_empty() {
+            warnings.push(
+                "TRUSTED_PROXIES is empty: behind the gateway every client looks like the gateway, so the per-IP \
+                 login limits lock everyone out at once; set it to the gateway's address"
+                    .to_owned(),
+            );
+        }
+        let secrets = [
+            ("JWT_SECRET", self.jwt.secret.expose_secret()),
+            ("SERVICE_SECRET", self.service_secret.expose_secret()),
+            ("CONTEXT_SIGNING_SECRET", self.context_signing_secret.expose_secret()),
+        ];
+        for (i, (a, first)) in secrets.iter().enumerate() {
+            for (b, second) in &secrets[i + 1..] {
+                if first == second {
+                    warnings.push(format!(
+                        "{a} and {b} are equal: whoever holds one can use the other's power; give each its own secret"
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+
     pub fn from_env(env: &dyn Env, mode: Mode) -> Result<Self, ConfigError> {
         let (port_var, grpc_port_var, default_host) = match mode {
             Mode::Embedded => ("AUTH_PORT", "AUTH_GRPC_PORT", "127.0.0.1"),
@@ -249,6 +277,22 @@ mod tests {
         assert_eq!(distributed(&[("SERVICE_SECRET", "short")]).unwrap_err().variable, "SERVICE_SECRET");
         assert_eq!(distributed(&[("CONTEXT_SIGNING_SECRET", "")]).unwrap_err().variable, "CONTEXT_SIGNING_SECRET");
         assert!(distributed(&[]).is_ok());
+    }
+
+    #[test]
+    fn start_up_warnings_name_what_to_fix() {
+        let warnings = distributed(&[]).unwrap().warnings();
+        assert!(warnings.iter().any(|w| w.starts_with("TRUSTED_PROXIES is empty")), "{warnings:?}");
+        assert_eq!(warnings.iter().filter(|w| w.contains("are equal")).count(), 3, "{warnings:?}");
+        let other = "another-secret-of-at-least-32-bytes-0123456789";
+        let third = "a-third-secret-of-at-least-32-bytes-0123456789";
+        let clean = distributed(&[
+            ("TRUSTED_PROXIES", "172.28.0.10"),
+            ("SERVICE_SECRET", other),
+            ("CONTEXT_SIGNING_SECRET", third),
+        ])
+        .unwrap();
+        assert_eq!(clean.warnings(), Vec::<String>::new());
     }
 
     #[test]

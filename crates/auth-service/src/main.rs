@@ -18,6 +18,9 @@ async fn main() -> ExitCode {
         }
     };
     platform::telemetry::init(config.log_json);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let http_addr = SocketAddr::new(config.host, config.port);
     let grpc_addr = SocketAddr::new(config.host, config.grpc_port);
     let service = match auth_service::build(config).await {

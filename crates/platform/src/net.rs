@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use http::HeaderMap;
 use ipnet::IpNet;
 
 use crate::env::ConfigError;
@@ -27,6 +28,46 @@ impl TrustedProxies {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Self)
+    }
+
+    /// Loopback added (the all-in-one binary's own gateway forwards from this machine).
+    pub fn with_loopback(mut self) -> Self {
+        for net in ["127.0.0.0/8", "::1/128"] {
+            if let Ok(net) = net.parse::<IpNet>()
+                && !self.0.contains(&net)
+            {
+                self.0.push(net);
+            }
+        }
+        self
+    }
+
+    /// Whether nothing is trusted (every `X-Forwarded-For` is ignored).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The client address of a request from `peer`, reading every `X-Forwarded-For` line as
+    /// one list (RFC 9110 §5.3). The one reader every service uses.
+    pub fn client_ip_from_headers(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let mut lines = headers.get_all(X_FORWARDED_FOR).iter();
+        let Some(first) = lines.next() else {
+            return self.client_ip(peer, None);
+        };
+        let Some(second) = lines.next() else {
+            // One line, the common case: no copy.
+            return self.client_ip(peer, first.to_str().ok());
+        };
+        let mut joined = String::new();
+        for line in [first, second].into_iter().chain(lines) {
+            // A line that is not text cannot be read: the chain ends at the hop before it.
+            let Ok(text) = line.to_str() else { return self.client_ip(peer, Some("garbage")) };
+            if !joined.is_empty() {
+                joined.push(',');
+            }
+            joined.push_str(text);
+        }
+        self.client_ip(peer, Some(&joined))
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -60,6 +101,9 @@ impl TrustedProxies {
         candidate
     }
 }
+
+/// The header a proxy names the client in.
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// IPv4-mapped IPv6 addresses (`::ffff:203.0.113.7`) are the IPv4 address they carry.
 pub fn canonical(ip: IpAddr) -> IpAddr {
@@ -107,6 +151,28 @@ mod tests {
         assert_eq!(trusted.client_ip(ip("10.1.1.1"), Some("6.6.6.6, 203.0.113.5, 192.168.1.1")), ip("203.0.113.5"));
         assert_eq!(trusted.client_ip(ip("10.1.1.1"), Some("garbage")), ip("10.1.1.1"));
         assert_eq!(trusted.client_ip(ip("::ffff:10.1.1.1"), None), ip("10.1.1.1"));
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_one_list() {
+        let trusted = TrustedProxies::parse("T", Some("10.0.0.0/8")).unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        headers.append(X_FORWARDED_FOR, http::HeaderValue::from_static("198.51.100.1"));
+        headers.append(X_FORWARDED_FOR, http::HeaderValue::from_static("203.0.113.50, 10.0.0.7"));
+        assert_eq!(trusted.client_ip_from_headers(ip("10.0.0.1"), &headers), ip("203.0.113.50"));
+        assert_eq!(trusted.client_ip_from_headers(ip("198.51.100.9"), &headers), ip("198.51.100.9"));
+        assert_eq!(trusted.client_ip_from_headers(ip("10.0.0.1"), &HeaderMap::new()), ip("10.0.0.1"));
+        let mut one = HeaderMap::new();
+        one.append(X_FORWARDED_FOR, http::HeaderValue::from_static("203.0.113.9"));
+        assert_eq!(trusted.client_ip_from_headers(ip("10.0.0.1"), &one), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn loopback_can_be_added_once() {
+        let trusted = TrustedProxies::default().with_loopback().with_loopback();
+        assert!(trusted.contains(ip("127.0.0.1")) && trusted.contains(ip("::1")));
+        assert_eq!(trusted.0.len(), 2);
+        assert!(TrustedProxies::default().is_empty());
     }
 
     #[test]

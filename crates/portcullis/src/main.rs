@@ -11,8 +11,7 @@ use auth_service::{AuthConfig, AuthService, Backends, Mode};
 use gateway::{GatewayConfig, GatewayDeps, SecretOverrides};
 use platform::{
     clock::SystemClock,
-    env::{Env, MapEnv, OsEnv, Overlay},
-    net::TrustedProxies,
+    env::{MapEnv, OsEnv, Overlay},
     shutdown::Shutdown,
 };
 use secrecy::ExposeSecret;
@@ -20,9 +19,6 @@ use socket_service::{Deps, SocketConfig, SocketService};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The gateway runs on this machine, so the auth service believes its `X-Forwarded-For`.
-const LOOPBACK: &str = "127.0.0.1/32, ::1/128";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -33,15 +29,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let proxies = OsEnv.var("TRUSTED_PROXIES").map_or_else(|| LOOPBACK.to_owned(), |v| format!("{v}, {LOOPBACK}"));
-    match TrustedProxies::parse("TRUSTED_PROXIES", Some(&proxies)) {
-        Ok(trusted) => config.trusted_proxies = trusted,
-        Err(err) => {
-            eprintln!("portcullis: {err}");
-            return ExitCode::from(2);
-        }
-    }
+    // The gateway runs in this process and forwards from loopback: the auth and socket
+    // services believe its `X-Forwarded-For` (the gateway itself keeps TRUSTED_PROXIES as set).
+    config.trusted_proxies = config.trusted_proxies.clone().with_loopback();
     platform::telemetry::init(config.log_json);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -64,6 +58,7 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
     };
     let http_addr = SocketAddr::new(config.host, config.port);
     let grpc_addr = SocketAddr::new(config.host, config.grpc_port);
+    let trusted_proxies = config.trusted_proxies.clone();
     let overrides = SecretOverrides {
         service_secret: Some(config.service_secret.clone()),
         context_signing_secret: Some(config.context_signing_secret.clone()),
@@ -82,7 +77,7 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
 
     let auth_only =
         Overlay { top: MapEnv::new([("AUTH_SERVICE_URL", format!("http://{}", local(grpc_addr)))]), base: &OsEnv };
-    let socket_config = SocketConfig::from_env_with(&auth_only, socket_service::Mode::Embedded, socket_overrides)
+    let mut socket_config = SocketConfig::from_env_with(&auth_only, socket_service::Mode::Embedded, socket_overrides)
         .map_err(|e| format!("socket service configuration: {e}"))?;
     let socket_deps = match &redis_url {
         Some(url) => {
@@ -91,6 +86,7 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
         None => Deps::in_memory(backends.bus.clone()),
     };
     let socket_addr = SocketAddr::new(socket_config.host, socket_config.port);
+    socket_config.trusted_proxies = trusted_proxies;
     let sockets = SocketService::new(socket_config, socket_deps).map_err(|e| format!("cannot start: {e}"))?;
     let socket_listener =
         tokio::net::TcpListener::bind(socket_addr).await.map_err(|e| format!("cannot listen on {socket_addr}: {e}"))?;

@@ -19,6 +19,12 @@ async fn main() {
         }
     };
     platform::telemetry::init(config.log_json);
+    if config.trusted_proxies.is_empty() {
+        tracing::warn!(
+            "TRUSTED_PROXIES is empty: behind the gateway every socket client looks like the gateway (IP allowlists \
+             and limits see one address); set it to the gateway's address"
+        );
+    }
     let addr = SocketAddr::new(config.host, config.port);
     let service = match SocketService::build(config).await {
         Ok(service) => service,

@@ -77,8 +77,7 @@ impl FromRequestParts<AuthService> for ClientMeta {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip())
             .ok_or_else(|| Error::internal("the server was started without peer addresses"))?;
-        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        let ip = state.config().trusted_proxies.client_ip(peer, forwarded);
+        let ip = state.config().trusted_proxies.client_ip_from_headers(peer, &parts.headers);
         let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Ok(Self { ip, user_agent })
     }

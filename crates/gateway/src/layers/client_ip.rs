@@ -13,16 +13,11 @@ use platform::net::TrustedProxies;
 
 use crate::client_ip::ClientIp;
 
-pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub use platform::net::X_FORWARDED_FOR;
 
 /// Decides the client IP of a request that arrived from `peer`.
 pub fn resolve(trusted: &TrustedProxies, peer: SocketAddr, headers: &http::HeaderMap) -> ClientIp {
-    // Several `X-Forwarded-For` lines are one list (RFC 9110 §5.3).
-    let joined: Option<String> = {
-        let values: Vec<&str> = headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
-        (!values.is_empty()).then(|| values.join(","))
-    };
-    ClientIp(trusted.client_ip(peer.ip(), joined.as_deref()))
+    ClientIp(trusted.client_ip_from_headers(peer.ip(), headers))
 }
 
 pub async fn layer(State(trusted): State<TrustedProxies>, mut request: Request, next: Next) -> Response {

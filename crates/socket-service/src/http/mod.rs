@@ -61,8 +61,7 @@ async fn request_id(mut request: Request, next: Next) -> Response {
 
 /// The client's address: the TCP peer, or `X-Forwarded-For` when the peer is a trusted proxy.
 pub(crate) fn client_ip(service: &SocketService, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    service.config().trusted_proxies.client_ip(peer.ip(), forwarded)
+    service.config().trusted_proxies.client_ip_from_headers(peer.ip(), headers)
 }
 
 /// The peer address, when the server was started with connect info (tests may call the
