@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod delay;
+pub use delay::DelayProxy;
+
 use std::{sync::Arc, time::Duration};
 
 use auth_service::{
@@ -283,8 +286,13 @@ impl TestApp {
 
     /// A contract client for this app, with short timeouts for fault tests.
     pub fn contract_client(&self) -> auth_contract::AuthClient {
+        self.contract_client_at(&self.grpc)
+    }
+
+    /// A contract client reaching this app's gRPC API at `endpoint` (a proxy in front of it).
+    pub fn contract_client_at(&self, endpoint: &str) -> auth_contract::AuthClient {
         let mut config = auth_contract::ClientConfig::new(
-            self.grpc.clone(),
+            endpoint.to_owned(),
             "test-suite",
             secrecy::SecretString::from(SERVICE_SECRET.to_owned()),
         );

@@ -103,6 +103,50 @@ async fn revocation_reaches_the_cache(backend: Backend) {
     eprintln!("logout reached the client cache in {took:?}");
 }
 
+/// An answer in flight when its revocation is applied is not kept: a delay proxy holds the
+/// auth service's "valid" until the client has applied the logout event, and the next
+/// validation asks again and is refused (no hoping to hit a window).
+async fn an_answer_in_flight_during_its_revocation_is_not_cached(backend: Backend) {
+    let app = spawn_app(backend.clone()).await;
+    let proxy = testkit::DelayProxy::start(app.grpc_addr).await;
+    let client = app.contract_client_at(&format!("http://{}", proxy.addr));
+    let user = app.signup(&unique_email("race")).await;
+    let mut events = app.events().await;
+    // The service token is fetched before anything is held.
+    client.list_allowed_origins().await.expect("origins");
+
+    proxy.hold();
+    let validating = {
+        let (client, token) = (client.clone(), user.access.clone());
+        tokio::spawn(async move { client.validate(&token, None, None).await })
+    };
+    within(Duration::from_secs(5), async || proxy.held_bytes() > 0).await;
+    let logout = app.post_auth("/logout", &user.access, None).await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let event = testkit::next_event(&mut events, "auth:user.logout", |e| e["user_id"] == json!(user.user_id)).await;
+    client.apply_event("auth:user.logout", &event.to_string());
+    proxy.release();
+    // Answered before the revocation: either outcome is honest for this one request.
+    let _ = validating.await.expect("task");
+    assert!(refused(&client, &user.access).await, "an answer fetched before the revocation was cached after it");
+}
+
+/// A user's access token does not depend on `Origin`, so a new origin is a cache hit: an
+/// attacker cannot force misses (and calls to the auth service) by varying it.
+async fn origin_keys_only_the_kinds_whose_decision_uses_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.contract_client();
+    let user = app.signup(&unique_email("origin-key")).await;
+    client.validate(&user.access, None, Some("https://a.example.com")).await.expect("valid");
+    let calls = client.rpc_count();
+    for i in 0..5 {
+        let origin = format!("https://{i}.attacker.example");
+        client.validate(&user.access, None, Some(&origin)).await.expect("valid");
+    }
+    client.validate(&user.access, None, None).await.expect("valid");
+    assert_eq!(client.rpc_count(), calls, "a new Origin missed the cache for a user token");
+}
+
 /// Auth service down: cached tokens still pass until they expire, uncached ones get
 /// `Unavailable` (fail closed), the breaker opens, and closes again when it returns.
 async fn outage_fails_closed_and_recovers(backend: Backend) {
@@ -160,6 +204,8 @@ async fn service_token_is_renewed(backend: Backend) {
 }
 
 crate::on_both_backends!(
+    an_answer_in_flight_during_its_revocation_is_not_cached,
+    origin_keys_only_the_kinds_whose_decision_uses_it,
     cache_and_coalescing,
     revocation_reaches_the_cache,
     outage_fails_closed_and_recovers,
