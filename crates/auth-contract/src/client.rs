@@ -99,6 +99,20 @@ enum Decision {
     Denied { code: ErrorCode, message: Arc<str> },
 }
 
+/// Why a lookup's answer is not in the cache: the call failed, or it was answered across a
+/// revocation (then it is used, by this lookup and the ones coalesced with it, but not kept).
+#[derive(Debug, Clone)]
+enum Miss {
+    Failed(ClientError),
+    Uncacheable(Decision),
+}
+
+impl From<ClientError> for Miss {
+    fn from(err: ClientError) -> Self {
+        Self::Failed(err)
+    }
+}
+
 struct DecisionExpiry {
     negative_ttl: Duration,
 }
@@ -129,6 +143,10 @@ struct Inner {
     breaker: Breaker,
     rpcs: AtomicU64,
     lookups: AtomicU64,
+    /// Bumped by every revocation applied (and every flush). An answer fetched across a bump
+    /// is used once and not cached: it may predate the revocation (CONVENTIONS, "every cache
+    /// fed by events has a generation guard").
+    generation: AtomicU64,
 }
 
 /// Cheap to clone; clones share the channel, cache and breaker.
@@ -237,6 +255,7 @@ impl AuthClient {
                 breaker,
                 rpcs: AtomicU64::new(0),
                 lookups: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
             }),
         })
     }
@@ -391,7 +410,9 @@ impl AuthClient {
         }
     }
 
-    /// The cached answer for `key`, or `ask`'s, shared by concurrent identical misses.
+    /// The cached answer for `key`, or `ask`'s, shared by concurrent identical misses. An
+    /// answer whose call overlapped a revocation is not kept (the generation guard); one kept
+    /// under `key` while a revocation was being applied is dropped again at once.
     async fn cached(
         &self,
         key: [u8; 32],
@@ -401,14 +422,87 @@ impl AuthClient {
         if let Some(hit) = self.inner.cache.get(&key).await {
             return Self::answer(hit);
         }
-        let decision = self.inner.cache.try_get_with(key, ask).await.map_err(|e| e.as_ref().clone())?;
-        // An answer with nothing left to live is used once and not kept.
-        if let Decision::Allowed { ttl, .. } = &decision
-            && ttl.is_zero()
-        {
+        Self::answer(self.fetch(key, ask).await?)
+    }
+
+    /// Asks (coalesced on `key`) and caches the answer unless a revocation was applied while
+    /// it was being fetched.
+    async fn fetch(
+        &self,
+        key: [u8; 32],
+        ask: impl std::future::Future<Output = Result<Decision, ClientError>>,
+    ) -> Result<Decision, ClientError> {
+        let generation = &self.inner.generation;
+        let started = generation.load(Ordering::SeqCst);
+        let guarded = async {
+            let decision = ask.await?;
+            if generation.load(Ordering::SeqCst) != started {
+                return Err(Miss::Uncacheable(decision));
+            }
+            Ok(decision)
+        };
+        let decision = match self.inner.cache.try_get_with(key, guarded).await {
+            Ok(decision) => decision,
+            Err(miss) => match miss.as_ref() {
+                Miss::Failed(err) => return Err(err.clone()),
+                Miss::Uncacheable(decision) => return Ok(decision.clone()),
+            },
+        };
+        // Kept, but a revocation may have landed between the check and the insert; and an
+        // answer with nothing left to live is used once and not kept.
+        let expired = matches!(&decision, Decision::Allowed { ttl, .. } if ttl.is_zero());
+        if expired || generation.load(Ordering::SeqCst) != started {
             self.inner.cache.invalidate(&key).await;
         }
-        Self::answer(decision)
+        Ok(decision)
+    }
+
+    /// A token's answer. Only SDK tokens (and API keys, which come through
+    /// [`Self::validate_api_key`]) depend on `Origin`; every other token is cached under a key
+    /// without it, so varying `Origin` cannot force calls to the auth service.
+    async fn cached_token(
+        &self,
+        credential: &str,
+        ip: Option<IpAddr>,
+        origin: Option<&str>,
+        ask: impl std::future::Future<Output = Result<Decision, ClientError>>,
+    ) -> Result<Arc<AuthContext>, ClientError> {
+        let full = cache_key(credential, ip, origin);
+        let plain = if origin.is_some() && !credential.starts_with(crate::credential::API_KEY_PREFIX) {
+            cache_key(credential, ip, None)
+        } else {
+            full
+        };
+        if plain != full {
+            self.inner.lookups.fetch_add(1, Ordering::Relaxed);
+            if let Some(hit @ Decision::Allowed { .. }) = self.inner.cache.get(&plain).await
+                && !Self::uses_origin(&hit)
+            {
+                return Self::answer(hit);
+            }
+            if let Some(hit) = self.inner.cache.get(&full).await {
+                return Self::answer(hit);
+            }
+            let decision = self.fetch(full, ask).await?;
+            if !Self::uses_origin(&decision) {
+                // Kept where every origin finds it; the origin-specific copy is not needed.
+                self.inner.cache.invalidate(&full).await;
+                if matches!(&decision, Decision::Allowed { ttl, .. } if !ttl.is_zero()) {
+                    self.inner.cache.insert(plain, decision.clone()).await;
+                }
+            }
+            return Self::answer(decision);
+        }
+        self.cached(full, ask).await
+    }
+
+    /// Whether an answer depended on the request's `Origin`.
+    fn uses_origin(decision: &Decision) -> bool {
+        match decision {
+            Decision::Allowed { context, .. } => matches!(context.kind, crate::Kind::Sdk | crate::Kind::ApiKey),
+            // A refusal may have been the origin's doing: it stays under the origin's key.
+            Decision::Denied { .. } => true,
+        }
     }
 
     /// Validates an access token, SDK token, PAT or service token (or an API key). The
@@ -423,7 +517,7 @@ impl AuthClient {
         if credential.is_empty() {
             return Err(ClientError::Denied { code: ErrorCode::TokenMissing, message: "no credential".to_owned() });
         }
-        self.cached(cache_key(credential, ip, origin), async {
+        self.cached_token(credential, ip, origin, async {
             let request = proto::ValidateRequest {
                 credential: credential.to_owned(),
                 ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
@@ -507,6 +601,7 @@ impl AuthClient {
 
     /// Drops every cached answer.
     pub fn clear(&self) {
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
         self.inner.cache.invalidate_all();
     }
 
@@ -551,6 +646,8 @@ impl AuthClient {
         let credential = text("credential_id").or_else(|| text("jti"));
         let user = (channel == "auth:user.disabled").then(|| text("user_id")).flatten();
         let client = text("client_id");
+        // Before the invalidation: an answer being fetched now must not be kept afterwards.
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
         let result = self.inner.cache.invalidate_entries_if(move |_, decision| {
             let Decision::Allowed { context, .. } = decision else {
                 return false;

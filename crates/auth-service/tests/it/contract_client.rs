@@ -71,10 +71,11 @@ async fn cache_and_coalescing(backend: Backend) {
     }
     assert_eq!(client.rpc_count() - before, 1);
 
-    // The cache key includes the decision's inputs: another origin is another question.
+    // The cache key holds only the decision's inputs: a user token's answer does not depend
+    // on the origin, so another origin is the same question.
     let before = client.rpc_count();
     client.validate(&user.access, None, Some("https://a.example")).await.expect("valid");
-    assert_eq!(client.rpc_count() - before, 1);
+    assert_eq!(client.rpc_count() - before, 0);
 }
 
 /// Logout and PAT revocation make cached tokens refused within 100 ms, through the bus.
@@ -145,6 +146,26 @@ async fn origin_keys_only_the_kinds_whose_decision_uses_it(backend: Backend) {
     }
     client.validate(&user.access, None, None).await.expect("valid");
     assert_eq!(client.rpc_count(), calls, "a new Origin missed the cache for a user token");
+
+    // An SDK token's answer does depend on it, cached or not.
+    let shop =
+        app.register_client(&user, json!({"name": "Shop", "allowed_origins": ["https://shop.example.com"]})).await;
+    let session = app
+        .http
+        .post(app.url("/sdk/session"))
+        .header("x-api-key", &shop.key)
+        .json(&json!({"external_user_id": "u-1"}))
+        .send()
+        .await
+        .expect("request");
+    let sdk = expect_status(session, StatusCode::CREATED).await["access_token"].as_str().expect("token").to_owned();
+    client.validate(&sdk, None, None).await.expect("no origin: not origin-checked");
+    client.validate(&sdk, None, Some("https://shop.example.com")).await.expect("allowed origin");
+    for _ in 0..2 {
+        let refused = client.validate(&sdk, None, Some("https://evil.example.com")).await.expect_err("foreign origin");
+        assert_eq!(refused.code(), ErrorCode::OriginNotAllowed);
+    }
+    client.validate(&sdk, None, Some("https://shop.example.com")).await.expect("allowed origin, cached");
 }
 
 /// Auth service down: cached tokens still pass until they expire, uncached ones get
