@@ -452,3 +452,41 @@ impl TestApp {
         )
     }
 }
+
+/// A slowloris client: connects to `addr`, sends half a request head and then nothing.
+/// Returns how long the server took to close the connection, or `None` if it was still open
+/// after `patience`.
+pub async fn slow_client_is_dropped_after(addr: std::net::SocketAddr, patience: Duration) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: slow\r\nX-Slow: ").await.expect("send");
+    let started = tokio::time::Instant::now();
+    let mut sink = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(started + patience, stream.read(&mut sink)).await {
+            Err(_) => return None,
+            // Closed (a 408 answer first, or not): the server let go.
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// An idle keep-alive client: one complete request, then silence. Returns how long the server
+/// kept the idle connection, or `None` if it was still open after `patience`.
+pub async fn idle_keep_alive_is_dropped_after(addr: std::net::SocketAddr, patience: Duration) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: idle\r\n\r\n").await.expect("send");
+    let mut answer = [0u8; 4096];
+    let n = stream.read(&mut answer).await.expect("answer");
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..n]));
+    let started = tokio::time::Instant::now();
+    loop {
+        match tokio::time::timeout_at(started + patience, stream.read(&mut answer)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}

@@ -17,4 +17,5 @@ mod flows;
 mod forward_auth;
 mod grpc;
 mod limits;
+mod listeners;
 mod storage;

@@ -211,7 +211,21 @@ async fn redis_down_keeps_authenticating_with_local_limits() {
     redis_down_falls_back_to_local_limits().await;
 }
 
+/// A peer that never finishes its request head, or idles on a kept-alive connection, is
+/// dropped after `HTTP_HEADER_READ_TIMEOUT` (slowloris).
+async fn slow_and_idle_clients_are_dropped(backend: Backend) {
+    let auth = spawn_auth(backend).await;
+    let upstream = spawn_upstream().await;
+    let gw = spawn_gateway(&auth, &standard_routes(&upstream.url()), &[("HTTP_HEADER_READ_TIMEOUT", "300ms")]).await;
+    let addr = gw.url.trim_start_matches("http://").parse().unwrap();
+    let slow = testkit::slow_client_is_dropped_after(addr, Duration::from_secs(3)).await;
+    assert!(slow.is_some_and(|t| t >= Duration::from_millis(250)), "slow client: {slow:?}");
+    let idle = testkit::idle_keep_alive_is_dropped_after(addr, Duration::from_secs(3)).await;
+    assert!(idle.is_some(), "idle keep-alive client kept");
+}
+
 testkit::on_both_backends!(
+    slow_and_idle_clients_are_dropped,
     allowlists_and_origins_through_the_gateway,
     rate_limits_answer_429_with_headers_and_are_shared,
     auth_service_down_fails_closed_for_uncached_credentials,

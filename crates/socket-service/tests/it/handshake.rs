@@ -222,7 +222,25 @@ async fn auth_service_down_is_503(backend: Backend) {
     assert!(refused.headers.get("retry-after").is_some());
 }
 
+/// A peer that never finishes its handshake's head, or idles on a kept-alive connection, is
+/// dropped after `HTTP_HEADER_READ_TIMEOUT`; an upgraded socket is not (it has its own
+/// heartbeat).
+async fn slow_clients_are_dropped_but_sockets_are_not(backend: Backend) {
+    let app = spawn_auth(backend).await;
+    let socket = spawn_socket(&app, &[("HTTP_HEADER_READ_TIMEOUT", "300ms")]).await;
+    let slow = testkit::slow_client_is_dropped_after(socket.addr, Duration::from_secs(3)).await;
+    assert!(slow.is_some_and(|t| t >= Duration::from_millis(250)), "slow client: {slow:?}");
+    let idle = testkit::idle_keep_alive_is_dropped_after(socket.addr, Duration::from_secs(3)).await;
+    assert!(idle.is_some(), "idle keep-alive client kept");
+    let user = app.signup(&unique_email("upgraded")).await;
+    let mut ws = connect_bearer(&socket, &user.access).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    ping(&mut ws).await;
+    socket.assert_no_1011().await;
+}
+
 testkit::on_both_backends!(
+    slow_clients_are_dropped_but_sockets_are_not,
     bearer_header_connects_and_stores_context,
     subprotocol_pair_is_answered_with_bearer_only,
     ticket_connects_once,
