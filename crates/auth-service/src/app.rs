@@ -98,10 +98,9 @@ pub async fn run(
     let shutdown = Shutdown::new(shutdown);
     let cleanup = service.spawn_cleanup(shutdown.wait());
     let grpc = tokio::spawn(crate::grpc::serve(service.clone(), listeners.grpc, shutdown.wait()));
+    let limits = service.config().listener;
     let app = crate::http::router(service);
-    let http = axum::serve(listeners.http, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.wait())
-        .await;
+    let http = platform::serve::serve(listeners.http, app, limits, shutdown.wait()).await;
     cleanup.abort();
     match grpc.await {
         Ok(Ok(())) => {}

@@ -54,6 +54,8 @@ pub struct AuthConfig {
     pub cleanup_interval: Duration,
     pub body_limit: usize,
     pub log_json: bool,
+    /// `HTTP_HEADER_READ_TIMEOUT` and `HTTP_MAX_CONNECTIONS` of the HTTP listener.
+    pub listener: platform::serve::ListenerLimits,
     /// Prefix of every Redis key this service writes (rate-limit counters).
     pub redis_key_prefix: String,
     /// `IP_WHITELIST_ENABLED`: enforce clients' IP allowlists for API keys.
@@ -232,6 +234,7 @@ impl AuthConfig {
             cleanup_interval: env.duration_or("CLEANUP_INTERVAL", Duration::from_secs(3600))?,
             body_limit: 1024 * 1024,
             log_json,
+            listener: platform::serve::ListenerLimits::from_env(env, 1)?,
             redis_key_prefix: env.string_or("REDIS_KEY_PREFIX", "portcullis:"),
             ip_allowlist_enabled: env.bool_or("IP_WHITELIST_ENABLED", true)?,
             origin_validation_enabled: env.bool_or("ORIGIN_VALIDATION_ENABLED", true)?,

@@ -3,14 +3,13 @@
 //! [`router`] assembles the middleware in SPEC §6's order; [`run`] serves until shutdown.
 //! The `gateway` binary, the all-in-one binary and the tests all go through these.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use auth_contract::{AuthClient, ClientConfig};
 use axum::{
     Router,
     middleware::{from_fn, from_fn_with_state},
     routing::{any, get, post},
-    serve::ListenerExt,
 };
 use futures::StreamExt;
 use platform::bus::BusMessage;
@@ -200,15 +199,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(gateway.clone());
-    // Small answers and WebSocket frames must not wait for the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "TCP_NODELAY not set");
-        }
-    });
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = platform::serve::serve(listener, app, gateway.config.listener, shutdown).await;
     gateway.webhooks.stop();
     served
 }

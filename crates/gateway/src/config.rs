@@ -60,6 +60,8 @@ pub struct GatewayConfig {
     pub routes: RoutesFile,
     /// `LOG_FORMAT`: `json` or `text`.
     pub log_json: bool,
+    /// `HTTP_HEADER_READ_TIMEOUT` and `HTTP_MAX_CONNECTIONS` of the HTTP listener.
+    pub listener: platform::serve::ListenerLimits,
     /// `IP_RATE_LIMIT` (e.g. `600/minute`): a limit per client IP on every request; unset
     /// means none beyond the routes' own.
     pub ip_rate_limit: Option<RateLimit>,
@@ -136,6 +138,7 @@ impl GatewayConfig {
             routes_file,
             routes,
             log_json,
+            listener: platform::serve::ListenerLimits::from_env(env, 2)?,
             ip_rate_limit: env
                 .string("IP_RATE_LIMIT")
                 .map(|raw| RateLimit::parse(&raw).map_err(|e| ConfigError::new("IP_RATE_LIMIT", e)))

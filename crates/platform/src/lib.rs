@@ -12,6 +12,7 @@ pub mod media;
 pub mod net;
 pub mod origin;
 pub mod redis;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -3,10 +3,10 @@
 //! closes revoked connections, and `run`, which the binary, the all-in-one binary and the
 //! tests all call.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use auth_contract::{AuthClient, ClientConfig, ClientError, ErrorCode, headers::ContextKey};
-use axum::{extract::FromRef, serve::ListenerExt};
+use axum::extract::FromRef;
 use futures::StreamExt;
 use platform::{
     Unavailable,
@@ -285,18 +285,12 @@ pub async fn run(
     let followers = service.follow().await.map_err(std::io::Error::other)?;
     let router = crate::http::router(service.clone());
     let closing = service.clone();
-    // Small frames (a message, then a close) must not wait for the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "TCP_NODELAY not set");
-        }
-    });
-    let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            closing.inner.hub.close_all(close::GOING_AWAY);
-        })
-        .await;
+    let limits = service.config().listener;
+    let result = platform::serve::serve(listener, router, limits, async move {
+        shutdown.await;
+        closing.inner.hub.close_all(close::GOING_AWAY);
+    })
+    .await;
     // Upgraded connections are not tracked by the HTTP server: wait for them here.
     service.inner.hub.close_all(close::GOING_AWAY);
     let deadline = tokio::time::Instant::now() + DRAIN_GRACE;

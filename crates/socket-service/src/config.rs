@@ -45,6 +45,8 @@ pub struct SocketConfig {
     pub trusted_proxies: TrustedProxies,
     /// `LOG_FORMAT`: `json` or `text`.
     pub log_json: bool,
+    /// `HTTP_HEADER_READ_TIMEOUT` and `HTTP_MAX_CONNECTIONS` of the HTTP listener.
+    pub listener: platform::serve::ListenerLimits,
 }
 
 fn secret(
@@ -115,6 +117,7 @@ impl SocketConfig {
             heartbeat,
             trusted_proxies: TrustedProxies::parse("TRUSTED_PROXIES", env.string("TRUSTED_PROXIES").as_deref())?,
             log_json,
+            listener: platform::serve::ListenerLimits::from_env(env, 1)?,
         })
     }
 }
