@@ -151,7 +151,37 @@ async fn shutdown_closes_1001(backend: Backend) {
     assert_eq!((code_a, code_b), (1001, 1001));
 }
 
+/// A peer that stops reading while messages keep coming is closed after
+/// `SOCKET_SEND_TIMEOUT`, instead of blocking its connection's task (and keeping its context
+/// registered) for ever.
+async fn a_peer_that_stops_reading_is_closed_after_the_send_timeout(backend: Backend) {
+    let app = spawn_auth(backend).await;
+    let socket = spawn_socket(&app, &[("SOCKET_SEND_TIMEOUT", "300ms")]).await;
+    let user = app.signup(&unique_email("stalled")).await;
+    let mut ws = connect_bearer(&socket, &user.access).await;
+    ping(&mut ws).await;
+    assert_eq!(socket.stored_for(&user.user_id).await.len(), 1);
+    // From here on the client reads nothing; the server's writes fill both kernel buffers.
+    let token = service_token(&app).await;
+    let data = "x".repeat(48 * 1024);
+    let body = json!({"user_id": user.user_id, "data": data});
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let response =
+            socket.http.post(socket.url("/internal/publish")).bearer_auth(&token).json(&body).send().await.unwrap();
+        expect_status(response, StatusCode::ACCEPTED).await;
+        if socket.stored_for(&user.user_id).await.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a peer that reads nothing is still connected");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    drop(ws);
+    socket.assert_no_1011().await;
+}
+
 testkit::on_both_backends!(
+    a_peer_that_stops_reading_is_closed_after_the_send_timeout,
     forbidden_subscribe_gets_error_and_no_data,
     oversized_message_closes_1009,
     flood_is_rate_limited_then_closed,
