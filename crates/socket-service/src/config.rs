@@ -14,7 +14,8 @@ pub use platform::config::{MIN_SECRET_BYTES, Mode, SecretOverrides};
 pub const DEFAULT_PORT: u16 = 4004;
 pub const DEFAULT_AUTH_SERVICE_URL: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_MESSAGES_PER_MINUTE: u32 = 120;
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct SocketConfig {
@@ -41,6 +42,9 @@ pub struct SocketConfig {
     /// `SOCKET_HEARTBEAT_INTERVAL`: how often the server pings and refreshes the stored
     /// context's TTL; a peer silent for two intervals is closed with 4408.
     pub heartbeat: Duration,
+    /// `SOCKET_SEND_TIMEOUT`: how long one frame may wait for a peer that does not read
+    /// before the connection is dropped.
+    pub send_timeout: Duration,
     /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// `LOG_FORMAT`: `json` or `text`.
@@ -115,6 +119,13 @@ impl SocketConfig {
             allowed_origins: platform::config::origin_list(env, "SOCKET_ALLOWED_ORIGINS")?,
             messages_per_minute,
             heartbeat,
+            send_timeout: {
+                let timeout = env.duration_or("SOCKET_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT)?;
+                if timeout < Duration::from_millis(10) {
+                    return Err(ConfigError::new("SOCKET_SEND_TIMEOUT", "must be at least 10ms"));
+                }
+                timeout
+            },
             trusted_proxies: TrustedProxies::parse("TRUSTED_PROXIES", env.string("TRUSTED_PROXIES").as_deref())?,
             log_json,
             listener: platform::serve::ListenerLimits::from_env(env, 1)?,

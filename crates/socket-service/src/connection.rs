@@ -108,6 +108,8 @@ struct Session<'a> {
     refusals: Refusals,
     expiring_sent: bool,
     last_seen: Instant,
+    /// A write timed out: the peer stopped reading.
+    stalled: bool,
 }
 
 /// Runs a connection until it closes, then forgets it in the hub and the store.
@@ -125,6 +127,7 @@ pub(crate) async fn serve(
         refusals: Refusals::default(),
         expiring_sent: false,
         last_seen: Instant::now(),
+        stalled: false,
     };
     let code = session.drive(&mut outbound).await;
     let code = match code {
@@ -145,9 +148,22 @@ pub(crate) async fn serve(
 }
 
 impl Session<'_> {
+    /// Writes one frame; a peer that has not taken it within `SOCKET_SEND_TIMEOUT` (it stopped
+    /// reading, and both kernel buffers are full) counts as gone.
+    async fn write(&mut self, frame: Message) -> bool {
+        match tokio::time::timeout(self.service.config().send_timeout, self.socket.send(frame)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                self.stalled = true;
+                tracing::debug!(conn = %self.conn.key, "peer stopped reading; dropping the connection");
+                false
+            }
+        }
+    }
+
     async fn send(&mut self, message: &ServerMessage<'_>) -> bool {
         self.service.metrics().messages.with_label_values(&["out"]).inc();
-        self.socket.send(Message::Text(Utf8Bytes::from(message.to_json()))).await.is_ok()
+        self.write(Message::Text(Utf8Bytes::from(message.to_json()))).await
     }
 
     async fn error(&mut self, code: &str, message: &str, reference: Option<&Value>) -> bool {
@@ -155,8 +171,12 @@ impl Session<'_> {
     }
 
     async fn close(&mut self, code: u16) {
+        if self.stalled {
+            // A close frame would only wait behind the frames the peer never read.
+            return;
+        }
         let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason(code)) };
-        if self.socket.send(Message::Close(Some(frame))).await.is_ok() {
+        if self.write(Message::Close(Some(frame))).await {
             // Give the peer a moment to answer the close, without waiting on a silent one.
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 while let Some(Ok(message)) = self.socket.recv().await {
@@ -188,7 +208,7 @@ impl Session<'_> {
                 queued = outbound.recv() => {
                     if let Some(text) = queued {
                         self.service.metrics().messages.with_label_values(&["out"]).inc();
-                        if self.socket.send(Message::Text(text)).await.is_err() {
+                        if !self.write(Message::Text(text)).await {
                             return None;
                         }
                     }
@@ -233,7 +253,7 @@ impl Session<'_> {
                         if now.duration_since(self.last_seen) > heartbeat * 2 {
                             return Some(close::NO_PONG);
                         }
-                        if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                        if !self.write(Message::Ping(Default::default())).await {
                             return None;
                         }
                         let owner = protocol::own_id(&context);
