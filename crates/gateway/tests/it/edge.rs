@@ -211,6 +211,51 @@ async fn redis_down_keeps_authenticating_with_local_limits() {
     redis_down_falls_back_to_local_limits().await;
 }
 
+fn rpcs(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gateway_auth_rpcs_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("gateway_auth_rpcs_total")
+}
+
+/// Limits come before work (SPEC §6): `AUTH_FAILURE_LIMIT` is a per-IP reservation taken
+/// before a credential is validated, so a flood of bogus credentials stops reaching the auth
+/// service; `IP_RATE_LIMIT` is counted before authentication too.
+async fn failed_authentications_are_limited_before_validation(backend: Backend) {
+    let auth = spawn_auth(backend).await;
+    let upstream = spawn_upstream().await;
+    let routes = standard_routes(&upstream.url());
+    let gw = spawn_gateway(&auth, &routes, &[("AUTH_FAILURE_LIMIT", "5/minute")]).await;
+    let user = auth.signup(&unique_email("gw-authfail")).await;
+    // Successes refund their reservation: many valid requests never reach the limit.
+    for _ in 0..8 {
+        let ok = client().get(gw.at("/v1/user/profile/me")).bearer_auth(&user.access).send().await.unwrap();
+        expect_status(ok, StatusCode::OK).await;
+    }
+    for i in 0..5 {
+        let bogus = client().get(gw.at("/v1/user/profile/me")).bearer_auth(format!("bogus-{i}")).send().await;
+        expect_problem(bogus.unwrap(), 401, "token_invalid").await;
+    }
+    let metrics = || async { client().get(gw.at("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let before = rpcs(&metrics().await);
+    for i in 5..15 {
+        let refused = client().get(gw.at("/v1/user/profile/me")).bearer_auth(format!("bogus-{i}")).send().await;
+        let refused = refused.unwrap();
+        assert!(refused.headers().contains_key("retry-after"));
+        expect_problem(refused, 429, "rate_limited").await;
+    }
+    assert_eq!(rpcs(&metrics().await), before, "refused credentials reached the auth service");
+
+    let limited = spawn_gateway(&auth, &routes, &[("IP_RATE_LIMIT", "3/minute")]).await;
+    for i in 0..3 {
+        let bogus = client().get(limited.at("/v1/user/profile/me")).bearer_auth(format!("other-{i}")).send().await;
+        expect_problem(bogus.unwrap(), 401, "token_invalid").await;
+    }
+    let fourth = client().get(limited.at("/v1/user/profile/me")).bearer_auth("other-3").send().await.unwrap();
+    expect_problem(fourth, 429, "rate_limited").await;
+}
+
 /// A peer that never finishes its request head, or idles on a kept-alive connection, is
 /// dropped after `HTTP_HEADER_READ_TIMEOUT` (slowloris).
 async fn slow_and_idle_clients_are_dropped(backend: Backend) {
@@ -225,6 +270,7 @@ async fn slow_and_idle_clients_are_dropped(backend: Backend) {
 }
 
 testkit::on_both_backends!(
+    failed_authentications_are_limited_before_validation,
     slow_and_idle_clients_are_dropped,
     allowlists_and_origins_through_the_gateway,
     rate_limits_answer_429_with_headers_and_are_shared,
