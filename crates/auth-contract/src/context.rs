@@ -73,6 +73,12 @@ pub struct RateLimit {
     pub per_ms: u64,
 }
 
+impl From<RateLimit> for platform::rate::RateLimit {
+    fn from(limit: RateLimit) -> Self {
+        Self { requests: limit.requests, per: std::time::Duration::from_millis(limit.per_ms) }
+    }
+}
+
 /// Who a request is. Optional ids are `None` when they do not apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthContext {

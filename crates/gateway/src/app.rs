@@ -72,10 +72,16 @@ pub async fn start(config: GatewayConfig, deps: GatewayDeps) -> Result<Gateway, 
             redis: deps.redis.clone(),
             key_prefix: config.redis_key_prefix.clone(),
             spool_dir: config.data_dir.join("webhooks"),
+            limiter: limiter.clone(),
         },
     )
     .await?;
+    let shared_failures = deps.redis.clone().map(|pool| {
+        let counters = platform::counters::RedisCounters::new(pool, format!("{}gw:", config.redis_key_prefix));
+        Arc::new(counters) as Arc<dyn platform::counters::Counters>
+    });
     let gateway = Gateway::new(Inner {
+        auth_failures: platform::counters::FailureGuard::new(shared_failures, config.auth_failure_limit),
         webhooks,
         context_key: Gateway::context_key_from(&config),
         ticket_route: Arc::new(ticket_route(&config)),
@@ -170,9 +176,12 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/sdk/session", post(handlers::sdk_session))
         .route("/v1/socket", get(handlers::socket))
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .with_state(gateway.clone())
-        .merge(webhooks::router(gateway.webhooks.clone()));
-    let limited = built_in.layer(from_fn_with_state(gateway.clone(), rate_limit::layer)).fallback_service(proxied);
+        .with_state(gateway.clone());
+    // Webhook sources have their own limits, not the generic per-IP one.
+    let limited = built_in
+        .layer(from_fn_with_state(gateway.clone(), rate_limit::layer))
+        .merge(webhooks::router(gateway.webhooks.clone()))
+        .fallback_service(proxied);
     let routed = Router::new()
         .route("/health", get(handlers::health))
         .route("/ready", get(handlers::ready))

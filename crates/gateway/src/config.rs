@@ -65,6 +65,9 @@ pub struct GatewayConfig {
     /// `IP_RATE_LIMIT` (e.g. `600/minute`): a limit per client IP on every request; unset
     /// means none beyond the routes' own.
     pub ip_rate_limit: Option<RateLimit>,
+    /// `AUTH_FAILURE_LIMIT` (default `60/minute`): failed authentications per client IP,
+    /// counted before each validation.
+    pub auth_failure_limit: RateLimit,
     /// `DATA_DIR`: where embedded mode spools webhook events.
     pub data_dir: PathBuf,
 }
@@ -143,6 +146,7 @@ impl GatewayConfig {
                 .string("IP_RATE_LIMIT")
                 .map(|raw| RateLimit::parse(&raw).map_err(|e| ConfigError::new("IP_RATE_LIMIT", e)))
                 .transpose()?,
+            auth_failure_limit: platform::counters::FailureGuard::limit_from_env(env)?,
             data_dir: PathBuf::from(env.string_or("DATA_DIR", "./data")),
         })
     }

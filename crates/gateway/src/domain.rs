@@ -4,6 +4,6 @@
 mod policy;
 mod upstream;
 
-pub use platform::origin::Origin;
-pub use policy::{CredentialKind, CredentialKinds, RateLimit, Role, RouteAuth, Scope, parse_byte_size};
+pub use platform::{origin::Origin, rate::RateLimit};
+pub use policy::{CredentialKind, CredentialKinds, Role, RouteAuth, Scope, parse_byte_size};
 pub use upstream::Upstream;

@@ -64,6 +64,8 @@ pub struct Inner {
     pub context_key: ContextKey,
     pub proxy: Proxy,
     pub limiter: Arc<RateLimiter>,
+    /// `AUTH_FAILURE_LIMIT`, reserved before every validation.
+    pub auth_failures: platform::counters::FailureGuard,
     pub cors: CorsOrigins,
     pub metrics: Metrics,
     pub deps: GatewayDeps,

@@ -11,6 +11,7 @@ pub mod env;
 pub mod media;
 pub mod net;
 pub mod origin;
+pub mod rate;
 pub mod redis;
 pub mod serve;
 pub mod shutdown;

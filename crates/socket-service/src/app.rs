@@ -48,6 +48,8 @@ pub struct Deps {
     pub contexts: Arc<dyn ContextStore>,
     pub tickets: Arc<dyn TicketStore>,
     pub clock: Arc<dyn Clock>,
+    /// Shared counters for `AUTH_FAILURE_LIMIT` (Redis); `None` counts on this node only.
+    pub counters: Option<Arc<dyn platform::counters::Counters>>,
 }
 
 impl Deps {
@@ -58,6 +60,7 @@ impl Deps {
             contexts: Arc::new(MemoryContextStore::default()),
             tickets: Arc::new(MemoryTicketStore::default()),
             clock: Arc::new(SystemClock),
+            counters: None,
         }
     }
 
@@ -67,8 +70,9 @@ impl Deps {
         Ok(Self {
             bus: Arc::new(RedisBus::new(url, pool.clone())?),
             contexts: Arc::new(RedisContextStore::new(pool.clone(), prefix)),
-            tickets: Arc::new(RedisTicketStore::new(pool, prefix)),
+            tickets: Arc::new(RedisTicketStore::new(pool.clone(), prefix)),
             clock: Arc::new(SystemClock),
+            counters: Some(Arc::new(platform::counters::RedisCounters::new(pool, format!("{prefix}ws:")))),
         })
     }
 
@@ -113,6 +117,8 @@ pub(crate) struct Inner {
     pub node: String,
     /// The bus channel publishes travel on, under `REDIS_KEY_PREFIX`.
     pub publish_channel: String,
+    /// `AUTH_FAILURE_LIMIT`, reserved before each handshake's credential is validated.
+    pub auth_failures: platform::counters::FailureGuard,
 }
 
 /// The service handle: cheap to clone, shared by handlers and connection tasks.
@@ -145,8 +151,10 @@ impl SocketService {
         let metrics = Metrics::new()?;
         let context_key = ContextKey::new(config.context_signing_secret.expose_secret());
         let publish_channel = format!("{}ws:publish", config.redis_key_prefix);
+        let auth_failures = platform::counters::FailureGuard::new(deps.counters.clone(), config.auth_failure_limit);
         Ok(Self {
             inner: Arc::new(Inner {
+                auth_failures,
                 hub: Hub::new(metrics.clone()),
                 auth,
                 deps,

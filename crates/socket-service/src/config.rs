@@ -42,6 +42,9 @@ pub struct SocketConfig {
     /// `SOCKET_HEARTBEAT_INTERVAL`: how often the server pings and refreshes the stored
     /// context's TTL; a peer silent for two intervals is closed with 4408.
     pub heartbeat: Duration,
+    /// `AUTH_FAILURE_LIMIT` (default `60/minute`): failed handshakes per client IP, counted
+    /// before each credential is validated.
+    pub auth_failure_limit: platform::rate::RateLimit,
     /// `SOCKET_SEND_TIMEOUT`: how long one frame may wait for a peer that does not read
     /// before the connection is dropped.
     pub send_timeout: Duration,
@@ -119,6 +122,7 @@ impl SocketConfig {
             allowed_origins: platform::config::origin_list(env, "SOCKET_ALLOWED_ORIGINS")?,
             messages_per_minute,
             heartbeat,
+            auth_failure_limit: platform::counters::FailureGuard::limit_from_env(env)?,
             send_timeout: {
                 let timeout = env.duration_or("SOCKET_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT)?;
                 if timeout < Duration::from_millis(10) {

@@ -20,7 +20,7 @@ use crate::{
     client_ip::ClientIp,
     domain::{CredentialKind, RouteAuth},
     error::GatewayError,
-    layers::MatchedRoute,
+    layers::{MatchedRoute, rate_limit},
     routes::RoutePolicy,
     state::Gateway,
 };
@@ -61,33 +61,46 @@ pub fn authorize(policy: &RoutePolicy, context: &AuthContext) -> Result<(), Gate
 
 /// Validates the request's credential with the auth service (or its cache).
 pub async fn validate(gateway: &Gateway, headers: &HeaderMap, ip: ClientIp) -> Result<Arc<AuthContext>, GatewayError> {
-    let credential = credential(headers)?;
-    let ip = gateway.config.ip_allowlist_enabled.then_some(ip.0);
+    let presented = credential(headers)?;
     // A header that is not text is an origin nobody allowed.
     let origin = if gateway.config.origin_validation_enabled {
         headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null"))
     } else {
         None
     };
-    let context = match credential {
-        Presented::ApiKey(key) => gateway.auth.validate_api_key(key, ip, origin).await?,
-        Presented::Token(token) => gateway.auth.validate(token, ip, origin).await?,
+    let allowlist_ip = gateway.config.ip_allowlist_enabled.then_some(ip.0);
+    // Limits come before work: a presented credential reserves one authentication failure
+    // for its IP before it is looked at, and gives it back unless it is refused as invalid.
+    let admitted =
+        gateway.auth_failures.admit(ip.0).await.map_err(|retry_after| GatewayError::RateLimited { retry_after })?;
+    let result = match presented {
+        Presented::ApiKey(key) => gateway.auth.validate_api_key(key, allowlist_ip, origin).await,
+        Presented::Token(token) => gateway.auth.validate(token, allowlist_ip, origin).await,
     };
-    Ok(context)
+    let failed = matches!(&result, Err(auth_contract::ClientError::Denied { code, .. })
+        if auth_contract::codes::http_status(*code) == 401);
+    if !failed {
+        gateway.auth_failures.refund(admitted).await;
+    }
+    Ok(result?)
 }
 
 async fn authenticate(gateway: &Gateway, request: &mut Request) -> Result<(), GatewayError> {
     let Some(matched) = request.extensions().get::<MatchedRoute>().cloned() else {
         return Err(GatewayError::Internal("authentication ran before route matching".to_owned()));
     };
-    if matches!(matched.policy.auth, RouteAuth::Public) {
-        return Ok(());
-    }
     let ip = request
         .extensions()
         .get::<ClientIp>()
         .copied()
         .ok_or_else(|| GatewayError::Internal("authentication ran before the client-IP layer".to_owned()))?;
+    // The per-IP limit is counted before any authentication work too.
+    if let Some(decision) = rate_limit::ip_limit(gateway, ip).await? {
+        request.extensions_mut().insert(decision);
+    }
+    if matches!(matched.policy.auth, RouteAuth::Public) {
+        return Ok(());
+    }
     let context = validate(gateway, request.headers(), ip).await?;
     authorize(&matched.policy, &context)?;
     request.extensions_mut().insert(context);

@@ -32,6 +32,29 @@ pub struct Bucket {
     pub scope: &'static str,
 }
 
+/// The `IP_RATE_LIMIT` bucket of a client (an IPv6 address by its /64).
+fn ip_bucket(limit: RateLimit, ip: ClientIp) -> Bucket {
+    Bucket { key: format!("ip:{}", platform::net::limit_key(ip.0)), limit, scope: "ip" }
+}
+
+/// The `IP_RATE_LIMIT` decision, already taken before authentication on proxied routes.
+#[derive(Debug, Clone, Copy)]
+pub struct IpLimited(pub Decision);
+
+/// Counts `IP_RATE_LIMIT` for `ip`: `Ok(None)` when there is none, 429 when it is spent.
+pub async fn ip_limit(gateway: &Gateway, ip: ClientIp) -> Result<Option<IpLimited>, GatewayError> {
+    let Some(limit) = gateway.config.ip_rate_limit else {
+        return Ok(None);
+    };
+    let bucket = ip_bucket(limit, ip);
+    let decision = gateway.limiter.check(&bucket.key, bucket.limit).await;
+    if !decision.allowed {
+        gateway.metrics.rate_limited.with_label_values(&[bucket.scope]).inc();
+        return Err(GatewayError::RateLimited { retry_after: decision.retry_after });
+    }
+    Ok(Some(IpLimited(decision)))
+}
+
 /// Which buckets a request counts against.
 pub fn buckets(
     ip_limit: Option<RateLimit>,
@@ -41,7 +64,7 @@ pub fn buckets(
 ) -> Vec<Bucket> {
     let mut out = Vec::with_capacity(2);
     if let Some(limit) = ip_limit {
-        out.push(Bucket { key: format!("ip:{}", ip.0), limit, scope: "ip" });
+        out.push(ip_bucket(limit, ip));
     }
     let Some(route) = route else {
         return out;
@@ -79,17 +102,19 @@ fn set_headers(headers: &mut HeaderMap, decision: &Decision) {
 
 pub async fn layer(State(gateway): State<Gateway>, request: Request, next: Next) -> Response {
     let ip = request.extensions().get::<ClientIp>().copied().unwrap_or(ClientIp([0, 0, 0, 0].into()));
+    // On proxied routes the IP limit was counted before authentication.
+    let counted = request.extensions().get::<IpLimited>().map(|l| l.0);
     let buckets = buckets(
-        gateway.config.ip_rate_limit,
+        gateway.config.ip_rate_limit.filter(|_| counted.is_none()),
         request.extensions().get::<MatchedRoute>(),
         request.extensions().get::<Arc<AuthContext>>().map(Arc::as_ref),
         ip,
     );
-    if buckets.is_empty() {
+    if buckets.is_empty() && counted.is_none() {
         return next.run(request).await;
     }
     // The tightest bucket is the one reported.
-    let mut tightest: Option<Decision> = None;
+    let mut tightest: Option<Decision> = counted;
     for bucket in &buckets {
         let decision = gateway.limiter.check(&bucket.key, bucket.limit).await;
         if !decision.allowed {

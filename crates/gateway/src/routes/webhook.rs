@@ -33,6 +33,9 @@ pub struct Webhook {
     pub tolerance: Duration,
     /// Networks a delivery may come from; empty allows any address.
     pub allowed_ips: Vec<IpNet>,
+    /// The source's own limit on deliveries (all senders together); webhooks are not counted
+    /// against the generic `IP_RATE_LIMIT`.
+    pub rate_limit: Option<platform::rate::RateLimit>,
     pub line: usize,
 }
 
@@ -98,6 +101,7 @@ pub(super) struct RawWebhook {
     timestamp_header: Option<Spanned<String>>,
     tolerance: Option<Spanned<String>>,
     allowed_ips: Option<SpannedList>,
+    rate_limit: Option<Spanned<String>>,
 }
 
 fn valid_source(name: &str) -> bool {
@@ -252,6 +256,13 @@ pub(super) fn build(
             .collect::<Result<_, _>>()?,
     };
 
+    let rate_limit = raw
+        .rate_limit
+        .as_ref()
+        .map(|r| {
+            platform::rate::RateLimit::parse(r.get_ref()).map_err(|e| source.error(r.span(), field("rate_limit"), e))
+        })
+        .transpose()?;
     Ok(Webhook {
         source: source_name.to_owned(),
         profile,
@@ -259,6 +270,7 @@ pub(super) fn build(
         upstream,
         tolerance,
         allowed_ips,
+        rate_limit,
         line: source.position(name.span().start).0,
     })
 }

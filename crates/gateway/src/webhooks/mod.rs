@@ -61,6 +61,8 @@ pub struct WebhookDeps {
     pub key_prefix: String,
     /// Embedded mode's outbox, one sub-directory per source.
     pub spool_dir: PathBuf,
+    /// Counts each source's own `rate_limit`.
+    pub limiter: Arc<crate::ratelimit::RateLimiter>,
 }
 
 /// Knobs tests turn; the gateway uses the defaults.
@@ -89,6 +91,7 @@ pub struct Webhooks {
     replay: Arc<dyn ReplayGuard>,
     outbox: Arc<dyn Outbox>,
     clock: Arc<dyn Clock>,
+    limiter: Arc<crate::ratelimit::RateLimiter>,
     stop: watch::Sender<bool>,
     workers: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -124,7 +127,7 @@ impl Webhooks {
         deps: WebhookDeps,
         options: WebhookOptions,
     ) -> Result<Arc<Self>, String> {
-        let (replay, outbox): (Arc<dyn ReplayGuard>, Arc<dyn Outbox>) = match deps.redis {
+        let (replay, outbox): (Arc<dyn ReplayGuard>, Arc<dyn Outbox>) = match deps.redis.clone() {
             Some(pool) => (
                 Arc::new(RedisReplayGuard::new(pool.clone(), &deps.key_prefix)),
                 Arc::new(RedisOutbox::new(pool, &deps.key_prefix)),
@@ -161,7 +164,15 @@ impl Webhooks {
             workers.push(tokio::spawn(worker.run()));
             sources.insert(name.clone(), Source { hook: hook.clone(), verifier, notify });
         }
-        Ok(Arc::new(Self { sources, replay, outbox, clock: options.clock, stop, workers: Mutex::new(workers) }))
+        Ok(Arc::new(Self {
+            sources,
+            replay,
+            outbox,
+            clock: options.clock,
+            limiter: deps.limiter,
+            stop,
+            workers: Mutex::new(workers),
+        }))
     }
 
     /// Stops the workers (called on shutdown). An event in flight stays stored and is
@@ -279,6 +290,12 @@ async fn ingest(
     let source = webhooks.source(path)?;
     let name = source.hook.source.as_str();
     check_ip(source, &request)?;
+    if let Some(limit) = source.hook.rate_limit {
+        let decision = webhooks.limiter.check(&format!("webhook:{name}"), limit).await;
+        if !decision.allowed {
+            return Err(GatewayError::RateLimited { retry_after: decision.retry_after });
+        }
+    }
     let headers = request.headers().clone();
     let body = read_body(request).await?;
 

@@ -63,7 +63,12 @@ impl Store {
     }
 
     fn deps(&self) -> WebhookDeps {
-        WebhookDeps { redis: self.redis.clone(), key_prefix: self.prefix.clone(), spool_dir: self.spool.clone() }
+        WebhookDeps {
+            redis: self.redis.clone(),
+            key_prefix: self.prefix.clone(),
+            spool_dir: self.spool.clone(),
+            limiter: gateway::ratelimit::RateLimiter::new(None),
+        }
     }
 }
 

@@ -121,6 +121,7 @@ mod tests {
     async fn conformance_suite() {
         conformance::reservations_are_all_or_nothing(&MemoryCounters::default(), "m").await;
         conformance::concurrent_reservations_never_overshoot(Arc::new(MemoryCounters::default()), "m").await;
+        conformance::failures_are_limited_and_successes_refunded(Arc::new(MemoryCounters::default())).await;
     }
 
     #[tokio::test(start_paused = true)]

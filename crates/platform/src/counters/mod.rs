@@ -16,7 +16,7 @@ use async_trait::async_trait;
 pub use memory::MemoryCounters;
 pub use redis::RedisCounters;
 
-use crate::Unavailable;
+use crate::{Unavailable, env::EnvExt as _};
 
 /// One counter a reservation takes: at most `max` hits in a window of `window`, which starts
 /// at the counter's first hit.
@@ -80,6 +80,24 @@ pub(crate) mod conformance {
         assert_eq!(counters.reserve(&both).await.ok(), Some(Reservation::Taken));
     }
 
+    pub async fn failures_are_limited_and_successes_refunded(counters: std::sync::Arc<dyn Counters>) {
+        let guard =
+            FailureGuard::new(Some(counters), crate::rate::RateLimit { requests: 2, per: Duration::from_secs(60) });
+        let ip: std::net::IpAddr = "2001:db8:7:7::1".parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        for _ in 0..5 {
+            let admitted = guard.admit(ip).await;
+            assert!(admitted.is_ok(), "a refunded attempt counted");
+            if let Ok(admitted) = admitted {
+                guard.refund(admitted).await;
+            }
+        }
+        assert!(guard.admit(ip).await.is_ok() && guard.admit(ip).await.is_ok());
+        // Same /64: the third failure is refused.
+        let neighbour: std::net::IpAddr =
+            "2001:db8:7:7:ffff::2".parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        assert!(guard.admit(neighbour).await.is_err());
+    }
+
     pub async fn concurrent_reservations_never_overshoot(counters: std::sync::Arc<dyn Counters>, tag: &str) {
         let key = format!("{tag}:storm");
         let attempts = (0..200).map(|_| {
@@ -90,5 +108,77 @@ pub(crate) mod conformance {
         let results = futures::future::join_all(attempts).await;
         let taken = results.iter().filter(|r| matches!(r, Ok(Some(Reservation::Taken)))).count();
         assert_eq!(taken, 10);
+    }
+}
+
+/// `AUTH_FAILURE_LIMIT` (default `60/minute`): failed authentications one client IP (an IPv6
+/// address by its /64) may cause per window (SPEC §6). Every presented credential takes a
+/// reservation before it is validated and gives it back when it turns out valid, so a flood
+/// of bogus credentials is refused (429) before it costs a lookup, while valid traffic never
+/// runs into the limit. Shared through Redis when there is one; if Redis fails, each instance
+/// counts locally until it answers again (never unlimited).
+pub struct FailureGuard {
+    shared: Option<std::sync::Arc<dyn Counters>>,
+    local: MemoryCounters,
+    limit: crate::rate::RateLimit,
+}
+
+/// A reservation taken by [`FailureGuard::admit`].
+#[derive(Debug)]
+pub struct Admitted {
+    key: String,
+    local: bool,
+}
+
+impl FailureGuard {
+    pub const DEFAULT: crate::rate::RateLimit = crate::rate::RateLimit { requests: 60, per: Duration::from_secs(60) };
+
+    pub fn new(shared: Option<std::sync::Arc<dyn Counters>>, limit: crate::rate::RateLimit) -> Self {
+        Self { shared, local: MemoryCounters::default(), limit }
+    }
+
+    /// Reads `AUTH_FAILURE_LIMIT`.
+    pub fn limit_from_env(env: &dyn crate::env::Env) -> Result<crate::rate::RateLimit, crate::env::ConfigError> {
+        match env.string("AUTH_FAILURE_LIMIT") {
+            None => Ok(Self::DEFAULT),
+            Some(raw) => {
+                crate::rate::RateLimit::parse(&raw).map_err(|e| crate::env::ConfigError::new("AUTH_FAILURE_LIMIT", e))
+            }
+        }
+    }
+
+    fn limit_for(&self, key: &str) -> Limit {
+        Limit { key: key.to_owned(), max: self.limit.requests, window: self.limit.per }
+    }
+
+    /// Takes one attempt for `ip`, or says how long it must wait.
+    pub async fn admit(&self, ip: std::net::IpAddr) -> Result<Admitted, Duration> {
+        let key = format!("authfail:{}", crate::net::limit_key(ip));
+        let limits = [self.limit_for(&key)];
+        if let Some(shared) = &self.shared {
+            match shared.reserve(&limits).await {
+                Ok(Reservation::Taken) => return Ok(Admitted { key, local: false }),
+                Ok(Reservation::Refused { retry_after }) => return Err(retry_after),
+                Err(err) => tracing::warn!(error = %err, "authentication-failure limit counted locally"),
+            }
+        }
+        match self.local.reserve(&limits).await {
+            Ok(Reservation::Taken) => Ok(Admitted { key, local: true }),
+            Ok(Reservation::Refused { retry_after }) => Err(retry_after),
+            // The local map is full: refuse rather than count nothing.
+            Err(_) => Err(Duration::from_secs(1)),
+        }
+    }
+
+    /// The credential was valid (or was never judged): its attempt is given back.
+    pub async fn refund(&self, admitted: Admitted) {
+        let keys = [admitted.key.as_str()];
+        let refunded = match (&self.shared, admitted.local) {
+            (Some(shared), false) => shared.refund(&keys).await,
+            _ => self.local.refund(&keys).await,
+        };
+        if let Err(err) = refunded {
+            tracing::debug!(error = %err, "authentication attempt not refunded");
+        }
     }
 }

@@ -129,8 +129,9 @@ mod tests {
                 .map(|d| d.as_nanos())
                 .unwrap_or_default()
         );
-        let counters = RedisCounters::new(pool, prefix);
+        let counters = RedisCounters::new(pool, format!("{prefix}{tag}:"));
         conformance::reservations_are_all_or_nothing(&counters, &tag).await;
-        conformance::concurrent_reservations_never_overshoot(Arc::new(counters), &tag).await;
+        conformance::concurrent_reservations_never_overshoot(Arc::new(counters.clone()), &tag).await;
+        conformance::failures_are_limited_and_successes_refunded(Arc::new(counters)).await;
     }
 }

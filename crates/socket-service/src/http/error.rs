@@ -40,6 +40,9 @@ pub enum ApiError {
     UpgradeRequired,
     #[error("a dependency is unavailable; retry later")]
     Unavailable(String),
+    /// Too many failed authentications from this address (`AUTH_FAILURE_LIMIT`).
+    #[error("too many failed authentications from this address; retry later")]
+    RateLimited { retry_after: std::time::Duration },
     #[error("internal error")]
     Internal(String),
 }
@@ -60,6 +63,10 @@ impl From<platform::Unavailable> for ApiError {
 }
 
 impl ApiError {
+    pub fn rate_limited(retry_after: std::time::Duration) -> Self {
+        Self::RateLimited { retry_after }
+    }
+
     pub fn at(self, request_id: &str) -> Problem {
         Problem { error: self, request_id: request_id.to_owned() }
     }
@@ -79,6 +86,7 @@ impl ApiError {
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::UpgradeRequired => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -124,6 +132,9 @@ impl IntoResponse for Problem {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        if let ApiError::RateLimited { retry_after } = &self.error {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
         }
         response
     }

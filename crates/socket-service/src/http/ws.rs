@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
-use auth_contract::{AuthContext, CredentialError, Kind, Presented};
+use auth_contract::{AuthContext, ClientError, CredentialError, Kind, Presented};
 use axum::{
     extract::{
         Query, State,
@@ -91,7 +91,15 @@ async fn authenticate(
 ) -> Result<(Arc<AuthContext>, Option<String>), ApiError> {
     let (context, token) = match credential {
         Credential::Token(token) => {
-            let context = service.auth().validate(token, Some(ip), origin.map(Origin::as_str)).await?;
+            // Limits come before work: a reservation per IP, given back unless the credential
+            // is refused as invalid.
+            let admitted = service.inner.auth_failures.admit(ip).await.map_err(ApiError::rate_limited)?;
+            let validated = service.auth().validate(token, Some(ip), origin.map(Origin::as_str)).await;
+            if !matches!(&validated, Err(ClientError::Denied { code, .. }) if auth_contract::codes::http_status(*code) == 401)
+            {
+                service.inner.auth_failures.refund(admitted).await;
+            }
+            let context = validated?;
             if !origin_allowed(service, &context, origin, None) {
                 return Err(ApiError::OriginNotAllowed);
             }

@@ -239,7 +239,26 @@ async fn slow_clients_are_dropped_but_sockets_are_not(backend: Backend) {
     socket.assert_no_1011().await;
 }
 
+/// `AUTH_FAILURE_LIMIT` is reserved before a handshake's credential is validated: valid
+/// credentials give theirs back, bogus ones past the limit get 429 without a lookup.
+async fn failed_handshakes_are_limited_before_validation(backend: Backend) {
+    let app = spawn_auth(backend).await;
+    let socket = spawn_socket(&app, &[("AUTH_FAILURE_LIMIT", "3/minute")]).await;
+    let user = app.signup(&unique_email("ws-authfail")).await;
+    for _ in 0..5 {
+        let mut ws = connect_bearer(&socket, &user.access).await;
+        ping(&mut ws).await;
+    }
+    for i in 0..3 {
+        let bogus = format!("Bearer bogus-{i}");
+        expect_refused(&socket.ws_url(), &[("authorization", &bogus)], 401, "token_invalid").await;
+    }
+    let refused = expect_refused(&socket.ws_url(), &[("authorization", "Bearer bogus-3")], 429, "rate_limited").await;
+    assert!(refused.headers.get("retry-after").is_some());
+}
+
 testkit::on_both_backends!(
+    failed_handshakes_are_limited_before_validation,
     slow_clients_are_dropped_but_sockets_are_not,
     bearer_header_connects_and_stores_context,
     subprotocol_pair_is_answered_with_bearer_only,
