@@ -9,6 +9,7 @@ mod messages;
 mod publish;
 mod refresh;
 mod revocation;
+mod tickets;
 
 use std::{
     net::SocketAddr,
