@@ -190,10 +190,19 @@ pub fn is_sync_event(channel: &str) -> bool {
     ["auth:session.", "auth:sessions.", "auth:user."].iter().any(|p| channel.starts_with(p))
 }
 
+/// How long a node remembers the revocations it received: longer than a ticket lives and
+/// than any validation takes, so whatever was validated before a revocation and arrives
+/// after it is still caught.
+pub const RECENT_REVOCATIONS: std::time::Duration = std::time::Duration::from_secs(60);
+/// Entries kept at most (a burst of revocations beyond it drops the oldest ones first).
+const MAX_RECENT_REVOCATIONS: usize = 100_000;
+
 pub struct Hub {
     registry: RwLock<Registry>,
     next_id: AtomicU64,
     metrics: Metrics,
+    /// The revocations of the last minute, oldest first (SPEC §7's ring).
+    recent: Mutex<std::collections::VecDeque<(tokio::time::Instant, Revocation)>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -204,7 +213,12 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     pub fn new(metrics: Metrics) -> Self {
-        Self { registry: RwLock::new(Registry::default()), next_id: AtomicU64::new(1), metrics }
+        Self {
+            registry: RwLock::new(Registry::default()),
+            next_id: AtomicU64::new(1),
+            metrics,
+            recent: Mutex::default(),
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
@@ -267,6 +281,12 @@ impl Hub {
         drop(registry);
         self.metrics.connections_open.inc();
         self.metrics.connections_total.inc();
+        // A revocation that arrived between this context's validation and now found nothing
+        // to close; the ring still names it. (A revocation recorded after this check finds the
+        // connection in the registry, so none falls between the two.)
+        if self.revoked_recently(&conn.context()) {
+            conn.request_close(close::SESSION_ENDED);
+        }
         Some((conn, receiver))
     }
 
@@ -365,10 +385,32 @@ impl Hub {
         self.deliver(Some(&ids), &registry, &text)
     }
 
-    /// Closes every local connection a revocation names with 4409.
+    fn recent(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(tokio::time::Instant, Revocation)>> {
+        self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a revocation of the last minute names this context.
+    pub fn revoked_recently(&self, context: &AuthContext) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut recent = self.recent();
+        while recent.front().is_some_and(|(at, _)| now.duration_since(*at) > RECENT_REVOCATIONS) {
+            recent.pop_front();
+        }
+        recent.iter().any(|(_, revocation)| revocation.matches(context))
+    }
+
+    /// Closes every local connection a revocation names with 4409, after remembering it for
+    /// the contexts that are being validated or redeemed right now.
     pub fn revoke(&self, revocation: &Revocation) -> usize {
         if revocation.is_empty() {
             return 0;
+        }
+        {
+            let mut recent = self.recent();
+            if recent.len() >= MAX_RECENT_REVOCATIONS {
+                recent.pop_front();
+            }
+            recent.push_back((tokio::time::Instant::now(), revocation.clone()));
         }
         let mut closed = 0;
         for conn in self.read().conns.values() {

@@ -1,13 +1,16 @@
 //! `POST /ticket`: mints a one-time connection ticket from the context the gateway signed,
 //! for browsers that cannot set headers on a WebSocket (the URL then carries nothing reusable).
 //!
-//! The signed headers carry who the caller is but not when their token expires. The gateway
-//! forwards the caller's `Authorization` header too, so a Bearer token there is validated
-//! (usually a cache hit) and, when it names the same identity, its fuller context (expiry,
-//! credential id) is what the ticket holds: a ticket's connection then gets `auth.expiring`
-//! and 4401 like any other, and is closed when that very token is revoked.
+//! A ticket is minted only from a credential the auth service has just validated (SPEC §7):
+//! the gateway forwards the caller's `Authorization` or `X-API-Key` next to the signed
+//! context, the credential is validated (usually a cache hit) and must name the signed
+//! identity, and its full context (expiry, credential id, session) is what the ticket holds.
+//! A ticket's connection then gets `auth.expiring` and 4401 like any other, and is closed when
+//! that very credential is revoked. Without a credential there is no ticket (401); with the
+//! auth service unreachable there is none either (503): the signed context alone has no
+//! expiry and nothing to revoke.
 
-use auth_contract::{AuthContext, ClientError, Presented, extract::VerifiedContext};
+use auth_contract::{AuthContext, Presented, extract::VerifiedContext};
 use axum::{
     Json,
     extract::State,
@@ -43,20 +46,22 @@ pub async fn mint(
                 .to_owned(),
         ),
     };
-    let bearer = Presented::from_headers(&headers).ok().and_then(|p| match p {
-        Presented::Token(token) => Some(token.to_owned()),
-        Presented::ApiKey(_) => None,
-    });
-    let context = match bearer {
-        Some(token) => match service.auth().validate(&token, None, None).await {
-            Ok(full) if same_identity(&full, &context) => (*full).clone(),
-            Ok(_) => return Err(ApiError::Forbidden("the token does not match the signed context").at(&request_id)),
-            Err(err @ ClientError::Denied { .. }) => return Err(ApiError::from(err).at(&request_id)),
-            // The signed context stands on its own; only its expiry is unknown.
-            Err(ClientError::Unavailable(_)) => context,
-        },
-        None => context,
+    let presented = Presented::from_headers(&headers)
+        .map_err(|err| ApiError::Denied { code: err.code(), message: err.to_string() }.at(&request_id))?;
+    // The gateway already checked IP and origin for this request; the key is asked again
+    // with the origin the ticket will be bound to.
+    let validated = match presented {
+        Presented::Token(token) => service.auth().validate(token, None, None).await,
+        Presented::ApiKey(key) => service.auth().validate_api_key(key, None, origin.as_deref()).await,
     };
+    let context = match validated {
+        Ok(full) if same_identity(&full, &context) => (*full).clone(),
+        Ok(_) => return Err(ApiError::Forbidden("the credential does not match the signed context").at(&request_id)),
+        Err(err) => return Err(ApiError::from(err).at(&request_id)),
+    };
+    if service.hub().revoked_recently(&context) {
+        return Err(revoked().at(&request_id));
+    }
     let ticket = new_ticket().map_err(|e| ApiError::Internal(e.to_string()).at(&request_id))?;
     service
         .inner
@@ -66,6 +71,11 @@ pub async fn mint(
         .await
         .map_err(|e| ApiError::from(e).at(&request_id))?;
     Ok(Json(json!({"ticket": ticket, "expires_in": TICKET_TTL.as_secs()})).into_response())
+}
+
+/// A ticket or credential that a revocation of the last minute names.
+pub(crate) fn revoked() -> ApiError {
+    ApiError::Denied { code: auth_contract::ErrorCode::TokenRevoked, message: "the credential was revoked".to_owned() }
 }
 
 /// The same caller: kind, subject, session and tenant agree.

@@ -107,12 +107,20 @@ async fn authenticate(
         }
         Credential::Ticket(ticket) => {
             let ticket = service.inner.deps.tickets.take(ticket).await?.ok_or(ApiError::TicketInvalid)?;
+            // Its credential may have been revoked since it was minted.
+            if service.hub().revoked_recently(&ticket.context) {
+                return Err(super::ticket::revoked());
+            }
             if !origin_allowed(service, &ticket.context, origin, Some(ticket.origin.as_deref())) {
                 return Err(ApiError::OriginNotAllowed);
             }
             (Arc::new(ticket.context), None)
         }
     };
+    // Services publish through `/internal/publish`; they never hold a public socket.
+    if context.kind == Kind::Service {
+        return Err(ApiError::Forbidden("service tokens cannot open sockets; use /internal/publish"));
+    }
     if context.expires_at.is_some_and(|exp| exp <= service.now()) {
         return Err(ApiError::Denied {
             code: auth_contract::ErrorCode::TokenExpired,

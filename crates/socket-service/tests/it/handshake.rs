@@ -68,7 +68,17 @@ async fn ticket_connects_once(backend: Backend) {
     let forged = socket.http.post(socket.url("/ticket")).headers(forged).send().await.unwrap();
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
 
-    let response = socket.http.post(socket.url("/ticket")).headers(signed(&context, "/ticket")).send().await.unwrap();
+    // The signed context alone is not enough: a ticket is minted from a validated credential.
+    let bare = socket.http.post(socket.url("/ticket")).headers(signed(&context, "/ticket")).send().await.unwrap();
+    testkit::expect_problem(bare, 401, "token_missing").await;
+    let response = socket
+        .http
+        .post(socket.url("/ticket"))
+        .headers(signed(&context, "/ticket"))
+        .bearer_auth(&user.access)
+        .send()
+        .await
+        .unwrap();
     let body: Value = expect_status(response, StatusCode::OK).await;
     assert_eq!(body["expires_in"], json!(30));
     let ticket = body["ticket"].as_str().expect("ticket").to_owned();
