@@ -10,6 +10,7 @@ mod table;
 
 mod bad_input;
 mod bad_input_credentials;
+mod bus;
 mod contract_client;
 mod credentials;
 mod faults;
