@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use platform::{bus::EventBus, clock::Clock};
+use platform::{
+    bus::{EventBus, RetryingBus},
+    clock::Clock,
+};
 use serde_json::{Map, Value, json};
 use time::format_description::well_known::Rfc3339;
 
@@ -24,14 +27,14 @@ pub const API_KEY_ROTATED: &str = "auth:api_key.rotated";
 pub const CLIENT_UPDATED: &str = "auth:client.updated";
 pub const USER_DISABLED: &str = "auth:user.disabled";
 
-/// Publishes events; a bus failure is logged and counted, never turned into a failed request,
-/// because the store (the source of truth) has already changed and caches fed by events
-/// expire within a minute on their own.
+/// Publishes events; a bus failure is never turned into a failed request, because the store
+/// (the source of truth) has already changed: the event waits in a bounded queue and is
+/// published again, in order, when the bus is back (`platform::bus::RetryingBus`); caches fed
+/// by events expire within a minute on their own meanwhile.
 #[derive(Clone)]
 pub struct Events {
-    bus: Arc<dyn EventBus>,
+    bus: RetryingBus,
     clock: Arc<dyn Clock>,
-    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Events {
@@ -41,8 +44,13 @@ impl std::fmt::Debug for Events {
 }
 
 impl Events {
-    pub fn new(bus: Arc<dyn EventBus>, clock: Arc<dyn Clock>, metrics: crate::metrics::Metrics) -> Self {
-        Self { bus, clock, metrics }
+    pub fn new(bus: Arc<dyn EventBus>, clock: Arc<dyn Clock>) -> Self {
+        Self { bus: RetryingBus::new(bus), clock }
+    }
+
+    /// Events waiting for the bus, events dropped because too many waited, failed attempts.
+    pub fn backlog(&self) -> (usize, u64, u64) {
+        (self.bus.pending(), self.bus.dropped(), self.bus.failures())
     }
 
     /// `fields` must be a JSON object; `event_id` and `occurred_at` are added.
@@ -58,9 +66,7 @@ impl Events {
         payload.insert("event_id".into(), json!(uuid::Uuid::new_v4().to_string()));
         payload.insert("occurred_at".into(), json!(self.clock.now().format(&Rfc3339).unwrap_or_default()));
         let text = Value::Object(payload).to_string();
-        if let Err(err) = self.bus.publish(channel, &text).await {
-            self.metrics.event_publish_failures.inc();
-            tracing::error!(%channel, error = %err, "event not published");
-        }
+        // Never fails: an event the bus refuses waits in the queue and is published later.
+        let _ = self.bus.publish(channel, &text).await;
     }
 }

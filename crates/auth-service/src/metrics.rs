@@ -11,6 +11,12 @@ pub struct Metrics {
     pub password_hash_duration: Histogram,
     pub active_sessions: IntGauge,
     pub event_publish_failures: IntCounter,
+    /// Events waiting for the bus to come back (set when rendered).
+    pub events_pending: IntGauge,
+    /// Events dropped because the waiting queue was full (set when rendered).
+    pub events_dropped: IntGauge,
+    /// Password hashes running now (set when rendered).
+    pub password_hashes_running: IntGauge,
     pub http_requests: IntCounterVec,
 }
 
@@ -36,6 +42,10 @@ impl Metrics {
         let active_sessions = IntGauge::new("auth_active_sessions", "Live sessions")?;
         let event_publish_failures =
             IntCounter::new("auth_event_publish_failures_total", "Events that could not be published")?;
+        let events_pending = IntGauge::new("auth_events_pending", "Events waiting for the bus to be published")?;
+        let events_dropped =
+            IntGauge::new("auth_events_dropped_total", "Events dropped because the waiting queue was full")?;
+        let password_hashes_running = IntGauge::new("auth_password_hashes_running", "Argon2id hashes running now")?;
         let http_requests = IntCounterVec::new(
             Opts::new("auth_http_requests_total", "HTTP requests by method and status"),
             &["method", "status"],
@@ -46,6 +56,9 @@ impl Metrics {
         registry.register(Box::new(active_sessions.clone()))?;
         registry.register(Box::new(event_publish_failures.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(events_pending.clone()))?;
+        registry.register(Box::new(events_dropped.clone()))?;
+        registry.register(Box::new(password_hashes_running.clone()))?;
         Ok(Self {
             registry,
             operations,
@@ -53,6 +66,9 @@ impl Metrics {
             password_hash_duration,
             active_sessions,
             event_publish_failures,
+            events_pending,
+            events_dropped,
+            password_hashes_running,
             http_requests,
         })
     }

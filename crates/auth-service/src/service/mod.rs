@@ -92,7 +92,7 @@ impl AuthService {
         )?;
         let keys =
             KeyRing::new(&config.jwt.secret, &config.jwt.previous_secrets, &config.jwt.issuer, &config.jwt.audience);
-        let events = Events::new(deps.bus.clone(), deps.clock.clone(), metrics.clone());
+        let events = Events::new(deps.bus.clone(), deps.clock.clone());
         let context_key = {
             use secrecy::ExposeSecret;
             auth_contract::headers::ContextKey::new(config.context_signing_secret.expose_secret())
@@ -153,6 +153,12 @@ impl AuthService {
             Ok(n) => self.inner.metrics.active_sessions.set(n),
             Err(err) => tracing::warn!(error = %err, "could not count live sessions"),
         }
+        let (pending, dropped, failures) = self.events().backlog();
+        let metrics = &self.inner.metrics;
+        metrics.event_publish_failures.inc_by(failures.saturating_sub(metrics.event_publish_failures.get()));
+        metrics.events_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+        metrics.events_dropped.set(i64::try_from(dropped).unwrap_or(i64::MAX));
+        metrics.password_hashes_running.set(i64::try_from(self.inner.hasher.stats().running()).unwrap_or(i64::MAX));
         self.inner.metrics.render()
     }
 

@@ -8,12 +8,14 @@
 
 mod memory;
 mod redis;
+mod retry;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 pub use memory::MemoryBus;
 pub use redis::RedisBus;
+pub use retry::RetryingBus;
 
 use crate::Unavailable;
 

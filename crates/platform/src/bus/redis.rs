@@ -1,5 +1,8 @@
 //! Redis pub/sub bus for distributed mode. Publishing uses the shared pool; each subscription
-//! holds its own connection and reconnects with backoff, announcing every reconnect.
+//! holds its own connection and reconnects with backoff, announcing every reconnect. A
+//! subscription PINGs its connection every few seconds with a deadline: a connection that has
+//! gone silent (half-open, a stalled proxy) delivers nothing and reports nothing, so a missed
+//! PONG counts as a loss, and the subscription is replaced and announced as `Resubscribed`.
 
 use std::time::Duration;
 
@@ -15,12 +18,23 @@ use crate::{Unavailable, redis::client};
 pub struct RedisBus {
     pool: Pool,
     client: client::Client,
+    keepalive: Keepalive,
 }
 
+/// How often a subscription's connection is PINGed, and how long the PONG may take.
+#[derive(Debug, Clone, Copy)]
+struct Keepalive {
+    every: Duration,
+    deadline: Duration,
+}
+
+const KEEPALIVE: Keepalive = Keepalive { every: Duration::from_secs(5), deadline: Duration::from_secs(3) };
+
 impl RedisBus {
-    /// Kept for the keepalive test's API shape; today's bus has no keepalive.
+    /// Another PING period and deadline (tests use short ones).
     #[must_use]
-    pub fn with_keepalive(self, _every: Duration, _deadline: Duration) -> Self {
+    pub fn with_keepalive(mut self, every: Duration, deadline: Duration) -> Self {
+        self.keepalive = Keepalive { every, deadline };
         self
     }
 }
@@ -34,27 +48,43 @@ impl std::fmt::Debug for RedisBus {
 impl RedisBus {
     pub fn new(url: &str, pool: Pool) -> Result<Self, Unavailable> {
         let client = client::Client::open(url).map_err(|e| Unavailable::new("redis", e))?;
-        Ok(Self { pool, client })
+        Ok(Self { pool, client, keepalive: KEEPALIVE })
     }
 }
 
-async fn open(client: &client::Client, patterns: &[String]) -> Result<client::aio::PubSub, Unavailable> {
-    let mut pubsub = client.get_async_pubsub().await.map_err(|e| Unavailable::new("redis", e))?;
-    for pattern in patterns {
-        pubsub.psubscribe(pattern).await.map_err(|e| Unavailable::new("redis", e))?;
-    }
-    Ok(pubsub)
+async fn open(
+    client: &client::Client,
+    patterns: &[String],
+    deadline: Duration,
+) -> Result<client::aio::PubSub, Unavailable> {
+    // A server that accepts but never answers must not hang the subscription for good.
+    let opening = async {
+        let mut pubsub = client.get_async_pubsub().await.map_err(|e| Unavailable::new("redis", e))?;
+        for pattern in patterns {
+            pubsub.psubscribe(pattern).await.map_err(|e| Unavailable::new("redis", e))?;
+        }
+        Ok(pubsub)
+    };
+    tokio::time::timeout(deadline.saturating_mul(2), opening)
+        .await
+        .map_err(|_| Unavailable::new("redis", "no answer to SUBSCRIBE"))?
 }
 
 /// Forwards messages until the connection drops, then reconnects; ends when the subscriber
 /// goes away.
-async fn pump(client: client::Client, patterns: Vec<String>, first: client::aio::PubSub, tx: mpsc::Sender<BusMessage>) {
+async fn pump(
+    client: client::Client,
+    patterns: Vec<String>,
+    first: client::aio::PubSub,
+    keepalive: Keepalive,
+    tx: mpsc::Sender<BusMessage>,
+) {
     let mut current = Some(first);
     let mut backoff = Duration::from_millis(50);
     loop {
         let pubsub = match current.take() {
             Some(p) => p,
-            None => match open(&client, &patterns).await {
+            None => match open(&client, &patterns, keepalive.deadline).await {
                 Ok(p) => {
                     backoff = Duration::from_millis(50);
                     tracing::info!("bus subscription re-established");
@@ -74,9 +104,19 @@ async fn pump(client: client::Client, patterns: Vec<String>, first: client::aio:
                 }
             },
         };
-        let mut messages = pubsub.into_on_message();
+        let (mut sink, mut messages) = pubsub.split();
+        let mut ping = tokio::time::interval(keepalive.every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.reset();
         loop {
             tokio::select! {
+                _ = ping.tick() => {
+                    let pong = tokio::time::timeout(keepalive.deadline, sink.ping::<client::Value>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        tracing::warn!("bus subscription did not answer PING in time; replacing it");
+                        break;
+                    }
+                }
                 msg = messages.next() => match msg {
                     Some(msg) => {
                         let event = Event {
@@ -111,9 +151,9 @@ impl EventBus for RedisBus {
 
     async fn subscribe(&self, patterns: &[&str]) -> Result<Subscription, Unavailable> {
         let patterns: Vec<String> = patterns.iter().map(|p| (*p).to_owned()).collect();
-        let first = open(&self.client, &patterns).await?;
+        let first = open(&self.client, &patterns, self.keepalive.deadline).await?;
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(pump(self.client.clone(), patterns, first, tx));
+        tokio::spawn(pump(self.client.clone(), patterns, first, self.keepalive, tx));
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
         Ok(stream.boxed())
     }
