@@ -238,6 +238,15 @@ fn signed(alg: Algorithm, kid: Option<&str>, secret: &str, claims: &Value) -> St
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }
 
+/// An HS256 token with a header of our choosing (fields `jsonwebtoken::Header` cannot carry).
+fn signed_with_header(header: &Value, secret: &str, claims: &Value) -> String {
+    use hmac::Mac as _;
+    let input = format!("{}.{}", base64url(header.to_string().as_bytes()), base64url(claims.to_string().as_bytes()));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", base64url(&mac.finalize().into_bytes()))
+}
+
 /// An `alg: none` token: header and claims, and an empty signature.
 fn unsigned(alg: &str, kid: &str, claims: &Value) -> String {
     let header = json!({"alg": alg, "typ": "JWT", "kid": kid});
@@ -296,6 +305,20 @@ async fn forged_access_tokens(backend: Backend) {
         ("over 8 KiB".into(), huge, "token_invalid"),
         ("HS512 with the right secret".into(), signed(Algorithm::HS512, kid, JWT_SECRET, &claims), "token_invalid"),
         ("HS384 with the right secret".into(), signed(Algorithm::HS384, kid, JWT_SECRET, &claims), "token_invalid"),
+        (
+            "a crit extension we do not implement (RFC 7515 §4.1.11)".into(),
+            signed_with_header(
+                &json!({"alg": "HS256", "typ": "JWT", "kid": kid_text, "crit": ["exp-ext"], "exp-ext": 1}),
+                JWT_SECRET,
+                &claims,
+            ),
+            "token_invalid",
+        ),
+        (
+            "the same header without crit is fine".into(),
+            signed_with_header(&json!({"alg": "HS256", "typ": "JWT", "kid": kid_text}), JWT_SECRET, &claims),
+            "",
+        ),
     ];
     for typ in ["sdk", "refresh", "", "ACCESS"] {
         tokens.push((format!("typ {typ:?}"), hs256(&with(&claims, &[("typ", json!(typ))])), "token_invalid"));
