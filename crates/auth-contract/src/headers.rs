@@ -412,11 +412,26 @@ pub fn verify_context(
     })
 }
 
-/// Removes every client-supplied context header (not `X-Request-Id`), for the gateway.
+/// Removes every client-supplied context header (not `X-Request-Id`), for the gateway, and
+/// their underscore spellings (`X_User_Id`): servers and frameworks that map `_` to `-` (CGI,
+/// some WSGI and nginx setups) would otherwise read a spoofed one as the real header.
 pub fn strip_context_headers(headers: &mut HeaderMap) {
     for name in &CONTEXT_HEADERS {
         // `remove` drops only the first value; loop until every duplicate is gone.
         while headers.remove(name).is_some() {}
+    }
+    if headers.keys().any(|name| name.as_str().contains('_')) {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                let dashed = name.as_str().replace('_', "-");
+                CONTEXT_HEADERS.iter().any(|context| context.as_str() == dashed)
+            })
+            .cloned()
+            .collect();
+        for name in spoofed {
+            while headers.remove(&name).is_some() {}
+        }
     }
 }
 
@@ -818,7 +833,10 @@ mod tests {
         let mut headers = sign(&sdk());
         headers.append(X_USER_ID, HeaderValue::from_static("spoofed"));
         headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
+        headers.insert(HeaderName::from_static("x_user_id"), HeaderValue::from_static("spoofed"));
+        headers.insert(HeaderName::from_static("x_auth_kind"), HeaderValue::from_static("service"));
         strip_context_headers(&mut headers);
+        assert!(!headers.contains_key("x_user_id") && !headers.contains_key("x_auth_kind"));
         assert!(CONTEXT_HEADERS.iter().all(|name| !headers.contains_key(name)));
         assert_eq!(headers.get(X_REQUEST_ID).expect("request id"), "req-1");
         assert_eq!(headers.len(), 2);

@@ -156,6 +156,9 @@ impl KeyRing {
             return Err(Error::TokenInvalid("the token is larger than 8 KiB"));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| Error::TokenInvalid("the token is malformed"))?;
+        if names_critical_extensions(token) {
+            return Err(Error::TokenInvalid("the token needs header extensions this service does not implement"));
+        }
         if header.alg != ALGORITHM {
             return Err(Error::TokenInvalid("the token's algorithm is not accepted"));
         }
@@ -185,6 +188,20 @@ impl KeyRing {
         }
         Ok(claims)
     }
+}
+
+/// Whether the JOSE header has a `crit` member: it lists extensions a verifier must understand,
+/// and this service implements none, so such a token is refused (RFC 7515 §4.1.11).
+fn names_critical_extensions(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(segment) = token.split('.').next() else { return false };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment) else { return false };
+    // Cheap screen first: only a header that spells `"crit"` is parsed.
+    if !bytes.windows(6).any(|w| w == b"\"crit\"") {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+        .map_or(true, |header| header.contains_key("crit"))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use auth_contract::{AuthContext, Kind, RateLimit};
 use secrecy::ExposeSecret;
+use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -51,8 +52,9 @@ impl AuthService {
         service_name: &str,
         secret: &str,
     ) -> Result<(String, OffsetDateTime), Error> {
-        let expected = self.inner.config.service_secret.expose_secret().as_bytes();
-        if !bool::from(expected.ct_eq(secret.as_bytes())) {
+        // Compared as digests: equal lengths, so not even the secret's length leaks.
+        let expected = Sha256::digest(self.inner.config.service_secret.expose_secret().as_bytes());
+        if !bool::from(expected.ct_eq(&Sha256::digest(secret.as_bytes()))) {
             self.inner.metrics.operation("service_token", false);
             tracing::warn!(service = %service_name.chars().take(MAX_SERVICE_NAME).collect::<String>(), "service token refused: wrong secret");
             return Err(Error::InvalidCredentials);
