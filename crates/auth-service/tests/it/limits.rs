@@ -180,10 +180,25 @@ async fn every_forwarded_for_line_is_read(backend: Backend) {
     assert_eq!(session["ip"], "203.0.113.50", "{session}");
 }
 
+/// A user context is cached no longer than its session lives: near the session's absolute end
+/// the auth service grants a TTL that ends with it, not the usual minute.
+async fn cache_ttl_ends_with_the_session(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[("SESSION_LIFETIME_HOURS", "1"), ("JWT_EXPIRES_IN", "2h"), ("SESSION_TIMEOUT_MINUTES", "180")],
+    )
+    .await;
+    let user = app.signup(&unique_email("ttl")).await;
+    app.clock.advance(time::Duration::seconds(3600 - 20));
+    let validated = app.service.validate(&user.access, None, None).await.expect("still valid");
+    assert!(validated.cache_ttl <= 20, "cached for {} s past the session's end", validated.cache_ttl);
+}
+
 crate::on_both_backends!(
     concurrent_wrong_passwords_get_exactly_the_limit,
     a_success_refunds_and_refusals_consume_nothing,
     concurrent_password_changes_get_exactly_the_limit,
     hangups_mid_hash_cannot_exceed_the_hash_concurrency,
     every_forwarded_for_line_is_read,
+    cache_ttl_ends_with_the_session,
 );
