@@ -100,7 +100,11 @@ impl AuthService {
         let claims = &principal.claims;
         let expires = OffsetDateTime::from_unix_timestamp(claims.exp).ok();
         Validated {
-            cache_ttl: self.cache_ttl(&[expires, Some(self.idle_deadline(&principal.session))]),
+            cache_ttl: self.cache_ttl(&[
+                expires,
+                Some(self.idle_deadline(&principal.session)),
+                Some(principal.session.expires_at),
+            ]),
             context: AuthContext {
                 subject: principal.user.id.to_string(),
                 kind: Kind::User,
@@ -123,7 +127,7 @@ impl AuthService {
         let idle = principal.session.last_activity + self.inner.config.session_idle_timeout;
         let client = principal.client.id.to_string();
         Validated {
-            cache_ttl: self.cache_ttl(&[expires, Some(idle)]),
+            cache_ttl: self.cache_ttl(&[expires, Some(idle), Some(principal.session.expires_at)]),
             context: AuthContext {
                 subject: claims.sub.clone(),
                 kind: Kind::Sdk,
