@@ -168,6 +168,36 @@ async fn origin_keys_only_the_kinds_whose_decision_uses_it(backend: Backend) {
     client.validate(&sdk, None, Some("https://shop.example.com")).await.expect("allowed origin, cached");
 }
 
+/// Disabling a user ends his clients' API-key contexts in every cache (the event names the
+/// clients), and a role change reaches every cache too (`auth:user.role_changed`).
+async fn disable_and_role_change_reach_the_cache(backend: Backend) {
+    use auth_service::{domain::role::Role, service::admin::set_role_by_email};
+    let app = spawn_app(backend.clone()).await;
+    let client = app.contract_client();
+    client.follow(service_bus(&app, &backend)).await.expect("follow");
+    let admin_email = unique_email("cache-admin");
+    app.signup(&admin_email).await;
+    set_role_by_email(app.raw.store().as_ref(), &admin_email, Role::Admin).await.expect("promote");
+    let admin = app.login(&admin_email, crate::helpers::FIREFOX).await;
+    let owner = app.signup(&unique_email("cache-owner")).await;
+    let shop = app.register_client(&owner, json!({"name": "Shop"})).await;
+
+    let member = client.validate(&owner.access, None, None).await.expect("valid");
+    assert_eq!(member.role.as_deref(), Some("member"));
+    let path = format!("/admin/users/{}/role", owner.user_id);
+    let role = app.put_auth(&path, &admin.access, &json!({"role": "admin"})).await;
+    expect_status(role, StatusCode::OK).await;
+    within(Duration::from_millis(500), async || {
+        client.validate(&owner.access, None, None).await.is_ok_and(|c| c.role.as_deref() == Some("admin"))
+    })
+    .await;
+
+    client.validate_api_key(&shop.key, None, None).await.expect("valid key");
+    let disable = app.post_auth(&format!("/admin/users/{}/disable", owner.user_id), &admin.access, None).await;
+    assert_eq!(disable.status(), StatusCode::NO_CONTENT);
+    within(Duration::from_millis(500), async || client.validate_api_key(&shop.key, None, None).await.is_err()).await;
+}
+
 /// Auth service down: cached tokens still pass until they expire, uncached ones get
 /// `Unavailable` (fail closed), the breaker opens, and closes again when it returns.
 async fn outage_fails_closed_and_recovers(backend: Backend) {
@@ -225,6 +255,7 @@ async fn service_token_is_renewed(backend: Backend) {
 }
 
 crate::on_both_backends!(
+    disable_and_role_change_reach_the_cache,
     an_answer_in_flight_during_its_revocation_is_not_cached,
     origin_keys_only_the_kinds_whose_decision_uses_it,
     cache_and_coalescing,
