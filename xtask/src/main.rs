@@ -63,12 +63,23 @@ async fn cleanup(dry_run: bool) -> Result<(), String> {
 async fn set_role(email: &str, role: &str) -> Result<(), String> {
     let role = role.parse().map_err(|e: String| e)?;
     let store = open_store().await?;
-    let user =
-        auth_service::service::admin::set_role_by_email(store.as_ref(), email, role).await.map_err(|e| match e {
+    // With REDIS_URL the running services hear of it at once; without, within a minute.
+    let bus = match OsEnv.string("REDIS_URL") {
+        Some(url) => {
+            let pool = platform::redis::connect(&url).await.map_err(|e| e.to_string())?;
+            Some(platform::bus::RedisBus::new(&url, pool).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let bus = bus.as_ref().map(|b| b as &dyn platform::bus::EventBus);
+    let user = auth_service::service::admin::set_role_as_operator(store.as_ref(), bus, email, role).await.map_err(
+        |e| match e {
             auth_service::Error::NotFound => format!("no user with email {email}"),
             other => other.to_string(),
-        })?;
-    println!("{} is now {}", user.email, user.role);
+        },
+    )?;
+    let announced = if bus.is_some() { "; auth:user.role_changed published" } else { "" };
+    println!("{} is now {} (audited{announced})", user.email, user.role);
     Ok(())
 }
 

@@ -607,13 +607,14 @@ impl AuthClient {
 
     /// Drops what a revocation event names; other events are ignored.
     pub fn apply_event(&self, channel: &str, payload: &str) {
-        const REVOKING: [&str; 10] = [
+        const REVOKING: [&str; 11] = [
             "auth:session.terminated",
             "auth:session.deleted",
             "auth:sessions.bulk_terminated",
             "auth:user.logout",
             "auth:user.password_changed",
             "auth:user.disabled",
+            "auth:user.role_changed",
             "auth:token.revoked",
             "auth:api_key.revoked",
             "auth:api_key.rotated",
@@ -644,8 +645,13 @@ impl AuthClient {
             );
         }
         let credential = text("credential_id").or_else(|| text("jti"));
-        let user = (channel == "auth:user.disabled").then(|| text("user_id")).flatten();
-        let client = text("client_id");
+        // A disabled user's contexts end; a changed role is refetched.
+        let user =
+            matches!(channel, "auth:user.disabled" | "auth:user.role_changed").then(|| text("user_id")).flatten();
+        let mut clients: Vec<String> = text("client_id").into_iter().collect();
+        if let Some(list) = event.get("client_ids").and_then(Value::as_array) {
+            clients.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
+        }
         // Before the invalidation: an answer being fetched now must not be kept afterwards.
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         let result = self.inner.cache.invalidate_entries_if(move |_, decision| {
@@ -655,7 +661,7 @@ impl AuthClient {
             context.session_id.as_ref().is_some_and(|s| sessions.contains(s))
                 || credential.is_some() && context.credential_id == credential
                 || user.is_some() && context.user_id == user
-                || client.is_some() && context.client_id == client
+                || context.client_id.as_ref().is_some_and(|c| clients.contains(c))
         });
         if let Err(err) = result {
             tracing::warn!(error = %err, "cache invalidation failed; clearing the cache");

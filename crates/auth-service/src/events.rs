@@ -26,6 +26,7 @@ pub const API_KEY_REVOKED: &str = "auth:api_key.revoked";
 pub const API_KEY_ROTATED: &str = "auth:api_key.rotated";
 pub const CLIENT_UPDATED: &str = "auth:client.updated";
 pub const USER_DISABLED: &str = "auth:user.disabled";
+pub const USER_ROLE_CHANGED: &str = "auth:user.role_changed";
 
 /// Publishes events; a bus failure is never turned into a failed request, because the store
 /// (the source of truth) has already changed: the event waits in a bounded queue and is
@@ -55,18 +56,23 @@ impl Events {
 
     /// `fields` must be a JSON object; `event_id` and `occurred_at` are added.
     pub async fn emit(&self, channel: &'static str, fields: Value) {
-        let mut payload = match fields {
-            Value::Object(map) => map,
-            other => {
-                let mut map = Map::new();
-                map.insert("data".into(), other);
-                map
-            }
-        };
-        payload.insert("event_id".into(), json!(uuid::Uuid::new_v4().to_string()));
-        payload.insert("occurred_at".into(), json!(self.clock.now().format(&Rfc3339).unwrap_or_default()));
-        let text = Value::Object(payload).to_string();
+        let text = payload(self.clock.as_ref(), fields);
         // Never fails: an event the bus refuses waits in the queue and is published later.
         let _ = self.bus.publish(channel, &text).await;
     }
+}
+
+/// An event's JSON: `fields` (an object) with `event_id` and `occurred_at` added.
+pub fn payload(clock: &dyn Clock, fields: Value) -> String {
+    let mut payload = match fields {
+        Value::Object(map) => map,
+        other => {
+            let mut map = Map::new();
+            map.insert("data".into(), other);
+            map
+        }
+    };
+    payload.insert("event_id".into(), json!(uuid::Uuid::new_v4().to_string()));
+    payload.insert("occurred_at".into(), json!(clock.now().format(&Rfc3339).unwrap_or_default()));
+    Value::Object(payload).to_string()
 }

@@ -130,17 +130,20 @@ pub struct Revocation {
     pub sessions: Vec<String>,
     pub credentials: Vec<String>,
     pub users: Vec<String>,
+    /// Clients whose API-key and SDK contexts end (their owner was disabled).
+    pub clients: Vec<String>,
 }
 
 impl Revocation {
     fn is_empty(&self) -> bool {
-        self.sessions.is_empty() && self.credentials.is_empty() && self.users.is_empty()
+        self.sessions.is_empty() && self.credentials.is_empty() && self.users.is_empty() && self.clients.is_empty()
     }
 
     fn matches(&self, context: &AuthContext) -> bool {
         context.session_id.as_ref().is_some_and(|s| self.sessions.contains(s))
             || context.credential_id.as_ref().is_some_and(|c| self.credentials.contains(c))
             || context.user_id.as_ref().is_some_and(|u| self.users.contains(u))
+            || context.client_id.as_ref().is_some_and(|c| self.clients.contains(c))
     }
 }
 
@@ -181,6 +184,7 @@ pub fn revocation(channel: &str, event: &Map<String, Value>) -> Option<Revocatio
     revocation.credentials.extend(text("jti"));
     if channel == "auth:user.disabled" {
         revocation.users.extend(text("user_id"));
+        revocation.clients = list("client_ids");
     }
     Some(revocation)
 }
@@ -488,12 +492,17 @@ mod tests {
     #[test]
     fn revocations_follow_the_event_payloads() {
         let r = revocation("auth:user.logout", &object(json!({"user_id": "u", "session_id": "s", "jti": "j"})));
-        assert_eq!(r, Some(Revocation { sessions: vec!["s".into()], credentials: vec!["j".into()], users: vec![] }));
+        assert_eq!(
+            r,
+            Some(Revocation { sessions: vec!["s".into()], credentials: vec!["j".into()], ..Revocation::default() })
+        );
         let r = revocation(
             "auth:user.password_changed",
             &object(json!({"user_id": "u", "session_id": "kept", "session_ids": ["a", "b"]})),
         );
         assert_eq!(r.map(|r| (r.sessions, r.users)), Some((vec!["a".into(), "b".into()], vec![])));
+        let disabled = revocation("auth:user.disabled", &object(json!({"user_id": "u", "client_ids": ["c1"]})));
+        assert_eq!(disabled.map(|r| r.clients), Some(vec!["c1".to_owned()]));
         let r = revocation("auth:user.disabled", &object(json!({"user_id": "u", "session_ids": []})));
         assert_eq!(r.map(|r| r.users), Some(vec!["u".to_owned()]));
         assert_eq!(revocation("auth:user.login", &object(json!({"user_id": "u", "session_id": "s"}))), None);

@@ -47,9 +47,14 @@ impl AuthService {
         let sessions: Vec<Uuid> =
             self.store().live_sessions(id, now, OffsetDateTime::UNIX_EPOCH).await?.into_iter().map(|s| s.id).collect();
         let ended = self.store().end_sessions(&sessions, now, "user_disabled").await?;
+        // His clients' API-key and SDK contexts end too: every cache drops them by client id.
+        let clients: Vec<Uuid> = self.store().clients_for_owner(id).await?.into_iter().map(|c| c.id).collect();
         self.audit(Some(id), "user_disabled", "success", Some(meta.ip), json!({"by": principal.user.id})).await;
         self.events()
-            .emit(events::USER_DISABLED, json!({"user_id": id, "session_ids": ended, "reason": "user_disabled"}))
+            .emit(
+                events::USER_DISABLED,
+                json!({"user_id": id, "session_ids": ended, "client_ids": clients, "reason": "user_disabled"}),
+            )
             .await;
         Ok(())
     }
@@ -76,11 +81,49 @@ impl AuthService {
         }
         self.audit(Some(id), "role_changed", "success", Some(meta.ip), json!({"by": principal.user.id, "role": role}))
             .await;
+        self.announce_role(id, role).await;
         self.store().user_by_id(id).await?.ok_or(Error::NotFound)
+    }
+
+    /// `auth:user.role_changed`: every cache holding the user's contexts drops them, so the
+    /// new role applies at once.
+    async fn announce_role(&self, id: Uuid, role: Role) {
+        self.events().emit(events::USER_ROLE_CHANGED, role_changed(id, role)).await;
     }
 }
 
-/// Sets a role by email, for `cargo xtask users set-role` (an operator, no principal).
+fn role_changed(id: Uuid, role: Role) -> serde_json::Value {
+    json!({"user_id": id, "role": role, "reason": "role_changed"})
+}
+
+/// `cargo xtask users set-role`: an operator's change (no acting user, no running service),
+/// audited and, on `bus`, announced like an admin's. A bus that cannot take the event is an
+/// error the operator sees: caches then follow within their TTL (≤ 60 s).
+pub async fn set_role_as_operator(
+    store: &dyn crate::store::Store,
+    bus: Option<&dyn platform::bus::EventBus>,
+    email: &str,
+    role: Role,
+) -> Result<User, Error> {
+    let user = set_role_by_email(store, email, role).await?;
+    let clock = platform::clock::SystemClock;
+    let entry = crate::store::NewAudit {
+        user_id: Some(user.id),
+        action: "role_changed",
+        outcome: "success",
+        ip: None,
+        detail: json!({"by": "operator", "role": role}),
+        at: platform::clock::Clock::now(&clock),
+    };
+    store.insert_audit(&entry).await?;
+    if let Some(bus) = bus {
+        let text = events::payload(&clock, role_changed(user.id, role));
+        bus.publish(events::USER_ROLE_CHANGED, &text).await?;
+    }
+    Ok(user)
+}
+
+/// Sets a role by email (the store change alone).
 pub async fn set_role_by_email(store: &dyn crate::store::Store, email: &str, role: Role) -> Result<User, Error> {
     let email = Email::parse("email", email)?;
     let user = store.user_by_email(email.as_str()).await?.ok_or(Error::NotFound)?;

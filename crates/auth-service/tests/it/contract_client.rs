@@ -198,6 +198,35 @@ async fn disable_and_role_change_reach_the_cache(backend: Backend) {
     within(Duration::from_millis(500), async || client.validate_api_key(&shop.key, None, None).await.is_err()).await;
 }
 
+/// `cargo xtask users set-role` goes through `set_role_as_operator`: audited, and announced
+/// on the bus so running caches drop the user's contexts.
+async fn an_operators_role_change_is_audited_and_announced(backend: Backend) {
+    let app = spawn_app(backend.clone()).await;
+    let bus = service_bus(&app, &backend);
+    let client = app.contract_client();
+    client.follow(bus.clone()).await.expect("follow");
+    let email = unique_email("operator-role");
+    let user = app.signup(&email).await;
+    assert_eq!(client.validate(&user.access, None, None).await.expect("valid").role.as_deref(), Some("member"));
+    let store = app.raw.store();
+    let changed = auth_service::service::admin::set_role_as_operator(
+        store.as_ref(),
+        Some(bus.as_ref()),
+        &email,
+        auth_service::domain::role::Role::Admin,
+    )
+    .await
+    .expect("set role");
+    assert_eq!(changed.email, email);
+    within(Duration::from_millis(500), async || {
+        client.validate(&user.access, None, None).await.is_ok_and(|c| c.role.as_deref() == Some("admin"))
+    })
+    .await;
+    let audit = expect_status(app.get_auth("/audit?limit=5", &user.access).await, StatusCode::OK).await;
+    let entries = audit.to_string();
+    assert!(entries.contains("role_changed") && entries.contains("operator"), "{entries}");
+}
+
 /// Auth service down: cached tokens still pass until they expire, uncached ones get
 /// `Unavailable` (fail closed), the breaker opens, and closes again when it returns.
 async fn outage_fails_closed_and_recovers(backend: Backend) {
@@ -255,6 +284,7 @@ async fn service_token_is_renewed(backend: Backend) {
 }
 
 crate::on_both_backends!(
+    an_operators_role_change_is_audited_and_announced,
     disable_and_role_change_reach_the_cache,
     an_answer_in_flight_during_its_revocation_is_not_cached,
     origin_keys_only_the_kinds_whose_decision_uses_it,
