@@ -194,6 +194,21 @@ async fn cache_ttl_ends_with_the_session(backend: Backend) {
     assert!(validated.cache_ttl <= 20, "cached for {} s past the session's end", validated.cache_ttl);
 }
 
+/// `TENANT_RATE_LIMIT_MAX` caps what a client may set as its own limit: a larger rate is 422.
+async fn a_tenant_limit_above_the_maximum_is_refused(backend: Backend) {
+    let app = spawn_app_with(backend, &[("TENANT_RATE_LIMIT_MAX", "100/minute")]).await;
+    let owner = app.signup(&unique_email("tenant-max")).await;
+    let shop = app.register_client(&owner, json!({"name": "Shop"})).await;
+    let path = format!("/client/{}/rate-limit", shop.id);
+    for too_much in [json!({"requests": 1000, "per": "1m"}), json!({"requests": 2, "per": "1s"})] {
+        let response = app.put_auth(&path, &owner.access, &too_much).await;
+        expect_problem(response, 422, "validation_failed").await;
+    }
+    for fine in [json!({"requests": 100, "per": "1m"}), json!({"requests": 1, "per": "1s"})] {
+        expect_status(app.put_auth(&path, &owner.access, &fine).await, StatusCode::OK).await;
+    }
+}
+
 crate::on_both_backends!(
     concurrent_wrong_passwords_get_exactly_the_limit,
     a_success_refunds_and_refusals_consume_nothing,
@@ -201,4 +216,5 @@ crate::on_both_backends!(
     hangups_mid_hash_cannot_exceed_the_hash_concurrency,
     every_forwarded_for_line_is_read,
     cache_ttl_ends_with_the_session,
+    a_tenant_limit_above_the_maximum_is_refused,
 );
