@@ -65,6 +65,9 @@ pub struct GatewayConfig {
     /// `IP_RATE_LIMIT` (e.g. `600/minute`): a limit per client IP on every request; unset
     /// means none beyond the routes' own.
     pub ip_rate_limit: Option<RateLimit>,
+    /// `TENANT_RATE_LIMIT_MAX`: the fastest a tenant's own limit may be; a larger one (set
+    /// before the maximum was lowered) is applied as the maximum.
+    pub tenant_rate_limit_max: Option<RateLimit>,
     /// `AUTH_FAILURE_LIMIT` (default `60/minute`): failed authentications per client IP,
     /// counted before each validation.
     pub auth_failure_limit: RateLimit,
@@ -147,6 +150,7 @@ impl GatewayConfig {
                 .map(|raw| RateLimit::parse(&raw).map_err(|e| ConfigError::new("IP_RATE_LIMIT", e)))
                 .transpose()?,
             auth_failure_limit: platform::counters::FailureGuard::limit_from_env(env)?,
+            tenant_rate_limit_max: RateLimit::from_env(env, "TENANT_RATE_LIMIT_MAX")?,
             data_dir: PathBuf::from(env.string_or("DATA_DIR", "./data")),
         })
     }

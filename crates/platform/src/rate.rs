@@ -3,6 +3,8 @@
 
 use std::{fmt, time::Duration};
 
+use crate::env::EnvExt as _;
+
 /// `requests` per `per`, written `100/minute` (units `second`, `minute`, `hour`, `day` or
 /// `s`, `m`, `h`, `d`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,20 @@ impl RateLimit {
     }
 }
 
+impl RateLimit {
+    /// Whether this allows more requests per unit of time than `other`.
+    pub fn is_faster_than(&self, other: &Self) -> bool {
+        u128::from(self.requests) * other.per.as_nanos() > u128::from(other.requests) * self.per.as_nanos()
+    }
+
+    /// Reads an optional rate from `variable`.
+    pub fn from_env(env: &dyn crate::env::Env, variable: &str) -> Result<Option<Self>, crate::env::ConfigError> {
+        env.string(variable)
+            .map(|raw| Self::parse(&raw).map_err(|e| crate::env::ConfigError::new(variable, e)))
+            .transpose()
+    }
+}
+
 impl fmt::Display for RateLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let unit = match self.per.as_secs() {
@@ -50,6 +66,16 @@ impl fmt::Display for RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_compare_across_units() {
+        let per_minute = |n| RateLimit { requests: n, per: Duration::from_secs(60) };
+        let per_second = |n| RateLimit { requests: n, per: Duration::from_secs(1) };
+        assert!(per_second(2).is_faster_than(&per_minute(100)));
+        assert!(!per_second(1).is_faster_than(&per_minute(60)));
+        assert!(!per_minute(60).is_faster_than(&per_second(1)));
+        assert!(per_minute(1000).is_faster_than(&per_minute(100)));
+    }
 
     #[test]
     fn rate_limits_in_both_spellings() {

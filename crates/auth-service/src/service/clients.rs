@@ -280,8 +280,9 @@ impl AuthService {
         self.owned_client(principal, client_id).await
     }
 
-    /// Parses `{"requests", "per"}`; `requests: null` clears the limit.
-    pub fn parse_rate_limit(requests: Option<u64>, per: Option<&str>) -> Result<Option<RateLimit>, Error> {
+    /// Parses `{"requests", "per"}`; `requests: null` clears the limit. A rate faster than
+    /// `TENANT_RATE_LIMIT_MAX` is refused.
+    pub fn parse_rate_limit(&self, requests: Option<u64>, per: Option<&str>) -> Result<Option<RateLimit>, Error> {
         let Some(requests) = requests else {
             return Ok(None);
         };
@@ -292,6 +293,11 @@ impl AuthService {
         let per = platform::duration::parse_duration(per).map_err(|e| Error::validation("per", e))?;
         if per < Duration::from_secs(1) || per > Duration::from_secs(86_400) {
             return Err(Error::validation("per", "must be from 1s to 1d"));
+        }
+        if let Some(max) = self.inner.config.tenant_rate_limit_max
+            && (platform::rate::RateLimit { requests, per }).is_faster_than(&max)
+        {
+            return Err(Error::validation("requests", format!("must not allow more than {max}")));
         }
         Ok(Some(RateLimit { requests, per_ms: u64::try_from(per.as_millis()).unwrap_or(u64::MAX) }))
     }

@@ -58,6 +58,7 @@ pub async fn ip_limit(gateway: &Gateway, ip: ClientIp) -> Result<Option<IpLimite
 /// Which buckets a request counts against.
 pub fn buckets(
     ip_limit: Option<RateLimit>,
+    tenant_max: Option<RateLimit>,
     route: Option<&MatchedRoute>,
     context: Option<&AuthContext>,
     ip: ClientIp,
@@ -75,7 +76,12 @@ pub fn buckets(
             let own = ctx.rate_limit.filter(|l| l.requests > 0 && l.per_ms > 0);
             match (own, ctx.tenant_id.as_deref().filter(|t| !t.is_empty())) {
                 (Some(own), Some(tenant)) => {
-                    out.push(Bucket { key: format!("tenant:{tenant}"), limit: RateLimit::from(own), scope: "tenant" })
+                    let own = RateLimit::from(own);
+                    let limit = match tenant_max {
+                        Some(max) if own.is_faster_than(&max) => max,
+                        _ => own,
+                    };
+                    out.push(Bucket { key: format!("tenant:{tenant}"), limit, scope: "tenant" })
                 }
                 (_, tenant) => {
                     if let Some(limit) = route.policy.rate_limit {
@@ -106,6 +112,7 @@ pub async fn layer(State(gateway): State<Gateway>, request: Request, next: Next)
     let counted = request.extensions().get::<IpLimited>().map(|l| l.0);
     let buckets = buckets(
         gateway.config.ip_rate_limit.filter(|_| counted.is_none()),
+        gateway.config.tenant_rate_limit_max,
         request.extensions().get::<MatchedRoute>(),
         request.extensions().get::<Arc<AuthContext>>().map(Arc::as_ref),
         ip,
@@ -173,11 +180,17 @@ mod tests {
     #[test]
     fn the_tenants_own_limit_replaces_the_route_default() {
         let r = route(Some("100/minute"));
-        let own = buckets(None, Some(&r), Some(&sdk("c1", Some((5, 1000)))), IP);
+        let own = buckets(None, None, Some(&r), Some(&sdk("c1", Some((5, 1000)))), IP);
         assert_eq!(own.len(), 1);
         assert_eq!(own[0].key, "tenant:c1");
         assert_eq!(own[0].limit, RateLimit { requests: 5, per: Duration::from_secs(1) });
-        let default = buckets(None, Some(&r), Some(&sdk("c1", None)), IP);
+        // TENANT_RATE_LIMIT_MAX caps a tenant's own limit.
+        let max = RateLimit { requests: 2, per: Duration::from_secs(1) };
+        let capped = buckets(None, Some(max), Some(&r), Some(&sdk("c1", Some((50, 1000)))), IP);
+        assert_eq!(capped[0].limit, max);
+        let under = buckets(None, Some(max), Some(&r), Some(&sdk("c1", Some((1, 1000)))), IP);
+        assert_eq!(under[0].limit, RateLimit { requests: 1, per: Duration::from_secs(1) });
+        let default = buckets(None, None, Some(&r), Some(&sdk("c1", None)), IP);
         assert_eq!(default[0].key, "route:/v1/sdk/chat:tenant:c1");
         assert_eq!(default[0].limit.requests, 100);
     }
@@ -185,11 +198,11 @@ mod tests {
     #[test]
     fn public_requests_count_per_ip_and_the_ip_limit_applies_everywhere() {
         let r = route(Some("10/second"));
-        let anonymous = buckets(None, Some(&r), None, IP);
+        let anonymous = buckets(None, None, Some(&r), None, IP);
         assert_eq!(anonymous[0].key, "route:/v1/sdk/chat:ip:203.0.113.7");
-        let everywhere = buckets(Some(RateLimit { requests: 1, per: Duration::from_secs(1) }), None, None, IP);
+        let everywhere = buckets(Some(RateLimit { requests: 1, per: Duration::from_secs(1) }), None, None, None, IP);
         assert_eq!(everywhere.len(), 1);
         assert_eq!(everywhere[0].key, "ip:203.0.113.7");
-        assert!(buckets(None, Some(&route(None)), Some(&sdk("c1", None)), IP).is_empty());
+        assert!(buckets(None, None, Some(&route(None)), Some(&sdk("c1", None)), IP).is_empty());
     }
 }

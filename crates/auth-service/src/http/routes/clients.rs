@@ -232,7 +232,7 @@ pub async fn put_rate_limit(
 ) -> Result<Json<RateLimitView>, Error> {
     let id = path_param(id)?;
     service.owned_client(&principal, id).await?;
-    let limit = AuthService::parse_rate_limit(body.requests, body.per.as_deref())?;
+    let limit = service.parse_rate_limit(body.requests, body.per.as_deref())?;
     let client = service.update_client(&principal, id, ClientChange::RateLimit(limit), &meta).await?;
     Ok(Json(RateLimitView::new(client.rate_limit)))
 }
