@@ -218,3 +218,23 @@ crate::on_both_backends!(
     cache_ttl_ends_with_the_session,
     a_tenant_limit_above_the_maximum_is_refused,
 );
+
+/// Embedded mode keeps its secrets and database to its user: `DATA_DIR` is 0700 and the
+/// SQLite file (whose WAL and shared-memory files take its mode) 0600.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().expect("tempdir");
+    let data_dir = parent.path().join("data");
+    let data = data_dir.to_string_lossy().into_owned();
+    let app = spawn_app_with(Backend::Sqlite, &[("DATA_DIR", data.as_str())]).await;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&data_dir), 0o700, "DATA_DIR");
+    assert_eq!(mode(&data_dir.join(auth_service::app::SQLITE_FILE)), 0o600, "the database");
+    for secret in std::fs::read_dir(&data_dir).expect("list") {
+        let path = secret.expect("entry").path();
+        assert_eq!(mode(&path) & 0o077, 0, "{} is readable by others", path.display());
+    }
+    drop(app);
+}
