@@ -46,9 +46,12 @@ impl Backends {
     async fn connect_raw(config: &AuthConfig) -> Result<Self, Error> {
         match &config.backend {
             Backend::Embedded { data_dir } => {
-                std::fs::create_dir_all(data_dir)
-                    .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", data_dir.display())))?;
-                let store = SqliteStore::open(&data_dir.join(SQLITE_FILE)).await?;
+                let cannot =
+                    |e: std::io::Error| Error::Unavailable(format!("cannot prepare {}: {e}", data_dir.display()));
+                platform::fs::private_dir(data_dir).map_err(cannot)?;
+                let file = data_dir.join(SQLITE_FILE);
+                platform::fs::private_file(&file).map_err(cannot)?;
+                let store = SqliteStore::open(&file).await?;
                 Ok(Self {
                     store: Arc::new(store),
                     bus: Arc::new(MemoryBus::default()),

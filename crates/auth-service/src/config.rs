@@ -92,7 +92,7 @@ pub fn load_or_create_secret(data_dir: &Path, file: &str) -> Result<SecretString
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return checked_secret("DATA_DIR", SecretString::from(existing.trim().to_owned()));
     }
-    std::fs::create_dir_all(data_dir).map_err(fail)?;
+    platform::fs::private_dir(data_dir).map_err(fail)?;
     let secret = crate::domain::credential::random_base62(64);
     #[cfg(unix)]
     {

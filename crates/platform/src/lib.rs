@@ -8,6 +8,7 @@ pub mod config;
 pub mod counters;
 pub mod duration;
 pub mod env;
+pub mod fs;
 pub mod media;
 pub mod net;
 pub mod origin;

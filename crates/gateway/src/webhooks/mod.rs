@@ -134,7 +134,7 @@ impl Webhooks {
             ),
             None => {
                 if !hooks.is_empty() {
-                    std::fs::create_dir_all(&deps.spool_dir)
+                    platform::fs::private_dir(&deps.spool_dir)
                         .map_err(|e| format!("webhook spool directory {}: {e}", deps.spool_dir.display()))?;
                 }
                 (Arc::new(MemoryReplayGuard::new(options.clock.clone())), Arc::new(SpoolOutbox::new(deps.spool_dir)))
