@@ -137,7 +137,53 @@ async fn conflicting_credentials_are_refused(backend: Backend) {
     expect_problem(empty_key, 401, "token_missing").await;
 }
 
+/// CORS on actual responses (SPEC §6): an origin is reflected only when the request's own
+/// client allows it (API keys and SDK tokens, whose origin the auth service checked) or it is
+/// in `CORS_ORIGIN`; `Access-Control-Allow-Credentials` only for `CORS_ORIGIN`.
+async fn actual_responses_reflect_only_the_callers_own_origins(backend: Backend) {
+    let auth = spawn_auth(backend).await;
+    let upstream = spawn_upstream().await;
+    let gw =
+        spawn_gateway(&auth, &standard_routes(&upstream.url()), &[("CORS_ORIGIN", "https://app.example.com")]).await;
+    let owner = auth.signup(&unique_email("gw-cors")).await;
+    let shop = auth
+        .register_client(&owner, serde_json::json!({"name": "Shop", "allowed_origins": ["https://shop.example.com"]}))
+        .await;
+    // Wait until the gateway knows the new client's origins (preflight union).
+    let preflight = || {
+        client()
+            .request(reqwest::Method::OPTIONS, gw.at("/v1/partner/feed"))
+            .header("origin", "https://shop.example.com")
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while preflight().await.unwrap().status() != StatusCode::NO_CONTENT {
+        assert!(std::time::Instant::now() < deadline, "the client's origin never reached the gateway");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let get = |path: &str, origin: &'static str| client().get(gw.at(path)).header("origin", origin);
+
+    // The key's own client allows the origin: reflected, without credentials.
+    let keyed = get("/v1/partner/feed", "https://shop.example.com").header("x-api-key", &shop.key).send().await;
+    let keyed = keyed.unwrap();
+    assert_eq!(keyed.headers()["access-control-allow-origin"], "https://shop.example.com");
+    assert!(keyed.headers().get("access-control-allow-credentials").is_none());
+    expect_status(keyed, StatusCode::OK).await;
+    // A user token from some client's origin: that client is not the caller, nothing reflected.
+    let user = get("/v1/user/profile/me", "https://shop.example.com").bearer_auth(&owner.access).send().await;
+    let user = user.unwrap();
+    assert!(user.headers().get("access-control-allow-origin").is_none(), "{:?}", user.headers());
+    expect_status(user, StatusCode::OK).await;
+    // The platform's own origin: reflected with credentials.
+    let app = get("/v1/user/profile/me", "https://app.example.com").bearer_auth(&owner.access).send().await;
+    let app = app.unwrap();
+    assert_eq!(app.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(app.headers()["access-control-allow-credentials"], "true");
+}
+
 testkit::on_both_backends!(
+    actual_responses_reflect_only_the_callers_own_origins,
     connection_cannot_remove_the_gateways_headers,
     credentials_stop_at_the_edge,
     conflicting_credentials_are_refused,
