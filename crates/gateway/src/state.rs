@@ -44,6 +44,11 @@ impl CorsOrigins {
         *self.clients.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(patterns);
     }
 
+    /// Whether `origin` is one of `CORS_ORIGIN` (the platform's own web apps).
+    pub fn is_configured(&self, origin: &str) -> bool {
+        platform::origin::Origin::parse(origin).is_ok_and(|origin| self.configured.contains(origin.as_str()))
+    }
+
     /// Exact, canonical match (or a client's `https://*.domain` subdomain pattern); `null`
     /// and anything unparsable match nothing.
     pub fn allows(&self, origin: &str) -> bool {

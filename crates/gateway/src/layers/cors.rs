@@ -3,7 +3,9 @@
 //! `CORS_ORIGIN`: an allowed origin gets the `Access-Control-Allow-*` headers, any other
 //! (including `null`) gets 403 with none of them. An actual request's origin is checked
 //! against its own client by the auth service during authentication; its response reflects
-//! the origin only when the union allows it.
+//! the origin only when that client allows it (an API key or SDK token authenticated with
+//! origin validation on) or it is in `CORS_ORIGIN`, and allows credentials only for
+//! `CORS_ORIGIN` (SPEC §6).
 
 use axum::{
     extract::{Request, State},
@@ -12,9 +14,9 @@ use axum::{
 };
 use http::{HeaderValue, Method, StatusCode, header};
 
-use auth_contract::ErrorCode;
+use auth_contract::{ErrorCode, Kind};
 
-use crate::{error::GatewayError, state::Gateway};
+use crate::{error::GatewayError, layers::access_log::Principal, state::Gateway};
 
 const ALLOW_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 const DEFAULT_ALLOW_HEADERS: &str = "authorization, content-type, x-api-key, x-request-id, traceparent";
@@ -65,11 +67,23 @@ pub async fn layer(State(gateway): State<Gateway>, request: Request, next: Next)
         return response;
     }
     let mut response = next.run(request).await;
-    if let (true, Some(origin)) = (allowed, origin) {
+    let Some(origin) = origin.filter(|_| allowed) else {
+        return response;
+    };
+    let platform = origin.to_str().is_ok_and(|o| gateway.cors.is_configured(o));
+    // The auth service decided this origin for the caller's own client.
+    let own_client = gateway.config.origin_validation_enabled
+        && response
+            .extensions()
+            .get::<Principal>()
+            .is_some_and(|Principal(context)| matches!(context.kind, Kind::ApiKey | Kind::Sdk));
+    if platform || own_client {
         let headers = response.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        if platform {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
     }
+    response.headers_mut().append(header::VARY, HeaderValue::from_static("Origin"));
     response
 }
