@@ -104,12 +104,6 @@ impl AuthService {
     /// beyond `MAX_SESSIONS_PER_USER`.
     pub(super) async fn open_session(&self, user: &User, meta: &ClientMeta) -> Result<IssuedTokens, Error> {
         let now = self.now();
-        let live = self.store().live_sessions(user.id, now, self.idle_cutoff(now)).await?;
-        let max = usize::try_from(self.inner.config.max_sessions_per_user).unwrap_or(usize::MAX);
-        if live.len() >= max {
-            let excess: Vec<Uuid> = live.iter().take(live.len() + 1 - max).map(|s| s.id).collect();
-            self.end_sessions(&excess, "max_sessions", user.id).await?;
-        }
         let session = Session {
             id: Uuid::new_v4(),
             user_id: user.id,
@@ -124,6 +118,7 @@ impl AuthService {
         };
         let (refresh, record) = self.new_refresh(session.id, SessionKind::User, Some(user.id), session.expires_at, now);
         self.store().insert_session(&session, &record).await?;
+        self.enforce_max_sessions(user.id, session.id, now).await?;
         let access = self.sign_access(user, &session, now)?;
         self.events()
             .emit(
@@ -132,6 +127,21 @@ impl AuthService {
             )
             .await;
         Ok(self.issued(access, &refresh, session))
+    }
+
+    /// `MAX_SESSIONS_PER_USER`, counted after the new session is stored (never "count, then
+    /// insert", which concurrent logins would all pass): the oldest sessions beyond the limit
+    /// end, the new one never does. Whatever the interleaving of concurrent logins, the last
+    /// to finish sees every session inserted before it, so at most the limit stays live.
+    async fn enforce_max_sessions(&self, user_id: Uuid, new: Uuid, now: time::OffsetDateTime) -> Result<(), Error> {
+        let live = self.store().live_sessions(user_id, now, self.idle_cutoff(now)).await?;
+        let max = usize::try_from(self.inner.config.max_sessions_per_user).unwrap_or(usize::MAX);
+        if live.len() > max {
+            // Oldest first (by creation, then id), the new session left out.
+            let excess: Vec<Uuid> = live.iter().map(|s| s.id).filter(|id| *id != new).take(live.len() - max).collect();
+            self.end_sessions(&excess, "max_sessions", user_id).await?;
+        }
+        Ok(())
     }
 
     /// Rotates a refresh token (of a user or an SDK session). Of concurrent uses exactly one

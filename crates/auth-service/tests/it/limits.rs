@@ -209,16 +209,6 @@ async fn a_tenant_limit_above_the_maximum_is_refused(backend: Backend) {
     }
 }
 
-crate::on_both_backends!(
-    concurrent_wrong_passwords_get_exactly_the_limit,
-    a_success_refunds_and_refusals_consume_nothing,
-    concurrent_password_changes_get_exactly_the_limit,
-    hangups_mid_hash_cannot_exceed_the_hash_concurrency,
-    every_forwarded_for_line_is_read,
-    cache_ttl_ends_with_the_session,
-    a_tenant_limit_above_the_maximum_is_refused,
-);
-
 /// Embedded mode keeps its secrets and database to its user: `DATA_DIR` is 0700 and the
 /// SQLite file (whose WAL and shared-memory files take its mode) 0600.
 #[cfg(unix)]
@@ -238,3 +228,36 @@ async fn the_data_dir_is_private() {
     }
     drop(app);
 }
+
+/// `MAX_SESSIONS_PER_USER` holds under concurrent logins: however many log in at once, at
+/// most that many sessions are live afterwards.
+async fn max_sessions_hold_under_concurrent_logins(backend: Backend) {
+    let app = spawn_app_with(backend, &[("MAX_SESSIONS_PER_USER", "3"), ("PASSWORD_HASH_QUEUE", "64")]).await;
+    let email = unique_email("many-devices");
+    app.signup(&email).await;
+    // Fewer than the pair's 10 reservations, so every login is let through to its hash.
+    let logins = (0..8).map(|_| app.login_as(&email, PASSWORD, FIREFOX));
+    let mut last = None;
+    for response in futures::future::join_all(logins).await {
+        last = Some(expect_status(response, StatusCode::OK).await);
+    }
+    let access = last.expect("a login")["access_token"].as_str().expect("token").to_owned();
+    // Any still-live session lists them all; count the live ones in the store directly.
+    let store = app.raw.store();
+    let user = store.user_by_email(&email).await.expect("store").expect("user");
+    let now = app.service.now();
+    let live = store.live_sessions(user.id, now, now - time::Duration::hours(1)).await.expect("store");
+    assert!(live.len() <= 3, "{} live sessions, at most 3 allowed", live.len());
+    drop(access);
+}
+
+crate::on_both_backends!(
+    concurrent_wrong_passwords_get_exactly_the_limit,
+    a_success_refunds_and_refusals_consume_nothing,
+    concurrent_password_changes_get_exactly_the_limit,
+    hangups_mid_hash_cannot_exceed_the_hash_concurrency,
+    every_forwarded_for_line_is_read,
+    cache_ttl_ends_with_the_session,
+    a_tenant_limit_above_the_maximum_is_refused,
+    max_sessions_hold_under_concurrent_logins,
+);
