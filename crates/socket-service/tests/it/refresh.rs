@@ -105,6 +105,30 @@ async fn bad_refresh_is_an_error(backend: Backend) {
     socket.assert_no_1011().await;
 }
 
+/// `auth.refresh` with another session's refresh token is refused before anything is
+/// rotated: that other device keeps its refresh token (SPEC §7; the socket names its session
+/// in `RefreshRequest`).
+async fn another_sessions_refresh_token_is_refused_unspent(backend: Backend) {
+    let app = spawn_auth_with(backend, &[]).await;
+    let socket = spawn_socket(&app, &[]).await;
+    let email = unique_email("two-devices");
+    let laptop = app.signup(&email).await;
+    let phone = app.login(&email, testkit::SAFARI).await;
+    let mut ws = connect_bearer(&socket, &laptop.access).await;
+    ping(&mut ws).await;
+    send(&mut ws, json!({"type": "auth.refresh", "refresh_token": phone.refresh, "ref": "r1"})).await;
+    let error = loop {
+        let message = next_json(&mut ws).await;
+        if message["type"] == "error" {
+            break message;
+        }
+    };
+    assert_eq!(error["code"], "forbidden", "{error}");
+    // The phone's token was not spent: it rotates normally.
+    let rotated = app.refresh(&phone.refresh).await;
+    assert_eq!(rotated.status(), reqwest::StatusCode::OK, "{}", rotated.text().await.unwrap());
+}
+
 /// A ticket minted with the caller's token alongside the signed context (as the gateway
 /// forwards it) carries that token's expiry: the connection is warned and closed with 4401
 /// like a Bearer one. A token of someone else next to the signed context gets no ticket.
@@ -133,6 +157,7 @@ async fn ticket_connection_expires_with_its_token(backend: Backend) {
 }
 
 testkit::on_both_backends!(
+    another_sessions_refresh_token_is_refused_unspent,
     expiry_closes_4401,
     refresh_over_socket_extends_connection,
     bad_refresh_is_an_error,
