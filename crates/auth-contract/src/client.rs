@@ -593,8 +593,7 @@ impl AuthClient {
     }
 
     /// Rotates a refresh token (not retried: a retry would spend the successor).
-    pub async fn refresh(&self, refresh_token: &str) -> Result<proto::RefreshResponse, ClientError> {
-        let request = proto::RefreshRequest { refresh_token: refresh_token.to_owned() };
+    pub async fn refresh(&self, request: proto::RefreshRequest) -> Result<proto::RefreshResponse, ClientError> {
         self.authed(false, request, |mut grpc, r| async move { grpc.refresh(r).await.map(tonic::Response::into_inner) })
             .await
     }

@@ -336,7 +336,14 @@ impl Session<'_> {
     /// `auth.refresh`: rotates the refresh token through the auth service and adopts the new
     /// context, which must describe the same identity and session as the old one.
     async fn refresh(&mut self, current: &AuthContext, refresh_token: &str, reference: Option<&Value>) -> Outcome {
-        let refreshed = match self.service.auth().refresh(refresh_token).await {
+        // The auth service refuses another session's token before rotating it.
+        let request = auth_contract::proto::RefreshRequest {
+            refresh_token: refresh_token.to_owned(),
+            expected_session_id: current.session_id.clone().unwrap_or_default(),
+            ip: self.conn.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            user_agent: String::new(),
+        };
+        let refreshed = match self.service.auth().refresh(request).await {
             Ok(refreshed) => refreshed,
             Err(ClientError::Denied { code, message }) => {
                 return self.reply(&ServerMessage::Error { code: as_snake(code), message: &message, reference }).await;

@@ -182,8 +182,21 @@ impl AuthInternal for Internal {
 
     async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
         self.require_service(&request).await?;
-        let meta = ClientMeta { ip: IpAddr::from([127, 0, 0, 1]), user_agent: Some("grpc".to_owned()) };
-        let refreshed = self.service.refresh(&request.get_ref().refresh_token, &meta).await.map_err(|e| status(&e))?;
+        let r = request.get_ref();
+        let ip = r.ip.parse::<IpAddr>().unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let user_agent = Some(if r.user_agent.is_empty() { "grpc".to_owned() } else { r.user_agent.clone() });
+        let meta = ClientMeta { ip, user_agent };
+        let expected = if r.expected_session_id.is_empty() {
+            None
+        } else {
+            // An id that is not one names no session: nothing can match it.
+            Some(
+                uuid::Uuid::parse_str(&r.expected_session_id)
+                    .map_err(|_| status(&Error::Forbidden("the refresh token belongs to another session")))?,
+            )
+        };
+        let refreshed =
+            self.service.refresh_session(&r.refresh_token, &meta, expected).await.map_err(|e| status(&e))?;
         let (access, refresh, expires_in) = match refreshed {
             Refreshed::User { tokens, .. } => (tokens.access_token, tokens.refresh_token, tokens.expires_in),
             Refreshed::Sdk(tokens) => (tokens.access_token, tokens.refresh_token, tokens.expires_in),

@@ -148,14 +148,28 @@ impl AuthService {
     /// wins; a token spent within `REFRESH_REUSE_GRACE_SECONDS` gets `refresh_conflict`, one
     /// spent earlier ends the whole session (reuse detection).
     pub async fn refresh(&self, raw: &str, meta: &ClientMeta) -> Result<Refreshed, Error> {
-        let result = self.refresh_inner(raw, meta).await;
+        self.refresh_session(raw, meta, None).await
+    }
+
+    /// [`Self::refresh`] for a caller that holds one session (a socket): a token of any other
+    /// session is refused before anything is spent or detected as reused.
+    pub async fn refresh_session(
+        &self,
+        raw: &str,
+        meta: &ClientMeta,
+        expected_session: Option<Uuid>,
+    ) -> Result<Refreshed, Error> {
+        let result = self.refresh_inner(raw, meta, expected_session).await;
         self.inner.metrics.operation("refresh", result.is_ok());
         result
     }
 
-    async fn refresh_inner(&self, raw: &str, meta: &ClientMeta) -> Result<Refreshed, Error> {
+    async fn refresh_inner(&self, raw: &str, meta: &ClientMeta, expected: Option<Uuid>) -> Result<Refreshed, Error> {
         let credential = Credential::parse(Kind::Refresh, raw.trim()).ok_or(Error::RefreshInvalid)?;
         let record = self.store().refresh_token_by_hash(&credential.hash()).await?.ok_or(Error::RefreshInvalid)?;
+        if expected.is_some_and(|session| session != record.session_id) {
+            return Err(Error::Forbidden("the refresh token belongs to another session"));
+        }
         let now = self.now();
         if let Some(spent_at) = record.spent_at {
             if now - spent_at < secs(self.inner.config.refresh_reuse_grace) {

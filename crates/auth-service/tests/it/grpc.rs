@@ -192,18 +192,24 @@ async fn validate_every_kind(backend: Backend) {
 
     // Refresh over gRPC, then the spent token.
     let refreshed = grpc
-        .refresh(authed(&token, proto::RefreshRequest { refresh_token: sdk.refresh_token.clone() }))
+        .refresh(authed(
+            &token,
+            proto::RefreshRequest { refresh_token: sdk.refresh_token.clone(), ..Default::default() },
+        ))
         .await
         .expect("refresh")
         .into_inner();
     assert!(refreshed.refresh_token.starts_with("pcr_") && refreshed.expires_at > 0);
     let spent = grpc
-        .refresh(authed(&token, proto::RefreshRequest { refresh_token: sdk.refresh_token.clone() }))
+        .refresh(authed(
+            &token,
+            proto::RefreshRequest { refresh_token: sdk.refresh_token.clone(), ..Default::default() },
+        ))
         .await
         .expect_err("spent");
     assert_eq!(spent.code(), Code::Aborted, "within the grace period a spent token is a conflict");
     let garbage = grpc
-        .refresh(authed(&token, proto::RefreshRequest { refresh_token: "pcr_nope".into() }))
+        .refresh(authed(&token, proto::RefreshRequest { refresh_token: "pcr_nope".into(), ..Default::default() }))
         .await
         .expect_err("garbage");
     assert_eq!(
