@@ -251,6 +251,22 @@ async fn max_sessions_hold_under_concurrent_logins(backend: Backend) {
     drop(access);
 }
 
+/// `AUTH_FAILURE_LIMIT` on the auth service's own HTTP routes: bogus Bearer tokens from one IP
+/// get 429 once the limit is spent, before they are looked at; valid ones give theirs back.
+async fn bogus_bearers_are_limited_before_validation(backend: Backend) {
+    let app = spawn_app_with(backend, &[("AUTH_FAILURE_LIMIT", "3/minute")]).await;
+    let user = app.signup(&unique_email("bearer-flood")).await;
+    for _ in 0..6 {
+        expect_status(app.get_auth("/me", &user.access).await, StatusCode::OK).await;
+    }
+    for i in 0..3 {
+        expect_problem(app.get_auth("/me", &format!("bogus-{i}")).await, 401, "token_invalid").await;
+    }
+    let refused = app.get_auth("/me", "bogus-3").await;
+    assert!(refused.headers().contains_key("retry-after"));
+    expect_problem(refused, 429, "rate_limited").await;
+}
+
 crate::on_both_backends!(
     concurrent_wrong_passwords_get_exactly_the_limit,
     a_success_refunds_and_refusals_consume_nothing,
@@ -260,4 +276,5 @@ crate::on_both_backends!(
     cache_ttl_ends_with_the_session,
     a_tenant_limit_above_the_maximum_is_refused,
     max_sessions_hold_under_concurrent_logins,
+    bogus_bearers_are_limited_before_validation,
 );
