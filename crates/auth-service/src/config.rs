@@ -48,6 +48,9 @@ pub struct AuthConfig {
     pub refresh_reuse_grace: Duration,
     pub password_min_length: usize,
     pub password_hash_concurrency: usize,
+    /// `AUTH_FAILURE_LIMIT` (default `60/minute`): invalid credentials per client IP on the
+    /// HTTP routes, reserved before each is validated.
+    pub auth_failure_limit: platform::rate::RateLimit,
     /// `TENANT_RATE_LIMIT_MAX`: the fastest limit a client may set as its own (422 past it).
     pub tenant_rate_limit_max: Option<platform::rate::RateLimit>,
     /// `PASSWORD_HASH_QUEUE`: hashes that may wait for a free hashing thread; past that, 503.
@@ -233,6 +236,7 @@ impl AuthConfig {
             password_hash_concurrency,
             password_hash_queue,
             tenant_rate_limit_max: platform::rate::RateLimit::from_env(env, "TENANT_RATE_LIMIT_MAX")?,
+            auth_failure_limit: platform::counters::FailureGuard::limit_from_env(env)?,
             trusted_proxies: TrustedProxies::parse("TRUSTED_PROXIES", env.string("TRUSTED_PROXIES").as_deref())?,
             cleanup_interval: env.duration_or("CLEANUP_INTERVAL", Duration::from_secs(3600))?,
             body_limit: 1024 * 1024,

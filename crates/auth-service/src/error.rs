@@ -135,6 +135,21 @@ impl Error {
         }
     }
 
+    /// Whether the error refuses a presented credential as invalid (counted by
+    /// `AUTH_FAILURE_LIMIT`), as opposed to a missing one, a forbidden action or an outage.
+    pub fn is_bad_credential(&self) -> bool {
+        matches!(
+            self,
+            Self::TokenInvalid(_)
+                | Self::TokenExpired
+                | Self::TokenRevoked
+                | Self::SessionEnded
+                | Self::SessionIdle
+                | Self::KeyInvalid
+                | Self::KeyRevoked
+        )
+    }
+
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])
     }

@@ -102,8 +102,9 @@ impl FromRequestParts<AuthService> for Principal {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AuthService) -> Result<Self, Self::Rejection> {
+        let meta = ClientMeta::from_request_parts(parts, state).await?;
         let token = bearer(&parts.headers)?;
-        state.authenticate(token).await
+        state.limit_failures(meta.ip, state.authenticate(token)).await
     }
 }
 
@@ -185,7 +186,8 @@ impl FromRequestParts<AuthService> for UserPrincipal {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AuthService) -> Result<Self, Self::Rejection> {
+        let meta = ClientMeta::from_request_parts(parts, state).await?;
         let token = bearer(&parts.headers)?;
-        state.authenticate_user(token).await
+        state.limit_failures(meta.ip, state.authenticate_user(token)).await
     }
 }

@@ -53,6 +53,8 @@ pub struct Deps {
 }
 
 struct Inner {
+    /// `AUTH_FAILURE_LIMIT` for credentials presented on the HTTP routes.
+    auth_failures: platform::counters::FailureGuard,
     config: AuthConfig,
     context_key: auth_contract::headers::ContextKey,
     deps: Deps,
@@ -97,7 +99,26 @@ impl AuthService {
             use secrecy::ExposeSecret;
             auth_contract::headers::ContextKey::new(config.context_signing_secret.expose_secret())
         };
-        Ok(Self { inner: Arc::new(Inner { config, context_key, deps, keys, hasher, events, metrics }) })
+        let auth_failures =
+            platform::counters::FailureGuard::new(Some(deps.counters.clone()), config.auth_failure_limit);
+        Ok(Self { inner: Arc::new(Inner { auth_failures, config, context_key, deps, keys, hasher, events, metrics }) })
+    }
+
+    /// Runs `check` on a credential presented from `ip` under `AUTH_FAILURE_LIMIT`: a
+    /// reservation is taken first (429 when the IP has used them all) and given back unless
+    /// the credential is refused as invalid.
+    pub async fn limit_failures<T>(
+        &self,
+        ip: IpAddr,
+        check: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let guard = &self.inner.auth_failures;
+        let admitted = guard.admit(ip).await.map_err(|retry_after| Error::RateLimited { retry_after })?;
+        let result = check.await;
+        if !result.as_ref().is_err_and(Error::is_bad_credential) {
+            guard.refund(admitted).await;
+        }
+        result
     }
 
     pub fn config(&self) -> &AuthConfig {
