@@ -99,6 +99,35 @@ enum Decision {
     Denied { code: ErrorCode, message: Arc<str> },
 }
 
+/// What one revocation names; `everything` for a flush.
+#[derive(Debug, Clone, Default)]
+struct Revoked {
+    sessions: Vec<String>,
+    credential: Option<String>,
+    user: Option<String>,
+    clients: Vec<String>,
+    everything: bool,
+}
+
+impl Revoked {
+    fn matches(&self, context: &AuthContext) -> bool {
+        self.everything
+            || context.session_id.as_ref().is_some_and(|s| self.sessions.contains(s))
+            || self.credential.is_some() && context.credential_id == self.credential
+            || self.user.is_some() && context.user_id == self.user
+            || context.client_id.as_ref().is_some_and(|c| self.clients.contains(c))
+    }
+}
+
+/// The revocations applied lately, by generation, for the guard. Bounded: an answer fetched
+/// across more revocations than it holds is treated as revoked (not kept).
+#[derive(Default)]
+struct Recent {
+    entries: std::collections::VecDeque<(u64, Arc<Revoked>)>,
+}
+
+const RECENT_REVOCATIONS: usize = 4096;
+
 /// Why a lookup's answer is not in the cache: the call failed, or it was answered across a
 /// revocation (then it is used, by this lookup and the ones coalesced with it, but not kept).
 #[derive(Debug, Clone)]
@@ -147,6 +176,8 @@ struct Inner {
     /// is used once and not cached: it may predate the revocation (CONVENTIONS, "every cache
     /// fed by events has a generation guard").
     generation: AtomicU64,
+    /// What each generation revoked, so only answers a revocation names lose their place.
+    recent: std::sync::Mutex<Recent>,
 }
 
 /// Cheap to clone; clones share the channel, cache and breaker.
@@ -256,6 +287,7 @@ impl AuthClient {
                 rpcs: AtomicU64::new(0),
                 lookups: AtomicU64::new(0),
                 generation: AtomicU64::new(0),
+                recent: std::sync::Mutex::default(),
             }),
         })
     }
@@ -432,11 +464,10 @@ impl AuthClient {
         key: [u8; 32],
         ask: impl std::future::Future<Output = Result<Decision, ClientError>>,
     ) -> Result<Decision, ClientError> {
-        let generation = &self.inner.generation;
-        let started = generation.load(Ordering::SeqCst);
+        let started = self.inner.generation.load(Ordering::SeqCst);
         let guarded = async {
             let decision = ask.await?;
-            if generation.load(Ordering::SeqCst) != started {
+            if self.revoked_since(started, &decision) {
                 return Err(Miss::Uncacheable(decision));
             }
             Ok(decision)
@@ -451,10 +482,39 @@ impl AuthClient {
         // Kept, but a revocation may have landed between the check and the insert; and an
         // answer with nothing left to live is used once and not kept.
         let expired = matches!(&decision, Decision::Allowed { ttl, .. } if ttl.is_zero());
-        if expired || generation.load(Ordering::SeqCst) != started {
+        if expired || self.revoked_since(started, &decision) {
             self.inner.cache.invalidate(&key).await;
         }
         Ok(decision)
+    }
+
+    /// Whether a revocation applied after generation `started` names this answer's context.
+    fn revoked_since(&self, started: u64, decision: &Decision) -> bool {
+        let Decision::Allowed { context, .. } = decision else {
+            return false;
+        };
+        if self.inner.generation.load(Ordering::SeqCst) == started {
+            return false;
+        }
+        let recent = self.inner.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Older than what is remembered: it may have been revoked.
+        if recent.entries.front().is_none_or(|(generation, _)| *generation > started + 1) {
+            return true;
+        }
+        recent.entries.iter().filter(|(generation, _)| *generation > started).any(|(_, r)| r.matches(context))
+    }
+
+    /// Records a revocation under a new generation, before the cache is invalidated, so an
+    /// answer being fetched now is not kept afterwards.
+    fn record_revocation(&self, revoked: Revoked) -> Arc<Revoked> {
+        let revoked = Arc::new(revoked);
+        let mut recent = self.inner.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        if recent.entries.len() >= RECENT_REVOCATIONS {
+            recent.entries.pop_front();
+        }
+        recent.entries.push_back((generation, revoked.clone()));
+        revoked
     }
 
     /// A token's answer. Only SDK tokens (and API keys, which come through
@@ -600,7 +660,7 @@ impl AuthClient {
 
     /// Drops every cached answer.
     pub fn clear(&self) {
-        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        self.record_revocation(Revoked { everything: true, ..Revoked::default() });
         self.inner.cache.invalidate_all();
     }
 
@@ -651,17 +711,11 @@ impl AuthClient {
         if let Some(list) = event.get("client_ids").and_then(Value::as_array) {
             clients.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
         }
-        // Before the invalidation: an answer being fetched now must not be kept afterwards.
-        self.inner.generation.fetch_add(1, Ordering::SeqCst);
-        let result = self.inner.cache.invalidate_entries_if(move |_, decision| {
-            let Decision::Allowed { context, .. } = decision else {
-                return false;
-            };
-            context.session_id.as_ref().is_some_and(|s| sessions.contains(s))
-                || credential.is_some() && context.credential_id == credential
-                || user.is_some() && context.user_id == user
-                || context.client_id.as_ref().is_some_and(|c| clients.contains(c))
-        });
+        // Recorded before the invalidation: an answer being fetched now is not kept afterwards.
+        let revoked = self.record_revocation(Revoked { sessions, credential, user, clients, everything: false });
+        let result = self.inner.cache.invalidate_entries_if(
+            move |_, decision| matches!(decision, Decision::Allowed { context, .. } if revoked.matches(context)),
+        );
         if let Err(err) = result {
             tracing::warn!(error = %err, "cache invalidation failed; clearing the cache");
             self.clear();

@@ -29,6 +29,10 @@ async fn a_silent_subscription_is_replaced_and_announced() {
     let channel = format!("pc_test:{}:bus", uuid::Uuid::new_v4().simple());
     let mut events = bus.subscribe(&[&channel]).await.expect("subscribe");
 
+    // A healthy connection answers every PING: nothing is replaced or announced.
+    let quiet = tokio::time::timeout(Duration::from_millis(1000), events.next()).await;
+    assert!(quiet.is_err(), "a healthy subscription yielded {quiet:?}");
+
     // Redis stops answering on the subscription's connection.
     proxy.hold();
     tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -130,6 +130,25 @@ async fn an_answer_in_flight_during_its_revocation_is_not_cached(backend: Backen
     // Answered before the revocation: either outcome is honest for this one request.
     let _ = validating.await.expect("task");
     assert!(refused(&client, &user.access).await, "an answer fetched before the revocation was cached after it");
+
+    // Someone else's revocation meanwhile does not cost this answer its place in the cache.
+    let other = app.signup(&unique_email("race-other")).await;
+    let bystander = app.signup(&unique_email("race-bystander")).await;
+    proxy.hold();
+    let validating = {
+        let (client, token) = (client.clone(), bystander.access.clone());
+        tokio::spawn(async move { client.validate(&token, None, None).await })
+    };
+    within(Duration::from_secs(5), async || proxy.held_bytes() > 0).await;
+    client.apply_event(
+        "auth:user.logout",
+        &json!({"user_id": other.user_id, "session_id": other.session_id}).to_string(),
+    );
+    proxy.release();
+    validating.await.expect("task").expect("valid");
+    let calls = client.rpc_count();
+    client.validate(&bystander.access, None, None).await.expect("cached");
+    assert_eq!(client.rpc_count(), calls, "an unrelated revocation made the answer uncacheable");
 }
 
 /// A user's access token does not depend on `Origin`, so a new origin is a cache hit: an
