@@ -267,6 +267,28 @@ async fn bogus_bearers_are_limited_before_validation(backend: Backend) {
     expect_problem(refused, 429, "rate_limited").await;
 }
 
+/// A revoked `jti` is kept as long as its token could still be accepted: until `exp` plus
+/// the validation leeway, so cleanup cannot forget it while the token still verifies.
+async fn revoked_jtis_outlive_the_leeway(backend: Backend) {
+    use base64::Engine as _;
+    let app = spawn_app(backend).await;
+    let user = app.signup(&unique_email("jti")).await;
+    let payload = user.access.split('.').nth(1).expect("payload");
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64"))
+            .expect("claims");
+    let (jti, exp) = (claims["jti"].as_str().expect("jti").to_owned(), claims["exp"].as_i64().expect("exp"));
+    assert_eq!(app.post_auth("/logout", &user.access, None).await.status(), StatusCode::NO_CONTENT);
+    let now = app.service.now().unix_timestamp();
+    // Past `exp`, within the leeway: the token would still verify, so its revocation must stay.
+    app.clock.advance(time::Duration::seconds(exp - now + 10));
+    app.service.cleanup(false).await.expect("cleanup");
+    assert!(app.raw.store().is_jti_revoked(&jti).await.expect("store"), "revocation forgotten within the leeway");
+    app.clock.advance(time::Duration::seconds(60));
+    app.service.cleanup(false).await.expect("cleanup");
+    assert!(!app.raw.store().is_jti_revoked(&jti).await.expect("store"), "kept past exp + leeway");
+}
+
 crate::on_both_backends!(
     concurrent_wrong_passwords_get_exactly_the_limit,
     a_success_refunds_and_refusals_consume_nothing,
@@ -277,4 +299,5 @@ crate::on_both_backends!(
     a_tenant_limit_above_the_maximum_is_refused,
     max_sessions_hold_under_concurrent_logins,
     bogus_bearers_are_limited_before_validation,
+    revoked_jtis_outlive_the_leeway,
 );
