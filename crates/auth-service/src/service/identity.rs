@@ -122,7 +122,9 @@ impl AuthService {
 
     /// Ends the caller's session and revokes the presented access token's `jti`.
     pub async fn logout(&self, principal: &Principal, meta: &ClientMeta) -> Result<(), Error> {
-        let expires = time::OffsetDateTime::from_unix_timestamp(principal.claims.exp).unwrap_or_else(|_| self.now());
+        // Kept while the token could still verify: until `exp` plus the validation leeway.
+        let expires = time::OffsetDateTime::from_unix_timestamp(principal.claims.exp).unwrap_or_else(|_| self.now())
+            + time::Duration::seconds(crate::domain::jwt::LEEWAY_SECONDS);
         self.store().revoke_jti(&principal.claims.jti, expires).await?;
         self.store().end_sessions(&[principal.session.id], self.now(), "logout").await?;
         self.audit(
