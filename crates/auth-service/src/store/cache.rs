@@ -77,7 +77,13 @@ where
     let started = epoch.load(Ordering::Acquire);
     let value = load.await?;
     if epoch.load(Ordering::Acquire) == started {
-        cache.insert(key, value.clone());
+        cache.insert(key.clone(), value.clone());
+        // An invalidation between the check and the insert bumped the epoch before it
+        // invalidated (and found nothing yet): seen here, the value leaves again, so the check
+        // and the insert act as one.
+        if epoch.load(Ordering::Acquire) != started {
+            cache.invalidate(&key);
+        }
     }
     Ok(value)
 }
