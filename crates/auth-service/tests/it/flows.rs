@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use time::Duration;
 
 use crate::helpers::{
-    Backend, FIREFOX, PASSWORD, SAFARI, TestApp, body, expect_problem, expect_status, next_event, spawn_app,
-    spawn_app_with, unique_email,
+    Backend, FIREFOX, PASSWORD, SAFARI, TestApp, body, expect_problem, expect_status, hash_count, next_event,
+    spawn_app, spawn_app_with, unique_email,
 };
 
 async fn me(app: &TestApp, token: &str) -> reqwest::Response {
@@ -230,14 +230,6 @@ async fn failed_logins_are_rate_limited(backend: Backend) {
     let other = unique_email("limits-other");
     app.signup(&other).await;
     app.login(&other, FIREFOX).await;
-}
-
-fn hash_count(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("auth_password_hash_duration_seconds_count "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// An unknown email costs one Argon2id verification, like a known one (no timing oracle).

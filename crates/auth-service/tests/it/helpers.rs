@@ -15,3 +15,12 @@ pub async fn spawn_app_with(backend: Backend, vars: &[(&str, &str)]) -> TestApp 
     all.extend_from_slice(vars);
     spawn_auth_with(backend, &all).await
 }
+
+/// Password hashes run so far, from the service's metrics (the hasher's own count).
+pub fn hash_count(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("auth_password_hash_duration_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -10,14 +10,6 @@ use tokio::io::AsyncWriteExt;
 
 use crate::helpers::*;
 
-fn hash_count(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("auth_password_hash_duration_seconds_count "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 async fn login_from(app: &TestApp, ip: &str, email: &str, password: &str) -> reqwest::Response {
     app.http
         .post(app.url("/login"))
