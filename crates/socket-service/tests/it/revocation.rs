@@ -7,7 +7,19 @@ use reqwest::StatusCode;
 use serde_json::json;
 use testkit::{Backend, SAFARI, expect_status, spawn_auth, unique_email};
 
-use crate::{BusChoice, connect_bearer, expect_close, expect_refused, ping, spawn_socket, spawn_socket_on};
+use crate::{
+    BusChoice, Ws, connect_bearer, connect_with, context_of, expect_close, expect_refused, ping, spawn_socket,
+    spawn_socket_on,
+    tickets::{mint, ticket_of},
+};
+
+/// A connection opened with a one-time ticket minted from `access`.
+async fn connect_ticket(socket: &crate::Socket, app: &testkit::TestApp, access: &str) -> Ws {
+    let context = context_of(app, access).await;
+    let ticket = ticket_of(mint(socket, &context, ("authorization", format!("Bearer {access}"))).await).await;
+    let (ws, _) = connect_with(&format!("{}?ticket={ticket}", socket.ws_url()), &[]).await.expect("ticket connects");
+    ws
+}
 
 /// Ending a session from another device closes that session's sockets (on both nodes) with
 /// 4409 within 100 ms, and only those; its token is refused afterwards.
@@ -106,8 +118,70 @@ async fn revalidation_catches_lost_events(backend: Backend) {
         .await;
 }
 
+/// After a bus reconnect every connection is re-checked, those opened with a ticket (which
+/// hold no credential) included.
+async fn revalidation_after_a_reconnect_covers_ticket_connections(backend: Backend) {
+    let app = spawn_auth(backend).await;
+    let socket = spawn_socket_on(&app, &[], BusChoice::Deaf).await;
+    let email = unique_email("lost-ticket");
+    let stays = app.signup(&email).await;
+    let leaves = app.login(&email, SAFARI).await;
+    let mut staying = connect_ticket(&socket, &app, &stays.access).await;
+    let mut leaving = connect_ticket(&socket, &app, &leaves.access).await;
+    ping(&mut staying).await;
+    ping(&mut leaving).await;
+    expect_status(app.post_auth("/logout", &leaves.access, None).await, StatusCode::NO_CONTENT).await;
+    assert_eq!(socket.service.revalidate_all().await, 1);
+    assert_eq!(expect_close(&mut leaving, Duration::from_secs(1)).await, 4409);
+    ping(&mut staying).await;
+}
+
+/// Every connection is re-checked in the background at least every `SOCKET_RECHECK_INTERVAL`,
+/// whatever its credential: with every event lost, a logout, a session ended from another
+/// device, a revoked PAT and a revoked API key still close their sockets (Bearer and ticket
+/// alike) within an interval or two, and the live connection stays open.
+async fn background_rechecks_close_what_lost_events_left_open(backend: Backend) {
+    let app = spawn_auth(backend).await;
+    let socket = spawn_socket_on(&app, &[("SOCKET_RECHECK_INTERVAL", "1s")], BusChoice::Deaf).await;
+    let email = unique_email("recheck");
+    let stays = app.signup(&email).await;
+    let by_bearer_user = app.login(&email, SAFARI).await;
+    let by_ticket_user = app.login(&email, SAFARI).await;
+    let (pat_id, pat) = app.create_pat(&stays, json!({"name": "cli"})).await;
+    let shop = app.register_client(&stays, json!({"name": "Shop"})).await;
+
+    let mut staying = connect_bearer(&socket, &stays.access).await;
+    let mut by_bearer = connect_bearer(&socket, &by_bearer_user.access).await;
+    let mut by_ticket = connect_ticket(&socket, &app, &by_ticket_user.access).await;
+    let mut by_pat = connect_bearer(&socket, &pat).await;
+    let (mut by_key, _) = connect_with(&socket.ws_url(), &[("x-api-key", &shop.key)]).await.expect("key connects");
+    for ws in [&mut staying, &mut by_bearer, &mut by_ticket, &mut by_pat, &mut by_key] {
+        ping(ws).await;
+    }
+
+    expect_status(app.post_auth("/logout", &by_bearer_user.access, None).await, StatusCode::NO_CONTENT).await;
+    let ended = app.delete_auth(&format!("/sessions/{}", by_ticket_user.session_id), &stays.access).await;
+    assert!(ended.status().is_success(), "{}", ended.status());
+    assert!(app.delete_auth(&format!("/tokens/{pat_id}"), &stays.access).await.status().is_success());
+    let key_path = format!("/client/{}/api-keys/{}", shop.id, shop.key_id);
+    assert_eq!(app.delete_auth(&key_path, &stays.access).await.status(), StatusCode::NO_CONTENT);
+
+    let within = Duration::from_secs(4);
+    let codes = tokio::join!(
+        expect_close(&mut by_bearer, within),
+        expect_close(&mut by_ticket, within),
+        expect_close(&mut by_pat, within),
+        expect_close(&mut by_key, within),
+    );
+    assert_eq!(codes, (4409, 4409, 4409, 4409));
+    ping(&mut staying).await;
+    socket.assert_no_1011().await;
+}
+
 testkit::on_both_backends!(
     logout_elsewhere_closes_4409_within_100ms,
     password_change_and_pat_revocation,
     revalidation_catches_lost_events,
+    revalidation_after_a_reconnect_covers_ticket_connections,
+    background_rechecks_close_what_lost_events_left_open,
 );

@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// A ticket as the gateway asks for one: the signed context and the caller's credential.
-async fn mint(
+pub(crate) async fn mint(
     socket: &Socket,
     context: &auth_contract::AuthContext,
     credential: (&'static str, String),
@@ -24,7 +24,7 @@ async fn mint(
     socket.http.post(socket.url("/ticket")).headers(headers).send().await.unwrap()
 }
 
-async fn ticket_of(response: reqwest::Response) -> String {
+pub(crate) async fn ticket_of(response: reqwest::Response) -> String {
     let body: Value = expect_status(response, StatusCode::OK).await;
     body["ticket"].as_str().expect("ticket").to_owned()
 }
