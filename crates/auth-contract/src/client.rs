@@ -194,6 +194,9 @@ impl std::fmt::Debug for AuthClient {
 
 /// Renew a service token this long before it expires.
 const RENEW_BEFORE: i64 = 30;
+/// Most entries one `ValidateBatch` or `CheckContext` call may carry; the auth service refuses
+/// larger batches.
+pub const MAX_BATCH: usize = 1000;
 const BACKOFF_BASE: Duration = Duration::from_millis(25);
 
 fn now_unix() -> i64 {
@@ -629,6 +632,30 @@ impl AuthClient {
             })
             .await?;
         Ok(response.responses)
+    }
+
+    /// Whether contexts validated earlier are still live (`CheckContext`), in order, asked in
+    /// batches of at most [`MAX_BATCH`]; uncached, since its callers ask exactly to see past
+    /// every cache.
+    pub async fn check_contexts(&self, refs: &[crate::ContextRef]) -> Result<Vec<crate::Liveness>, ClientError> {
+        let mut answers = Vec::with_capacity(refs.len());
+        for chunk in refs.chunks(MAX_BATCH) {
+            let message = proto::CheckContextRequest { refs: chunk.iter().map(crate::ContextRef::to_proto).collect() };
+            let response = self
+                .authed(true, message, |mut grpc, r| async move {
+                    grpc.check_context(r).await.map(tonic::Response::into_inner)
+                })
+                .await?;
+            if response.results.len() != chunk.len() {
+                return Err(ClientError::Unavailable(format!(
+                    "CheckContext answered {} results for {} references",
+                    response.results.len(),
+                    chunk.len()
+                )));
+            }
+            answers.extend(response.results.iter().map(crate::Liveness::from_proto));
+        }
+        Ok(answers)
     }
 
     /// Every client's allowed origins.

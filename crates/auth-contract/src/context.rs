@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::proto;
+use crate::{ErrorCode, proto};
 
 /// The kind of credential a request was authenticated with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,6 +128,17 @@ impl AuthContext {
         }
     }
 
+    /// The ids that name this context for `CheckContext`.
+    pub fn reference(&self) -> ContextRef {
+        ContextRef {
+            kind: self.kind,
+            credential_id: self.credential_id.clone(),
+            session_id: self.session_id.clone(),
+            user_id: self.user_id.clone(),
+            client_id: self.client_id.clone(),
+        }
+    }
+
     /// `None` when the message names no valid kind.
     pub fn from_proto(message: &proto::AuthContext) -> Option<Self> {
         let kind = Kind::from_proto(proto::CredentialKind::try_from(message.kind).ok()?)?;
@@ -144,6 +155,66 @@ impl AuthContext {
             expires_at: (message.expires_at != 0).then_some(message.expires_at),
             rate_limit: message.rate_limit.map(|r| RateLimit { requests: r.requests, per_ms: r.per_ms }),
         })
+    }
+}
+
+/// A context validated earlier, named by its ids only: what `CheckContext` asks about, so
+/// that a long-lived connection is re-checked without anyone keeping its credential.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContextRef {
+    pub kind: Kind,
+    pub credential_id: Option<String>,
+    pub session_id: Option<String>,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+}
+
+impl ContextRef {
+    pub fn to_proto(&self) -> proto::ContextRef {
+        proto::ContextRef {
+            kind: self.kind.to_proto().into(),
+            credential_id: self.credential_id.clone().unwrap_or_default(),
+            session_id: self.session_id.clone().unwrap_or_default(),
+            user_id: self.user_id.clone().unwrap_or_default(),
+            client_id: self.client_id.clone().unwrap_or_default(),
+        }
+    }
+
+    /// `None` when the message names no valid kind.
+    pub fn from_proto(message: &proto::ContextRef) -> Option<Self> {
+        let kind = Kind::from_proto(proto::CredentialKind::try_from(message.kind).ok()?)?;
+        Some(Self {
+            kind,
+            credential_id: some(&message.credential_id),
+            session_id: some(&message.session_id),
+            user_id: some(&message.user_id),
+            client_id: some(&message.client_id),
+        })
+    }
+}
+
+/// What `CheckContext` says of one [`ContextRef`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Live,
+    /// No longer valid, and why (`TOKEN_EXPIRED` when merely past its expiry).
+    Ended(ErrorCode),
+}
+
+impl Liveness {
+    pub fn from_proto(check: &proto::ContextCheck) -> Self {
+        if check.valid {
+            Self::Live
+        } else {
+            Self::Ended(ErrorCode::try_from(check.error_code).unwrap_or(ErrorCode::TokenInvalid))
+        }
+    }
+
+    pub fn to_proto(self) -> proto::ContextCheck {
+        match self {
+            Self::Live => proto::ContextCheck { valid: true, error_code: ErrorCode::Unspecified.into() },
+            Self::Ended(code) => proto::ContextCheck { valid: false, error_code: code.into() },
+        }
     }
 }
 
@@ -171,6 +242,19 @@ mod tests {
     fn proto_round_trip() {
         let c = context(&["orders:read"]);
         assert_eq!(AuthContext::from_proto(&c.to_proto()), Some(c));
+    }
+
+    #[test]
+    fn references_and_liveness_round_trip() {
+        let reference = context(&["*"]).reference();
+        assert_eq!(reference.credential_id.as_deref(), Some("p1"));
+        assert_eq!(ContextRef::from_proto(&reference.to_proto()), Some(reference));
+        assert_eq!(ContextRef::from_proto(&proto::ContextRef::default()), None, "no kind names nothing");
+        for liveness in [Liveness::Live, Liveness::Ended(ErrorCode::SessionEnded)] {
+            assert_eq!(Liveness::from_proto(&liveness.to_proto()), liveness);
+        }
+        let unknown = proto::ContextCheck { valid: false, error_code: 9999 };
+        assert_eq!(Liveness::from_proto(&unknown), Liveness::Ended(ErrorCode::TokenInvalid));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod proto {
 
 pub use client::{AuthClient, ClientConfig, ClientError};
 pub use codes::ErrorCode;
-pub use context::{AuthContext, Kind, RateLimit};
+pub use context::{AuthContext, ContextRef, Kind, Liveness, RateLimit};
 pub use credential::{CredentialError, Presented};
 
 /// IPv4-mapped IPv6 addresses are the IPv4 address they carry.

@@ -1,11 +1,11 @@
 //! Building and running the socket service: its dependencies (Redis or in-process stores and
 //! bus), the service handle the handlers share, the bus follower that delivers publishes and
-//! closes revoked connections, and `run`, which the binary, the all-in-one binary and the
+//! closes revoked connections, the background re-checks of every connection, and `run`, which the binary, the all-in-one binary and the
 //! tests all call.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
-use auth_contract::{AuthClient, ClientConfig, ClientError, ErrorCode, headers::ContextKey};
+use auth_contract::{AuthClient, ClientConfig, ClientError, ContextRef, ErrorCode, Liveness, headers::ContextKey};
 use axum::extract::FromRef;
 use futures::StreamExt;
 use platform::{
@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     config::SocketConfig,
-    hub::Hub,
+    hub::{Conn, Hub},
     metrics::Metrics,
     protocol::close,
     store::{ContextStore, MemoryContextStore, MemoryTicketStore, RedisContextStore, RedisTicketStore, TicketStore},
@@ -216,43 +216,74 @@ impl SocketService {
         };
     }
 
-    /// Asks the auth service again about every open connection that holds a credential:
-    /// after the bus reconnected, revocation events may have been lost. A refused credential
-    /// closes its connection (4401 when it merely expired, 4409 otherwise); an unreachable
-    /// auth service leaves connections as they are, since their credentials were valid and
-    /// the next events or expiry still apply.
+    /// What a bus reconnect calls for: events may have been lost, so the contract client's
+    /// cache (fed by the same events) is dropped and every open connection re-checked at once.
+    /// Returns how many connections closed.
     pub async fn revalidate_all(&self) -> usize {
-        let auth = &self.inner.auth;
-        // The contract client's cache was fed by the same lost events.
-        auth.clear();
-        let mut closed = 0;
+        self.inner.auth.clear();
+        let closed = self.recheck().await;
+        tracing::info!(closed, "open connections re-checked after a bus reconnect");
+        closed
+    }
+
+    /// Asks the auth service whether every open connection's context is still live
+    /// (`CheckContext`, by the context's ids: no credential is kept), Bearer, ticket and API-key
+    /// connections alike; connections that share a context are asked about once. An ended
+    /// context closes its connections (4401 when it merely expired, 4409 otherwise). Runs every
+    /// `SOCKET_RECHECK_INTERVAL` and after every bus reconnect. An unreachable auth service
+    /// leaves connections as they are: their contexts were valid, and events, expiry and the
+    /// next re-check still apply. Returns how many connections it closed.
+    async fn recheck(&self) -> usize {
+        let mut by_context: HashMap<ContextRef, Vec<Arc<Conn>>> = HashMap::new();
         for conn in self.inner.hub.connections() {
-            let Some(credential) = conn.credential() else {
+            by_context.entry(conn.context().reference()).or_default().push(conn);
+        }
+        let (refs, conns): (Vec<ContextRef>, Vec<Vec<Arc<Conn>>>) = by_context.into_iter().unzip();
+        let metrics = &self.inner.metrics;
+        let answers = match self.inner.auth.check_contexts(&refs).await {
+            Ok(answers) => answers,
+            Err(err) => {
+                metrics.rechecks.with_label_values(&["unavailable"]).inc_by(refs.len() as u64);
+                tracing::warn!(error = %err, contexts = refs.len(), "connections not re-checked: auth service unavailable");
+                return 0;
+            }
+        };
+        let mut closed = 0;
+        for (liveness, conns) in answers.into_iter().zip(conns) {
+            let Liveness::Ended(code) = liveness else {
+                metrics.rechecks.with_label_values(&["live"]).inc();
                 continue;
             };
-            match auth.validate(&credential, conn.ip, conn.origin.as_deref()).await {
-                Ok(context) => {
-                    let current = conn.context();
-                    if context.subject == current.subject && context.session_id == current.session_id {
-                        self.inner.hub.update(&conn, context, None);
+            metrics.rechecks.with_label_values(&["ended"]).inc();
+            let close = if code == ErrorCode::TokenExpired { close::EXPIRED } else { close::SESSION_ENDED };
+            for conn in conns {
+                if conn.request_close(close) {
+                    closed += 1;
+                    if close == close::SESSION_ENDED {
+                        metrics.revocations.inc();
                     }
-                }
-                Err(ClientError::Denied { code, .. }) => {
-                    let code = if code == ErrorCode::TokenExpired { close::EXPIRED } else { close::SESSION_ENDED };
-                    if conn.request_close(code) {
-                        closed += 1;
-                        if code == close::SESSION_ENDED {
-                            self.inner.metrics.revocations.inc();
-                        }
-                    }
-                }
-                Err(ClientError::Unavailable(err)) => {
-                    tracing::warn!(error = %err, "re-validation skipped: auth service unavailable");
                 }
             }
         }
-        tracing::info!(closed, "open connections re-validated after a bus reconnect");
+        tracing::debug!(contexts = refs.len(), closed, "open connections re-checked");
         closed
+    }
+
+    /// Re-checks every open connection every `SOCKET_RECHECK_INTERVAL` (SPEC §7), so that
+    /// no connection outlives its credential by more than that even when events were lost.
+    fn spawn_rechecks(&self) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        let every = self.inner.config.recheck_interval;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if !service.inner.hub.is_empty() {
+                    service.recheck().await;
+                }
+            }
+        })
     }
 
     /// Follows the bus: publishes for this node, account events and revocations. Returns once
@@ -279,7 +310,7 @@ impl SocketService {
             }
             tracing::warn!("bus subscription ended");
         });
-        Ok(vec![cache_follower, follower])
+        Ok(vec![cache_follower, follower, self.spawn_rechecks()])
     }
 }
 

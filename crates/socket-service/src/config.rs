@@ -16,6 +16,9 @@ pub const DEFAULT_AUTH_SERVICE_URL: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_MESSAGES_PER_MINUTE: u32 = 120;
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+pub const DEFAULT_RECHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// SPEC §7: every connection is re-checked at least once a minute.
+pub const MAX_RECHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct SocketConfig {
@@ -48,6 +51,9 @@ pub struct SocketConfig {
     /// `SOCKET_SEND_TIMEOUT`: how long one frame may wait for a peer that does not read
     /// before the connection is dropped.
     pub send_timeout: Duration,
+    /// `SOCKET_RECHECK_INTERVAL`: how often every open connection's context is re-checked
+    /// with the auth service (`CheckContext`); at most a minute.
+    pub recheck_interval: Duration,
     /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// `LOG_FORMAT`: `json` or `text`.
@@ -129,6 +135,13 @@ impl SocketConfig {
                     return Err(ConfigError::new("SOCKET_SEND_TIMEOUT", "must be at least 10ms"));
                 }
                 timeout
+            },
+            recheck_interval: {
+                let every = env.duration_or("SOCKET_RECHECK_INTERVAL", DEFAULT_RECHECK_INTERVAL)?;
+                if !(Duration::from_millis(100)..=MAX_RECHECK_INTERVAL).contains(&every) {
+                    return Err(ConfigError::new("SOCKET_RECHECK_INTERVAL", "must be from 100ms to 60s"));
+                }
+                every
             },
             trusted_proxies: TrustedProxies::parse("TRUSTED_PROXIES", env.string("TRUSTED_PROXIES").as_deref())?,
             log_json,

@@ -366,7 +366,7 @@ impl Session<'_> {
             return self.refuse("forbidden", message, reference).await;
         }
         let context = Arc::new(context);
-        self.service.hub().update(self.conn, context.clone(), Some(refreshed.access_token.clone()));
+        self.service.hub().update(self.conn, context.clone());
         self.expiring_sent = false;
         let stored = StoredConnection {
             id: self.conn.key.clone(),

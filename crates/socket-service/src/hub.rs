@@ -27,14 +27,6 @@ const OUTBOUND_QUEUE: usize = 32;
 
 pub type ConnId = u64;
 
-/// What may change about a connection while it is open.
-struct ConnState {
-    context: Arc<AuthContext>,
-    /// The credential the connection was opened (or last refreshed) with, kept in memory only
-    /// so the connection can be re-validated after the bus lost events. `None` for tickets.
-    credential: Option<String>,
-}
-
 /// One open connection, shared by its task and the hub.
 pub struct Conn {
     pub id: ConnId,
@@ -44,7 +36,9 @@ pub struct Conn {
     pub origin: Option<String>,
     /// Unix seconds.
     pub connected_at: i64,
-    state: RwLock<ConnState>,
+    /// The validated context, replaced by a refresh; no credential is ever kept: the
+    /// connection is re-checked by the context's ids (`CheckContext`).
+    context: RwLock<Arc<AuthContext>>,
     outbound: mpsc::Sender<Utf8Bytes>,
     close: Mutex<Option<u16>>,
     wake: Notify,
@@ -58,11 +52,7 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     pub fn context(&self) -> Arc<AuthContext> {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).context.clone()
-    }
-
-    pub fn credential(&self) -> Option<String> {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).credential.clone()
+        self.context.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Asks the connection's task to close with `code`; the first request wins.
@@ -251,7 +241,6 @@ impl Hub {
         &self,
         key: String,
         context: Arc<AuthContext>,
-        credential: Option<String>,
         ip: Option<IpAddr>,
         origin: Option<String>,
         connected_at: i64,
@@ -266,7 +255,7 @@ impl Hub {
             ip,
             origin,
             connected_at,
-            state: RwLock::new(ConnState { context, credential }),
+            context: RwLock::new(context),
             outbound,
             close: Mutex::new(None),
             wake: Notify::new(),
@@ -335,14 +324,10 @@ impl Hub {
         self.read().subscriptions.get(&conn.id).map_or(0, HashSet::len)
     }
 
-    /// Replaces a connection's context after a refresh or a re-validation. The owner and
-    /// tenant cannot change (the caller checks), so the indexes stay as they are.
-    pub fn update(&self, conn: &Conn, context: Arc<AuthContext>, credential: Option<String>) {
-        let mut state = conn.state.write().unwrap_or_else(|p| p.into_inner());
-        state.context = context;
-        if credential.is_some() {
-            state.credential = credential;
-        }
+    /// Replaces a connection's context after a refresh. The owner and tenant cannot change
+    /// (the caller checks), so the indexes stay as they are.
+    pub fn update(&self, conn: &Conn, context: Arc<AuthContext>) {
+        *conn.context.write().unwrap_or_else(|p| p.into_inner()) = context;
     }
 
     fn message(channel: &str, data: &Value) -> Utf8Bytes {
@@ -511,8 +496,8 @@ mod tests {
     #[tokio::test]
     async fn revoke_closes_only_matching_connections() {
         let hub = Hub::new(Metrics::new().unwrap());
-        let (a, _ra) = hub.register("a".into(), context("u1", "s1", "j1"), None, None, None, 0).unwrap();
-        let (b, mut rb) = hub.register("b".into(), context("u1", "s2", "j2"), None, None, None, 0).unwrap();
+        let (a, _ra) = hub.register("a".into(), context("u1", "s1", "j1"), None, None, 0).unwrap();
+        let (b, mut rb) = hub.register("b".into(), context("u1", "s2", "j2"), None, None, 0).unwrap();
         hub.apply_auth_event("auth:user.logout", r#"{"user_id":"u1","session_id":"s1","jti":"j1"}"#);
         assert_eq!(a.close_requested(), Some(close::SESSION_ENDED));
         assert_eq!(b.close_requested(), None);
@@ -528,7 +513,7 @@ mod tests {
     #[tokio::test]
     async fn channels_and_shutdown() {
         let hub = Hub::new(Metrics::new().unwrap());
-        let (a, mut ra) = hub.register("a".into(), context("u1", "s1", "j1"), None, None, None, 0).unwrap();
+        let (a, mut ra) = hub.register("a".into(), context("u1", "s1", "j1"), None, None, 0).unwrap();
         hub.subscribe(&a, "tenant:t:news");
         assert_eq!(hub.to_channel("tenant:t:news", &json!(1)), 1);
         assert_eq!(hub.to_channel("user:u1", &json!(2)), 1);
@@ -537,6 +522,6 @@ mod tests {
         assert!(ra.try_recv().is_ok() && ra.try_recv().is_ok() && ra.try_recv().is_err());
         hub.close_all(close::GOING_AWAY);
         assert_eq!(a.close_requested(), Some(close::GOING_AWAY));
-        assert!(hub.register("c".into(), context("u2", "s", "j"), None, None, None, 0).is_none());
+        assert!(hub.register("c".into(), context("u2", "s", "j"), None, None, 0).is_none());
     }
 }

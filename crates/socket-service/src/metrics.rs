@@ -1,5 +1,5 @@
 //! Prometheus metrics of the socket service: open connections, messages, closes by code,
-//! revocations and refused handshakes.
+//! revocations, refused handshakes and the background re-checks.
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
@@ -18,6 +18,9 @@ pub struct Metrics {
     pub revocations: IntCounter,
     /// Handshakes refused, by HTTP status.
     pub refused_handshakes: IntCounterVec,
+    /// Background re-checks of open connections' contexts, by outcome (`live`, `ended`,
+    /// `unavailable`).
+    pub rechecks: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -65,6 +68,13 @@ impl Metrics {
             refused_handshakes: registered(
                 &registry,
                 IntCounterVec::new(Opts::new("socket_handshakes_refused_total", "Refused handshakes"), &["status"])?,
+            ),
+            rechecks: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("socket_context_rechecks_total", "Open connections' contexts re-checked, by outcome"),
+                    &["outcome"],
+                )?,
             ),
             registry,
         })

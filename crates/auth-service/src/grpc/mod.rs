@@ -6,11 +6,15 @@
 
 use std::{future::Future, net::IpAddr};
 
-use auth_contract::proto::{
-    self, CreateSdkSessionRequest, CreateSdkSessionResponse, Empty, IssueServiceTokenRequest,
-    IssueServiceTokenResponse, ListAllowedOriginsResponse, RefreshRequest, RefreshResponse, ValidateApiKeyRequest,
-    ValidateBatchRequest, ValidateBatchResponse, ValidateRequest, ValidateResponse,
-    auth_internal_server::{AuthInternal, AuthInternalServer},
+use auth_contract::{
+    ContextRef, ErrorCode, Liveness,
+    proto::{
+        self, CheckContextRequest, CheckContextResponse, CreateSdkSessionRequest, CreateSdkSessionResponse, Empty,
+        IssueServiceTokenRequest, IssueServiceTokenResponse, ListAllowedOriginsResponse, RefreshRequest,
+        RefreshResponse, ValidateApiKeyRequest, ValidateBatchRequest, ValidateBatchResponse, ValidateRequest,
+        ValidateResponse,
+        auth_internal_server::{AuthInternal, AuthInternalServer},
+    },
 };
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, metadata::MetadataValue, transport::server::TcpIncoming};
@@ -20,8 +24,7 @@ use crate::{
     service::{AuthService, ClientMeta, Refreshed, Validated},
 };
 
-/// Most validations one `ValidateBatch` may carry.
-pub const MAX_BATCH: usize = 1000;
+pub use auth_contract::client::MAX_BATCH;
 
 /// The gRPC service over an [`AuthService`].
 #[derive(Debug, Clone)]
@@ -103,6 +106,18 @@ impl Internal {
         self.service.authenticate_service(token).await.map(drop).map_err(|e| status(&e))
     }
 
+    /// One `CheckContext` answer: a refusal is data, a dependency failure fails the call.
+    async fn check_one(&self, reference: &proto::ContextRef) -> Result<Liveness, Status> {
+        let Some(reference) = ContextRef::from_proto(reference) else {
+            return Ok(Liveness::Ended(ErrorCode::TokenInvalid));
+        };
+        match self.service.check_context(&reference).await {
+            Ok(()) => Ok(Liveness::Live),
+            Err(err @ (Error::Unavailable(_) | Error::Internal(_))) => Err(status(&err)),
+            Err(err) => Ok(Liveness::Ended(err.wire_code())),
+        }
+    }
+
     async fn validate_one(&self, request: &ValidateRequest) -> Result<ValidateResponse, Status> {
         answer(self.service.validate(&request.credential, parse_ip(&request.ip), optional(&request.origin)).await)
     }
@@ -129,6 +144,22 @@ impl AuthInternal for Internal {
         let answers = futures::future::join_all(requests.iter().map(|r| self.validate_one(r))).await;
         let responses = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(ValidateBatchResponse { responses }))
+    }
+
+    async fn check_context(
+        &self,
+        request: Request<CheckContextRequest>,
+    ) -> Result<Response<CheckContextResponse>, Status> {
+        self.require_service(&request).await?;
+        let refs = &request.get_ref().refs;
+        if refs.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "VALIDATION_FAILED: at most {MAX_BATCH} references per call"
+            )));
+        }
+        let checks = futures::future::join_all(refs.iter().map(|r| self.check_one(r))).await;
+        let results = checks.into_iter().map(|c| c.map(Liveness::to_proto)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(CheckContextResponse { results }))
     }
 
     async fn validate_api_key(

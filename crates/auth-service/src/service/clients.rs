@@ -314,14 +314,7 @@ impl AuthService {
         let credential = Credential::parse(Kind::ApiKey, key.trim()).ok_or(Error::KeyInvalid)?;
         let key = self.store().api_key_by_hash(&credential.hash()).await?.ok_or(Error::KeyInvalid)?;
         let now = self.now();
-        if key.revoked_at.is_some() || key.expires_at.is_some_and(|e| e <= now) {
-            return Err(Error::KeyRevoked);
-        }
-        let client = self.store().client(key.client_id).await?.ok_or(Error::KeyInvalid)?;
-        let owner = self.store().user_by_id(client.owner_id).await?;
-        if owner.is_none_or(|o| o.disabled) {
-            return Err(Error::KeyRevoked);
-        }
+        let client = self.live_key(&key, now).await?;
         self.check_ip(&client, ip)?;
         self.check_origin(&client, origin)?;
         if key.last_used_at.is_none_or(|t| now - t >= LAST_USED_EVERY) {
@@ -335,5 +328,20 @@ impl AuthService {
             rate_limit: client.rate_limit,
             expires_at: key.expires_at,
         })
+    }
+
+    /// What keeps an API key's context valid, for its validation and its later re-checks
+    /// alike: the key neither revoked nor expired (a rotated key's grace included), its client
+    /// there and the client's owner enabled.
+    pub(super) async fn live_key(&self, key: &ApiKey, now: OffsetDateTime) -> Result<Client, Error> {
+        if key.revoked_at.is_some() || key.expires_at.is_some_and(|e| e <= now) {
+            return Err(Error::KeyRevoked);
+        }
+        let client = self.store().client(key.client_id).await?.ok_or(Error::KeyInvalid)?;
+        let owner = self.store().user_by_id(client.owner_id).await?;
+        if owner.is_none_or(|o| o.disabled) {
+            return Err(Error::KeyRevoked);
+        }
+        Ok(client)
     }
 }

@@ -138,7 +138,12 @@ impl AuthService {
             Credential::parse(Kind::PersonalAccess, token).ok_or(Error::TokenInvalid("the token is malformed"))?;
         let pat =
             self.store().pat_by_hash(&credential.hash()).await?.ok_or(Error::TokenInvalid("the token is unknown"))?;
-        let now = self.now();
+        self.live_pat(&pat, self.now()).await.map(|user| (user, pat))
+    }
+
+    /// What keeps a PAT's context valid, for its validation and its later re-checks alike:
+    /// not revoked, not expired, its user enabled. Records its use (at most once a minute).
+    pub(super) async fn live_pat(&self, pat: &PersonalAccessToken, now: time::OffsetDateTime) -> Result<User, Error> {
         if pat.revoked_at.is_some() {
             return Err(Error::TokenRevoked);
         }
@@ -156,7 +161,7 @@ impl AuthService {
         if pat.last_used_at.is_none_or(|t| now - t >= LAST_USED_EVERY) {
             self.store().touch_pat(pat.id, now).await?;
         }
-        Ok((user, pat))
+        Ok(user)
     }
 
     /// An access token or a PAT, told apart by the PAT prefix.

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use auth_contract::{AuthContext, Kind, RateLimit};
+use auth_contract::{AuthContext, ContextRef, Kind, RateLimit};
 use secrecy::ExposeSecret;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
@@ -232,6 +232,52 @@ impl AuthService {
                 rate_limit: rate_limit(context.rate_limit),
             },
         })
+    }
+
+    /// `CheckContext`: whether a context validated earlier is still live, from its ids alone,
+    /// through the same state checks its validation made (the signature, checked then, is not
+    /// needed again). A re-check counts as use of its session or credential, as a validation
+    /// does: an open connection is activity.
+    pub async fn check_context(&self, reference: &ContextRef) -> Result<(), Error> {
+        const NAMES_NOTHING: &str = "the reference names no context";
+        let id = |text: &Option<String>| {
+            text.as_deref().and_then(|t| Uuid::parse_str(t).ok()).ok_or(Error::TokenInvalid(NAMES_NOTHING))
+        };
+        let text = |text: &Option<String>| text.clone().ok_or(Error::TokenInvalid(NAMES_NOTHING));
+        let now = self.now();
+        match reference.kind {
+            Kind::User => {
+                let jti = text(&reference.credential_id)?;
+                let (session, user) = (id(&reference.session_id)?, id(&reference.user_id)?);
+                self.live_user_session(&jti, session, user, now).await.map(drop)
+            }
+            Kind::Sdk => {
+                let (jti, tenant) = (text(&reference.credential_id)?, text(&reference.client_id)?);
+                self.live_sdk(&jti, id(&reference.session_id)?, &tenant, None, now).await.map(drop)
+            }
+            Kind::Pat => {
+                let (pat, user) = (id(&reference.credential_id)?, id(&reference.user_id)?);
+                // The user's unrevoked PATs: one missing from them was revoked (or never was).
+                let pats = self.store().pats_for_user(user).await?;
+                let pat = pats.iter().find(|p| p.id == pat).ok_or(Error::TokenRevoked)?;
+                self.live_pat(pat, now).await.map(drop)
+            }
+            Kind::ApiKey => {
+                let key = self.store().api_key(id(&reference.credential_id)?).await?.ok_or(Error::KeyInvalid)?;
+                if key.client_id != id(&reference.client_id)? {
+                    return Err(Error::KeyInvalid);
+                }
+                self.live_key(&key, now).await.map(drop)
+            }
+            Kind::Service => {
+                let token = self
+                    .store()
+                    .service_token(id(&reference.credential_id)?)
+                    .await?
+                    .ok_or(Error::TokenInvalid(NAMES_NOTHING))?;
+                if token.expires_at <= now { Err(Error::TokenExpired) } else { Ok(()) }
+            }
+        }
     }
 
     /// Every client's allowed origins (CORS preflight at the gateway).

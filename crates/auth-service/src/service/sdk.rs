@@ -225,22 +225,40 @@ impl AuthService {
     pub async fn authenticate_sdk(&self, token: &str, origin: Option<&str>) -> Result<SdkPrincipal, Error> {
         let now = self.now();
         let claims = self.inner.keys.verify(token, TokenType::Sdk, now)?;
-        if self.store().is_jti_revoked(&claims.jti).await? {
-            return Err(Error::TokenRevoked);
-        }
         let session_id = claims
             .sid
             .as_deref()
             .and_then(|s| Uuid::parse_str(s).ok())
             .ok_or(Error::TokenInvalid("the token names no session"))?;
+        let tenant =
+            claims.tid.as_deref().ok_or(Error::TokenInvalid("the token's tenant does not match its session"))?;
+        let (session, client) = self.live_sdk(&claims.jti, session_id, tenant, origin, now).await?;
+        Ok(SdkPrincipal { session, client, claims })
+    }
+
+    /// What keeps an SDK context valid once its token's signature was checked, for its
+    /// validation and its later re-checks alike: the `jti` not revoked, the session live and
+    /// the tenant's, its key, client and owner standing, and the origin allowed when there is
+    /// one. Counts as activity (written at most once a minute).
+    pub(super) async fn live_sdk(
+        &self,
+        jti: &str,
+        session_id: Uuid,
+        tenant: &str,
+        origin: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(SdkSession, Client), Error> {
+        if self.store().is_jti_revoked(jti).await? {
+            return Err(Error::TokenRevoked);
+        }
         let (session, client) = self.live_sdk_session(session_id, now).await?;
-        if claims.tid.as_deref() != Some(client.id.to_string().as_str()) {
+        if tenant != client.id.to_string() {
             return Err(Error::TokenInvalid("the token's tenant does not match its session"));
         }
         self.check_origin(&client, origin)?;
         if now - session.last_activity >= time::Duration::minutes(1) {
             self.store().touch_sdk_session(session.id, now).await?;
         }
-        Ok(SdkPrincipal { session, client, claims })
+        Ok((session, client))
     }
 }

@@ -242,7 +242,22 @@ impl AuthService {
             .ok_or(Error::TokenInvalid("the token names no session"))?;
         let user_id =
             Uuid::parse_str(&claims.sub).map_err(|_| Error::TokenInvalid("the token's subject is not a user"))?;
-        if self.store().is_jti_revoked(&claims.jti).await? {
+        let (user, session) = self.live_user_session(&claims.jti, session_id, user_id, now).await?;
+        Ok(Principal { user, session, claims })
+    }
+
+    /// What keeps a user's access-token context valid once its signature was checked, for
+    /// its validation and its later re-checks alike: the `jti` not revoked, the session the
+    /// user's own and live, the user enabled. Counts as activity (written at most once a
+    /// minute).
+    pub(super) async fn live_user_session(
+        &self,
+        jti: &str,
+        session_id: Uuid,
+        user_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<(User, Session), Error> {
+        if self.store().is_jti_revoked(jti).await? {
             return Err(Error::TokenRevoked);
         }
         let mut session = self.store().session(session_id).await?.ok_or(Error::SessionEnded)?;
@@ -264,7 +279,7 @@ impl AuthService {
             self.mark_activity(&session, now).await?;
             session.last_activity = now;
         }
-        Ok(Principal { user, session, claims })
+        Ok((user, session))
     }
 
     pub(super) async fn mark_activity(&self, session: &Session, now: OffsetDateTime) -> Result<(), Error> {

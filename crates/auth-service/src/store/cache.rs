@@ -430,6 +430,11 @@ impl Store for CachedStore {
         through(&self.epoch, &self.service_tokens, hash.to_owned(), self.inner.service_token_by_hash(hash)).await
     }
 
+    /// Uncached: only the rare re-checks of a service's context ask by id.
+    async fn service_token(&self, id: Uuid) -> StoreResult<Option<ServiceToken>> {
+        self.inner.service_token(id).await
+    }
+
     async fn revoke_jti(&self, jti: &str, expires_at: OffsetDateTime) -> StoreResult<()> {
         self.inner.revoke_jti(jti, expires_at).await?;
         self.revoked_jtis.insert(jti.to_owned(), true);

@@ -288,6 +288,7 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_service_token(&self, token: &ServiceToken) -> StoreResult<()>;
     async fn service_token_by_hash(&self, hash: &str) -> StoreResult<Option<ServiceToken>>;
+    async fn service_token(&self, id: Uuid) -> StoreResult<Option<ServiceToken>>;
 
     async fn revoke_jti(&self, jti: &str, expires_at: OffsetDateTime) -> StoreResult<()>;
     async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool>;

@@ -174,6 +174,16 @@ macro_rules! impl_store {
             })
         }
 
+        fn service_token_row(row: &DbRow) -> StoreResult<ServiceToken> {
+            Ok(ServiceToken {
+                id: uuid_col(row, "id")?,
+                service_name: row.try_get("service_name").map_err(map_sqlx)?,
+                token_hash: row.try_get("token_hash").map_err(map_sqlx)?,
+                created_at: from_ms(row.try_get("created_at").map_err(map_sqlx)?),
+                expires_at: from_ms(row.try_get("expires_at").map_err(map_sqlx)?),
+            })
+        }
+
         async fn insert_key<'e, E>(executor: E, key: &ApiKey) -> StoreResult<()>
         where
             E: sqlx::Executor<'e, Database = <$store as $crate::store::sql::Backend>::Db>,
@@ -673,17 +683,18 @@ macro_rules! impl_store {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(map_sqlx)?;
-                row.as_ref()
-                    .map(|row| {
-                        Ok(ServiceToken {
-                            id: uuid_col(row, "id")?,
-                            service_name: row.try_get("service_name").map_err(map_sqlx)?,
-                            token_hash: row.try_get("token_hash").map_err(map_sqlx)?,
-                            created_at: from_ms(row.try_get("created_at").map_err(map_sqlx)?),
-                            expires_at: from_ms(row.try_get("expires_at").map_err(map_sqlx)?),
-                        })
-                    })
-                    .transpose()
+                row.as_ref().map(service_token_row).transpose()
+            }
+
+            async fn service_token(&self, id: Uuid) -> StoreResult<Option<ServiceToken>> {
+                let row = sqlx::query(
+                    "SELECT id, service_name, token_hash, created_at, expires_at FROM service_tokens WHERE id = $1",
+                )
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_sqlx)?;
+                row.as_ref().map(service_token_row).transpose()
             }
 
             async fn revoke_jti(&self, jti: &str, expires_at: OffsetDateTime) -> StoreResult<()> {

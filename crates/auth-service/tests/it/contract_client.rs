@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use auth_contract::{AuthClient, ClientError, ErrorCode, Kind};
+use auth_contract::{AuthClient, ClientError, ErrorCode, Kind, Liveness};
 use platform::bus::EventBus;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -302,7 +302,35 @@ async fn service_token_is_renewed(backend: Backend) {
     assert_eq!(client.rpc_count() - before, 3, "refused, renewed, validated");
 }
 
+/// `check_contexts` sees past the cache (a revoked context is ended at once, with no event
+/// followed) and splits more references than one call may carry into several calls, answering
+/// every one in order; it fails closed (an error, not "live") while the auth service is down.
+async fn check_contexts_batches_and_sees_past_the_cache(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let client = app.contract_client();
+    let email = unique_email("check");
+    let stays = app.signup(&email).await;
+    let leaves = app.login(&email, "Firefox/128.0").await;
+    let live = client.validate(&stays.access, None, None).await.expect("valid").reference();
+    let ending = client.validate(&leaves.access, None, None).await.expect("valid").reference();
+    expect_status(app.post_auth("/logout", &leaves.access, None).await, StatusCode::NO_CONTENT).await;
+    assert!(client.validate(&leaves.access, None, None).await.is_ok(), "this client follows no events: still cached");
+
+    let mut refs = vec![live.clone(); auth_contract::client::MAX_BATCH];
+    refs.push(ending.clone());
+    let calls = client.rpc_count();
+    let answers = client.check_contexts(&refs).await.expect("checked");
+    assert_eq!(client.rpc_count() - calls, 2, "1001 references take two calls");
+    assert_eq!(answers.len(), refs.len());
+    assert!(answers[..auth_contract::client::MAX_BATCH].iter().all(|a| *a == Liveness::Live));
+    assert_eq!(answers[auth_contract::client::MAX_BATCH], Liveness::Ended(ErrorCode::TokenRevoked));
+
+    app.stop().await;
+    assert!(matches!(client.check_contexts(&[live]).await, Err(ClientError::Unavailable(_))));
+}
+
 crate::on_both_backends!(
+    check_contexts_batches_and_sees_past_the_cache,
     an_operators_role_change_is_audited_and_announced,
     disable_and_role_change_reach_the_cache,
     an_answer_in_flight_during_its_revocation_is_not_cached,

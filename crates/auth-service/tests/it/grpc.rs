@@ -269,6 +269,89 @@ async fn batch_keeps_order(backend: Backend) {
     );
 }
 
+/// `CheckContext` answers, from ids alone, whether contexts validated earlier still stand:
+/// every kind while live, then each ended by its own revocation with its code, in request
+/// order; references that name nothing are refused, not errors; the call needs a service
+/// token and a bounded batch.
+async fn check_context_follows_revocations(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = service_token(&app).await;
+    let mut grpc = client(&app).await;
+    let email = unique_email("grpc-check");
+    let stays = app.signup(&email).await;
+    let leaves = app.login(&email, "Firefox/128.0").await;
+    let (pat_id, pat) = app.create_pat(&stays, json!({"name": "cli"})).await;
+    let shop = app.register_client(&stays, json!({"name": "Shop"})).await;
+    let sdk = grpc
+        .create_sdk_session(authed(
+            &token,
+            proto::CreateSdkSessionRequest {
+                api_key: shop.key.clone(),
+                external_user_id: "e1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("sdk session")
+        .into_inner();
+    let mut refs = Vec::new();
+    for credential in
+        [stays.access.as_str(), leaves.access.as_str(), pat.as_str(), shop.key.as_str(), &sdk.access_token, &token]
+    {
+        let answer = grpc.validate(authed(&token, validate(credential))).await.expect("validate").into_inner();
+        let context = auth_contract::AuthContext::from_proto(&answer.context.expect("valid")).expect("context");
+        refs.push(context.reference().to_proto());
+    }
+    // A key named under another client's id, and a reference without a kind, name nothing.
+    let foreign_key = proto::ContextRef { client_id: stays.user_id.clone(), ..refs[3].clone() };
+    refs.extend([foreign_key, proto::ContextRef::default()]);
+    let check = |grpc: &mut AuthInternalClient<Channel>, refs: Vec<proto::ContextRef>| {
+        let mut grpc = grpc.clone();
+        let token = token.clone();
+        async move {
+            let results = grpc
+                .check_context(authed(&token, proto::CheckContextRequest { refs }))
+                .await
+                .expect("check")
+                .into_inner()
+                .results;
+            results
+                .iter()
+                .map(|r| if r.valid { None } else { Some(ErrorCode::try_from(r.error_code).expect("known code")) })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        check(&mut grpc, refs.clone()).await,
+        vec![None, None, None, None, None, None, Some(ErrorCode::KeyInvalid), Some(ErrorCode::TokenInvalid)]
+    );
+
+    // Revoke all but the first context, without any event reaching the caller.
+    expect_status(app.post_auth("/logout", &leaves.access, None).await, StatusCode::NO_CONTENT).await;
+    assert!(app.delete_auth(&format!("/tokens/{pat_id}"), &stays.access).await.status().is_success());
+    let key_path = format!("/client/{}/api-keys/{}", shop.id, shop.key_id);
+    assert_eq!(app.delete_auth(&key_path, &stays.access).await.status(), StatusCode::NO_CONTENT);
+    let after = check(&mut grpc, refs[..6].to_vec()).await;
+    assert_eq!(after[0], None, "the untouched session stays live");
+    assert_eq!(after[1], Some(ErrorCode::TokenRevoked), "a logout revokes the session's access token");
+    assert_eq!(after[2], Some(ErrorCode::TokenRevoked), "a revoked PAT");
+    assert_eq!(after[3], Some(ErrorCode::KeyRevoked), "a revoked API key");
+    assert!(
+        matches!(after[4], Some(ErrorCode::SessionEnded | ErrorCode::TokenRevoked)),
+        "an SDK session ends with its key: {:?}",
+        after[4]
+    );
+    assert_eq!(after[5], None, "the service token stands");
+
+    let refused = grpc
+        .check_context(Request::new(proto::CheckContextRequest { refs: refs.clone() }))
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let too_many = proto::CheckContextRequest { refs: vec![refs[0].clone(); auth_service::grpc::MAX_BATCH + 1] };
+    assert_eq!(grpc.check_context(authed(&token, too_many)).await.expect_err("too many").code(), Code::InvalidArgument);
+}
+
 /// gRPC health checking and reflection answer.
 async fn health_and_reflection(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -299,4 +382,10 @@ async fn health_and_reflection(backend: Backend) {
     assert!(list.service.iter().any(|s| s.name == "portcullis.auth.v1.AuthInternal"));
 }
 
-crate::on_both_backends!(calls_need_a_service_token, validate_every_kind, batch_keeps_order, health_and_reflection);
+crate::on_both_backends!(
+    calls_need_a_service_token,
+    validate_every_kind,
+    batch_keeps_order,
+    check_context_follows_revocations,
+    health_and_reflection
+);

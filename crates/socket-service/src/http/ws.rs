@@ -88,8 +88,8 @@ async fn authenticate(
     credential: &Credential,
     ip: IpAddr,
     origin: Option<&Origin>,
-) -> Result<(Arc<AuthContext>, Option<String>), ApiError> {
-    let (context, token) = match credential {
+) -> Result<Arc<AuthContext>, ApiError> {
+    let context = match credential {
         Credential::Token(token) => {
             // Limits come before work: a reservation per IP, given back unless the credential
             // is refused as invalid.
@@ -103,7 +103,7 @@ async fn authenticate(
             if !origin_allowed(service, &context, origin, None) {
                 return Err(ApiError::OriginNotAllowed);
             }
-            (context, Some(token.clone()))
+            context
         }
         Credential::Ticket(ticket) => {
             let ticket = service.inner.deps.tickets.take(ticket).await?.ok_or(ApiError::TicketInvalid)?;
@@ -114,7 +114,7 @@ async fn authenticate(
             if !origin_allowed(service, &ticket.context, origin, Some(ticket.origin.as_deref())) {
                 return Err(ApiError::OriginNotAllowed);
             }
-            (Arc::new(ticket.context), None)
+            Arc::new(ticket.context)
         }
     };
     // Services publish through `/internal/publish`; they never hold a public socket.
@@ -127,7 +127,7 @@ async fn authenticate(
             message: "the credential has expired".to_owned(),
         });
     }
-    Ok((context, token))
+    Ok(context)
 }
 
 pub async fn connect(
@@ -156,7 +156,7 @@ pub async fn connect(
         Err(error) => return refused(error),
     };
     let ip = client_ip(&service, peer, &headers);
-    let (context, token) = match authenticate(&service, &credential, ip, origin.as_ref()).await {
+    let context = match authenticate(&service, &credential, ip, origin.as_ref()).await {
         Ok(found) => found,
         Err(error) => return refused(error),
     };
@@ -173,7 +173,7 @@ pub async fn connect(
         return refused(err.into());
     }
     let origin = origin.map(|o| o.as_str().to_owned());
-    let Some((conn, outbound)) = service.hub().register(key, context, token, Some(ip), origin, connected_at) else {
+    let Some((conn, outbound)) = service.hub().register(key, context, Some(ip), origin, connected_at) else {
         let _ = service.contexts().remove(&stored.id, stored.owner()).await;
         return refused(ApiError::Unavailable("the node is shutting down".to_owned()));
     };
