@@ -28,12 +28,12 @@ use futures::StreamExt;
 use moka::{Expiry, future::Cache};
 use platform::bus::{BusMessage, EventBus};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tonic::{Code, Request, Status, transport::Channel};
 
 use crate::{
     AuthContext, ErrorCode,
+    events::{self, Revocation},
     proto::{self, auth_internal_client::AuthInternalClient},
 };
 
@@ -99,23 +99,19 @@ enum Decision {
     Denied { code: ErrorCode, message: Arc<str> },
 }
 
-/// What one revocation names; `everything` for a flush.
-#[derive(Debug, Clone, Default)]
-struct Revoked {
-    sessions: Vec<String>,
-    credential: Option<String>,
-    user: Option<String>,
-    clients: Vec<String>,
-    everything: bool,
+/// What one generation dropped: a revocation, or everything (a flush).
+#[derive(Debug)]
+enum Revoked {
+    Everything,
+    Some(Revocation),
 }
 
 impl Revoked {
     fn matches(&self, context: &AuthContext) -> bool {
-        self.everything
-            || context.session_id.as_ref().is_some_and(|s| self.sessions.contains(s))
-            || self.credential.is_some() && context.credential_id == self.credential
-            || self.user.is_some() && context.user_id == self.user
-            || context.client_id.as_ref().is_some_and(|c| self.clients.contains(c))
+        match self {
+            Self::Everything => true,
+            Self::Some(revocation) => revocation.affects(context),
+        }
     }
 }
 
@@ -687,59 +683,22 @@ impl AuthClient {
 
     /// Drops every cached answer.
     pub fn clear(&self) {
-        self.record_revocation(Revoked { everything: true, ..Revoked::default() });
+        self.record_revocation(Revoked::Everything);
         self.inner.cache.invalidate_all();
     }
 
-    /// Drops what a revocation event names; other events are ignored.
+    /// Drops the answers an event ends or changes (SPEC §4, [`Revocation::from_event`]);
+    /// other events are ignored.
     pub fn apply_event(&self, channel: &str, payload: &str) {
-        const REVOKING: [&str; 11] = [
-            "auth:session.terminated",
-            "auth:session.deleted",
-            "auth:sessions.bulk_terminated",
-            "auth:user.logout",
-            "auth:user.password_changed",
-            "auth:user.disabled",
-            "auth:user.role_changed",
-            "auth:token.revoked",
-            "auth:api_key.revoked",
-            "auth:api_key.rotated",
-            "auth:client.updated",
-        ];
-        if !REVOKING.contains(&channel) {
-            return;
+        if let Some(revocation) = Revocation::from_event(channel, payload) {
+            self.apply(revocation);
         }
-        let Ok(event) = serde_json::from_str::<Value>(payload) else {
-            return;
-        };
-        let text = |field: &str| event.get(field).and_then(Value::as_str).map(str::to_owned);
-        let mut sessions: Vec<String> = text("session_id").into_iter().collect();
-        if let Some(list) = event.get("session_ids").and_then(Value::as_array) {
-            sessions.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
-        }
-        // A password change keeps the caller's own session; only the listed others end.
-        if channel == "auth:user.password_changed" {
-            sessions.retain(|s| Some(s) != text("session_id").as_ref());
-            sessions.extend(
-                event
-                    .get("session_ids")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned),
-            );
-        }
-        let credential = text("credential_id").or_else(|| text("jti"));
-        // A disabled user's contexts end; a changed role is refetched.
-        let user =
-            matches!(channel, "auth:user.disabled" | "auth:user.role_changed").then(|| text("user_id")).flatten();
-        let mut clients: Vec<String> = text("client_id").into_iter().collect();
-        if let Some(list) = event.get("client_ids").and_then(Value::as_array) {
-            clients.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
-        }
+    }
+
+    /// Drops the answers a revocation ends or changes.
+    pub fn apply(&self, revocation: Revocation) {
         // Recorded before the invalidation: an answer being fetched now is not kept afterwards.
-        let revoked = self.record_revocation(Revoked { sessions, credential, user, clients, everything: false });
+        let revoked = self.record_revocation(Revoked::Some(revocation));
         let result = self.inner.cache.invalidate_entries_if(
             move |_, decision| matches!(decision, Decision::Allowed { context, .. } if revoked.matches(context)),
         );
@@ -752,7 +711,7 @@ impl AuthClient {
     /// Follows revocation events on the bus until the subscription ends; clears the cache
     /// whenever the subscription reconnects.
     pub async fn follow(&self, bus: Arc<dyn EventBus>) -> Result<tokio::task::JoinHandle<()>, platform::Unavailable> {
-        let mut events = bus.subscribe(&["auth:*"]).await?;
+        let mut events = bus.subscribe(&[events::ALL]).await?;
         let client = self.clone();
         Ok(tokio::spawn(async move {
             while let Some(message) = events.next().await {

@@ -1,5 +1,6 @@
 //! The Portcullis internal contract, linked by every service that authenticates through the
 //! auth service: the generated gRPC types (`proto`), stable error codes (`codes`), the
+//! auth events and what they revoke (`events`), the
 //! transport-neutral [`AuthContext`], the signed context headers a gateway forwards and a
 //! downstream service verifies (`headers`, `extract`), and the cached validation client
 //! (`client`).
@@ -11,6 +12,7 @@ pub mod client;
 pub mod codes;
 pub mod context;
 pub mod credential;
+pub mod events;
 pub mod extract;
 pub mod headers;
 

@@ -11,22 +11,12 @@ use platform::{
 use serde_json::{Map, Value, json};
 use time::format_description::well_known::Rfc3339;
 
-pub const USER_REGISTERED: &str = "auth:user.registered";
-pub const USER_LOGIN: &str = "auth:user.login";
-pub const USER_LOGOUT: &str = "auth:user.logout";
-pub const USER_PASSWORD_CHANGED: &str = "auth:user.password_changed";
-pub const SESSION_CREATED: &str = "auth:session.created";
-pub const SESSION_TERMINATED: &str = "auth:session.terminated";
-pub const SESSION_DELETED: &str = "auth:session.deleted";
-pub const SESSIONS_BULK_TERMINATED: &str = "auth:sessions.bulk_terminated";
-pub const SESSION_ACTIVITY_UPDATED: &str = "auth:session.activity_updated";
-pub const TOKEN_REFRESHED: &str = "auth:token.refreshed";
-pub const TOKEN_REVOKED: &str = "auth:token.revoked";
-pub const API_KEY_REVOKED: &str = "auth:api_key.revoked";
-pub const API_KEY_ROTATED: &str = "auth:api_key.rotated";
-pub const CLIENT_UPDATED: &str = "auth:client.updated";
-pub const USER_DISABLED: &str = "auth:user.disabled";
-pub const USER_ROLE_CHANGED: &str = "auth:user.role_changed";
+// The channel names are the contract's: every follower reads the same ones.
+pub use auth_contract::events::{
+    API_KEY_REVOKED, API_KEY_ROTATED, CLIENT_UPDATED, SESSION_ACTIVITY_UPDATED, SESSION_CREATED, SESSION_DELETED,
+    SESSION_TERMINATED, SESSIONS_BULK_TERMINATED, TOKEN_REFRESHED, TOKEN_REVOKED, USER_DISABLED, USER_LOGIN,
+    USER_LOGOUT, USER_PASSWORD_CHANGED, USER_REGISTERED, USER_ROLE_CHANGED,
+};
 
 /// Publishes events; a bus failure is never turned into a failed request, because the store
 /// (the source of truth) has already changed: the event waits in a bounded queue and is

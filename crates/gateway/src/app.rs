@@ -134,7 +134,7 @@ async fn follow_client_origins(gateway: Gateway) -> Result<(), String> {
     let mut events = gateway
         .deps
         .bus
-        .subscribe(&["auth:client.*"])
+        .subscribe(&[auth_contract::events::CLIENTS])
         .await
         .map_err(|e| format!("cannot follow client events: {e}"))?;
     tokio::spawn(async move {

@@ -291,7 +291,7 @@ impl SocketService {
     pub async fn follow(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, Unavailable> {
         let bus = self.inner.deps.bus.clone();
         let cache_follower = self.inner.auth.follow(bus.clone()).await?;
-        let mut events = bus.subscribe(&["auth:*", &self.inner.publish_channel]).await?;
+        let mut events = bus.subscribe(&[auth_contract::events::ALL, &self.inner.publish_channel]).await?;
         let service = self.clone();
         let follower = tokio::spawn(async move {
             while let Some(message) = events.next().await {

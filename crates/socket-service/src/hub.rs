@@ -12,9 +12,12 @@ use std::{
     },
 };
 
-use auth_contract::AuthContext;
+use auth_contract::{
+    AuthContext,
+    events::{self, Revocation},
+};
 use axum::extract::ws::Utf8Bytes;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
 use crate::{
@@ -112,76 +115,6 @@ fn index_remove(index: &mut HashMap<String, HashSet<ConnId>>, key: &str, id: Con
             index.remove(key);
         }
     }
-}
-
-/// Which connections an event ends.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Revocation {
-    pub sessions: Vec<String>,
-    pub credentials: Vec<String>,
-    pub users: Vec<String>,
-    /// Clients whose API-key and SDK contexts end (their owner was disabled).
-    pub clients: Vec<String>,
-}
-
-impl Revocation {
-    fn is_empty(&self) -> bool {
-        self.sessions.is_empty() && self.credentials.is_empty() && self.users.is_empty() && self.clients.is_empty()
-    }
-
-    fn matches(&self, context: &AuthContext) -> bool {
-        context.session_id.as_ref().is_some_and(|s| self.sessions.contains(s))
-            || context.credential_id.as_ref().is_some_and(|c| self.credentials.contains(c))
-            || context.user_id.as_ref().is_some_and(|u| self.users.contains(u))
-            || context.client_id.as_ref().is_some_and(|c| self.clients.contains(c))
-    }
-}
-
-/// Events that end a session or a credential (SPEC §7).
-pub const REVOKING: [&str; 8] = [
-    "auth:session.terminated",
-    "auth:session.deleted",
-    "auth:sessions.bulk_terminated",
-    "auth:user.logout",
-    "auth:token.revoked",
-    "auth:api_key.revoked",
-    "auth:user.password_changed",
-    "auth:user.disabled",
-];
-
-/// What a revoking event ends, from the ids it carries (docs/events.md).
-pub fn revocation(channel: &str, event: &Map<String, Value>) -> Option<Revocation> {
-    if !REVOKING.contains(&channel) {
-        return None;
-    }
-    let text = |field: &str| event.get(field).and_then(Value::as_str).map(str::to_owned);
-    let list = |field: &str| -> Vec<String> {
-        event
-            .get(field)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect()
-    };
-    let mut revocation = Revocation { sessions: list("session_ids"), ..Revocation::default() };
-    // A password change names the session it keeps in `session_id`: only the others end.
-    if channel != "auth:user.password_changed" {
-        revocation.sessions.extend(text("session_id"));
-    }
-    revocation.credentials.extend(text("credential_id"));
-    revocation.credentials.extend(text("jti"));
-    if channel == "auth:user.disabled" {
-        revocation.users.extend(text("user_id"));
-        revocation.clients = list("client_ids");
-    }
-    Some(revocation)
-}
-
-/// Account events forwarded to the user's own connections (cross-device sync).
-pub fn is_sync_event(channel: &str) -> bool {
-    ["auth:session.", "auth:sessions.", "auth:user."].iter().any(|p| channel.starts_with(p))
 }
 
 /// How long a node remembers the revocations it received: longer than a ticket lives and
@@ -385,13 +318,13 @@ impl Hub {
         while recent.front().is_some_and(|(at, _)| now.duration_since(*at) > RECENT_REVOCATIONS) {
             recent.pop_front();
         }
-        recent.iter().any(|(_, revocation)| revocation.matches(context))
+        recent.iter().any(|(_, revocation)| revocation.ends(context))
     }
 
     /// Closes every local connection a revocation names with 4409, after remembering it for
     /// the contexts that are being validated or redeemed right now.
     pub fn revoke(&self, revocation: &Revocation) -> usize {
-        if revocation.is_empty() {
+        if revocation.ended.is_empty() {
             return 0;
         }
         {
@@ -403,7 +336,7 @@ impl Hub {
         }
         let mut closed = 0;
         for conn in self.read().conns.values() {
-            if revocation.matches(&conn.context()) && conn.request_close(close::SESSION_ENDED) {
+            if revocation.ends(&conn.context()) && conn.request_close(close::SESSION_ENDED) {
                 closed += 1;
             }
         }
@@ -420,25 +353,21 @@ impl Hub {
         }
     }
 
-    /// Applies one `auth:*` event: account events go to the user's connections, revoking
-    /// events close the connections they end.
+    /// Applies one `auth:*` event: account events go to the user's connections (before any
+    /// close, so a device sees why), then the connections it ends close.
     pub fn apply_auth_event(&self, channel: &str, payload: &str) {
         let Ok(Value::Object(mut event)) = serde_json::from_str::<Value>(payload) else {
             tracing::warn!(%channel, "auth event is not a JSON object; ignored");
             return;
         };
-        if is_sync_event(channel)
+        let revocation = Revocation::from_value(channel, &Value::Object(event.clone()));
+        if events::is_account_event(channel)
             && let Some(user) = event.get("user_id").and_then(Value::as_str).map(str::to_owned)
         {
-            let revocation = revocation(channel, &event);
             event.insert("event".to_owned(), Value::String(channel.to_owned()));
-            self.to_owner(&user, &Value::Object(event.clone()));
-            if let Some(revocation) = revocation {
-                self.revoke(&revocation);
-            }
-            return;
+            self.to_owner(&user, &Value::Object(event));
         }
-        if let Some(revocation) = revocation(channel, &event) {
+        if let Some(revocation) = revocation {
             self.revoke(&revocation);
         }
     }
@@ -465,32 +394,6 @@ mod tests {
             expires_at: None,
             rate_limit: None,
         })
-    }
-
-    fn object(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        }
-    }
-
-    #[test]
-    fn revocations_follow_the_event_payloads() {
-        let r = revocation("auth:user.logout", &object(json!({"user_id": "u", "session_id": "s", "jti": "j"})));
-        assert_eq!(
-            r,
-            Some(Revocation { sessions: vec!["s".into()], credentials: vec!["j".into()], ..Revocation::default() })
-        );
-        let r = revocation(
-            "auth:user.password_changed",
-            &object(json!({"user_id": "u", "session_id": "kept", "session_ids": ["a", "b"]})),
-        );
-        assert_eq!(r.map(|r| (r.sessions, r.users)), Some((vec!["a".into(), "b".into()], vec![])));
-        let disabled = revocation("auth:user.disabled", &object(json!({"user_id": "u", "client_ids": ["c1"]})));
-        assert_eq!(disabled.map(|r| r.clients), Some(vec!["c1".to_owned()]));
-        let r = revocation("auth:user.disabled", &object(json!({"user_id": "u", "session_ids": []})));
-        assert_eq!(r.map(|r| r.users), Some(vec!["u".to_owned()]));
-        assert_eq!(revocation("auth:user.login", &object(json!({"user_id": "u", "session_id": "s"}))), None);
     }
 
     #[tokio::test]

@@ -358,7 +358,7 @@ impl TestApp {
     }
 
     pub async fn events(&self) -> Subscription {
-        self.bus.subscribe(&["auth:*"]).await.expect("subscribe")
+        self.bus.subscribe(&[auth_contract::events::ALL]).await.expect("subscribe")
     }
 
     /// Every text column of every table, for "no raw secret is stored" checks.

@@ -16,6 +16,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use auth_contract::events::{self, Ids};
 use futures::StreamExt;
 use moka::sync::Cache;
 use platform::bus::{BusMessage, EventBus};
@@ -88,13 +89,9 @@ where
     Ok(value)
 }
 
-fn ids(event: &Value, single: &str, many: &str) -> Vec<Uuid> {
-    let mut out: Vec<Uuid> =
-        event.get(single).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()).into_iter().collect();
-    if let Some(list) = event.get(many).and_then(Value::as_array) {
-        out.extend(list.iter().filter_map(Value::as_str).filter_map(|s| Uuid::parse_str(s).ok()));
-    }
-    out
+/// The ids that are UUIDs (every stored record's are).
+fn uuids(ids: &[String]) -> Vec<Uuid> {
+    ids.iter().filter_map(|id| Uuid::parse_str(id).ok()).collect()
 }
 
 impl CachedStore {
@@ -159,25 +156,27 @@ impl CachedStore {
         let _ = self.keys_by_hash.invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|k| k.client_id == id));
     }
 
-    /// Drops whatever an event names (sessions, users, credentials, clients, jtis).
+    /// Drops whatever an event names (sessions, users, credentials and `jti`s, clients):
+    /// any event, since activity, passwords and rotations change records too.
     pub fn apply_event(&self, payload: &str) {
         let Ok(event) = serde_json::from_str::<Value>(payload) else {
             return;
         };
+        let named = Ids::named_in(&event);
         self.bump();
-        self.drop_sessions(&ids(&event, "session_id", "session_ids"));
-        for user in ids(&event, "user_id", "user_ids") {
+        self.drop_sessions(&uuids(&named.sessions));
+        for user in uuids(&named.users) {
             self.users.invalidate(&user);
         }
-        for credential in ids(&event, "credential_id", "new_credential_id") {
+        for credential in &named.credentials {
+            self.revoked_jtis.invalidate(credential);
+        }
+        for credential in uuids(&named.credentials) {
             self.drop_pat(credential);
             self.drop_key(credential);
         }
-        for client in ids(&event, "client_id", "client_ids") {
+        for client in uuids(&named.clients) {
             self.drop_client(client);
-        }
-        if let Some(jti) = event.get("jti").and_then(Value::as_str) {
-            self.revoked_jtis.invalidate(jti);
         }
     }
 
@@ -186,7 +185,7 @@ impl CachedStore {
         self: Arc<Self>,
         bus: Arc<dyn EventBus>,
     ) -> Result<tokio::task::JoinHandle<()>, platform::Unavailable> {
-        let mut events = bus.subscribe(&["auth:*"]).await?;
+        let mut events = bus.subscribe(&[events::ALL]).await?;
         Ok(tokio::spawn(async move {
             while let Some(message) = events.next().await {
                 match message {
