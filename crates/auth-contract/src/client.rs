@@ -235,12 +235,10 @@ pub fn cache_key(credential: &str, ip: Option<IpAddr>, origin: Option<&str>) -> 
     hasher.update(credential.as_bytes());
     // API keys depend on IP and origin; SDK tokens (JWTs) on origin; PATs and service tokens
     // on neither.
-    let (uses_ip, uses_origin) = if credential.starts_with("pck_") {
-        (true, true)
-    } else if credential.starts_with("pcp_") || credential.starts_with("pcs_") {
-        (false, false)
-    } else {
-        (false, true)
+    let (uses_ip, uses_origin) = match crate::credential::Opaque::of(credential) {
+        Some(crate::credential::Opaque::ApiKey) => (true, true),
+        Some(_) => (false, false),
+        None => (false, true),
     };
     hasher.update([0]);
     if uses_ip && let Some(ip) = ip {

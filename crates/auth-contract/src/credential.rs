@@ -10,6 +10,46 @@ use crate::ErrorCode;
 
 /// The prefix of a client API key; a Bearer token carrying it is an API key too.
 pub const API_KEY_PREFIX: &str = "pck_";
+/// The prefix of a personal access token.
+pub const PAT_PREFIX: &str = "pcp_";
+/// The prefix of a refresh token.
+pub const REFRESH_PREFIX: &str = "pcr_";
+/// The prefix of a service token.
+pub const SERVICE_PREFIX: &str = "pcs_";
+/// The prefix of a one-time socket ticket.
+pub const TICKET_PREFIX: &str = "pct_";
+/// Cookies whose names start with this carry credentials (the refresh cookie): the gateway
+/// strips them before configured upstreams.
+pub const COOKIE_PREFIX: &str = "pc_";
+
+/// The opaque (non-JWT) credential kinds, told apart by their prefixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opaque {
+    Refresh,
+    Pat,
+    ApiKey,
+    Service,
+    Ticket,
+}
+
+impl Opaque {
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            Self::Refresh => REFRESH_PREFIX,
+            Self::Pat => PAT_PREFIX,
+            Self::ApiKey => API_KEY_PREFIX,
+            Self::Service => SERVICE_PREFIX,
+            Self::Ticket => TICKET_PREFIX,
+        }
+    }
+
+    /// The kind a credential's prefix names; `None` for JWTs and anything else.
+    pub fn of(credential: &str) -> Option<Self> {
+        [Self::Refresh, Self::Pat, Self::ApiKey, Self::Service, Self::Ticket]
+            .into_iter()
+            .find(|kind| credential.starts_with(kind.prefix()))
+    }
+}
 /// The header an API key may also come in.
 pub const API_KEY_HEADER: &str = "x-api-key";
 /// The subprotocol that marks the next one as a Bearer token, on WebSocket handshakes.
@@ -68,6 +108,31 @@ impl CredentialError {
     }
 }
 
+/// The Bearer token of `Authorization` alone, for entrances where `X-API-Key` carries
+/// something else (forward-auth's key check names the caller's service token in
+/// `Authorization`). The same rules: several lines that differ conflict, an empty token is
+/// missing.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, CredentialError> {
+    let mut chosen: Option<&str> = None;
+    for value in headers.get_all(header::AUTHORIZATION) {
+        let token = bearer_value(value.to_str().map_err(|_| CredentialError::NotText)?)?;
+        if chosen.is_some_and(|c| c != token) {
+            return Err(CredentialError::Conflict);
+        }
+        chosen = Some(token);
+    }
+    chosen.ok_or(CredentialError::Missing)
+}
+
+/// The token of one `Authorization` value (or gRPC `authorization` metadata).
+pub fn bearer_value(value: &str) -> Result<&str, CredentialError> {
+    match bearer_of(value) {
+        Found::Bearer("") => Err(CredentialError::Empty),
+        Found::Bearer(token) => Ok(token),
+        Found::ApiKey(_) | Found::OtherScheme => Err(CredentialError::NotBearer),
+    }
+}
+
 /// One place a credential was found, before the places are compared.
 enum Found<'a> {
     Bearer(&'a str),
@@ -75,7 +140,7 @@ enum Found<'a> {
     OtherScheme,
 }
 
-fn bearer(value: &str) -> Found<'_> {
+fn bearer_of(value: &str) -> Found<'_> {
     let value = value.trim();
     let (scheme, token) = value.split_once([' ', '\t']).unwrap_or((value, ""));
     if scheme.eq_ignore_ascii_case("bearer") { Found::Bearer(token.trim()) } else { Found::OtherScheme }
@@ -97,7 +162,7 @@ fn subprotocol_token(headers: &HeaderMap) -> Result<Option<&str>, CredentialErro
 fn read(headers: &HeaderMap, subprotocol: bool) -> Result<Presented<'_>, CredentialError> {
     let mut found = Vec::new();
     for value in headers.get_all(header::AUTHORIZATION) {
-        found.push(bearer(value.to_str().map_err(|_| CredentialError::NotText)?));
+        found.push(bearer_of(value.to_str().map_err(|_| CredentialError::NotText)?));
     }
     for value in headers.get_all(API_KEY_HEADER) {
         found.push(Found::ApiKey(value.to_str().map_err(|_| CredentialError::NotText)?.trim()));
@@ -144,6 +209,29 @@ mod tests {
     fn read_plain(pairs: &[(&str, &str)]) -> Result<Presented<'static>, CredentialError> {
         let map = Box::leak(Box::new(headers(pairs)));
         Presented::from_headers(map)
+    }
+
+    #[test]
+    fn authorization_alone() {
+        let map = headers(&[("authorization", "bEaReR  tok "), ("x-api-key", "pck_other")]);
+        assert_eq!(bearer(&map), Ok("tok"), "X-API-Key is not read here");
+        assert_eq!(bearer(&headers(&[])), Err(CredentialError::Missing));
+        assert_eq!(bearer(&headers(&[("authorization", "Basic x")])), Err(CredentialError::NotBearer));
+        assert_eq!(bearer(&headers(&[("authorization", "Bearer ")])), Err(CredentialError::Empty));
+        let two = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert_eq!(bearer(&two), Err(CredentialError::Conflict));
+        let same = headers(&[("authorization", "Bearer a"), ("authorization", "bearer a")]);
+        assert_eq!(bearer(&same), Ok("a"));
+        assert_eq!(bearer_value("Bearer\tpcs_x"), Ok("pcs_x"));
+    }
+
+    #[test]
+    fn prefixes_name_the_opaque_kinds() {
+        assert_eq!(Opaque::of("pck_abc"), Some(Opaque::ApiKey));
+        assert_eq!(Opaque::of("pcp_abc"), Some(Opaque::Pat));
+        assert_eq!(Opaque::of("pct_abc").map(Opaque::prefix), Some(TICKET_PREFIX));
+        assert_eq!(Opaque::of("eyJhbGciOi.x.y"), None);
+        assert_eq!(Opaque::of("PCK_abc"), None, "prefixes are exact");
     }
 
     #[test]

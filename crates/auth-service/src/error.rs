@@ -159,6 +159,19 @@ impl Error {
     }
 }
 
+impl From<auth_contract::CredentialError> for Error {
+    /// The contract's reading of a credential (SPEC §6): missing, empty or not Bearer is
+    /// `token_missing`; conflicting or unreadable is `token_invalid`.
+    fn from(err: auth_contract::CredentialError) -> Self {
+        use auth_contract::CredentialError as E;
+        match err {
+            E::Missing | E::NotBearer | E::Empty => Self::TokenMissing,
+            E::Conflict => Self::TokenInvalid("the request presents more than one credential, and they differ"),
+            E::NotText => Self::TokenInvalid("a credential header is not text"),
+        }
+    }
+}
+
 impl From<platform::Unavailable> for Error {
     fn from(err: platform::Unavailable) -> Self {
         Self::Unavailable(err.to_string())

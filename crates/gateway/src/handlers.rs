@@ -249,10 +249,8 @@ pub async fn proxied(
     response
 }
 
-/// The cookies the auth service sets (`pc_refresh`, …): never a configured upstream's business.
-const CREDENTIAL_COOKIE_PREFIX: &str = "pc_";
-
-/// Removes `Authorization`, `X-API-Key` and the `pc_*` cookies (other cookies stay).
+/// Removes `Authorization`, `X-API-Key` and the `pc_*` cookies the auth service sets (other
+/// cookies stay): never a configured upstream's business.
 fn strip_credentials(headers: &mut http::HeaderMap) {
     headers.remove(header::AUTHORIZATION);
     headers.remove(auth_contract::credential::API_KEY_HEADER);
@@ -262,7 +260,7 @@ fn strip_credentials(headers: &mut http::HeaderMap) {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !pair.starts_with(CREDENTIAL_COOKIE_PREFIX))
+        .filter(|pair| !pair.is_empty() && !pair.starts_with(auth_contract::credential::COOKIE_PREFIX))
         .map(str::to_owned)
         .collect();
     headers.remove(header::COOKIE);

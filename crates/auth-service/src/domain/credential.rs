@@ -3,6 +3,7 @@
 //! rejects a wrong prefix, length, alphabet or checksum before any storage lookup; storage
 //! keeps only the SHA-256.
 
+use auth_contract::credential;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -22,10 +23,10 @@ pub enum Kind {
 impl Kind {
     pub const fn prefix(self) -> &'static str {
         match self {
-            Self::Refresh => "pcr_",
-            Self::PersonalAccess => "pcp_",
-            Self::ApiKey => "pck_",
-            Self::Service => "pcs_",
+            Self::Refresh => credential::REFRESH_PREFIX,
+            Self::PersonalAccess => credential::PAT_PREFIX,
+            Self::ApiKey => credential::API_KEY_PREFIX,
+            Self::Service => credential::SERVICE_PREFIX,
         }
     }
 

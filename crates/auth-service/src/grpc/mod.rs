@@ -98,11 +98,8 @@ impl Internal {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| Status::unauthenticated("TOKEN_MISSING: a service token is required"))?;
-        let token = header
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or_else(|| Status::unauthenticated("TOKEN_MISSING: a service token is required"))?;
+        let token = auth_contract::credential::bearer_value(header)
+            .map_err(|_| Status::unauthenticated("TOKEN_MISSING: a service token is required"))?;
         self.service.authenticate_service(token).await.map(drop).map_err(|e| status(&e))
     }
 

@@ -83,19 +83,15 @@ impl FromRequestParts<AuthService> for ClientMeta {
     }
 }
 
-/// The bearer credential of a request, if any.
+/// The one credential a request presents (`Authorization: Bearer` or `X-API-Key`, read by
+/// the contract's one reader, SPEC §6).
+pub fn credential(headers: &HeaderMap) -> Result<&str, Error> {
+    Ok(auth_contract::Presented::from_headers(headers)?.secret())
+}
+
+/// The Bearer token of `Authorization` alone, where `X-API-Key` carries something else.
 pub fn bearer(headers: &HeaderMap) -> Result<&str, Error> {
-    let value = headers.get(header::AUTHORIZATION).ok_or(Error::TokenMissing)?;
-    let value = value.to_str().map_err(|_| Error::TokenInvalid("the authorization header is not text"))?;
-    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Error::TokenMissing);
-    }
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(Error::TokenInvalid("the bearer token is empty"));
-    }
-    Ok(token)
+    Ok(auth_contract::credential::bearer(headers)?)
 }
 
 impl FromRequestParts<AuthService> for Principal {
@@ -103,7 +99,7 @@ impl FromRequestParts<AuthService> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AuthService) -> Result<Self, Self::Rejection> {
         let meta = ClientMeta::from_request_parts(parts, state).await?;
-        let token = bearer(&parts.headers)?;
+        let token = credential(&parts.headers)?;
         state.limit_failures(meta.ip, state.authenticate(token)).await
     }
 }
@@ -158,11 +154,7 @@ pub async fn optional_json<T: DeserializeOwned + Default>(request: Request) -> R
 
 /// The API key of a request: `X-API-Key`, or `Authorization: Bearer pck_…`.
 pub fn api_key(headers: &HeaderMap) -> Result<String, Error> {
-    if let Some(value) = headers.get("x-api-key") {
-        let key = value.to_str().map_err(|_| Error::KeyInvalid)?.trim();
-        return if key.is_empty() { Err(Error::KeyInvalid) } else { Ok(key.to_owned()) };
-    }
-    bearer(headers).map(str::to_owned)
+    credential(headers).map(str::to_owned)
 }
 
 /// The API key, extracted before the body is read, so a missing key is refused first.
@@ -187,7 +179,7 @@ impl FromRequestParts<AuthService> for UserPrincipal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AuthService) -> Result<Self, Self::Rejection> {
         let meta = ClientMeta::from_request_parts(parts, state).await?;
-        let token = bearer(&parts.headers)?;
+        let token = credential(&parts.headers)?;
         state.limit_failures(meta.ip, state.authenticate_user(token)).await
     }
 }

@@ -266,7 +266,8 @@ async fn forged_access_tokens(backend: Backend) {
     assert_eq!(base64url(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw");
     let mut tokens: Vec<(String, String, &str)> = vec![
         ("valid forged token".into(), hs256(&claims), ""),
-        ("empty bearer".into(), String::new(), "token_invalid"),
+        // An empty token is a missing one (SPEC §6).
+        ("empty bearer".into(), String::new(), "token_missing"),
         ("garbage".into(), "garbage".into(), "token_invalid"),
         ("three empty segments".into(), "..".into(), "token_invalid"),
         ("refresh token as bearer".into(), user.refresh.clone(), "token_invalid"),
@@ -370,6 +371,12 @@ async fn protected_routes_bad_credentials(backend: Backend) {
             at("no credential").problem(401, "token_missing"),
             at("garbage bearer").bearer("garbage").problem(401, "token_invalid"),
             at("refresh token as bearer").bearer(&user.refresh).problem(401, "token_invalid"),
+            // Two credentials that differ are refused, never "first wins" (SPEC §6).
+            at("a valid bearer and an X-API-Key")
+                .bearer(&user.access)
+                .header("x-api-key", "pck_other")
+                .problem(401, "token_invalid"),
+            at("empty bearer").header("authorization", "Bearer ").problem(401, "token_missing"),
         ]);
     }
     run(&app, rows).await;

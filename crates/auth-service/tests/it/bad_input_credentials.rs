@@ -523,9 +523,10 @@ async fn sdk_session_bad_input(backend: Backend) {
         anon("Bearer well-formed unknown pck_").bearer(&unknown).json(&body).problem(401, "key_invalid"),
         anon("valid key as Bearer").bearer(&open.key).json(&body).status(201),
     ];
+    // An empty credential is a missing one (SPEC §6), as at the gateway.
+    rows.push(with_key("")("X-API-Key empty").json(&body).problem(401, "token_missing"));
     for (name, key) in [
         ("garbage", "garbage".to_owned()),
-        ("empty X-API-Key", String::new()),
         ("pck_ with a bad checksum", bad_checksum(&open.key)),
         ("pck_ truncated", open.key[..20].to_owned()),
         ("well-formed unknown pck_", unknown.clone()),

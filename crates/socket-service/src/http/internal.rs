@@ -45,6 +45,10 @@ fn target(body: &serde_json::Map<String, Value>) -> Result<Target, ApiError> {
     }
 }
 
+fn only_services() -> ApiError {
+    ApiError::Denied { code: ErrorCode::Forbidden, message: "only internal services may publish here".to_owned() }
+}
+
 pub async fn publish(
     State(service): State<SocketService>,
     Peer(peer): Peer,
@@ -53,21 +57,16 @@ pub async fn publish(
     body: Body,
 ) -> Result<Response, Problem> {
     let fail = |error: ApiError| error.at(&request_id);
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned())
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| fail(ApiError::TokenMissing))?;
+    let token = match auth_contract::Presented::from_headers(&headers) {
+        Ok(auth_contract::Presented::Token(token)) => token.to_owned(),
+        Ok(auth_contract::Presented::ApiKey(_)) => return Err(fail(only_services())),
+        Err(auth_contract::CredentialError::Missing) => return Err(fail(ApiError::TokenMissing)),
+        Err(err) => return Err(fail(ApiError::Denied { code: err.code(), message: err.to_string() })),
+    };
     let ip = client_ip(&service, peer, &headers);
     let context = service.auth().validate(&token, Some(ip), None).await.map_err(|e| fail(e.into()))?;
     if context.kind != Kind::Service {
-        return Err(fail(ApiError::Denied {
-            code: ErrorCode::Forbidden,
-            message: "only internal services may publish here".to_owned(),
-        }));
+        return Err(fail(only_services()));
     }
 
     let is_json = headers

@@ -84,7 +84,7 @@ pub(crate) fn ticket_key(ticket: &str) -> String {
 pub fn new_ticket() -> Result<String, Unavailable> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| Unavailable::new("random", e))?;
-    Ok(format!("pct_{}", hex::encode(bytes)))
+    Ok(format!("{}{}", auth_contract::credential::TICKET_PREFIX, hex::encode(bytes)))
 }
 
 /// The serialisable form of a context (the contract type is transport-neutral and has no

@@ -21,7 +21,7 @@ use crate::{
     http::{
         REQUEST_ID_HEADER,
         error::Problem,
-        extract::{bearer, origin},
+        extract::{bearer, credential, origin},
     },
     service::{AuthService, ClientMeta, Validated},
 };
@@ -100,7 +100,7 @@ pub async fn validate(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     authorize(&service, peer, &headers, header(&headers, "x-service-token")).await?;
-    let credential = bearer(&headers)?;
+    let credential = credential(&headers)?;
     let origin = origin(&headers);
     let validated = service.validate(credential, Some(meta.ip), origin.as_deref()).await?;
     signed(&service, &headers, &validated)
