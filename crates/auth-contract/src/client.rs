@@ -242,7 +242,7 @@ pub fn cache_key(credential: &str, ip: Option<IpAddr>, origin: Option<&str>) -> 
     };
     hasher.update([0]);
     if uses_ip && let Some(ip) = ip {
-        hasher.update(crate::normalise_ip(ip).to_string().as_bytes());
+        hasher.update(platform::net::canonical(ip).to_string().as_bytes());
     }
     hasher.update([0]);
     if uses_origin && let Some(origin) = origin {

@@ -17,15 +17,14 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRef, FromRequestParts, OriginalUri};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts, uri::PathAndQuery};
+use axum::http::{HeaderMap, StatusCode, request::Parts, uri::PathAndQuery};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use crate::codes::{ErrorCode, as_snake};
 use crate::context::AuthContext;
 use crate::headers::{ContextError, ContextKey, X_REQUEST_ID, verify_context};
 
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+pub use crate::problem::CONTENT_TYPE as PROBLEM_CONTENT_TYPE;
 
 /// A context whose headers were signed by the gateway for this very method and path less than
 /// [`crate::headers::MAX_AGE_SECONDS`] ago. The credential id, expiry and rate limit are not
@@ -135,35 +134,11 @@ impl Rejection {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    code: &'a str,
-    request_id: Option<&'a str>,
-}
-
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        let code = as_snake(self.code);
-        let problem = Problem {
-            kind: format!("urn:portcullis:problem:{code}"),
-            title: self.status.canonical_reason().unwrap_or("Error"),
-            status: self.status.as_u16(),
-            detail: &self.detail,
-            code,
-            request_id: self.request_id.as_deref(),
-        };
-        let mut response = (self.status, axum::Json(problem)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
-        if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
-        }
-        response
+        crate::problem::Problem::new(self.status, as_snake(self.code), self.detail)
+            .with_request_id(self.request_id)
+            .into_response()
     }
 }
 
@@ -179,6 +154,7 @@ mod tests {
     use super::*;
     use crate::context::Kind;
     use crate::headers::{X_CONTEXT_TIMESTAMP, X_USER_ID, sign_context};
+    use axum::http::{HeaderValue, header};
 
     const SECRET: &str = "extractor-test-secret";
 

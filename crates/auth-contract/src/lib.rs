@@ -1,7 +1,7 @@
 //! The Portcullis internal contract, linked by every service that authenticates through the
 //! auth service: the generated gRPC types (`proto`), stable error codes (`codes`), the
 //! auth events and what they revoke (`events`), the
-//! transport-neutral [`AuthContext`], the signed context headers a gateway forwards and a
+//! transport-neutral [`AuthContext`], the one problem+json answer (`problem`), the signed context headers a gateway forwards and a
 //! downstream service verifies (`headers`, `extract`), and the cached validation client
 //! (`client`).
 //!
@@ -15,6 +15,7 @@ pub mod credential;
 pub mod events;
 pub mod extract;
 pub mod headers;
+pub mod problem;
 
 /// The generated messages, client and server of `portcullis.auth.v1`.
 pub mod proto {
@@ -29,11 +30,3 @@ pub use client::{AuthClient, ClientConfig, ClientError};
 pub use codes::ErrorCode;
 pub use context::{AuthContext, ContextRef, Kind, Liveness, RateLimit};
 pub use credential::{CredentialError, Presented};
-
-/// IPv4-mapped IPv6 addresses are the IPv4 address they carry.
-pub fn normalise_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-        v4 => v4,
-    }
-}

@@ -4,23 +4,18 @@
 
 use std::time::Duration;
 
-use auth_contract::{ClientError, ErrorCode, codes};
+use auth_contract::{ClientError, ErrorCode, codes, problem::Problem};
 use axum::{
-    Json,
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde::Serialize;
 
 tokio::task_local! {
     /// The current request's id, set by the request-id layer so every problem carries it.
     pub static REQUEST_ID: String;
 }
 
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
-
-/// Seconds a client should wait after a 503.
-pub const UNAVAILABLE_RETRY_AFTER: u64 = 5;
+pub use auth_contract::problem::{CONTENT_TYPE as PROBLEM_CONTENT_TYPE, UNAVAILABLE_RETRY_AFTER};
 
 /// Where an error came from; the error's response carries it as an extension for the access
 /// log and metrics.
@@ -99,17 +94,6 @@ impl From<ClientError> for GatewayError {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    code: &'a str,
-    request_id: Option<String>,
-}
-
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -180,8 +164,6 @@ impl GatewayError {
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let code = self.code();
         let detail = match &self {
             Self::Internal(message) => {
                 tracing::error!(error = %message, "gateway internal error");
@@ -189,27 +171,16 @@ impl IntoResponse for GatewayError {
             }
             other => other.to_string(),
         };
-        let problem = Problem {
-            kind: format!("urn:portcullis:problem:{code}"),
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail,
-            code,
-            request_id: REQUEST_ID.try_with(Clone::clone).ok(),
-        };
-        let mut response = (status, Json(problem)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
-        if status == StatusCode::UNAUTHORIZED && !matches!(self, Self::SignatureInvalid(_)) {
-            let challenge = match &self {
-                Self::Denied { code: ErrorCode::TokenMissing, .. } => "Bearer",
-                _ => "Bearer error=\"invalid_token\"",
-            };
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-        }
+        let mut problem =
+            Problem::new(self.status(), self.code(), detail).with_request_id(REQUEST_ID.try_with(Clone::clone).ok());
         if let Some(seconds) = self.retry_after() {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            problem = problem.with_retry_after(seconds);
         }
+        // A webhook's signature is not a Bearer credential: no challenge.
+        if matches!(self, Self::SignatureInvalid(_)) {
+            problem = problem.without_challenge();
+        }
+        let mut response = problem.into_response();
         response.extensions_mut().insert(self.source());
         response
     }

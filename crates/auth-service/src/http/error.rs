@@ -1,9 +1,9 @@
-//! RFC 9457 problem+json for every error the HTTP surface returns, and the request id that
-//! each problem carries (held in a task-local for the request's duration).
+//! How the HTTP surface's errors answer: each [`Error`] is mapped onto the contract's one
+//! problem+json renderer (status, code, detail, field errors, `Retry-After`), carrying the
+//! request id (held in a task-local for the request's duration).
 
 use axum::{
-    Json,
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -15,9 +15,10 @@ tokio::task_local! {
     pub static REQUEST_ID: String;
 }
 
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+pub use auth_contract::problem::CONTENT_TYPE as PROBLEM_CONTENT_TYPE;
 
-/// The problem document.
+/// The problem document, as the OpenAPI description shows it (the contract's
+/// [`auth_contract::problem::Problem`] renders it).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
@@ -59,13 +60,8 @@ fn status(err: &Error) -> StatusCode {
     }
 }
 
-/// Seconds a client should wait after a 503.
-const UNAVAILABLE_RETRY_AFTER: u64 = 5;
-
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = status(&self);
-        let code = self.code();
         let detail = match &self {
             Error::Internal(message) => {
                 // The real cause is logged, never returned.
@@ -78,37 +74,15 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
-        let errors = match &self {
-            Error::Validation(fields) => fields.clone(),
-            _ => Vec::new(),
-        };
-        let problem = Problem {
-            kind: format!("urn:portcullis:problem:{code}"),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail,
-            code: code.to_owned(),
-            request_id: REQUEST_ID.try_with(Clone::clone).ok(),
-            errors,
-        };
-        let mut response = (status, Json(problem)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
-        if status == StatusCode::UNAUTHORIZED {
-            let challenge = match self {
-                Error::TokenMissing | Error::InvalidCredentials => "Bearer",
-                _ => "Bearer error=\"invalid_token\"",
-            };
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        let mut problem = auth_contract::problem::Problem::new(status(&self), self.code(), detail)
+            .with_request_id(REQUEST_ID.try_with(Clone::clone).ok());
+        match &self {
+            Error::Validation(fields) if !fields.is_empty() => {
+                problem = problem.with_errors(serde_json::to_value(fields).unwrap_or_default());
+            }
+            Error::RateLimited { retry_after } => problem = problem.with_retry_after(retry_after.as_secs()),
+            _ => {}
         }
-        let retry_after = match &self {
-            Error::RateLimited { retry_after } => Some(retry_after.as_secs().max(1)),
-            Error::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER),
-            _ => None,
-        };
-        if let Some(seconds) = retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
+        problem.into_response()
     }
 }

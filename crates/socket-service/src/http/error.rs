@@ -1,18 +1,14 @@
-//! The one error type of the socket service's HTTP surface, answered as RFC 9457
-//! problem+json with the request id, like every Portcullis service.
+//! The one error type of the socket service's HTTP surface, answered through the contract's
+//! one problem+json renderer with the request id, like every Portcullis service.
 
 use auth_contract::{
     ClientError, ErrorCode,
     codes::{as_snake, http_status},
 };
 use axum::{
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde_json::json;
-
-/// Seconds a client should wait before retrying when a dependency is down.
-pub const RETRY_AFTER_SECONDS: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -102,40 +98,19 @@ pub struct Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let (status, code) = self.error.parts();
-        let detail = match &self.error {
+        match &self.error {
             ApiError::Unavailable(cause) => {
                 tracing::warn!(request_id = %self.request_id, %cause, "dependency unavailable");
-                self.error.to_string()
             }
-            ApiError::Internal(cause) => {
-                // The cause stays in the log; the body says nothing internal.
-                tracing::error!(request_id = %self.request_id, %cause, "internal error");
-                self.error.to_string()
-            }
-            other => other.to_string(),
-        };
-        let body = json!({
-            "type": format!("urn:portcullis:problem:{code}"),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": detail,
-            "code": code,
-            "request_id": self.request_id,
-        });
-        let mut response = (status, body.to_string()).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if status == StatusCode::UNAUTHORIZED {
-            let value =
-                if matches!(self.error, ApiError::TokenMissing) { "Bearer" } else { r#"Bearer error="invalid_token""# };
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+            // The cause stays in the log; the body says nothing internal.
+            ApiError::Internal(cause) => tracing::error!(request_id = %self.request_id, %cause, "internal error"),
+            _ => {}
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-        }
+        let mut problem = auth_contract::problem::Problem::new(status, code, self.error.to_string())
+            .with_request_id(Some(self.request_id));
         if let ApiError::RateLimited { retry_after } = &self.error {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            problem = problem.with_retry_after(retry_after.as_secs());
         }
-        response
+        problem.into_response()
     }
 }
