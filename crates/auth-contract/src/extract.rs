@@ -82,7 +82,7 @@ fn unverified_request_id(headers: &HeaderMap) -> Option<String> {
     if values.next().is_some() {
         return None;
     }
-    first.to_str().ok().map(str::to_owned)
+    first.to_str().ok().filter(|id| platform::request_id::is_valid(id)).map(str::to_owned)
 }
 
 /// A refused request, answered as RFC 9457 problem+json in the shape every Portcullis service

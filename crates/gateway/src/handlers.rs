@@ -184,11 +184,8 @@ async fn create_sdk_session(gateway: &Gateway, request: Request) -> Result<Respo
     let bytes: Bytes = axum::body::to_bytes(body, BUILT_IN_MAX_BODY as usize)
         .await
         .map_err(|_| GatewayError::BodyTooLarge { limit: BUILT_IN_MAX_BODY })?;
-    // JSON is UTF-8 (RFC 8259 §8.1); serde_json would skip an ignored string unchecked.
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| GatewayError::BadRequest(format!("the body is not UTF-8 (byte {})", e.valid_up_to())))?;
-    let body: SdkSessionBody = serde_json::from_str(text)
-        .map_err(|e| GatewayError::BadRequest(format!("the body is not the expected JSON: {e}")))?;
+    let body: SdkSessionBody =
+        platform::media::parse_json(&bytes).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     let origin = if gateway.config.origin_validation_enabled {
         parts.headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null").to_owned())
     } else {

@@ -1,6 +1,7 @@
 //! Shared runtime plumbing for every Portcullis service: typed configuration helpers, the
 //! injected clock, the event bus and rate-limit counters (each with an in-process and a Redis
-//! implementation), client-IP resolution, telemetry and graceful shutdown.
+//! implementation), client-IP resolution, the request-id rule, JSON bodies, telemetry and
+//! graceful shutdown.
 
 pub mod bus;
 pub mod clock;
@@ -14,6 +15,7 @@ pub mod net;
 pub mod origin;
 pub mod rate;
 pub mod redis;
+pub mod request_id;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

@@ -13,11 +13,51 @@ pub fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")))
 }
 
+/// Why a body is not the JSON a handler expects; each service answers it as 400
+/// `malformed_body`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonBodyError {
+    #[error("the body is not UTF-8 (byte {0})")]
+    NotUtf8(usize),
+    #[error("the body is not valid JSON (line {line}, column {column})")]
+    Syntax { line: usize, column: usize },
+    #[error("the body does not have the expected shape: {0}")]
+    Shape(String),
+}
+
+/// The one JSON-body reader: UTF-8 first (RFC 8259 §8.1; serde_json would skip an ignored
+/// string unchecked), then the expected shape.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonBodyError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| JsonBodyError::NotUtf8(e.valid_up_to()))?;
+    serde_json::from_str(text).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => JsonBodyError::Shape(e.to_string()),
+            Category::Syntax | Category::Eof | Category::Io => {
+                JsonBodyError::Syntax { line: e.line(), column: e.column() }
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn json_bodies() {
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        struct Body {
+            name: String,
+        }
+        assert_eq!(parse_json::<Body>(br#"{"name":"a","extra":1}"#), Ok(Body { name: "a".into() }));
+        assert_eq!(parse_json::<Body>(b"{\"name\":\"a\",\"x\":\"\xff\"}"), Err(JsonBodyError::NotUtf8(17)));
+        assert!(matches!(parse_json::<Body>(b"{"), Err(JsonBodyError::Syntax { line: 1, .. })));
+        assert!(matches!(parse_json::<Body>(br#"{"name":1}"#), Err(JsonBodyError::Shape(_))));
+        assert!(matches!(parse_json::<Body>(b"[]"), Err(JsonBodyError::Shape(_))));
+    }
 
     #[test]
     fn json_content_types() {

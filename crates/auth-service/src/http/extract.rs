@@ -27,18 +27,7 @@ pub struct ApiJson<T>(pub T);
 pub use platform::media::is_json;
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    // JSON is UTF-8 (RFC 8259 §8.1); serde_json skips ignored strings without checking them.
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| Error::MalformedBody(format!("the body is not UTF-8 (byte {})", e.valid_up_to())))?;
-    serde_json::from_str(text).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => Error::MalformedBody(format!("the body does not have the expected shape: {e}")),
-            Category::Syntax | Category::Eof | Category::Io => {
-                Error::MalformedBody(format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()))
-            }
-        }
-    })
+    platform::media::parse_json(bytes).map_err(|e| Error::MalformedBody(e.to_string()))
 }
 
 /// Reads the whole body within the route's limit.

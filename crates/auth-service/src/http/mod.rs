@@ -27,7 +27,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{error::Error, service::AuthService};
 
 pub const API_PREFIX: &str = "/api/v1/auth";
-pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub static REQUEST_ID_HEADER: HeaderName = platform::request_id::X_REQUEST_ID;
 
 struct BearerScheme;
 
@@ -112,12 +112,6 @@ pub fn router(service: AuthService) -> Router {
         .with_state(service)
 }
 
-/// A client-supplied id is kept only when it is short and printable.
-fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
-    let text = value.to_str().ok()?;
-    (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic())).then(|| text.to_owned())
-}
-
 /// Assigns or keeps `X-Request-Id`, makes it available to error bodies, logs one line per
 /// request (method, path without query, status, latency: never headers or bodies) and counts
 /// it.
@@ -126,11 +120,7 @@ async fn request_context(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let id = request
-        .headers()
-        .get(&REQUEST_ID_HEADER)
-        .and_then(acceptable_request_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = platform::request_id::keep_or_new(request.headers());
     if let Ok(value) = HeaderValue::from_str(&id) {
         request.headers_mut().insert(REQUEST_ID_HEADER.clone(), value);
     }

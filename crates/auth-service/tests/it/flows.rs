@@ -340,6 +340,12 @@ async fn operational_endpoints(backend: Backend) {
     let request_id =
         app.http.get(app.url("/config")).header("x-request-id", "trace-me-123").send().await.expect("config");
     assert_eq!(request_id.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("trace-me-123"));
+    // SPEC §6's one rule: an id outside `[A-Za-z0-9._:-]{1,128}` is replaced by a UUIDv4.
+    for bad in ["a/b", "a b", &"x".repeat(129)] {
+        let replaced = app.http.get(app.url("/config")).header("x-request-id", bad).send().await.expect("config");
+        let echoed = replaced.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(uuid::Uuid::parse_str(echoed).is_ok(), "{bad:?} came back as {echoed:?}");
+    }
 }
 
 crate::on_both_backends!(

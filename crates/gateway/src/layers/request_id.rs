@@ -8,21 +8,12 @@ use http::{HeaderName, HeaderValue};
 
 use crate::error::REQUEST_ID;
 
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub use platform::request_id::{X_REQUEST_ID, is_valid as valid_request_id};
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-
-const MAX_ID_LEN: usize = 128;
 
 /// The request's id, in its extensions.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
-
-/// Visible ASCII id characters only, so an id can never smuggle a header or a log line.
-pub fn valid_request_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
 
 /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, with non-zero ids (W3C Trace
 /// Context §3.2).
@@ -42,10 +33,7 @@ fn new_traceparent() -> String {
 
 pub async fn layer(mut request: Request, next: Next) -> Response {
     let headers = request.headers_mut();
-    let id = match headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        Some(id) if valid_request_id(id) => id.to_owned(),
-        _ => uuid::Uuid::new_v4().to_string(),
-    };
+    let id = platform::request_id::keep_or_new(headers);
     let traceparent_ok = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).is_some_and(valid_traceparent);
     if !traceparent_ok {
         headers.remove(&TRACEPARENT);

@@ -5,7 +5,7 @@ use auth_contract::{ErrorCode, Kind};
 use axum::{
     body::Body,
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
@@ -69,17 +69,14 @@ pub async fn publish(
         return Err(fail(only_services()));
     }
 
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+    if !platform::media::is_json(&headers) {
         return Err(fail(ApiError::UnsupportedMediaType));
     }
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| fail(ApiError::BodyTooLarge(MAX_BODY)))?;
-    let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&bytes) else {
-        return Err(fail(ApiError::MalformedBody("the body must be a JSON object".to_owned())));
+    let mut body = match platform::media::parse_json::<Value>(&bytes) {
+        Ok(Value::Object(body)) => body,
+        Ok(_) => return Err(fail(ApiError::MalformedBody("the body must be a JSON object".to_owned()))),
+        Err(err) => return Err(fail(ApiError::MalformedBody(err.to_string()))),
     };
     let target = target(&body).map_err(fail)?;
     let Some(data) = body.remove("data") else {

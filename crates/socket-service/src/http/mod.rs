@@ -25,7 +25,7 @@ use crate::app::SocketService;
 
 pub const X_REQUEST_ID: &str = "x-request-id";
 
-/// The request's id: the caller's `X-Request-Id` when it is sane, otherwise a new one.
+/// The request's id: the caller's `X-Request-Id` when SPEC §6 keeps it, otherwise a new one.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
@@ -37,18 +37,9 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
-fn sane_request_id(value: &HeaderValue) -> Option<String> {
-    let text = value.to_str().ok()?;
-    (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic())).then(|| text.to_owned())
-}
-
 /// Assigns or keeps `X-Request-Id`, echoes it on the response and opens a span with it.
 async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(X_REQUEST_ID)
-        .and_then(sane_request_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = platform::request_id::keep_or_new(request.headers());
     request.extensions_mut().insert(RequestId(id.clone()));
     let span =
         tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());

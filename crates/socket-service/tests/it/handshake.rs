@@ -223,6 +223,13 @@ async fn auth_service_down_is_503(backend: Backend) {
     let user = app.signup(&unique_email("down")).await;
     let ready = socket.http.get(socket.url("/ready")).send().await.unwrap();
     expect_status(ready, StatusCode::OK).await;
+    // SPEC §6's one request-id rule: kept when well-formed, otherwise a new UUIDv4.
+    for (sent, kept) in [("trace-7", true), ("a/b", false), ("a b", false)] {
+        let response = socket.http.get(socket.url("/health")).header("x-request-id", sent).send().await.unwrap();
+        let echoed = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert_eq!(echoed == sent, kept, "{sent:?} came back as {echoed:?}");
+        assert!(kept || uuid::Uuid::parse_str(echoed).is_ok(), "{echoed:?}");
+    }
     app.stop().await;
     let ready = socket.http.get(socket.url("/ready")).send().await.unwrap();
     testkit::expect_problem(ready, 503, "unavailable").await;
