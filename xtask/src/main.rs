@@ -61,7 +61,7 @@ async fn cleanup(dry_run: bool) -> Result<(), String> {
 }
 
 async fn set_role(email: &str, role: &str) -> Result<(), String> {
-    let role = role.parse().map_err(|e: String| e)?;
+    let role = auth_service::domain::role::Role::parse(role).map_err(|e| e.to_string())?;
     let store = open_store().await?;
     // With REDIS_URL the running services hear of it at once; without, within a minute.
     let bus = match OsEnv.string("REDIS_URL") {

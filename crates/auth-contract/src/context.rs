@@ -101,15 +101,12 @@ fn some(text: &str) -> Option<String> {
 }
 
 impl AuthContext {
-    /// Whether the context grants `required` (`*` grants all, `orders:*` grants `orders:read`).
+    /// Whether the context grants `required`, by the one rule of [`crate::scope`] (`*` grants
+    /// all, `orders:*` grants `orders:read`); a `required` that is not a scope is granted by
+    /// nothing.
     pub fn has_scope(&self, required: &str) -> bool {
-        self.scopes.iter().any(|held| {
-            held == "*"
-                || held == required
-                || held
-                    .strip_suffix(":*")
-                    .is_some_and(|resource| required.split_once(':').is_some_and(|(r, _)| r == resource))
-        })
+        crate::scope::Scope::parse(required)
+            .is_ok_and(|required| crate::scope::grants(self.scopes.iter().map(String::as_str), &required))
     }
 
     pub fn to_proto(&self) -> proto::AuthContext {

@@ -1,7 +1,8 @@
 //! The Portcullis internal contract, linked by every service that authenticates through the
 //! auth service: the generated gRPC types (`proto`), stable error codes (`codes`), the
 //! auth events and what they revoke (`events`), the
-//! transport-neutral [`AuthContext`], the one problem+json answer (`problem`), the signed context headers a gateway forwards and a
+//! transport-neutral [`AuthContext`], the one problem+json answer (`problem`), the
+//! role and scope vocabulary (`role`, `scope`), the signed context headers a gateway forwards and a
 //! downstream service verifies (`headers`, `extract`), and the cached validation client
 //! (`client`).
 //!
@@ -16,6 +17,8 @@ pub mod events;
 pub mod extract;
 pub mod headers;
 pub mod problem;
+pub mod role;
+pub mod scope;
 
 /// The generated messages, client and server of `portcullis.auth.v1`.
 pub mod proto {
@@ -30,3 +33,4 @@ pub use client::{AuthClient, ClientConfig, ClientError};
 pub use codes::ErrorCode;
 pub use context::{AuthContext, ContextRef, Kind, Liveness, RateLimit};
 pub use credential::{CredentialError, Presented};
+pub use role::Role;

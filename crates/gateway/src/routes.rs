@@ -492,8 +492,9 @@ fn build_route(source: &Source<'_>, index: usize, route: &Spanned<RawRoute>) -> 
         Upstream::parse(raw.upstream.get_ref()).map_err(|e| source.error(raw.upstream.span(), field("upstream"), e))?;
     let auth = build_auth(source, index, route, &prefix)?;
 
-    let scopes = parse_list(source, &field("scopes"), raw.scopes.as_ref(), Scope::parse)?;
-    let roles = parse_list(source, &field("roles"), raw.roles.as_ref(), Role::parse)?;
+    let scopes =
+        parse_list(source, &field("scopes"), raw.scopes.as_ref(), |s| Scope::parse(s).map_err(|e| e.to_string()))?;
+    let roles = parse_list(source, &field("roles"), raw.roles.as_ref(), |r| Role::parse(r).map_err(|e| e.to_string()))?;
     if auth.is_public() {
         // A public request carries no credential, so it has neither scopes nor a role.
         for (name, list, demanded) in

@@ -13,7 +13,7 @@ use crate::{
         allowlist,
         credential::{Credential, Kind},
         name::Name,
-        scope::Scopes,
+        scope::{self, Scopes},
     },
     error::Error,
     events,
@@ -132,7 +132,7 @@ impl AuthService {
     ) -> Result<NewApiKey, Error> {
         let client = self.owned_client(principal, client_id).await?;
         let name = key_name(name, "api key")?;
-        let scopes = Scopes::parse_list("scopes", scopes, &Scopes::all())?;
+        let scopes = scope::parse_list("scopes", scopes, &Scopes::all())?;
         let key = new_key(client.id, name, scopes, self.now());
         self.store().insert_api_key(&key.key).await?;
         let event = json!({"client_id": client.id, "user_id": principal.user.id, "field": "api_keys", "credential_id": key.key.id, "reason": "api_key_created"});

@@ -9,7 +9,7 @@ use crate::{
     domain::{
         credential::{Credential, Kind},
         name::Name,
-        scope::Scopes,
+        scope::{self, Scopes},
     },
     error::Error,
     events,
@@ -53,7 +53,7 @@ impl AuthService {
     ) -> Result<CreatedPat, Error> {
         let name = Name::parse("name", name)?;
         // A user may do everything (`*`), so any well-formed scopes are a subset.
-        let scopes = Scopes::parse_list("scopes", scopes, &Scopes::all())?;
+        let scopes = scope::parse_list("scopes", scopes, &Scopes::all())?;
         let expires_in_days = match expires_in_days {
             None => None,
             Some(days) if (1..=MAX_PAT_DAYS).contains(&days) => Some(days),

@@ -14,7 +14,7 @@ use crate::{
         allowlist,
         credential::Credential,
         jwt::{Claims, NewToken, TokenType},
-        scope::Scopes,
+        scope,
     },
     error::Error,
     events,
@@ -129,7 +129,7 @@ impl AuthService {
     ) -> Result<SdkTokens, Error> {
         let context = self.check_api_key(api_key, ip, origin).await?;
         let external_user_id = parse_external_id(external_user_id)?;
-        let scopes = Scopes::parse_list("scopes", scopes, &context.scopes)?;
+        let scopes = scope::parse_list("scopes", scopes, &context.scopes)?;
         if !scopes.is_subset_of(&context.scopes) {
             return Err(Error::InsufficientScope("the requested scopes exceed the API key's scopes".to_owned()));
         }

@@ -33,7 +33,7 @@ macro_rules! impl_store {
                 name: row.try_get("name").map_err(map_sqlx)?,
                 email: row.try_get("email").map_err(map_sqlx)?,
                 password_hash: row.try_get("password_hash").map_err(map_sqlx)?,
-                role: role.parse().map_err(StoreError::Other)?,
+                role: role.parse().map_err(|e: $crate::domain::role::UnknownRole| StoreError::Other(e.to_string()))?,
                 disabled: row.try_get("disabled").map_err(map_sqlx)?,
                 created_at: from_ms(row.try_get("created_at").map_err(map_sqlx)?),
             })

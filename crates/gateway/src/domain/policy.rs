@@ -112,76 +112,9 @@ impl RouteAuth {
     }
 }
 
-const MAX_SCOPE_LEN: usize = 128;
-
-/// A required scope: `resource:action` (`[a-z0-9_.-]+:[a-z0-9_.*-]+`) or `*`, the grammar the
-/// auth service grants scopes in.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Scope(String);
-
-fn resource_char(c: char) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
-}
-
-impl Scope {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if text == "*" {
-            return Ok(Self(text.to_owned()));
-        }
-        let valid = text.len() <= MAX_SCOPE_LEN
-            && text.split_once(':').is_some_and(|(resource, action)| {
-                !resource.is_empty()
-                    && !action.is_empty()
-                    && resource.chars().all(resource_char)
-                    && action.chars().all(|c| resource_char(c) || c == '*')
-            });
-        if valid {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(format!("`{text}` is not a scope (resource:action in lowercase, e.g. orders:read, or *)"))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A platform user's role, as carried in `X-Role`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
-    Member,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Member => "member",
-            Self::Admin => "admin",
-        }
-    }
-
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text {
-            "member" => Ok(Self::Member),
-            "admin" => Ok(Self::Admin),
-            other => Err(format!("`{other}` is not a role (member or admin)")),
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+// Scopes and roles are the contract's: one grammar for what the auth service grants and what a
+// route requires.
+pub use auth_contract::{role::Role, scope::Scope};
 
 /// A size in bytes written `<digits><unit>`, unit `B`, `KB`, `MB`, `GB` (powers of 1000) or
 /// `KiB`, `MiB`, `GiB` (powers of 1024); a space between number and unit is allowed. Units are
@@ -232,26 +165,6 @@ mod tests {
         }
         assert_eq!(CredentialKind::parse("none"), None);
         assert_eq!(CredentialKind::parse("service"), None);
-    }
-
-    #[test]
-    fn scope_grammar() {
-        for good in ["*", "orders:read", "orders:*", "a.b-c_d:x.y-z*", "v2:read"] {
-            assert!(Scope::parse(good).is_ok(), "{good}");
-        }
-        for bad in ["", "orders", ":read", "orders:", "Orders:read", "orders:read write", "or ders:read", "a:b:c", "**"]
-        {
-            assert!(Scope::parse(bad).is_err(), "{bad:?} was accepted");
-        }
-        assert!(Scope::parse(&format!("{}:read", "a".repeat(200))).is_err());
-    }
-
-    #[test]
-    fn roles() {
-        assert_eq!(Role::parse("admin"), Ok(Role::Admin));
-        assert_eq!(Role::parse("member"), Ok(Role::Member));
-        assert!(Role::parse("Admin").is_err());
-        assert!(Role::parse("owner").is_err());
     }
 
     #[test]

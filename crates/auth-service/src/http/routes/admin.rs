@@ -92,7 +92,8 @@ pub async fn role(
     ApiJson(body): ApiJson<RoleRequest>,
 ) -> Result<Json<AdminUserView>, Error> {
     let id = path_param(id)?;
-    let role = body.role.parse().map_err(|e: String| Error::validation("role", e))?;
+    let role =
+        body.role.parse().map_err(|e: auth_contract::role::UnknownRole| Error::validation("role", e.to_string()))?;
     let user = service.set_role(&principal, id, role, &meta).await?;
     Ok(Json(AdminUserView::from(&user)))
 }

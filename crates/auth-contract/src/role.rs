@@ -1,0 +1,61 @@
+//! Roles: `member` (the default) and `admin`, as the auth service stores them, its tokens
+//! carry them and `X-Role` and route policies name them.
+
+use std::{fmt, str::FromStr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    Member,
+    Admin,
+}
+
+/// A role name no Portcullis version knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a role (member or admin)")]
+pub struct UnknownRole(pub String);
+
+impl Role {
+    pub const ALL: [Self; 2] = [Self::Member, Self::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, UnknownRole> {
+        Self::ALL.into_iter().find(|role| role.as_str() == text).ok_or_else(|| UnknownRole(text.to_owned()))
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+        }
+        assert_eq!(Role::parse("Admin"), Err(UnknownRole("Admin".into())), "names are exact");
+        assert_eq!(Role::default(), Role::Member);
+        assert_eq!(serde_json::to_string(&Role::Admin).ok().as_deref(), Some("\"admin\""));
+    }
+}
