@@ -32,6 +32,7 @@ fn sign(ring: &KeyRing, now: OffsetDateTime, scopes: &[String]) -> String {
         issued_at: now,
         expires_at: now + Duration::minutes(15),
     })
+    .map(|(token, _)| token)
     .unwrap_or_default()
 }
 

@@ -17,6 +17,83 @@ impl FieldError {
     }
 }
 
+/// Why a presented token is not valid: its message, and the wire code it refines to
+/// (`TOKEN_MALFORMED`, `SIGNATURE_INVALID` or `TOKEN_INVALID`), so no code is read back out
+/// of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token is larger than 8 KiB")]
+    TooLarge,
+    #[error("the token needs header extensions this service does not implement")]
+    CriticalExtension,
+    #[error("the token's algorithm is not accepted")]
+    Algorithm,
+    #[error("the token names no key")]
+    NoKey,
+    #[error("the token names an unknown key")]
+    UnknownKey,
+    #[error("the token's signature is invalid")]
+    Signature,
+    #[error("the token's issuer is not accepted")]
+    Issuer,
+    #[error("the token's audience is not accepted")]
+    Audience,
+    #[error("the token is not of the expected type")]
+    WrongType,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token names no session")]
+    NoSession,
+    #[error("the token's subject is not a user")]
+    NotAUser,
+    #[error("the token's session belongs to someone else")]
+    ForeignSession,
+    #[error("the token's user does not exist")]
+    UnknownUser,
+    #[error("the token's tenant does not match its session")]
+    TenantMismatch,
+    #[error("the token is unknown")]
+    Unknown,
+    #[error("the request presents more than one credential, and they differ")]
+    Conflict,
+    #[error("a credential header is not text")]
+    NotText,
+    #[error("the reference names no context")]
+    NamesNothing,
+}
+
+#[cfg(test)]
+mod tests {
+    use auth_contract::ErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn reasons_refine_the_wire_code() {
+        assert_eq!(Error::TokenInvalid(Invalid::Signature).wire_code(), ErrorCode::SignatureInvalid);
+        assert_eq!(Error::TokenInvalid(Invalid::Malformed).wire_code(), ErrorCode::TokenMalformed);
+        assert_eq!(Error::TokenInvalid(Invalid::TooLarge).wire_code(), ErrorCode::TokenMalformed);
+        for other in [Invalid::WrongType, Invalid::UnknownKey, Invalid::Issuer, Invalid::Conflict] {
+            assert_eq!(Error::TokenInvalid(other).wire_code(), ErrorCode::TokenInvalid, "{other:?}");
+            assert_eq!(Error::TokenInvalid(other).code(), "token_invalid");
+        }
+        assert_eq!(Error::TokenInvalid(Invalid::Signature).to_string(), "the token's signature is invalid");
+    }
+}
+
+impl Invalid {
+    pub fn wire_code(self) -> auth_contract::ErrorCode {
+        use auth_contract::ErrorCode as C;
+        match self {
+            Self::Malformed | Self::TooLarge => C::TokenMalformed,
+            Self::Signature => C::SignatureInvalid,
+            _ => C::TokenInvalid,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -32,7 +109,7 @@ pub enum Error {
     #[error("a credential is required")]
     TokenMissing,
     #[error("{0}")]
-    TokenInvalid(&'static str),
+    TokenInvalid(Invalid),
     #[error("the token has expired")]
     TokenExpired,
     #[error("the token has been revoked")]
@@ -107,9 +184,7 @@ impl Error {
     pub fn wire_code(&self) -> auth_contract::ErrorCode {
         use auth_contract::ErrorCode as C;
         match self {
-            Self::TokenInvalid(detail) if detail.contains("signature") => C::SignatureInvalid,
-            Self::TokenInvalid(detail) if detail.contains("malformed") || detail.contains("8 KiB") => C::TokenMalformed,
-            Self::TokenInvalid(_) => C::TokenInvalid,
+            Self::TokenInvalid(reason) => reason.wire_code(),
             Self::TokenMissing => C::TokenMissing,
             Self::TokenExpired => C::TokenExpired,
             Self::TokenRevoked => C::TokenRevoked,
@@ -166,8 +241,8 @@ impl From<auth_contract::CredentialError> for Error {
         use auth_contract::CredentialError as E;
         match err {
             E::Missing | E::NotBearer | E::Empty => Self::TokenMissing,
-            E::Conflict => Self::TokenInvalid("the request presents more than one credential, and they differ"),
-            E::NotText => Self::TokenInvalid("a credential header is not text"),
+            E::Conflict => Self::TokenInvalid(Invalid::Conflict),
+            E::NotText => Self::TokenInvalid(Invalid::NotText),
         }
     }
 }

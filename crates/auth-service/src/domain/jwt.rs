@@ -10,10 +10,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::error::Error;
+use crate::error::{Error, Invalid};
 
-/// The refusal of a valid token of another type (callers accepting several types retry).
-pub const WRONG_TYPE: &str = "the token is not of the expected type";
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Allowed clock skew for `exp` and `nbf`.
@@ -33,6 +31,10 @@ impl TokenType {
             Self::Access => "access",
             Self::Sdk => "sdk",
         }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Self::Access, Self::Sdk].into_iter().find(|typ| typ.as_str() == text)
     }
 }
 
@@ -127,7 +129,9 @@ impl KeyRing {
         self.keys.first().map_or("", |k| k.kid.as_str())
     }
 
-    pub fn sign(&self, token: &NewToken<'_>) -> Result<String, Error> {
+    /// Signs a token; returns it with the claims it carries, so the issuer can describe
+    /// what it issued without verifying its own token.
+    pub fn sign(&self, token: &NewToken<'_>) -> Result<(String, Claims), Error> {
         let key = self.keys.first().ok_or_else(|| Error::internal("empty key ring"))?;
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -146,48 +150,68 @@ impl KeyRing {
         let mut header = Header::new(ALGORITHM);
         header.kid = Some(key.kid.clone());
         header.typ = Some("JWT".to_owned());
-        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(Error::internal)
+        let signed = jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(Error::internal)?;
+        Ok((signed, claims))
     }
 
     /// Verifies a token of the expected type at `now`. Revocation and session state are the
     /// caller's next step.
     pub fn verify(&self, token: &str, expected: TokenType, now: OffsetDateTime) -> Result<Claims, Error> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(Error::TokenInvalid("the token is larger than 8 KiB"));
+        let (typ, claims) = self.decode(token)?;
+        if typ != expected {
+            return Err(Error::TokenInvalid(Invalid::WrongType));
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| Error::TokenInvalid("the token is malformed"))?;
-        if names_critical_extensions(token) {
-            return Err(Error::TokenInvalid("the token needs header extensions this service does not implement"));
-        }
-        if header.alg != ALGORITHM {
-            return Err(Error::TokenInvalid("the token's algorithm is not accepted"));
-        }
-        let kid = header.kid.ok_or(Error::TokenInvalid("the token names no key"))?;
-        let key =
-            self.keys.iter().find(|k| k.kid == kid).ok_or(Error::TokenInvalid("the token names an unknown key"))?;
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::InvalidSignature => Error::TokenInvalid("the token's signature is invalid"),
-                ErrorKind::InvalidIssuer => Error::TokenInvalid("the token's issuer is not accepted"),
-                ErrorKind::InvalidAudience => Error::TokenInvalid("the token's audience is not accepted"),
-                ErrorKind::InvalidAlgorithm => Error::TokenInvalid("the token's algorithm is not accepted"),
-                _ => Error::TokenInvalid("the token is malformed"),
-            }
-        })?;
-        let claims = data.claims;
-        if claims.typ != expected.as_str() {
-            return Err(Error::TokenInvalid(WRONG_TYPE));
-        }
-        let now = now.unix_timestamp();
-        if claims.exp + LEEWAY_SECONDS <= now {
-            return Err(Error::TokenExpired);
-        }
-        if claims.nbf - LEEWAY_SECONDS > now {
-            return Err(Error::TokenInvalid("the token is not valid yet"));
-        }
+        check_time(&claims, now)?;
         Ok(claims)
     }
+
+    /// Verifies a token of either type at `now`, decoding it once, for callers that accept
+    /// both and dispatch on its `typ`.
+    pub fn verify_any(&self, token: &str, now: OffsetDateTime) -> Result<(TokenType, Claims), Error> {
+        let (typ, claims) = self.decode(token)?;
+        check_time(&claims, now)?;
+        Ok((typ, claims))
+    }
+
+    /// Size, header, key, signature, issuer and audience, and a known `typ`; not time.
+    fn decode(&self, token: &str) -> Result<(TokenType, Claims), Error> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Error::TokenInvalid(Invalid::TooLarge));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Error::TokenInvalid(Invalid::Malformed))?;
+        if names_critical_extensions(token) {
+            return Err(Error::TokenInvalid(Invalid::CriticalExtension));
+        }
+        if header.alg != ALGORITHM {
+            return Err(Error::TokenInvalid(Invalid::Algorithm));
+        }
+        let kid = header.kid.ok_or(Error::TokenInvalid(Invalid::NoKey))?;
+        let key = self.keys.iter().find(|k| k.kid == kid).ok_or(Error::TokenInvalid(Invalid::UnknownKey))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            Error::TokenInvalid(match e.kind() {
+                ErrorKind::InvalidSignature => Invalid::Signature,
+                ErrorKind::InvalidIssuer => Invalid::Issuer,
+                ErrorKind::InvalidAudience => Invalid::Audience,
+                ErrorKind::InvalidAlgorithm => Invalid::Algorithm,
+                _ => Invalid::Malformed,
+            })
+        })?;
+        let typ = TokenType::parse(&data.claims.typ).ok_or(Error::TokenInvalid(Invalid::WrongType))?;
+        Ok((typ, data.claims))
+    }
+}
+
+/// `exp` and `nbf` against the injected clock, with the leeway.
+fn check_time(claims: &Claims, now: OffsetDateTime) -> Result<(), Error> {
+    let now = now.unix_timestamp();
+    if claims.exp + LEEWAY_SECONDS <= now {
+        return Err(Error::TokenExpired);
+    }
+    if claims.nbf - LEEWAY_SECONDS > now {
+        return Err(Error::TokenInvalid(Invalid::NotYetValid));
+    }
+    Ok(())
 }
 
 /// Whether the JOSE header has a `crit` member: it lists extensions a verifier must understand,
@@ -226,6 +250,7 @@ mod tests {
             issued_at: now,
             expires_at: now + Duration::minutes(15),
         })
+        .map(|(token, _)| token)
         .unwrap_or_default()
     }
 
@@ -238,7 +263,12 @@ mod tests {
         let t = token(&r, now);
         let claims = r.verify(&t, TokenType::Access, now);
         assert_eq!(claims.map(|c| c.sub).ok(), Some("u1".to_owned()));
-        assert!(matches!(r.verify(&t, TokenType::Sdk, now), Err(Error::TokenInvalid(_))));
+        assert!(matches!(r.verify(&t, TokenType::Sdk, now), Err(Error::TokenInvalid(Invalid::WrongType))));
+        // Decoded once, whatever its type: the caller dispatches on it.
+        let (typ, claims) = r.verify_any(&t, now).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((typ, claims.jti.as_str()), (TokenType::Access, "j1"));
+        assert!(matches!(r.verify_any(&t, now + Duration::minutes(16)), Err(Error::TokenExpired)));
+        assert!(matches!(r.verify_any("x.y.z", now), Err(Error::TokenInvalid(Invalid::Malformed))));
     }
 
     #[test]

@@ -194,11 +194,7 @@ impl AuthInternal for Internal {
             .create_sdk_session(&r.api_key, &r.external_user_id, scopes, parse_ip(&r.ip), optional(&r.origin))
             .await
             .map_err(|e| status(&e))?;
-        let context = self
-            .service
-            .validate(&tokens.access_token, parse_ip(&r.ip), optional(&r.origin))
-            .await
-            .map_err(|e| status(&e))?;
+        let context = self.service.describe_sdk(&tokens);
         Ok(Response::new(CreateSdkSessionResponse {
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
@@ -225,11 +221,11 @@ impl AuthInternal for Internal {
         };
         let refreshed =
             self.service.refresh_session(&r.refresh_token, &meta, expected).await.map_err(|e| status(&e))?;
+        let validated = self.service.describe_refreshed(&refreshed);
         let (access, refresh, expires_in) = match refreshed {
             Refreshed::User { tokens, .. } => (tokens.access_token, tokens.refresh_token, tokens.expires_in),
             Refreshed::Sdk(tokens) => (tokens.access_token, tokens.refresh_token, tokens.expires_in),
         };
-        let validated = self.service.validate(&access, None, None).await.map_err(|e| status(&e))?;
         let expires_at = validated.context.expires_at.unwrap_or(0);
         Ok(Response::new(RefreshResponse {
             access_token: access,

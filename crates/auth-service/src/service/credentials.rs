@@ -11,7 +11,7 @@ use crate::{
         name::Name,
         scope::{self, Scopes},
     },
-    error::Error,
+    error::{Error, Invalid},
     events,
     store::{PersonalAccessToken, User},
 };
@@ -135,9 +135,8 @@ impl AuthService {
     /// Verifies a PAT: checksum, existence, revocation, expiry and the user's state.
     pub async fn authenticate_pat(&self, token: &str) -> Result<(User, PersonalAccessToken), Error> {
         let credential =
-            Credential::parse(Kind::PersonalAccess, token).ok_or(Error::TokenInvalid("the token is malformed"))?;
-        let pat =
-            self.store().pat_by_hash(&credential.hash()).await?.ok_or(Error::TokenInvalid("the token is unknown"))?;
+            Credential::parse(Kind::PersonalAccess, token).ok_or(Error::TokenInvalid(Invalid::Malformed))?;
+        let pat = self.store().pat_by_hash(&credential.hash()).await?.ok_or(Error::TokenInvalid(Invalid::Unknown))?;
         self.live_pat(&pat, self.now()).await.map(|user| (user, pat))
     }
 
@@ -150,11 +149,7 @@ impl AuthService {
         if pat.expires_at.is_some_and(|e| e <= now) {
             return Err(Error::TokenExpired);
         }
-        let user = self
-            .store()
-            .user_by_id(pat.user_id)
-            .await?
-            .ok_or(Error::TokenInvalid("the token's user does not exist"))?;
+        let user = self.store().user_by_id(pat.user_id).await?.ok_or(Error::TokenInvalid(Invalid::UnknownUser))?;
         if user.disabled {
             return Err(Error::TokenRevoked);
         }

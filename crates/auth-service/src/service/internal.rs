@@ -11,14 +11,14 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AuthService, Principal, credentials::UserPrincipal, sdk::SdkPrincipal, tokens::secs};
+use super::{AuthService, Principal, Refreshed, SdkTokens, sdk::SdkPrincipal, tokens::secs};
 use crate::{
     domain::{
         credential::{Credential, Kind as CredentialKind},
-        jwt::WRONG_TYPE,
+        jwt::{Claims, TokenType},
     },
-    error::Error,
-    store::{self, ServiceToken},
+    error::{Error, Invalid},
+    store::{self, PersonalAccessToken, SdkSession, ServiceToken, Session, User},
 };
 
 /// No answer may be cached longer than this (SPEC §5).
@@ -83,13 +83,13 @@ impl AuthService {
 
     /// Verifies a service token.
     pub async fn authenticate_service(&self, token: &str) -> Result<ServiceToken, Error> {
-        let credential = Credential::parse(CredentialKind::Service, token.trim())
-            .ok_or(Error::TokenInvalid("the token is malformed"))?;
+        let credential =
+            Credential::parse(CredentialKind::Service, token.trim()).ok_or(Error::TokenInvalid(Invalid::Malformed))?;
         let record = self
             .store()
             .service_token_by_hash(&credential.hash())
             .await?
-            .ok_or(Error::TokenInvalid("the token is unknown"))?;
+            .ok_or(Error::TokenInvalid(Invalid::Unknown))?;
         if record.expires_at <= self.now() {
             return Err(Error::TokenExpired);
         }
@@ -97,23 +97,23 @@ impl AuthService {
     }
 
     fn user_context(&self, principal: &Principal) -> Validated {
-        let claims = &principal.claims;
+        self.describe_user_token(&principal.user, &principal.session, &principal.claims)
+    }
+
+    /// The context of a user's access token, from its claims, session and user.
+    fn describe_user_token(&self, user: &User, session: &Session, claims: &Claims) -> Validated {
         let expires = OffsetDateTime::from_unix_timestamp(claims.exp).ok();
         Validated {
-            cache_ttl: self.cache_ttl(&[
-                expires,
-                Some(self.idle_deadline(&principal.session)),
-                Some(principal.session.expires_at),
-            ]),
+            cache_ttl: self.cache_ttl(&[expires, Some(self.idle_deadline(session)), Some(session.expires_at)]),
             context: AuthContext {
-                subject: principal.user.id.to_string(),
+                subject: user.id.to_string(),
                 kind: Kind::User,
-                user_id: Some(principal.user.id.to_string()),
+                user_id: Some(user.id.to_string()),
                 tenant_id: None,
                 client_id: None,
-                session_id: Some(principal.session.id.to_string()),
+                session_id: Some(session.id.to_string()),
                 credential_id: Some(claims.jti.clone()),
-                role: Some(principal.user.role.as_str().to_owned()),
+                role: Some(user.role.as_str().to_owned()),
                 scopes: claims.scopes.clone(),
                 expires_at: Some(claims.exp),
                 rate_limit: None,
@@ -122,26 +122,44 @@ impl AuthService {
     }
 
     fn sdk_context(&self, principal: &SdkPrincipal) -> Validated {
-        let claims = &principal.claims;
+        self.describe_sdk_token(&principal.session, principal.client.rate_limit, &principal.claims)
+    }
+
+    /// The context of an SDK token, from its claims, session and client's limit.
+    fn describe_sdk_token(&self, session: &SdkSession, limit: Option<store::RateLimit>, claims: &Claims) -> Validated {
         let expires = OffsetDateTime::from_unix_timestamp(claims.exp).ok();
-        let idle = principal.session.last_activity + self.inner.config.session_idle_timeout;
-        let client = principal.client.id.to_string();
+        let idle = session.last_activity + self.inner.config.session_idle_timeout;
+        let client = session.client_id.to_string();
         Validated {
-            cache_ttl: self.cache_ttl(&[expires, Some(idle), Some(principal.session.expires_at)]),
+            cache_ttl: self.cache_ttl(&[expires, Some(idle), Some(session.expires_at)]),
             context: AuthContext {
                 subject: claims.sub.clone(),
                 kind: Kind::Sdk,
                 user_id: None,
                 tenant_id: Some(client.clone()),
                 client_id: Some(client),
-                session_id: Some(principal.session.id.to_string()),
+                session_id: Some(session.id.to_string()),
                 credential_id: Some(claims.jti.clone()),
                 role: None,
                 scopes: claims.scopes.clone(),
                 expires_at: Some(claims.exp),
-                rate_limit: rate_limit(principal.client.rate_limit),
+                rate_limit: rate_limit(limit),
             },
         }
+    }
+
+    /// What a refresh just issued, described from what was signed (issue once, describe
+    /// once: the fresh token is not verified again).
+    pub fn describe_refreshed(&self, refreshed: &Refreshed) -> Validated {
+        match refreshed {
+            Refreshed::User { user, tokens } => self.describe_user_token(user, &tokens.session, &tokens.claims),
+            Refreshed::Sdk(tokens) => self.describe_sdk(tokens),
+        }
+    }
+
+    /// What an SDK session's tokens are, described from what was signed.
+    pub fn describe_sdk(&self, tokens: &SdkTokens) -> Validated {
+        self.describe_sdk_token(&tokens.session, tokens.rate_limit, &tokens.claims)
     }
 
     /// Validates any credential: access and SDK tokens, PATs, service tokens, and API keys
@@ -178,32 +196,34 @@ impl AuthService {
                 },
             });
         }
-        match self.authenticate_user(credential).await {
-            Ok(UserPrincipal::Access(principal)) => Ok(self.user_context(&principal)),
-            Ok(UserPrincipal::Pat(pat)) => {
-                let (user, pat) = pat.as_ref();
-                Ok(Validated {
-                    cache_ttl: self.cache_ttl(&[pat.expires_at]),
-                    context: AuthContext {
-                        subject: user.id.to_string(),
-                        kind: Kind::Pat,
-                        user_id: Some(user.id.to_string()),
-                        tenant_id: None,
-                        client_id: None,
-                        session_id: None,
-                        credential_id: Some(pat.id.to_string()),
-                        role: Some(user.role.as_str().to_owned()),
-                        scopes: pat.scopes.to_vec(),
-                        expires_at: pat.expires_at.map(OffsetDateTime::unix_timestamp),
-                        rate_limit: None,
-                    },
-                })
-            }
-            Err(Error::TokenInvalid(WRONG_TYPE)) => {
-                let principal = self.authenticate_sdk(credential, origin).await?;
-                Ok(self.sdk_context(&principal))
-            }
-            Err(other) => Err(other),
+        if credential.starts_with(CredentialKind::PersonalAccess.prefix()) {
+            let (user, pat) = self.authenticate_pat(credential).await?;
+            return Ok(self.pat_context(&user, &pat));
+        }
+        // A JWT is decoded once and dispatched on its `typ`.
+        let now = self.now();
+        match self.inner.keys.verify_any(credential, now)? {
+            (TokenType::Access, claims) => Ok(self.user_context(&self.access_principal(claims, now).await?)),
+            (TokenType::Sdk, claims) => Ok(self.sdk_context(&self.sdk_principal(claims, origin, now).await?)),
+        }
+    }
+
+    fn pat_context(&self, user: &User, pat: &PersonalAccessToken) -> Validated {
+        Validated {
+            cache_ttl: self.cache_ttl(&[pat.expires_at]),
+            context: AuthContext {
+                subject: user.id.to_string(),
+                kind: Kind::Pat,
+                user_id: Some(user.id.to_string()),
+                tenant_id: None,
+                client_id: None,
+                session_id: None,
+                credential_id: Some(pat.id.to_string()),
+                role: Some(user.role.as_str().to_owned()),
+                scopes: pat.scopes.to_vec(),
+                expires_at: pat.expires_at.map(OffsetDateTime::unix_timestamp),
+                rate_limit: None,
+            },
         }
     }
 
@@ -239,11 +259,10 @@ impl AuthService {
     /// needed again). A re-check counts as use of its session or credential, as a validation
     /// does: an open connection is activity.
     pub async fn check_context(&self, reference: &ContextRef) -> Result<(), Error> {
-        const NAMES_NOTHING: &str = "the reference names no context";
         let id = |text: &Option<String>| {
-            text.as_deref().and_then(|t| Uuid::parse_str(t).ok()).ok_or(Error::TokenInvalid(NAMES_NOTHING))
+            text.as_deref().and_then(|t| Uuid::parse_str(t).ok()).ok_or(Error::TokenInvalid(Invalid::NamesNothing))
         };
-        let text = |text: &Option<String>| text.clone().ok_or(Error::TokenInvalid(NAMES_NOTHING));
+        let text = |text: &Option<String>| text.clone().ok_or(Error::TokenInvalid(Invalid::NamesNothing));
         let now = self.now();
         match reference.kind {
             Kind::User => {
@@ -274,7 +293,7 @@ impl AuthService {
                     .store()
                     .service_token(id(&reference.credential_id)?)
                     .await?
-                    .ok_or(Error::TokenInvalid(NAMES_NOTHING))?;
+                    .ok_or(Error::TokenInvalid(Invalid::NamesNothing))?;
                 if token.expires_at <= now { Err(Error::TokenExpired) } else { Ok(()) }
             }
         }

@@ -16,9 +16,9 @@ use crate::{
         jwt::{Claims, NewToken, TokenType},
         scope,
     },
-    error::Error,
+    error::{Error, Invalid},
     events,
-    store::{Client, RefreshToken, SdkSession, SessionKind},
+    store::{Client, RateLimit, RefreshToken, SdkSession, SessionKind},
 };
 
 /// Longest accepted `external_user_id`.
@@ -28,6 +28,10 @@ pub const MAX_EXTERNAL_ID_CHARS: usize = 256;
 #[derive(Debug)]
 pub struct SdkTokens {
     pub access_token: String,
+    /// What the access token carries, so the issuer describes it without verifying it.
+    pub claims: Claims,
+    /// The client's own rate limit, for the context.
+    pub rate_limit: Option<RateLimit>,
     pub refresh_token: String,
     pub expires_in: u64,
     pub session: SdkSession,
@@ -86,7 +90,7 @@ impl AuthService {
         }
     }
 
-    fn sign_sdk(&self, session: &SdkSession, now: OffsetDateTime) -> Result<String, Error> {
+    fn sign_sdk(&self, session: &SdkSession, now: OffsetDateTime) -> Result<(String, Claims), Error> {
         let scopes = session.scopes.to_vec();
         let subject = format!("sdk:{}:{}", session.client_id, session.external_user_id);
         let token = self.inner.keys.sign(&NewToken {
@@ -149,7 +153,7 @@ impl AuthService {
         };
         let (refresh, record) = self.new_refresh(session.id, SessionKind::Sdk, None, session.expires_at, now);
         self.store().insert_sdk_session(&session, &record).await?;
-        let tokens = self.sdk_tokens(session, &refresh, now)?;
+        let tokens = self.sdk_tokens(session, context.rate_limit, &refresh, now)?;
         self.events()
             .emit(
                 events::SESSION_CREATED,
@@ -160,9 +164,18 @@ impl AuthService {
     }
 
     /// Signs an SDK access token for `session` and pairs it with its refresh token.
-    fn sdk_tokens(&self, session: SdkSession, refresh: &Credential, now: OffsetDateTime) -> Result<SdkTokens, Error> {
+    fn sdk_tokens(
+        &self,
+        session: SdkSession,
+        rate_limit: Option<RateLimit>,
+        refresh: &Credential,
+        now: OffsetDateTime,
+    ) -> Result<SdkTokens, Error> {
+        let (access_token, claims) = self.sign_sdk(&session, now)?;
         Ok(SdkTokens {
-            access_token: self.sign_sdk(&session, now)?,
+            access_token,
+            claims,
+            rate_limit,
             refresh_token: refresh.expose().to_owned(),
             expires_in: self.inner.config.sdk_token_ttl.as_secs(),
             session,
@@ -203,14 +216,14 @@ impl AuthService {
     }
 
     pub(super) async fn refresh_sdk(&self, record: &RefreshToken, now: OffsetDateTime) -> Result<SdkTokens, Error> {
-        let (session, _client) = self.live_sdk_session(record.session_id, now).await.map_err(|e| {
+        let (session, client) = self.live_sdk_session(record.session_id, now).await.map_err(|e| {
             if matches!(e, Error::Unavailable(_) | Error::Internal(_)) { e } else { Error::RefreshInvalid }
         })?;
         let (next, next_record) = self.new_refresh(session.id, SessionKind::Sdk, None, session.expires_at, now);
         if !self.store().rotate_refresh_token(record.id, now, &next_record).await? {
             return Err(Error::RefreshConflict);
         }
-        let tokens = self.sdk_tokens(SdkSession { last_activity: now, ..session }, &next, now)?;
+        let tokens = self.sdk_tokens(SdkSession { last_activity: now, ..session }, client.rate_limit, &next, now)?;
         self.events()
             .emit(
                 events::TOKEN_REFRESHED,
@@ -225,13 +238,22 @@ impl AuthService {
     pub async fn authenticate_sdk(&self, token: &str, origin: Option<&str>) -> Result<SdkPrincipal, Error> {
         let now = self.now();
         let claims = self.inner.keys.verify(token, TokenType::Sdk, now)?;
+        self.sdk_principal(claims, origin, now).await
+    }
+
+    /// The principal behind a verified SDK token's claims.
+    pub(super) async fn sdk_principal(
+        &self,
+        claims: Claims,
+        origin: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<SdkPrincipal, Error> {
         let session_id = claims
             .sid
             .as_deref()
             .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or(Error::TokenInvalid("the token names no session"))?;
-        let tenant =
-            claims.tid.as_deref().ok_or(Error::TokenInvalid("the token's tenant does not match its session"))?;
+            .ok_or(Error::TokenInvalid(Invalid::NoSession))?;
+        let tenant = claims.tid.as_deref().ok_or(Error::TokenInvalid(Invalid::TenantMismatch))?;
         let (session, client) = self.live_sdk(&claims.jti, session_id, tenant, origin, now).await?;
         Ok(SdkPrincipal { session, client, claims })
     }
@@ -253,7 +275,7 @@ impl AuthService {
         }
         let (session, client) = self.live_sdk_session(session_id, now).await?;
         if tenant != client.id.to_string() {
-            return Err(Error::TokenInvalid("the token's tenant does not match its session"));
+            return Err(Error::TokenInvalid(Invalid::TenantMismatch));
         }
         self.check_origin(&client, origin)?;
         if now - session.last_activity >= time::Duration::minutes(1) {

@@ -12,7 +12,7 @@ use crate::{
         device,
         jwt::{Claims, NewToken, TokenType},
     },
-    error::Error,
+    error::{Error, Invalid},
     events,
     store::{RefreshToken, Session, SessionKind, User},
 };
@@ -32,6 +32,8 @@ const ALL_SCOPES: &str = "*";
 #[derive(Debug)]
 pub struct IssuedTokens {
     pub access_token: String,
+    /// What the access token carries, so the issuer describes it without verifying it.
+    pub claims: Claims,
     pub refresh_token: String,
     pub expires_in: u64,
     pub session: Session,
@@ -50,7 +52,7 @@ pub(super) fn secs(d: std::time::Duration) -> time::Duration {
 }
 
 impl AuthService {
-    fn sign_access(&self, user: &User, session: &Session, now: OffsetDateTime) -> Result<String, Error> {
+    fn sign_access(&self, user: &User, session: &Session, now: OffsetDateTime) -> Result<(String, Claims), Error> {
         let scopes = vec![ALL_SCOPES.to_owned()];
         let token = self.inner.keys.sign(&NewToken {
             typ: TokenType::Access,
@@ -91,9 +93,10 @@ impl AuthService {
         (credential, record)
     }
 
-    fn issued(&self, access_token: String, refresh: &Credential, session: Session) -> IssuedTokens {
+    fn issued(&self, (access_token, claims): (String, Claims), refresh: &Credential, session: Session) -> IssuedTokens {
         IssuedTokens {
             access_token,
+            claims,
             refresh_token: refresh.expose().to_owned(),
             expires_in: self.inner.config.jwt.access_ttl.as_secs(),
             session,
@@ -235,13 +238,17 @@ impl AuthService {
     pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
         let now = self.now();
         let claims = self.inner.keys.verify(token, TokenType::Access, now)?;
+        self.access_principal(claims, now).await
+    }
+
+    /// The principal behind a verified access token's claims.
+    pub(super) async fn access_principal(&self, claims: Claims, now: OffsetDateTime) -> Result<Principal, Error> {
         let session_id = claims
             .sid
             .as_deref()
             .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or(Error::TokenInvalid("the token names no session"))?;
-        let user_id =
-            Uuid::parse_str(&claims.sub).map_err(|_| Error::TokenInvalid("the token's subject is not a user"))?;
+            .ok_or(Error::TokenInvalid(Invalid::NoSession))?;
+        let user_id = Uuid::parse_str(&claims.sub).map_err(|_| Error::TokenInvalid(Invalid::NotAUser))?;
         let (user, session) = self.live_user_session(&claims.jti, session_id, user_id, now).await?;
         Ok(Principal { user, session, claims })
     }
@@ -262,7 +269,7 @@ impl AuthService {
         }
         let mut session = self.store().session(session_id).await?.ok_or(Error::SessionEnded)?;
         if session.user_id != user_id {
-            return Err(Error::TokenInvalid("the token's session belongs to someone else"));
+            return Err(Error::TokenInvalid(Invalid::ForeignSession));
         }
         if let Err(err) = check_session(&session, now, self.idle_cutoff(now)) {
             if matches!(err, Error::SessionIdle) {
@@ -270,8 +277,7 @@ impl AuthService {
             }
             return Err(err);
         }
-        let user =
-            self.store().user_by_id(user_id).await?.ok_or(Error::TokenInvalid("the token's user does not exist"))?;
+        let user = self.store().user_by_id(user_id).await?.ok_or(Error::TokenInvalid(Invalid::UnknownUser))?;
         if user.disabled {
             return Err(Error::TokenRevoked);
         }

@@ -160,6 +160,9 @@ async fn validate_every_kind(backend: Backend) {
         .expect("sdk session")
         .into_inner();
     let sdk_context = sdk.context.expect("context");
+    // Described from what was issued, it is exactly what validating the token answers.
+    let validated = grpc.validate(authed(&token, validate(&sdk.access_token))).await.expect("sdk").into_inner();
+    assert_eq!(validated.context.as_ref(), Some(&sdk_context));
     assert_eq!(
         (sdk_context.kind(), sdk_context.subject.clone()),
         (CredentialKind::Sdk, format!("sdk:{client_id}:end-user-1"))
@@ -200,6 +203,9 @@ async fn validate_every_kind(backend: Backend) {
         .expect("refresh")
         .into_inner();
     assert!(refreshed.refresh_token.starts_with("pcr_") && refreshed.expires_at > 0);
+    let validated = grpc.validate(authed(&token, validate(&refreshed.access_token))).await.expect("new").into_inner();
+    assert_eq!(validated.context, refreshed.context, "the refresh describes the token it issued");
+    assert_eq!(refreshed.context.as_ref().map(|c| c.expires_at), Some(refreshed.expires_at));
     let spent = grpc
         .refresh(authed(
             &token,
