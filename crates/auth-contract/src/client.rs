@@ -37,6 +37,43 @@ use crate::{
     proto::{self, auth_internal_client::AuthInternalClient},
 };
 
+/// A refused validation in a batch: its code and the auth service's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Tokens the auth service just issued (an SDK session, a refresh) and the context they carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Seconds the access token lives.
+    pub expires_in: i64,
+    pub context: AuthContext,
+}
+
+impl Issued {
+    /// An answer without a readable context is the auth service failing, not an answer.
+    fn new(
+        access_token: String,
+        refresh_token: String,
+        expires_in: i64,
+        context: Option<&proto::AuthContext>,
+    ) -> Result<Self, ClientError> {
+        let context = context
+            .and_then(AuthContext::from_proto)
+            .ok_or_else(|| ClientError::Unavailable("the auth service answered without a context".to_owned()))?;
+        Ok(Self { access_token, refresh_token, expires_in, context })
+    }
+
+    /// Unix seconds when the access token expires.
+    pub fn expires_at(&self) -> i64 {
+        self.context.expires_at.unwrap_or_default()
+    }
+}
+
 /// What the client needs to reach the auth service.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -614,18 +651,26 @@ impl AuthClient {
         .await
     }
 
-    /// Many validations in one call, uncached (for batch consumers and benchmarks).
+    /// Many validations in one call, uncached (for batch consumers and benchmarks): one answer
+    /// per request, in order, each the context or the refusal.
     pub async fn validate_batch(
         &self,
         requests: Vec<proto::ValidateRequest>,
-    ) -> Result<Vec<proto::ValidateResponse>, ClientError> {
+    ) -> Result<Vec<Result<AuthContext, Refusal>>, ClientError> {
         let message = proto::ValidateBatchRequest { requests };
         let response = self
             .authed(true, message, |mut grpc, r| async move {
                 grpc.validate_batch(r).await.map(tonic::Response::into_inner)
             })
             .await?;
-        Ok(response.responses)
+        Ok(response
+            .responses
+            .into_iter()
+            .map(|answer| match Self::decision(answer) {
+                Decision::Allowed { context, .. } => Ok(Arc::unwrap_or_clone(context)),
+                Decision::Denied { code, message } => Err(Refusal { code, message: message.to_string() }),
+            })
+            .collect())
     }
 
     /// Whether contexts validated earlier are still live (`CheckContext`), in order, asked in
@@ -663,20 +708,21 @@ impl AuthClient {
     }
 
     /// Opens an SDK session (not retried: it is not idempotent).
-    pub async fn create_sdk_session(
-        &self,
-        request: proto::CreateSdkSessionRequest,
-    ) -> Result<proto::CreateSdkSessionResponse, ClientError> {
-        self.authed(false, request, |mut grpc, r| async move {
-            grpc.create_sdk_session(r).await.map(tonic::Response::into_inner)
-        })
-        .await
+    pub async fn create_sdk_session(&self, request: proto::CreateSdkSessionRequest) -> Result<Issued, ClientError> {
+        let response = self
+            .authed(false, request, |mut grpc, r| async move {
+                grpc.create_sdk_session(r).await.map(tonic::Response::into_inner)
+            })
+            .await?;
+        Issued::new(response.access_token, response.refresh_token, response.expires_in, response.context.as_ref())
     }
 
     /// Rotates a refresh token (not retried: a retry would spend the successor).
-    pub async fn refresh(&self, request: proto::RefreshRequest) -> Result<proto::RefreshResponse, ClientError> {
-        self.authed(false, request, |mut grpc, r| async move { grpc.refresh(r).await.map(tonic::Response::into_inner) })
-            .await
+    pub async fn refresh(&self, request: proto::RefreshRequest) -> Result<Issued, ClientError> {
+        let response = self
+            .authed(false, request, |mut grpc, r| async move { grpc.refresh(r).await.map(tonic::Response::into_inner) })
+            .await?;
+        Issued::new(response.access_token, response.refresh_token, response.expires_in, response.context.as_ref())
     }
 
     /// Drops every cached answer.

@@ -29,7 +29,7 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/auth_descriptor.bin"));
 }
 
-pub use client::{AuthClient, ClientConfig, ClientError};
+pub use client::{AuthClient, ClientConfig, ClientError, Issued, Refusal};
 pub use codes::ErrorCode;
 pub use context::{AuthContext, ContextRef, Kind, Liveness, RateLimit};
 pub use credential::{CredentialError, Presented};

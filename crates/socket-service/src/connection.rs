@@ -353,10 +353,7 @@ impl Session<'_> {
                 return self.reply(&ServerMessage::Error { code: "unavailable", message, reference }).await;
             }
         };
-        let Some(context) = refreshed.context.as_ref().and_then(AuthContext::from_proto) else {
-            let message = "the auth service answered without a context";
-            return self.reply(&ServerMessage::Error { code: "unavailable", message, reference }).await;
-        };
+        let context = &refreshed.context;
         let same_identity = context.kind == current.kind
             && context.subject == current.subject
             && context.tenant_id == current.tenant_id
@@ -365,7 +362,7 @@ impl Session<'_> {
             let message = "the refresh token belongs to another session";
             return self.refuse("forbidden", message, reference).await;
         }
-        let context = Arc::new(context);
+        let context = Arc::new(refreshed.context.clone());
         self.service.hub().update(self.conn, context.clone());
         self.expiring_sent = false;
         let stored = StoredConnection {
@@ -378,7 +375,7 @@ impl Session<'_> {
         if let Err(err) = self.service.contexts().put(&stored, ttl).await {
             tracing::warn!(error = %err, "refreshed context not stored");
         }
-        let expires_at = OffsetDateTime::from_unix_timestamp(refreshed.expires_at)
+        let expires_at = OffsetDateTime::from_unix_timestamp(refreshed.expires_at())
             .ok()
             .and_then(|t| t.format(&Rfc3339).ok())
             .unwrap_or_default();

@@ -325,6 +325,15 @@ async fn check_contexts_batches_and_sees_past_the_cache(backend: Backend) {
     assert!(answers[..auth_contract::client::MAX_BATCH].iter().all(|a| *a == Liveness::Live));
     assert_eq!(answers[auth_contract::client::MAX_BATCH], Liveness::Ended(ErrorCode::TokenRevoked));
 
+    // Batches answer typed, in order: the context or the refusal.
+    let request = |credential: &str| auth_contract::proto::ValidateRequest {
+        credential: credential.to_owned(),
+        ..Default::default()
+    };
+    let answers = client.validate_batch(vec![request(&stays.access), request("garbage")]).await.expect("batch");
+    assert_eq!(answers[0].as_ref().ok().and_then(|c| c.user_id.clone()), Some(stays.user_id.clone()));
+    assert_eq!(answers[1].as_ref().err().map(|r| r.code), Some(ErrorCode::TokenMalformed));
+
     app.stop().await;
     assert!(matches!(client.check_contexts(&[live]).await, Err(ClientError::Unavailable(_))));
 }
