@@ -42,7 +42,7 @@ async fn open_store() -> Result<Box<dyn Store>, String> {
 
 async fn cleanup(dry_run: bool) -> Result<(), String> {
     let store = open_store().await?;
-    let now = time::OffsetDateTime::now_utc();
+    let now = platform::clock::Clock::now(&platform::clock::SystemClock);
     let report = store
         .cleanup(now, now - auth_service::service::ENDED_SESSION_RETENTION, dry_run)
         .await

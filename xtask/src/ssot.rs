@@ -362,6 +362,7 @@ pub fn run(root: &Path) -> Result<(), String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests read the wall clock
 mod tests {
     use super::*;
 

@@ -20,7 +20,7 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use failsafe::{StateMachine, failure_policy::ConsecutiveFailures};
@@ -233,7 +233,7 @@ pub const MAX_BATCH: usize = 1000;
 const BACKOFF_BASE: Duration = Duration::from_millis(25);
 
 fn now_unix() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    platform::clock::Clock::now(&platform::clock::SystemClock).unix_timestamp()
 }
 
 /// A failure of the transport or the auth service itself, as opposed to an answer.

@@ -14,8 +14,6 @@
 //! let app: Router = Router::new().route("/whoami", get(whoami)).with_state(ContextKey::new("secret"));
 //! ```
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::{FromRef, FromRequestParts, OriginalUri};
 use axum::http::{HeaderMap, StatusCode, request::Parts, uri::PathAndQuery};
 use axum::response::{IntoResponse, Response};
@@ -71,7 +69,7 @@ where
 /// Unix seconds now. A host clock before 1970 yields 0, which makes every context look far in
 /// the future and so fails closed.
 fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    platform::clock::Clock::now(&platform::clock::SystemClock).unix_timestamp()
 }
 
 /// The request id to echo in a rejection. It is not verified (verification just failed), but

@@ -1,6 +1,9 @@
 //! Access-token signing and verification (the CPU cost of every authenticated request before
 //! any cache), and opaque-credential parsing and hashing.
 
+// Benchmarks read the wall clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::hint::black_box;
 
 use auth_service::domain::{

@@ -228,5 +228,10 @@ pub(crate) async fn test_gateway(routes: &str) -> Gateway {
         MapEnv::new([("AUTH_SERVICE_URL", "http://127.0.0.1:9"), ("DATA_DIR", dir.to_str().expect("utf-8 temp dir"))]);
     let mut config = GatewayConfig::from_env_with(&env, Mode::Embedded, overrides).expect("config");
     config.routes = RoutesFile::parse(routes).expect("routes");
-    start(config, GatewayDeps { bus: Arc::new(MemoryBus::default()), redis: None }).await.expect("gateway")
+    start(
+        config,
+        GatewayDeps { bus: Arc::new(MemoryBus::default()), redis: None, clock: Arc::new(platform::clock::SystemClock) },
+    )
+    .await
+    .expect("gateway")
 }

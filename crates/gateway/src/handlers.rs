@@ -111,17 +111,19 @@ async fn forward(
     if let Some(context) = context {
         // The upstream sees its base path in front of ours, and verifies what it sees.
         let signed_path = format!("{}{path_and_query}", upstream.base_path());
-        let signed =
-            sign_context(&gateway.context_key, context, request.method(), &signed_path, &request_id, time_now())
-                .map_err(|e| GatewayError::Internal(format!("cannot sign context: {e}")))?;
+        let signed = sign_context(
+            &gateway.context_key,
+            context,
+            request.method(),
+            &signed_path,
+            &request_id,
+            gateway.deps.clock.now().unix_timestamp(),
+        )
+        .map_err(|e| GatewayError::Internal(format!("cannot sign context: {e}")))?;
         request.headers_mut().extend(signed);
     }
     let (timeout, retries, max_body) = limits;
     gateway.proxy.forward(request, Target { upstream, path_and_query, timeout, retries, max_body }).await
-}
-
-fn time_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn query_suffix(request: &Request) -> String {

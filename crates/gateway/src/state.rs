@@ -9,7 +9,7 @@ use std::{
 
 use auth_contract::{AuthClient, headers::ContextKey};
 use deadpool_redis::Pool;
-use platform::{bus::EventBus, origin::OriginPattern};
+use platform::{bus::EventBus, clock::Clock, origin::OriginPattern};
 use secrecy::ExposeSecret;
 
 use crate::{
@@ -24,6 +24,8 @@ pub struct GatewayDeps {
     pub bus: Arc<dyn EventBus>,
     /// Shared rate limits; `None` keeps them in process.
     pub redis: Option<Pool>,
+    /// Time, for the signed context's timestamp.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Origins a preflight may come from: `CORS_ORIGIN` plus every client's allowed origins (the

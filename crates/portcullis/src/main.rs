@@ -107,7 +107,11 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
         None => None,
     };
     let gateway_addr = SocketAddr::new(gateway_config.host, gateway_config.port);
-    let gateway = gateway::app::start(gateway_config, GatewayDeps { bus: backends.bus.clone(), redis }).await?;
+    let gateway = gateway::app::start(
+        gateway_config,
+        GatewayDeps { bus: backends.bus.clone(), redis, clock: Arc::new(platform::clock::SystemClock) },
+    )
+    .await?;
     let gateway_listener = tokio::net::TcpListener::bind(gateway_addr)
         .await
         .map_err(|e| format!("cannot listen on {gateway_addr}: {e}"))?;

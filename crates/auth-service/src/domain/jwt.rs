@@ -229,6 +229,7 @@ fn names_critical_extensions(token: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests read the wall clock
 mod tests {
     use super::*;
     use time::Duration;

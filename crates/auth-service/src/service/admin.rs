@@ -105,8 +105,8 @@ pub async fn set_role_as_operator(
     email: &str,
     role: Role,
 ) -> Result<User, Error> {
-    let user = set_role_by_email(store, email, role).await?;
     let clock = platform::clock::SystemClock;
+    let user = set_role_by_email(store, &clock, email, role).await?;
     let entry = crate::store::NewAudit {
         user_id: Some(user.id),
         action: "role_changed",
@@ -123,10 +123,15 @@ pub async fn set_role_as_operator(
     Ok(user)
 }
 
-/// Sets a role by email (the store change alone).
-pub async fn set_role_by_email(store: &dyn crate::store::Store, email: &str, role: Role) -> Result<User, Error> {
+/// Sets a role by email (the store change alone), at the clock's time.
+pub async fn set_role_by_email(
+    store: &dyn crate::store::Store,
+    clock: &dyn platform::clock::Clock,
+    email: &str,
+    role: Role,
+) -> Result<User, Error> {
     let email = Email::parse("email", email)?;
     let user = store.user_by_email(email.as_str()).await?.ok_or(Error::NotFound)?;
-    store.set_user_role(user.id, role, OffsetDateTime::now_utc()).await?;
+    store.set_user_role(user.id, role, clock.now()).await?;
     Ok(User { role, ..user })
 }

@@ -612,8 +612,8 @@ async fn admin_routes_bad_input(backend: Backend) {
     let member = app.signup(&unique_email("member")).await;
     let target = app.signup(&unique_email("target")).await;
     let promoted = match &app.raw {
-        RawStore::Sqlite(store) => set_role_by_email(store, &admin_email, Role::Admin).await,
-        RawStore::Postgres(store) => set_role_by_email(store, &admin_email, Role::Admin).await,
+        RawStore::Sqlite(store) => set_role_by_email(store, &app.clock, &admin_email, Role::Admin).await,
+        RawStore::Postgres(store) => set_role_by_email(store, &app.clock, &admin_email, Role::Admin).await,
     };
     assert_eq!(promoted.expect("promote").role, Role::Admin);
     let random = uuid::Uuid::new_v4().to_string();

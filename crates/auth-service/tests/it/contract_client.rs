@@ -196,7 +196,7 @@ async fn disable_and_role_change_reach_the_cache(backend: Backend) {
     client.follow(service_bus(&app, &backend)).await.expect("follow");
     let admin_email = unique_email("cache-admin");
     app.signup(&admin_email).await;
-    set_role_by_email(app.raw.store().as_ref(), &admin_email, Role::Admin).await.expect("promote");
+    set_role_by_email(app.raw.store().as_ref(), &app.clock, &admin_email, Role::Admin).await.expect("promote");
     let admin = app.login(&admin_email, crate::helpers::FIREFOX).await;
     let owner = app.signup(&unique_email("cache-owner")).await;
     let shop = app.register_client(&owner, json!({"name": "Shop"})).await;

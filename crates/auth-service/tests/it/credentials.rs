@@ -335,7 +335,8 @@ async fn disabled_user_is_refused_everywhere(backend: Backend) {
     let mut events = app.events().await;
     let admin_email = unique_email("admin");
     app.signup(&admin_email).await;
-    let promoted = set_role_by_email(app.raw.store().as_ref(), &admin_email, Role::Admin).await.expect("promote");
+    let promoted =
+        set_role_by_email(app.raw.store().as_ref(), &app.clock, &admin_email, Role::Admin).await.expect("promote");
     assert_eq!(promoted.role, Role::Admin);
     let admin = app.login(&admin_email, FIREFOX).await;
 

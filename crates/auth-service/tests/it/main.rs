@@ -2,7 +2,8 @@
 //! port 0 over HTTP, on SQLite + the in-process bus always and on PostgreSQL + Redis when
 //! `DATABASE_URL` and `REDIS_URL` are set (and in CI, where their absence fails the run).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests read the wall clock to build tokens, timestamps and unique names.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod helpers;
 use testkit::on_both_backends;

@@ -264,10 +264,10 @@ fn into_response(response: Response<hyper::body::Incoming>) -> Response<Body> {
     Response::from_parts(parts, Body::new(body))
 }
 
-/// Up to `max` of jitter, from the clock's low bits (no need for a CSPRNG here).
+/// Up to `max` of jitter, from a random UUID's low bits.
 fn rand_jitter(max: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    Duration::from_nanos(u64::from(nanos) % (max.as_nanos() as u64).max(1))
+    let random = uuid::Uuid::new_v4().as_u64_pair().1;
+    Duration::from_nanos(random % u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1))
 }
 
 /// Sets a header from a string the gateway produced; a value that is not a valid header

@@ -289,7 +289,7 @@ impl Outbox for SpoolOutbox {
 
     async fn push(&self, event: &StoredEvent) -> Result<(), Unavailable> {
         let data = serde_json::to_vec(event).map_err(spool_err)?;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos = platform::clock::Clock::now(&platform::clock::SystemClock).unix_timestamp_nanos().max(0);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let name = format!("{nanos:020}-{seq:010}-{}.json", uuid::Uuid::new_v4().simple());
         let dir = self.source_dir(&event.source);

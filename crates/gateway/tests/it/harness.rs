@@ -185,7 +185,12 @@ async fn spawn_gateway_on(
         context_signing_secret: Some(CONTEXT_SECRET.to_owned().into()),
     };
     let config = GatewayConfig::from_env_with(&env, Mode::Embedded, overrides).expect("gateway config");
-    let gateway = gateway::app::start(config, GatewayDeps { bus: auth.bus.clone(), redis }).await.expect("gateway");
+    let gateway = gateway::app::start(
+        config,
+        GatewayDeps { bus: auth.bus.clone(), redis, clock: Arc::new(platform::clock::SystemClock) },
+    )
+    .await
+    .expect("gateway");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();

@@ -100,6 +100,7 @@ impl Counters for RedisCounters {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests read the wall clock
 mod tests {
     use std::sync::Arc;
 
