@@ -238,7 +238,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Session>>;
     async fn count_live_sessions(&self, now: OffsetDateTime, idle_cutoff: OffsetDateTime) -> StoreResult<i64>;
     async fn touch_session(&self, id: Uuid, at: OffsetDateTime) -> StoreResult<()>;
-    /// Ends the given sessions; returns the ids that were live and are now ended.
+    /// Ends the given sessions not ended yet (an expired one included, so its end is
+    /// recorded); returns their ids.
     async fn end_sessions(&self, ids: &[Uuid], at: OffsetDateTime, reason: &str) -> StoreResult<Vec<Uuid>>;
 
     async fn refresh_token_by_hash(&self, hash: &str) -> StoreResult<Option<RefreshToken>>;

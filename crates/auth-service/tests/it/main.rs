@@ -12,6 +12,7 @@ mod table;
 mod bad_input;
 mod bad_input_credentials;
 mod bus;
+mod conformance;
 mod contract_client;
 mod credentials;
 mod faults;
