@@ -8,8 +8,10 @@
 //!   the auth service's criterion benches, and the gateway scenario (direct upstream vs the
 //!   gateway vs Caddy `forward_auth`); see [`bench`]
 //! - `ssot-check`         prove only the auth service depends on a JWT library or reads `JWT_SECRET`
+//! - `codemap-check`      prove ARCHITECTURE.md's codemap names only real paths and every module
 
 mod bench;
+mod codemap;
 mod ssot;
 
 use std::{
@@ -20,7 +22,7 @@ use std::{
 use auth_service::store::{PostgresStore, SqliteStore, Store};
 use platform::env::{EnvExt, OsEnv};
 
-const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway] [--quiet-logs] | ssot-check>";
+const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway] [--quiet-logs] | ssot-check | codemap-check>";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -93,6 +95,7 @@ async fn main() -> ExitCode {
         ["users", "set-role", email, role] => set_role(email, role).await,
         ["bench", rest @ ..] => bench::run(rest).await,
         ["ssot-check"] => ssot::run(&workspace_root()),
+        ["codemap-check"] => codemap::run(&workspace_root()),
         _ => Err(USAGE.to_owned()),
     };
     match result {
