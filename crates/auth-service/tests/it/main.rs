@@ -21,4 +21,5 @@ mod forward_auth;
 mod grpc;
 mod limits;
 mod listeners;
+mod schema;
 mod storage;
