@@ -15,11 +15,11 @@ use tokio::{
 };
 
 use crate::{
-    app::{SocketService, Target},
     hub::Conn,
     protocol::{
         self, ClientMessage, EXPIRING_NOTICE_SECONDS, MAX_MESSAGE_BYTES, MAX_REFUSED_PER_MINUTE, ServerMessage, close,
     },
+    service::{SocketService, Target},
     store::StoredConnection,
 };
 

@@ -3,7 +3,8 @@
 //! embedded mode); authorised per message from that stored context; and closed within
 //! milliseconds when their session or credential is revoked.
 //!
-//! `http` serves the handshake, tickets and the internal publish endpoint; `connection` is the
+//! `service` is the handle everything shares, `app` wires it to the listener and the bus and
+//! runs it; `http` serves the handshake, tickets and the internal publish endpoint; `connection` is the
 //! one task per socket; `hub` is the node's registry of connections and its fan-out;
 //! `store` keeps contexts and tickets; `protocol` is the JSON spoken on the wire.
 
@@ -14,7 +15,9 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
+pub mod service;
 pub mod store;
 
-pub use app::{Deps, SocketService, StartError, Target, run};
+pub use app::run;
 pub use config::{Mode, SecretOverrides, SocketConfig};
+pub use service::{Deps, SocketService, StartError, Target};

@@ -7,7 +7,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AuthService, ClientMeta, Principal, tokens::secs};
+use super::{AuthService, ClientMeta, Principal, secs};
 use crate::{
     domain::{
         allowlist,

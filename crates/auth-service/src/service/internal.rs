@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AuthService, Principal, Refreshed, SdkTokens, sdk::SdkPrincipal, tokens::secs};
+use super::{AuthService, Principal, Refreshed, SdkTokens, sdk::SdkPrincipal, secs};
 use crate::{
     domain::{
         credential::{Credential, Kind as CredentialKind},

@@ -243,6 +243,11 @@ impl AuthService {
 }
 
 /// Whether a session (user or SDK) is usable at `now`; the error says why not.
+/// A configured duration as a `time` duration (saturating).
+pub(super) fn secs(d: std::time::Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
 fn check_lifetime(
     ended_at: Option<OffsetDateTime>,
     expires_at: OffsetDateTime,

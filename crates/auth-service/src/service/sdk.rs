@@ -8,7 +8,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AuthService, check_lifetime, tokens::secs};
+use super::{AuthService, check_lifetime, secs};
 use crate::{
     domain::{
         allowlist,

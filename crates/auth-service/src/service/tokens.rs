@@ -5,7 +5,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AuthService, ClientMeta, check_session};
+use super::{AuthService, ClientMeta, check_session, secs};
 use crate::{
     domain::{
         credential::{Credential, Kind},
@@ -45,10 +45,6 @@ pub struct Principal {
     pub user: User,
     pub session: Session,
     pub claims: Claims,
-}
-
-pub(super) fn secs(d: std::time::Duration) -> time::Duration {
-    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
 
 impl AuthService {

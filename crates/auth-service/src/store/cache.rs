@@ -28,7 +28,7 @@ use super::{
     ApiKey, AuditEntry, CleanupReport, Client, ClientChange, NewAudit, PersonalAccessToken, RefreshToken, SdkSession,
     ServiceToken, Session, Store, StoreResult, User,
 };
-use crate::domain::role::Role;
+use auth_contract::role::Role;
 
 /// Longest an entry lives without being dropped by a write or an event.
 pub const ENTRY_TTL: Duration = Duration::from_secs(30);

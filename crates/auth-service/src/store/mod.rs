@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{role::Role, scope::Scopes};
+// The records speak the contract's vocabulary directly (not through `domain`, whose
+// adapters know the service's errors).
+use auth_contract::{role::Role, scope::Scopes};
 
 pub use cache::CachedStore;
 pub use postgres::PostgresStore;

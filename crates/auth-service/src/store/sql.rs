@@ -12,7 +12,7 @@ macro_rules! impl_store {
         use time::OffsetDateTime;
         use uuid::Uuid;
 
-        use $crate::domain::{role::Role, scope::Scopes};
+        use auth_contract::{role::Role, scope::Scopes};
         use $crate::store::{
             ApiKey, AuditEntry, CleanupReport, Client, ClientChange, NewAudit, PersonalAccessToken, RateLimit,
             RefreshToken, SdkSession, ServiceToken, Session, SessionKind, Store, User, from_ms, map_sqlx, parse_uuid,

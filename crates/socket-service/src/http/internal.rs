@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::{ApiError, Peer, Problem, RequestId, client_ip};
 use crate::{
-    app::{SocketService, Target},
     protocol::{MAX_CHANNEL_BYTES, MAX_MESSAGE_BYTES},
+    service::{SocketService, Target},
 };
 
 /// The body carries the data plus a little addressing.

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 pub use error::{ApiError, Problem};
 
-use crate::app::SocketService;
+use crate::service::SocketService;
 
 pub const X_REQUEST_ID: &str = "x-request-id";
 

@@ -11,7 +11,7 @@ use axum::{
 use serde_json::json;
 
 use super::{ApiError, Problem, RequestId};
-use crate::app::SocketService;
+use crate::service::SocketService;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
 

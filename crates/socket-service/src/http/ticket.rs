@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::{ApiError, Problem, RequestId};
 use crate::{
-    app::SocketService,
+    service::SocketService,
     store::{TICKET_TTL, Ticket, new_ticket},
 };
 

@@ -15,7 +15,7 @@ use axum::{
 use platform::origin::Origin;
 
 use super::{ApiError, Peer, RequestId, client_ip};
-use crate::{app::SocketService, connection, protocol::MAX_MESSAGE_BYTES, store::StoredConnection};
+use crate::{connection, protocol::MAX_MESSAGE_BYTES, service::SocketService, store::StoredConnection};
 
 /// Buffers sized for many idle connections (tungstenite's defaults are 128 KiB each).
 const READ_BUFFER: usize = 4 * 1024;
