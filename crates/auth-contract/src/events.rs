@@ -59,6 +59,11 @@ fn list(event: &Value, field: &str) -> Vec<String> {
         .collect()
 }
 
+/// The access-token id an event names (a logout's), whose revocation a cache must re-read.
+pub fn jti(event: &Value) -> Option<String> {
+    text(event, "jti")
+}
+
 /// A field's id and a list field's ids.
 fn both(event: &Value, one: &str, many: &str) -> Vec<String> {
     let mut ids: Vec<String> = text(event, one).into_iter().collect();
@@ -67,12 +72,12 @@ fn both(event: &Value, one: &str, many: &str) -> Vec<String> {
 }
 
 impl Ids {
-    /// Every id a payload names, whatever the event: what a cache of stored records drops
-    /// (a session's activity, a user's password, a rotated key's successor all change rows).
+    /// Every stored record a payload names, whatever the event: what a cache of stored
+    /// records drops (a session's activity, a user's password, a rotated key's successor all
+    /// change rows). An access token's `jti` is no record: see [`jti`].
     pub fn named_in(event: &Value) -> Self {
         let mut credentials = both(event, "credential_id", "credential_ids");
         credentials.extend(text(event, "new_credential_id"));
-        credentials.extend(text(event, "jti"));
         Self {
             sessions: both(event, "session_id", "session_ids"),
             credentials,
@@ -267,7 +272,8 @@ mod tests {
             "credential_id": "old", "new_credential_id": "new", "client_ids": ["c"]
         }));
         assert_eq!(ids.sessions, ["s", "t"]);
-        assert_eq!(ids.credentials, ["old", "new", "j"]);
+        assert_eq!(ids.credentials, ["old", "new"]);
+        assert_eq!(jti(&json!({"jti": "j", "credential_id": "old"})).as_deref(), Some("j"));
         assert_eq!((ids.users, ids.clients), (vec!["u".to_owned()], vec!["c".to_owned()]));
         assert!(
             is_account_event(SESSION_CREATED) && is_account_event(USER_LOGOUT) && !is_account_event(CLIENT_UPDATED)

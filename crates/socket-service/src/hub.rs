@@ -356,16 +356,21 @@ impl Hub {
     /// Applies one `auth:*` event: account events go to the user's connections (before any
     /// close, so a device sees why), then the connections it ends close.
     pub fn apply_auth_event(&self, channel: &str, payload: &str) {
-        let Ok(Value::Object(mut event)) = serde_json::from_str::<Value>(payload) else {
-            tracing::warn!(%channel, "auth event is not a JSON object; ignored");
-            return;
+        let mut event = match serde_json::from_str::<Value>(payload) {
+            Ok(event @ Value::Object(_)) => event,
+            _ => {
+                tracing::warn!(%channel, "auth event is not a JSON object; ignored");
+                return;
+            }
         };
-        let revocation = Revocation::from_value(channel, &Value::Object(event.clone()));
+        let revocation = Revocation::from_value(channel, &event);
         if events::is_account_event(channel)
             && let Some(user) = event.get("user_id").and_then(Value::as_str).map(str::to_owned)
         {
-            event.insert("event".to_owned(), Value::String(channel.to_owned()));
-            self.to_owner(&user, &Value::Object(event));
+            if let Value::Object(fields) = &mut event {
+                fields.insert("event".to_owned(), Value::String(channel.to_owned()));
+            }
+            self.to_owner(&user, &event);
         }
         if let Some(revocation) = revocation {
             self.revoke(&revocation);

@@ -56,6 +56,19 @@ fn status(err: &Error) -> Status {
     status
 }
 
+/// Answers every item of a batched call at once, in order: at most [`MAX_BATCH`] items, and
+/// one dependency failure fails the call.
+async fn batch<'a, T, R, F, Fut>(items: &'a [T], what: &str, each: F) -> Result<Vec<R>, Status>
+where
+    F: FnMut(&'a T) -> Fut,
+    Fut: Future<Output = Result<R, Status>>,
+{
+    if items.len() > MAX_BATCH {
+        return Err(Status::invalid_argument(format!("VALIDATION_FAILED: at most {MAX_BATCH} {what}")));
+    }
+    futures::future::join_all(items.iter().map(each)).await.into_iter().collect()
+}
+
 fn parse_ip(text: &str) -> Option<IpAddr> {
     text.trim().parse().ok()
 }
@@ -132,14 +145,7 @@ impl AuthInternal for Internal {
         request: Request<ValidateBatchRequest>,
     ) -> Result<Response<ValidateBatchResponse>, Status> {
         self.require_service(&request).await?;
-        let requests = &request.get_ref().requests;
-        if requests.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "VALIDATION_FAILED: at most {MAX_BATCH} validations per batch"
-            )));
-        }
-        let answers = futures::future::join_all(requests.iter().map(|r| self.validate_one(r))).await;
-        let responses = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let responses = batch(&request.get_ref().requests, "validations per batch", |r| self.validate_one(r)).await?;
         Ok(Response::new(ValidateBatchResponse { responses }))
     }
 
@@ -148,15 +154,8 @@ impl AuthInternal for Internal {
         request: Request<CheckContextRequest>,
     ) -> Result<Response<CheckContextResponse>, Status> {
         self.require_service(&request).await?;
-        let refs = &request.get_ref().refs;
-        if refs.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "VALIDATION_FAILED: at most {MAX_BATCH} references per call"
-            )));
-        }
-        let checks = futures::future::join_all(refs.iter().map(|r| self.check_one(r))).await;
-        let results = checks.into_iter().map(|c| c.map(Liveness::to_proto)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Response::new(CheckContextResponse { results }))
+        let checks = batch(&request.get_ref().refs, "references per call", |r| self.check_one(r)).await?;
+        Ok(Response::new(CheckContextResponse { results: checks.into_iter().map(Liveness::to_proto).collect() }))
     }
 
     async fn validate_api_key(

@@ -168,8 +168,8 @@ impl CachedStore {
         for user in uuids(&named.users) {
             self.users.invalidate(&user);
         }
-        for credential in &named.credentials {
-            self.revoked_jtis.invalidate(credential);
+        if let Some(jti) = events::jti(&event) {
+            self.revoked_jtis.invalidate(&jti);
         }
         for credential in uuids(&named.credentials) {
             self.drop_pat(credential);
