@@ -13,6 +13,8 @@
 mod bench;
 mod codemap;
 mod ssot;
+#[cfg(test)]
+mod surface;
 
 use std::{
     path::{Path, PathBuf},

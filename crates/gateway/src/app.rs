@@ -1,57 +1,30 @@
 //! Start-up and serving: [`start`] connects what the gateway runs on (the auth service's
 //! client and its cache invalidation, the CORS origin list, rate-limit storage) and
-//! [`router`] assembles the middleware in SPEC §6's order; [`run`] serves until shutdown.
+//! [`router`] hands every request to the pipeline (SPEC §6's stages in order); [`run`] serves
+//! until shutdown.
 //! The `gateway` binary, the all-in-one binary and the tests all go through these.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use auth_contract::{AuthClient, ClientConfig};
-use axum::{
-    Router,
-    middleware::{from_fn, from_fn_with_state},
-    routing::{any, get, post},
-};
+use axum::{Router, extract::Request};
 use futures::StreamExt;
 use platform::bus::BusMessage;
 use tokio::net::TcpListener;
 
 use crate::{
     config::GatewayConfig,
-    domain::{CredentialKind, CredentialKinds, RouteAuth},
-    handlers,
-    layers::{access_log, authn, client_ip, cors, hop_by_hop, rate_limit, request_id, route_match, sanitize, security},
+    http,
     metrics::Metrics,
+    pipeline,
     proxy::Proxy,
     ratelimit::RateLimiter,
-    routes::RoutePolicy,
     state::{CorsOrigins, Gateway, GatewayDeps, Inner},
-    webhooks::{self, WebhookDeps, Webhooks},
+    webhooks::{WebhookDeps, Webhooks},
 };
 
 /// How often the client-origin list is fetched again while the auth service cannot answer.
 const ORIGINS_RETRY: Duration = Duration::from_secs(2);
-
-fn ticket_route(config: &GatewayConfig) -> RoutePolicy {
-    let mut kinds = CredentialKinds::default();
-    for kind in CredentialKind::ALL {
-        kinds.insert(kind);
-    }
-    RoutePolicy {
-        prefix: route_match::SOCKET_TICKET_PATH.to_owned(),
-        upstream: config.socket_service_url.clone(),
-        auth: RouteAuth::Required(kinds),
-        scopes: Vec::new(),
-        roles: Vec::new(),
-        rate_limit: None,
-        timeout: Duration::from_secs(10),
-        retries: 0,
-        max_body: 64 * 1024,
-        // The socket service mints the ticket from the credential itself (SPEC §7).
-        forward_credentials: true,
-        websocket: false,
-        line: 0,
-    }
-}
 
 /// Builds the gateway and starts its background work: revocation events clear the credential
 /// cache, and `auth:client.*` events (or a bus reconnect) refresh the CORS origin list.
@@ -84,7 +57,7 @@ pub async fn start(config: GatewayConfig, deps: GatewayDeps) -> Result<Gateway, 
         auth_failures: platform::counters::FailureGuard::new(shared_failures, config.auth_failure_limit),
         webhooks,
         context_key: Gateway::context_key_from(&config),
-        ticket_route: Arc::new(ticket_route(&config)),
+        routes: config.routes.routes.clone().with_ticket_route(&config.socket_service_url),
         cors: CorsOrigins::new(config.cors_origins.iter().map(|o| o.as_str().to_owned())),
         config,
         auth,
@@ -106,7 +79,7 @@ fn refuse_tls_upstreams(config: &GatewayConfig) -> Result<(), String> {
             return Err(format!("{variable}: https upstreams are not supported; use http on the private network"));
         }
     }
-    for route in config.routes.routes.routes() {
+    for route in config.routes.routes.iter() {
         if route.upstream.is_https() {
             return Err(format!(
                 "GATEWAY_CONFIG: route `{}` (line {}): https upstreams are not supported; use http on the private network",
@@ -160,45 +133,14 @@ async fn follow_client_origins(gateway: Gateway) -> Result<(), String> {
     Ok(())
 }
 
-/// The whole HTTP surface with its middleware.
+/// The whole HTTP surface: every request goes through the pipeline, which serves the
+/// built-in routes through `http::router` and proxies the rest.
 pub fn router(gateway: Gateway) -> Router {
-    let proxied = Router::new()
-        .fallback(handlers::proxied)
-        .layer(from_fn_with_state(gateway.clone(), rate_limit::layer))
-        .layer(from_fn_with_state(gateway.clone(), authn::layer))
-        .layer(from_fn_with_state(gateway.clone(), route_match::layer))
-        .with_state(gateway.clone());
-    let built_in = Router::new()
-        .route("/v1/auth", any(handlers::auth))
-        .route("/v1/auth/{*rest}", any(handlers::auth))
-        .route("/v1/client/{*rest}", any(handlers::clients))
-        .route("/v1/clients", any(handlers::clients))
-        .route("/v1/sdk/session", post(handlers::sdk_session))
-        .route("/v1/socket", get(handlers::socket))
-        .method_not_allowed_fallback(handlers::method_not_allowed)
-        .with_state(gateway.clone());
-    // Webhook sources have their own limits, not the generic per-IP one.
-    let limited = built_in
-        .layer(from_fn_with_state(gateway.clone(), rate_limit::layer))
-        .merge(webhooks::router(gateway.webhooks.clone()))
-        .fallback_service(proxied);
-    let routed = Router::new()
-        .route("/health", get(handlers::health))
-        .route("/ready", get(handlers::ready))
-        .route("/metrics", get(handlers::metrics))
-        .with_state(gateway.clone())
-        .merge(limited)
-        .layer(from_fn_with_state(gateway.clone(), cors::layer))
-        .layer(from_fn_with_state(gateway.config.trusted_proxies.clone(), client_ip::layer));
-    // A router's own layers run after it has picked a route; sanitising rewrites the path the
-    // routes are picked on, so it wraps the whole routed tree instead.
-    Router::new()
-        .fallback_service(routed)
-        .layer(from_fn(sanitize::layer))
-        .layer(from_fn(request_id::layer))
-        .layer(from_fn(hop_by_hop::layer))
-        .layer(from_fn(security::layer))
-        .layer(from_fn_with_state(gateway, access_log::layer))
+    let built_in = http::router(gateway.clone());
+    Router::new().fallback(move |request: Request| {
+        let (gateway, built_in) = (gateway.clone(), built_in.clone());
+        async move { pipeline::handle(&gateway, &built_in, request).await }
+    })
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests.
@@ -220,7 +162,7 @@ pub async fn run(
 pub(crate) async fn test_gateway(routes: &str) -> Gateway {
     use platform::{bus::MemoryBus, env::MapEnv};
 
-    use crate::{config::Mode, routes::RoutesFile};
+    use crate::config::{Mode, routes::RoutesFile};
     let secret = || Some(secrecy::SecretString::from("s".repeat(32)));
     let overrides = crate::SecretOverrides { service_secret: secret(), context_signing_secret: secret() };
     let dir = std::env::temp_dir().join(format!("pc-gw-unit-{}", uuid::Uuid::new_v4().simple()));

@@ -15,7 +15,7 @@ tokio::task_local! {
     pub static REQUEST_ID: String;
 }
 
-pub use auth_contract::problem::{CONTENT_TYPE as PROBLEM_CONTENT_TYPE, UNAVAILABLE_RETRY_AFTER};
+pub use auth_contract::problem::UNAVAILABLE_RETRY_AFTER;
 
 /// Where an error came from; the error's response carries it as an extension for the access
 /// log and metrics.

@@ -1,23 +1,27 @@
-//! The Portcullis gateway, the public edge (SPEC §6): configuration ([`config`], [`routes`],
-//! [`domain`]), the middleware ([`layers`]), the reverse proxy ([`proxy`]), rate limits
-//! ([`ratelimit`]), the built-in routes ([`handlers`]), webhook ingestion ([`webhooks`]) and
-//! start-up ([`app`]). The gateway authenticates only through `auth-contract` and never links
-//! a JWT library (`cargo xtask ssot-check`).
+//! The Portcullis gateway, the public edge (SPEC §6). Its door: [`GatewayConfig`] read from
+//! the environment, [`GatewayDeps`] (the event bus, Redis, the clock), [`start`] to build a
+//! [`Gateway`] and [`run`] to serve it until shutdown. Inside: configuration (`config`, the
+//! routes file and webhook tables; `domain`), the route table (`routing`), one request's
+//! stages in order (`pipeline`), the built-in routes (`http`), the reverse proxy (`proxy`),
+//! rate limits (`ratelimit`) and webhook ingestion (`webhooks`). The gateway authenticates
+//! only through `auth-contract` and never links a JWT library (`cargo xtask ssot-check`).
 
-pub mod app;
-pub mod client_ip;
-pub mod config;
-pub mod domain;
-pub mod error;
-pub mod handlers;
-pub mod layers;
-pub mod metrics;
-pub mod proxy;
-pub mod ratelimit;
-pub mod routes;
-pub mod state;
-pub mod webhooks;
+mod app;
+mod config;
+mod domain;
+mod error;
+mod http;
+mod metrics;
+mod pipeline;
+mod proxy;
+mod ratelimit;
+mod routing;
+mod state;
+mod webhooks;
 
-pub use config::{GatewayConfig, Mode, SecretOverrides};
-pub use routes::{RoutePolicy, RouteTable, RoutesError, RoutesFile, Webhook, WebhookProfile};
+pub use app::{run, start};
+pub use config::{
+    GatewayConfig, Mode, SecretOverrides,
+    routes::{RoutesError, RoutesFile},
+};
 pub use state::{Gateway, GatewayDeps};

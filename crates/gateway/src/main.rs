@@ -35,12 +35,12 @@ async fn serve(config: GatewayConfig) -> Result<(), String> {
     let pool = platform::redis::connect(&url).await.map_err(|e| format!("cannot start: {e}"))?;
     let bus = RedisBus::new(&url, pool.clone()).map_err(|e| format!("cannot start: {e}"))?;
     let addr = SocketAddr::new(config.host, config.port);
-    let gateway = gateway::app::start(
+    let gateway = gateway::start(
         config,
         GatewayDeps { bus: Arc::new(bus), redis: Some(pool), clock: Arc::new(platform::clock::SystemClock) },
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!(addr = %listener.local_addr().map_err(|e| e.to_string())?, "gateway listening");
-    gateway::app::run(gateway, listener, platform::shutdown::signal()).await.map_err(|e| format!("server error: {e}"))
+    gateway::run(gateway, listener, platform::shutdown::signal()).await.map_err(|e| format!("server error: {e}"))
 }

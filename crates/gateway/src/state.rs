@@ -13,7 +13,7 @@ use platform::{bus::EventBus, clock::Clock, origin::OriginPattern};
 use secrecy::ExposeSecret;
 
 use crate::{
-    config::GatewayConfig, metrics::Metrics, proxy::Proxy, ratelimit::RateLimiter, routes::RoutePolicy,
+    config::GatewayConfig, metrics::Metrics, proxy::Proxy, ratelimit::RateLimiter, routing::RouteTable,
     webhooks::Webhooks,
 };
 
@@ -77,8 +77,8 @@ pub struct Inner {
     pub metrics: Metrics,
     pub deps: GatewayDeps,
     pub webhooks: Arc<Webhooks>,
-    /// The policy of `POST /v1/socket/ticket`: any authenticated kind, to the socket service.
-    pub ticket_route: Arc<RoutePolicy>,
+    /// The configured routes and the built-in ticket route.
+    pub routes: RouteTable,
 }
 
 #[derive(Clone)]

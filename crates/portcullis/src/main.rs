@@ -107,7 +107,7 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
         None => None,
     };
     let gateway_addr = SocketAddr::new(gateway_config.host, gateway_config.port);
-    let gateway = gateway::app::start(
+    let gateway = gateway::start(
         gateway_config,
         GatewayDeps { bus: backends.bus.clone(), redis, clock: Arc::new(platform::clock::SystemClock) },
     )
@@ -120,7 +120,7 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
     print_banner(Addresses { auth: auth_addr, grpc: grpc_addr, gateway: gateway_addr, socket: socket_addr }, &storage);
     let shutdown = Shutdown::new(platform::shutdown::signal());
     let auth = auth_service::run(service, listeners, shutdown.wait());
-    let edge = gateway::app::run(gateway, gateway_listener, shutdown.wait());
+    let edge = gateway::run(gateway, gateway_listener, shutdown.wait());
     let socket = socket_service::run(sockets, socket_listener, shutdown.wait());
     tokio::try_join!(auth, edge, socket).map(drop).map_err(|e| format!("server error: {e}"))
 }

@@ -23,8 +23,6 @@ use hyper_util::{
 
 use crate::{domain::Upstream, error::GatewayError};
 
-pub use upgrade::is_upgrade;
-
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 type Breaker = StateMachine<ConsecutiveFailures<failsafe::backoff::Constant>, ()>;

@@ -42,7 +42,7 @@ use self::{
     replay::{MemoryReplayGuard, RedisReplayGuard, ReplayGuard},
     verify::Verifier,
 };
-use crate::{client_ip::ClientIp, error::GatewayError, routes::Webhook};
+use crate::{config::routes::Webhook, error::GatewayError, pipeline::ClientIp};
 
 /// The path the gateway mounts.
 pub const PATH: &str = "/v1/webhooks/{source}";
@@ -328,5 +328,8 @@ async fn ingest(
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true, "id": id }))).into_response())
 }
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+mod end_to_end;
 #[cfg(test)]
 mod tests;

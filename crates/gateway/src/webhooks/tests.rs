@@ -9,8 +9,8 @@ use sha2::Sha256;
 
 use super::verify::{Verified, Verifier, decode_secret, matches_any, secret_eq};
 use crate::{
+    config::routes::{RoutesFile, Webhook, WebhookProfile},
     error::GatewayError,
-    routes::{RoutesFile, Webhook, WebhookProfile},
 };
 
 const NOW: i64 = 1_700_000_000;

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{
+    config::routes::{GenericSignature, SignatureEncoding, Webhook, WebhookProfile},
     error::GatewayError,
-    routes::{GenericSignature, SignatureEncoding, Webhook, WebhookProfile},
 };
 
 type HmacSha256 = Hmac<Sha256>;

@@ -185,7 +185,7 @@ async fn spawn_gateway_on(
         context_signing_secret: Some(CONTEXT_SECRET.to_owned().into()),
     };
     let config = GatewayConfig::from_env_with(&env, Mode::Embedded, overrides).expect("gateway config");
-    let gateway = gateway::app::start(
+    let gateway = gateway::start(
         config,
         GatewayDeps { bus: auth.bus.clone(), redis, clock: Arc::new(platform::clock::SystemClock) },
     )
@@ -194,7 +194,7 @@ async fn spawn_gateway_on(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(gateway::app::run(gateway.clone(), listener, async move {
+    tokio::spawn(gateway::run(gateway.clone(), listener, async move {
         let _ = rx.await;
     }));
     Gw { url, stop: Some(tx), _dir: dir }

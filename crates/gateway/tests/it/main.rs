@@ -11,4 +11,3 @@ mod e2e;
 mod edge;
 mod headers;
 mod socket;
-mod webhooks;

@@ -7,7 +7,7 @@
 
 use proptest::prelude::*;
 
-use crate::routes::{RouteTable, RoutesFile};
+use crate::{config::routes::RoutesFile, routing::RouteTable};
 
 const UP: &str = "upstream = \"http://127.0.0.1:9001\"";
 

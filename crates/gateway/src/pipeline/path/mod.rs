@@ -7,11 +7,6 @@
 use std::borrow::Cow;
 
 use auth_contract::headers::strip_context_headers;
-use axum::{
-    extract::Request,
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
 use http::{Uri, uri::PathAndQuery};
 
 use crate::error::GatewayError;
@@ -107,29 +102,24 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathRefusal> {
     Ok(normal)
 }
 
-pub async fn layer(mut request: Request, next: Next) -> Response {
+/// Drops client-supplied context headers and brings the request's path to its normal form,
+/// which every later stage routes, forwards and signs.
+pub fn normalise_request<B>(request: &mut http::Request<B>) -> Result<(), GatewayError> {
     strip_context_headers(request.headers_mut());
-    match normalise(request.uri().path()) {
-        Ok(Cow::Borrowed(_)) => {}
-        Ok(Cow::Owned(normal)) => {
-            // The normal form is what every later step routes, forwards and signs.
-            let path_and_query = match request.uri().query() {
-                Some(query) => format!("{normal}?{query}"),
-                None => normal,
-            };
-            let mut parts = request.uri().clone().into_parts();
-            match PathAndQuery::try_from(path_and_query) {
-                Ok(pq) => parts.path_and_query = Some(pq),
-                Err(_) => return GatewayError::MalformedPath("the path cannot be normalised").into_response(),
-            }
-            match Uri::from_parts(parts) {
-                Ok(uri) => *request.uri_mut() = uri,
-                Err(_) => return GatewayError::MalformedPath("the path cannot be normalised").into_response(),
-            }
-        }
-        Err(reason) => return GatewayError::MalformedPath(reason).into_response(),
-    }
-    next.run(request).await
+    let normal = match normalise(request.uri().path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(normal)) => normal,
+        Err(reason) => return Err(GatewayError::MalformedPath(reason)),
+    };
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let unusable = || GatewayError::MalformedPath("the path cannot be normalised");
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).map_err(|_| unusable())?);
+    *request.uri_mut() = Uri::from_parts(parts).map_err(|_| unusable())?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -137,9 +127,6 @@ mod props;
 
 #[cfg(test)]
 mod tests {
-    use axum::{Router, body::Body, routing::any};
-    use tower::ServiceExt;
-
     use super::*;
 
     #[test]
@@ -181,32 +168,22 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn context_headers_never_reach_the_inner_service() {
-        let app = Router::new()
-            .route(
-                "/{*rest}",
-                any(|request: Request| async move {
-                    let names: Vec<String> = request.headers().keys().map(|k| k.as_str().to_owned()).collect();
-                    names.join(",")
-                }),
-            )
-            .layer(axum::middleware::from_fn(layer));
-        let request = Request::builder()
+    #[test]
+    fn context_headers_never_reach_the_inner_service() {
+        let mut request = http::Request::builder()
             .uri("/v1/user/x")
             .header("x-user-id", "admin")
             .header("X-Auth-Kind", "service")
             .header("x-context-signature", "v1=00")
             .header("x-scopes", "*")
             .header("x-kept", "1")
-            .body(Body::empty())
+            .body(())
             .unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
-        assert_eq!(&body[..], b"x-kept");
-
-        let request = Request::builder().uri("/v1/user/../admin").body(Body::empty()).unwrap();
-        assert_eq!(app.oneshot(request).await.unwrap().status(), 400);
+        normalise_request(&mut request).unwrap();
+        let names: Vec<&str> = request.headers().keys().map(http::HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept"]);
+        let mut request = http::Request::builder().uri("/v1/user/../admin").body(()).unwrap();
+        assert_eq!(normalise_request(&mut request).unwrap_err().status(), 400);
     }
 
     const ROUTES: &str = "[[routes]]\nprefix = \"/v1/user\"\nupstream = \"http://127.0.0.1:9001\"\n\n\
@@ -214,32 +191,24 @@ mod tests {
          [[routes]]\nprefix = \"/v1/public\"\nupstream = \"http://127.0.0.1:9003\"\nauth = [\"none\"]\n\n\
          [[routes]]\nprefix = \"/v1/public/admin\"\nupstream = \"http://127.0.0.1:9004\"\nauth = [\"user\"]\n";
 
-    async fn send(app: &Router, path: &str) -> (u16, String) {
-        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
-        (status, String::from_utf8_lossy(&body).into_owned())
+    /// The route chosen and the URI the proxy would forward and sign: the real normaliser
+    /// and route table; a refusal gives its status and problem body.
+    fn send(table: &crate::routing::RouteTable, path: &str) -> (u16, String) {
+        let mut request = http::Request::builder().uri(path).body(()).unwrap();
+        let routed = normalise_request(&mut request).and_then(|()| table.find(request.uri().path()));
+        match routed {
+            Ok(m) => (200, format!("{} {}", m.policy.prefix, request.uri())),
+            Err(err) => (err.status().as_u16(), format!("\"code\":\"{}\"", err.code())),
+        }
     }
 
-    /// The route chosen and the URI the proxy would forward and sign, behind the real
-    /// sanitising and route-matching layers.
-    async fn routed_app() -> Router {
-        use axum::{Extension, middleware::from_fn_with_state};
-
-        use crate::layers::{MatchedRoute, route_match};
-        let gateway = crate::app::test_gateway(ROUTES).await;
-        let inner = Router::new()
-            .fallback(any(|Extension(m): Extension<MatchedRoute>, request: Request| async move {
-                format!("{} {}", m.policy.prefix, request.uri())
-            }))
-            .layer(from_fn_with_state(gateway, route_match::layer));
-        Router::new().fallback_service(inner).layer(axum::middleware::from_fn(layer))
+    fn routed_app() -> crate::routing::RouteTable {
+        crate::config::routes::RoutesFile::parse(ROUTES).unwrap().routes
     }
 
-    #[tokio::test]
-    async fn paths_are_routed_forwarded_and_signed_in_their_normalised_form() {
-        let app = routed_app().await;
+    #[test]
+    fn paths_are_routed_forwarded_and_signed_in_their_normalised_form() {
+        let app = routed_app();
         for (path, expected) in [
             ("/v1/user/%6Frders/7", "/v1/user/orders /v1/user/orders/7"),
             ("/v1/user/%6frders/7?q=%6F;x", "/v1/user/orders /v1/user/orders/7?q=%6F;x"),
@@ -249,13 +218,13 @@ mod tests {
             ("/v1/user/orders/", "/v1/user/orders /v1/user/orders/"),
             ("/v1/user/%7Eme", "/v1/user /v1/user/~me"),
         ] {
-            assert_eq!(send(&app, path).await, (200, expected.to_owned()), "{path}");
+            assert_eq!(send(&app, path), (200, expected.to_owned()), "{path}");
         }
     }
 
-    #[tokio::test]
-    async fn paths_a_decoding_server_could_read_otherwise_are_malformed() {
-        let app = routed_app().await;
+    #[test]
+    fn paths_a_decoding_server_could_read_otherwise_are_malformed() {
+        let app = routed_app();
         for path in [
             "/v1/user/orders;x/7",
             "/v1/user/orders%3bx/7",
@@ -276,7 +245,7 @@ mod tests {
             "/v1/public/ADMIN",
             "/v1/public/%41dmin",
         ] {
-            let (status, body) = send(&app, path).await;
+            let (status, body) = send(&app, path);
             assert_eq!(status, 400, "{path}: {body}");
             assert!(body.contains("\"code\":\"malformed_path\""), "{path}: {body}");
         }
@@ -284,10 +253,18 @@ mod tests {
 
     #[tokio::test]
     async fn built_in_routes_are_chosen_on_the_normalised_path() {
+        use tower::ServiceExt as _;
         let app = crate::app::router(crate::app::test_gateway("").await);
+        let status = |path: &'static str| {
+            let app = app.clone();
+            async move {
+                let request = http::Request::builder().uri(path).body(axum::body::Body::empty()).unwrap();
+                app.oneshot(request).await.unwrap().status().as_u16()
+            }
+        };
         // The auth service's address answers nothing: a forwarded request is a 503, not a 404.
-        assert_eq!(send(&app, "/v1/%61uth/login").await.0, 503);
-        assert_eq!(send(&app, "/v1/%61uth/internal/validate").await.0, 404);
-        assert_eq!(send(&app, "/v1/auth/%69nternal/validate").await.0, 404);
+        assert_eq!(status("/v1/%61uth/login").await, 503);
+        assert_eq!(status("/v1/%61uth/internal/validate").await, 404);
+        assert_eq!(status("/v1/auth/%69nternal/validate").await, 404);
     }
 }

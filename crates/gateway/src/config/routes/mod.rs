@@ -1,15 +1,14 @@
 //! The routes file named by `GATEWAY_CONFIG` (SPEC §6): `[[routes]]` with their upstream and
 //! policy, and `[webhooks.<source>]`, parsed into typed structs and validated at start-up with
-//! errors that name the line, plus the [`RouteTable`] that picks a request's route.
+//! errors that name the line. The table that picks a request's route is `crate::routing`.
 
 mod webhook;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     fmt,
     ops::Range,
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
@@ -18,21 +17,10 @@ use serde::Deserialize;
 use toml::Spanned;
 pub use webhook::{GenericSignature, SignatureEncoding, Webhook, WebhookProfile};
 
-use crate::domain::{CredentialKind, CredentialKinds, RateLimit, Role, RouteAuth, Scope, Upstream, parse_byte_size};
-
-/// Prefixes the gateway serves itself; a config route may neither take them nor anything
-/// beneath them, so a routes file can never re-route login or webhooks to another upstream.
-pub const BUILT_IN_PREFIXES: &[&str] = &[
-    "/v1/auth",
-    "/v1/client",
-    "/v1/clients",
-    "/v1/sdk/session",
-    "/v1/socket",
-    "/v1/webhooks",
-    "/health",
-    "/ready",
-    "/metrics",
-];
+use crate::{
+    domain::{CredentialKind, CredentialKinds, RateLimit, Role, RouteAuth, Scope, Upstream, parse_byte_size},
+    routing::{BUILT_IN_PREFIXES, RouteTable, is_under},
+};
 
 /// The group whose routes need a user access token or a PAT.
 pub const USER_PREFIX: &str = "/v1/user";
@@ -48,12 +36,6 @@ pub const MAX_RETRIES: u32 = 5;
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 pub const MAX_BODY: u64 = 1 << 30;
 const MAX_PREFIX_LEN: usize = 256;
-
-/// Whether `path` is `prefix` itself or lies beneath it on a segment boundary
-/// (`/v1/user/orders/7` is under `/v1/user/orders`; `/v1/user/ordersX` is not).
-pub fn is_under(path: &str, prefix: &str) -> bool {
-    path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
 
 /// One `[[routes]]` entry, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,78 +63,6 @@ pub struct RoutePolicy {
     pub websocket: bool,
     /// Where the route was declared, so logs and errors can point at it.
     pub line: usize,
-}
-
-/// The configured routes, answering which one a request path belongs to.
-#[derive(Debug, Clone, Default)]
-pub struct RouteTable {
-    routes: Vec<Arc<RoutePolicy>>,
-    by_prefix: HashMap<String, usize>,
-    /// Every configured prefix, ASCII-lower-cased, for the case rule of SPEC §6.
-    folded: std::collections::HashSet<String>,
-}
-
-impl RouteTable {
-    /// The route with the longest prefix that `path` is under, matching whole segments only.
-    /// A query string, if present, is ignored. The caller normalises the path first (no `..`,
-    /// no percent-encoded separators), since matching is on the raw text.
-    pub fn match_route(&self, path: &str) -> Option<&Arc<RoutePolicy>> {
-        let path = path.split_once('?').map_or(path, |(path, _)| path);
-        // Walking the path's own segment boundaries from the longest costs one hash lookup per
-        // segment, whatever the number of routes.
-        let mut candidate = path;
-        loop {
-            if let Some(&index) = self.by_prefix.get(candidate) {
-                return self.routes.get(index);
-            }
-            match candidate.rfind('/') {
-                Some(0) | None => return None,
-                Some(cut) => candidate = &candidate[..cut],
-            }
-        }
-    }
-
-    /// SPEC §6's case rule: when the ASCII-lower-cased path falls under a longer prefix
-    /// (configured or built in, compared case-insensitively) than the exact path does, a
-    /// case-insensitive upstream would serve it as that stricter route, so it must be refused.
-    /// Returns the longer prefix, lower-cased.
-    pub fn case_conflict(&self, path: &str) -> Option<String> {
-        let path = path.split_once('?').map_or(path, |(path, _)| path);
-        if !path.bytes().any(|b| b.is_ascii_uppercase()) {
-            return None;
-        }
-        let exact = self.match_route(path).map_or(0, |route| route.prefix.len());
-        let folded = path.to_ascii_lowercase();
-        let mut candidate = folded.as_str();
-        while candidate.len() > exact {
-            if self.folded.contains(candidate) || BUILT_IN_PREFIXES.contains(&candidate) {
-                return Some(candidate.to_owned());
-            }
-            match candidate.rfind('/') {
-                Some(0) | None => return None,
-                Some(cut) => candidate = &candidate[..cut],
-            }
-        }
-        None
-    }
-
-    /// The route declared with exactly this prefix.
-    pub fn get(&self, prefix: &str) -> Option<&Arc<RoutePolicy>> {
-        self.by_prefix.get(prefix).and_then(|&index| self.routes.get(index))
-    }
-
-    /// Every route, in file order.
-    pub fn routes(&self) -> &[Arc<RoutePolicy>] {
-        &self.routes
-    }
-
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
 }
 
 /// The whole routes file. Without a file ([`RoutesFile::default`]) the gateway serves only its
@@ -192,9 +102,7 @@ impl RoutesFile {
                     format!("`{}` is already routed on line {}", route.prefix, first.line),
                 ));
             }
-            routes.by_prefix.insert(route.prefix.clone(), routes.routes.len());
-            routes.folded.insert(route.prefix.to_ascii_lowercase());
-            routes.routes.push(Arc::new(route));
+            routes.push(route);
         }
 
         let mut webhooks = BTreeMap::new();

@@ -1,22 +1,14 @@
-//! Rate limits, after authentication: per tenant on proxied routes (the tenant's own limit,
+//! Which buckets a request counts against: the optional per-IP limit `IP_RATE_LIMIT` on every
+//! request (before authentication), and per tenant on proxied routes (the tenant's own limit,
 //! set with `/client/{id}/rate-limit`, replaces the route's default; without a tenant the
-//! route's limit applies per principal, or per IP when the route is public), plus the optional
-//! per-IP limit `IP_RATE_LIMIT` on every request. Buckets live in Redis, shared by every
-//! gateway instance (see `ratelimit.rs` for the local fallback). Answers carry `RateLimit-*`
-//! headers; a refusal is 429 with `Retry-After`.
-
-use std::sync::Arc;
+//! route's limit applies per principal, or per IP when the route is public). Answers carry
+//! `RateLimit-*` headers; a refusal is 429 with `Retry-After`.
 
 use auth_contract::AuthContext;
-use axum::{
-    extract::{Request, State},
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{
-    client_ip::ClientIp, domain::RateLimit, error::GatewayError, layers::MatchedRoute, ratelimit::Decision,
+    domain::RateLimit, error::GatewayError, pipeline::ClientIp, ratelimit::Decision, routing::MatchedRoute,
     state::Gateway,
 };
 
@@ -37,12 +29,8 @@ fn ip_bucket(limit: RateLimit, ip: ClientIp) -> Bucket {
     Bucket { key: format!("ip:{}", platform::net::limit_key(ip.0)), limit, scope: "ip" }
 }
 
-/// The `IP_RATE_LIMIT` decision, already taken before authentication on proxied routes.
-#[derive(Debug, Clone, Copy)]
-pub struct IpLimited(pub Decision);
-
 /// Counts `IP_RATE_LIMIT` for `ip`: `Ok(None)` when there is none, 429 when it is spent.
-pub async fn ip_limit(gateway: &Gateway, ip: ClientIp) -> Result<Option<IpLimited>, GatewayError> {
+pub async fn ip_limit(gateway: &Gateway, ip: ClientIp) -> Result<Option<Decision>, GatewayError> {
     let Some(limit) = gateway.config.ip_rate_limit else {
         return Ok(None);
     };
@@ -52,7 +40,7 @@ pub async fn ip_limit(gateway: &Gateway, ip: ClientIp) -> Result<Option<IpLimite
         gateway.metrics.rate_limited.with_label_values(&[bucket.scope]).inc();
         return Err(GatewayError::RateLimited { retry_after: decision.retry_after });
     }
-    Ok(Some(IpLimited(decision)))
+    Ok(Some(decision))
 }
 
 /// Which buckets a request counts against.
@@ -100,45 +88,35 @@ pub fn buckets(
     out
 }
 
-fn set_headers(headers: &mut HeaderMap, decision: &Decision) {
+/// The `RateLimit-*` headers of `decision`.
+pub fn set_headers(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
     headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
     headers.insert(RATELIMIT_RESET, HeaderValue::from(decision.reset.as_secs_f64().ceil() as u64));
 }
 
-pub async fn layer(State(gateway): State<Gateway>, request: Request, next: Next) -> Response {
-    let ip = request.extensions().get::<ClientIp>().copied().unwrap_or(ClientIp([0, 0, 0, 0].into()));
-    // On proxied routes the IP limit was counted before authentication.
-    let counted = request.extensions().get::<IpLimited>().map(|l| l.0);
-    let buckets = buckets(
-        gateway.config.ip_rate_limit.filter(|_| counted.is_none()),
-        gateway.config.tenant_rate_limit_max,
-        request.extensions().get::<MatchedRoute>(),
-        request.extensions().get::<Arc<AuthContext>>().map(Arc::as_ref),
-        ip,
-    );
-    if buckets.is_empty() && counted.is_none() {
-        return next.run(request).await;
-    }
-    // The tightest bucket is the one reported.
-    let mut tightest: Option<Decision> = counted;
-    for bucket in &buckets {
+/// Counts a proxied request against its route's or tenant's bucket (the IP limit was counted
+/// before authentication). `tightest` ends as the decision to report: the bucket with the
+/// fewest requests left, or the one that refused (429).
+pub async fn route_limit(
+    gateway: &Gateway,
+    matched: &MatchedRoute,
+    context: Option<&AuthContext>,
+    ip: ClientIp,
+    tightest: &mut Option<Decision>,
+) -> Result<(), GatewayError> {
+    for bucket in buckets(None, gateway.config.tenant_rate_limit_max, Some(matched), context, ip) {
         let decision = gateway.limiter.check(&bucket.key, bucket.limit).await;
         if !decision.allowed {
             gateway.metrics.rate_limited.with_label_values(&[bucket.scope]).inc();
-            let mut response = GatewayError::RateLimited { retry_after: decision.retry_after }.into_response();
-            set_headers(response.headers_mut(), &decision);
-            return response;
+            *tightest = Some(decision);
+            return Err(GatewayError::RateLimited { retry_after: decision.retry_after });
         }
         if tightest.is_none_or(|t| decision.remaining < t.remaining) {
-            tightest = Some(decision);
+            *tightest = Some(decision);
         }
     }
-    let mut response = next.run(request).await;
-    if let Some(decision) = tightest {
-        set_headers(response.headers_mut(), &decision);
-    }
-    response
+    Ok(())
 }
 
 #[cfg(test)]
@@ -148,7 +126,7 @@ mod tests {
     use auth_contract::Kind;
 
     use super::*;
-    use crate::routes::RoutesFile;
+    use crate::config::routes::RoutesFile;
 
     fn route(limit: Option<&str>) -> MatchedRoute {
         let limit = limit.map(|l| format!("rate_limit = \"{l}\"\n")).unwrap_or_default();
@@ -156,7 +134,7 @@ mod tests {
             "[[routes]]\nprefix = \"/v1/sdk/chat\"\nupstream = \"http://127.0.0.1:9\"\n{limit}"
         ))
         .unwrap();
-        MatchedRoute { policy: file.routes.routes()[0].clone(), upstream_path: None }
+        MatchedRoute { policy: file.routes.iter().next().unwrap().clone(), upstream_path: None }
     }
 
     fn sdk(tenant: &str, own: Option<(u64, u64)>) -> AuthContext {

@@ -3,26 +3,16 @@
 //! Bearer is an API key) or `X-API-Key`. The client IP (when `IP_WHITELIST_ENABLED`) and
 //! `Origin` (when `ORIGIN_VALIDATION_ENABLED`) go with it, so the auth service decides the
 //! client's allowlist and origins. Then the route's accepted kinds, scopes and roles are
-//! checked, and the verified context goes into the request's extensions. When the auth
-//! service cannot be reached, anything not cached fails closed with 503.
+//! checked. When the auth service cannot be reached, anything not cached fails closed with
+//! 503.
 
 use std::sync::Arc;
 
 use auth_contract::{AuthContext, Kind, Presented};
-use axum::{
-    extract::{Request, State},
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
 use http::{HeaderMap, header};
 
 use crate::{
-    client_ip::ClientIp,
-    domain::{CredentialKind, RouteAuth},
-    error::GatewayError,
-    layers::{MatchedRoute, rate_limit},
-    routes::RoutePolicy,
-    state::Gateway,
+    config::routes::RoutePolicy, domain::CredentialKind, error::GatewayError, pipeline::ClientIp, state::Gateway,
 };
 
 /// The request's credential, read by the contract's one reader (SPEC §6 rules).
@@ -85,41 +75,12 @@ pub async fn validate(gateway: &Gateway, headers: &HeaderMap, ip: ClientIp) -> R
     Ok(result?)
 }
 
-async fn authenticate(gateway: &Gateway, request: &mut Request) -> Result<(), GatewayError> {
-    let Some(matched) = request.extensions().get::<MatchedRoute>().cloned() else {
-        return Err(GatewayError::Internal("authentication ran before route matching".to_owned()));
-    };
-    let ip = request
-        .extensions()
-        .get::<ClientIp>()
-        .copied()
-        .ok_or_else(|| GatewayError::Internal("authentication ran before the client-IP layer".to_owned()))?;
-    // The per-IP limit is counted before any authentication work too.
-    if let Some(decision) = rate_limit::ip_limit(gateway, ip).await? {
-        request.extensions_mut().insert(decision);
-    }
-    if matches!(matched.policy.auth, RouteAuth::Public) {
-        return Ok(());
-    }
-    let context = validate(gateway, request.headers(), ip).await?;
-    authorize(&matched.policy, &context)?;
-    request.extensions_mut().insert(context);
-    Ok(())
-}
-
-pub async fn layer(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {
-    match authenticate(&gateway, &mut request).await {
-        Ok(()) => next.run(request).await,
-        Err(err) => err.into_response(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
 
     use super::*;
-    use crate::routes::RoutesFile;
+    use crate::config::routes::RoutesFile;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -145,7 +106,7 @@ mod tests {
     }
 
     fn policy(toml: &str) -> Arc<RoutePolicy> {
-        RoutesFile::parse(toml).unwrap().routes.routes()[0].clone()
+        RoutesFile::parse(toml).unwrap().routes.iter().next().unwrap().clone()
     }
 
     fn context(kind: Kind, scopes: &[&str], role: Option<&str>) -> AuthContext {

@@ -2,6 +2,8 @@
 //! at start-up together with the routes file; a bad value stops the process naming the
 //! variable.
 
+pub mod routes;
+
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
@@ -13,12 +15,10 @@ use platform::{
 };
 use secrecy::SecretString;
 
-use crate::{
-    domain::{Origin, RateLimit, Upstream},
-    routes::RoutesFile,
-};
+use self::routes::RoutesFile;
+use crate::domain::{Origin, RateLimit, Upstream};
 
-pub use platform::config::{MIN_SECRET_BYTES, Mode, SecretOverrides};
+pub use platform::config::{Mode, SecretOverrides};
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_AUTH_SERVICE_URL: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_AUTH_HTTP_URL: &str = "http://127.0.0.1:4001";

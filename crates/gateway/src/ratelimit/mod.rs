@@ -3,7 +3,10 @@
 //! request every `period / n`. In Redis the check is one Lua script using the server's clock,
 //! so every gateway instance shares the same buckets; when Redis cannot be reached each
 //! instance falls back to local buckets, says so in its logs and metrics, and tries Redis
-//! again a second later. Authentication never depends on this.
+//! again a second later. Authentication never depends on this. Which buckets a request counts
+//! against is `buckets.rs`.
+
+mod buckets;
 
 use std::{
     collections::HashMap,
@@ -18,6 +21,8 @@ use deadpool_redis::Pool;
 use platform::redis::client::Script;
 
 use crate::domain::RateLimit;
+
+pub use self::buckets::{ip_limit, route_limit, set_headers};
 
 /// How long a Redis check may take before the local buckets answer instead.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(200);

@@ -1,32 +1,28 @@
 //! The gateway's own routes: health, readiness and metrics; the auth service's public REST
 //! surface passed through (`/v1/auth/*` except `/v1/auth/internal/*`, `/v1/client/*`,
 //! `/v1/clients`); `POST /v1/sdk/session` over gRPC; the WebSocket upgrade to the socket
-//! service; and the handler behind every configured route.
+//! service. [`router`] serves them for the pipeline (`crate::pipeline`), which has already
+//! normalised the request, put its [`ClientIp`] in its extensions and taken the IP limit.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use auth_contract::{AuthContext, headers::sign_context, proto};
+use auth_contract::proto;
 use axum::{
-    Extension, Json,
+    Json, Router,
     extract::{Request, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
+    routing::{any, get, post},
 };
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    client_ip::ClientIp,
-    domain::Upstream,
     error::GatewayError,
-    layers::{
-        MatchedRoute, RequestId,
-        access_log::{Principal, RouteLabel},
-        authn,
-    },
     metrics::Snapshot,
-    proxy::{Target, WebSocketRequest, restore_websocket, set_header},
+    pipeline::{ClientIp, credential, forward, label, query_suffix},
+    proxy::{WebSocketRequest, restore_websocket},
     state::Gateway,
 };
 
@@ -35,17 +31,16 @@ const BUILT_IN_TIMEOUT: Duration = Duration::from_secs(30);
 const BUILT_IN_RETRIES: u32 = 1;
 const BUILT_IN_MAX_BODY: u64 = 1 << 20;
 
-fn labelled(mut response: Response, label: &'static str) -> Response {
-    response.extensions_mut().insert(RouteLabel(label));
-    response
+fn answer(result: Result<Response, GatewayError>, route: &'static str) -> Response {
+    label(result.unwrap_or_else(IntoResponse::into_response), route)
 }
 
-fn answer(result: Result<Response, GatewayError>, label: &'static str) -> Response {
-    labelled(result.unwrap_or_else(IntoResponse::into_response), label)
+fn client_ip(request: &Request) -> Option<ClientIp> {
+    request.extensions().get::<ClientIp>().copied()
 }
 
 pub async fn health() -> Response {
-    labelled(Json(json!({"status": "ok"})).into_response(), "health")
+    label(Json(json!({"status": "ok"})).into_response(), "health")
 }
 
 /// Ready when the auth service answers and, if configured, Redis does.
@@ -84,50 +79,7 @@ pub async fn metrics(State(gateway): State<Gateway>) -> Response {
     });
     let mut response = text.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-    labelled(response, "metrics")
-}
-
-/// Forwards `request` to `upstream` at `path_and_query`, with forwarding headers and, when the
-/// request was authenticated, the signed context.
-async fn forward(
-    gateway: &Gateway,
-    mut request: Request,
-    upstream: &Upstream,
-    path_and_query: &str,
-    limits: (Duration, u32, u64),
-    context: Option<&AuthContext>,
-) -> Result<Response, GatewayError> {
-    let ip = request.extensions().get::<ClientIp>().copied();
-    let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-    let host = request.headers().get(header::HOST).cloned();
-    let headers = request.headers_mut();
-    if let Some(ip) = ip {
-        set_header(headers, http::HeaderName::from_static("x-forwarded-for"), &ip.0.to_string());
-    }
-    headers.insert(http::HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
-    if let Some(host) = host {
-        headers.insert(http::HeaderName::from_static("x-forwarded-host"), host);
-    }
-    if let Some(context) = context {
-        // The upstream sees its base path in front of ours, and verifies what it sees.
-        let signed_path = format!("{}{path_and_query}", upstream.base_path());
-        let signed = sign_context(
-            &gateway.context_key,
-            context,
-            request.method(),
-            &signed_path,
-            &request_id,
-            gateway.deps.clock.now().unix_timestamp(),
-        )
-        .map_err(|e| GatewayError::Internal(format!("cannot sign context: {e}")))?;
-        request.headers_mut().extend(signed);
-    }
-    let (timeout, retries, max_body) = limits;
-    gateway.proxy.forward(request, Target { upstream, path_and_query, timeout, retries, max_body }).await
-}
-
-fn query_suffix(request: &Request) -> String {
-    request.uri().query().map(|q| format!("?{q}")).unwrap_or_default()
+    label(response, "metrics")
 }
 
 /// The first path segment after `prefix`, percent-decoded and lower-cased, so
@@ -146,7 +98,8 @@ pub async fn auth(State(gateway): State<Gateway>, request: Request) -> Response 
     }
     let target = format!("/api{path}{}", query_suffix(&request));
     let limits = (BUILT_IN_TIMEOUT, BUILT_IN_RETRIES, BUILT_IN_MAX_BODY);
-    answer(forward(&gateway, request, &gateway.config.auth_http_url, &target, limits, None).await, "auth")
+    let ip = client_ip(&request);
+    answer(forward(&gateway, request, &gateway.config.auth_http_url, &target, limits, ip, None).await, "auth")
 }
 
 /// `/v1/client/*` → `/api/v1/auth/client/*` and `/v1/clients` → `/api/v1/auth/clients`.
@@ -155,7 +108,8 @@ pub async fn clients(State(gateway): State<Gateway>, request: Request) -> Respon
     let rest = path.strip_prefix("/v1").unwrap_or(&path);
     let target = format!("/api/v1/auth{rest}{}", query_suffix(&request));
     let limits = (BUILT_IN_TIMEOUT, BUILT_IN_RETRIES, BUILT_IN_MAX_BODY);
-    answer(forward(&gateway, request, &gateway.config.auth_http_url, &target, limits, None).await, "clients")
+    let ip = client_ip(&request);
+    answer(forward(&gateway, request, &gateway.config.auth_http_url, &target, limits, ip, None).await, "clients")
 }
 
 /// `GET /v1/socket` (a WebSocket upgrade) → the socket service's `/ws`, which checks the
@@ -166,7 +120,8 @@ pub async fn socket(State(gateway): State<Gateway>, mut request: Request) -> Res
     }
     let target = format!("/ws{}", query_suffix(&request));
     let limits = (BUILT_IN_TIMEOUT, 0, 0);
-    answer(forward(&gateway, request, &gateway.config.socket_service_url, &target, limits, None).await, "socket")
+    let ip = client_ip(&request);
+    answer(forward(&gateway, request, &gateway.config.socket_service_url, &target, limits, ip, None).await, "socket")
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,9 +132,9 @@ struct SdkSessionBody {
 }
 
 async fn create_sdk_session(gateway: &Gateway, request: Request) -> Result<Response, GatewayError> {
-    let ip = request.extensions().get::<ClientIp>().copied();
+    let ip = client_ip(&request);
     let (parts, body) = request.into_parts();
-    let key = authn::credential(&parts.headers)?.secret().to_owned();
+    let key = credential(&parts.headers)?.secret().to_owned();
     if !platform::media::is_json(&parts.headers) {
         return Err(GatewayError::UnsupportedMediaType);
     }
@@ -218,56 +173,22 @@ pub async fn sdk_session(State(gateway): State<Gateway>, request: Request) -> Re
     answer(create_sdk_session(&gateway, request).await, "sdk_session")
 }
 
-/// Every configured route (and `/v1/socket/ticket`): the matched upstream, the verified
-/// context signed into the request.
-pub async fn proxied(
-    State(gateway): State<Gateway>,
-    Extension(matched): Extension<MatchedRoute>,
-    context: Option<Extension<Arc<AuthContext>>>,
-    mut request: Request,
-) -> Response {
-    let policy = &matched.policy;
-    // Credentials stop here unless the route opts in; the built-in ticket route keeps them.
-    if matched.upstream_path.is_none() && !policy.forward_credentials {
-        strip_credentials(request.headers_mut());
-    }
-    if policy.websocket && request.extensions().get::<WebSocketRequest>().is_some() {
-        restore_websocket(request.headers_mut());
-    }
-    let path_and_query = match matched.upstream_path {
-        Some(path) => format!("{path}{}", query_suffix(&request)),
-        None => request.uri().path_and_query().map_or_else(|| request.uri().path().to_owned(), |pq| pq.to_string()),
-    };
-    let context = context.map(|Extension(c)| c);
-    let limits = (policy.timeout, policy.retries, policy.max_body);
-    let result = forward(&gateway, request, &policy.upstream, &path_and_query, limits, context.as_deref()).await;
-    let mut response = answer(result, "route");
-    if let Some(context) = context {
-        response.extensions_mut().insert(Principal(context));
-    }
-    response
-}
-
-/// Removes `Authorization`, `X-API-Key` and the `pc_*` cookies the auth service sets (other
-/// cookies stay): never a configured upstream's business.
-fn strip_credentials(headers: &mut http::HeaderMap) {
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(auth_contract::credential::API_KEY_HEADER);
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !pair.starts_with(auth_contract::credential::COOKIE_PREFIX))
-        .map(str::to_owned)
-        .collect();
-    headers.remove(header::COOKIE);
-    if !kept.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
-    {
-        headers.insert(header::COOKIE, value);
-    }
+/// The built-in routes (webhooks included); any other path under a built-in prefix is 404.
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/v1/auth", any(auth))
+        .route("/v1/auth/{*rest}", any(auth))
+        .route("/v1/client/{*rest}", any(clients))
+        .route("/v1/clients", any(clients))
+        .route("/v1/sdk/session", post(sdk_session))
+        .route("/v1/socket", get(socket))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(gateway.clone())
+        .merge(crate::webhooks::router(gateway.webhooks.clone()))
+        .fallback(|| async { GatewayError::NotFound })
 }
 
 /// Unknown methods on built-in routes answer in the problem shape too.
@@ -278,23 +199,6 @@ pub async fn method_not_allowed() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_are_stripped_and_other_cookies_kept() {
-        let mut headers = http::HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
-        headers.append("x-api-key", HeaderValue::from_static("pck_a"));
-        headers.append("x-api-key", HeaderValue::from_static("pck_b"));
-        headers.append(header::COOKIE, HeaderValue::from_static("pc_refresh=r; theme=dark"));
-        headers.append(header::COOKIE, HeaderValue::from_static("lang=en;pc_x=1"));
-        strip_credentials(&mut headers);
-        assert!(headers.get(header::AUTHORIZATION).is_none() && headers.get("x-api-key").is_none());
-        assert_eq!(headers.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["theme=dark; lang=en"]);
-        let mut only = http::HeaderMap::new();
-        only.insert(header::COOKIE, HeaderValue::from_static("pc_refresh=r"));
-        strip_credentials(&mut only);
-        assert!(only.get(header::COOKIE).is_none());
-    }
 
     #[test]
     fn internal_routes_are_recognised_however_they_are_spelled() {

@@ -1,4 +1,4 @@
-//! Webhook ingestion end to end: `webhooks::router` on port 0 in front of a recording test
+//! Webhook ingestion end to end: [`router`] on port 0 in front of a recording test
 //! upstream, on the spool + in-memory backend always and on Redis when `REDIS_URL` is set
 //! (required in CI, through `testkit::Backend::shared`).
 
@@ -13,13 +13,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::{RetryPolicy, WebhookDeps, WebhookOptions, Webhooks, router};
+use crate::{
+    config::routes::{RoutesFile, Webhook},
+    pipeline::ClientIp,
+};
 use axum::{Router, body::Bytes, extract::State, http::HeaderMap};
 use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
-use gateway::{
-    RoutesFile, Webhook,
-    client_ip::ClientIp,
-    webhooks::{RetryPolicy, WebhookDeps, WebhookOptions, Webhooks, router},
-};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -67,7 +67,7 @@ impl Store {
             redis: self.redis.clone(),
             key_prefix: self.prefix.clone(),
             spool_dir: self.spool.clone(),
-            limiter: gateway::ratelimit::RateLimiter::new(None),
+            limiter: crate::ratelimit::RateLimiter::new(None),
         }
     }
 }

@@ -1,0 +1,164 @@
+//! One request through the edge, as plain functions called in order from [`handle`] (SPEC
+//! §6): the client's hop-by-hop headers removed → request id and trace context → the path
+//! normalised (client-supplied context headers dropped) → client IP → CORS preflight → then
+//! either a built-in route (`crate::http`) or the proxied path: IP limit → route →
+//! authentication (with the auth-failure limit, allowlist and origin decided by the auth
+//! service) → the route's kinds, scopes and roles → tenant limit → credentials stripped →
+//! context signed → forwarded; and on the way out CORS and security headers and the access
+//! log. Nothing here is a tower layer: each stage takes what the earlier ones produced as
+//! arguments, so the whole path is one future.
+
+mod access_log;
+mod authn;
+mod client_ip;
+mod cors;
+mod forward;
+mod headers;
+mod path;
+mod request_id;
+
+use std::sync::Arc;
+
+use auth_contract::AuthContext;
+use axum::{
+    Router,
+    extract::Request,
+    response::{IntoResponse, Response},
+};
+use tower::ServiceExt as _;
+
+pub use self::{
+    access_log::label,
+    authn::credential,
+    client_ip::ClientIp,
+    forward::{forward, query_suffix},
+};
+use crate::{
+    error::{GatewayError, REQUEST_ID},
+    proxy::WebSocketRequest,
+    ratelimit::{self, Decision},
+    routing::{self, MatchedRoute},
+    state::Gateway,
+};
+
+/// Answers one request. `built_in` serves the gateway's own routes (`crate::http`).
+pub async fn handle(gateway: &Gateway, built_in: &Router, mut request: Request) -> Response {
+    let mut log = access_log::Entry::begin(&request);
+    let websocket = headers::strip_incoming(&mut request);
+    let id = request_id::assign(request.headers_mut());
+    let mut response = REQUEST_ID.scope(id.clone(), routed(gateway, built_in, request, websocket, &mut log)).await;
+    request_id::answer(response.headers_mut(), &id);
+    headers::secure(response.headers_mut());
+    log.finish(gateway, &response, &id);
+    response
+}
+
+async fn routed(
+    gateway: &Gateway,
+    built_in: &Router,
+    mut request: Request,
+    websocket: Option<WebSocketRequest>,
+    log: &mut access_log::Entry,
+) -> Response {
+    if let Err(err) = path::normalise_request(&mut request) {
+        return err.into_response();
+    }
+    let ip = client_ip::resolve(&gateway.config.trusted_proxies, &request);
+    log.ip = Some(ip);
+    if cors::is_preflight(&request) {
+        return cors::preflight(gateway, request.headers());
+    }
+    let origin = cors::origin(request.headers());
+    let mut response = if routing::is_built_in(request.uri().path()) {
+        built_in_route(gateway, built_in, request, ip, websocket).await
+    } else {
+        proxied(gateway, request, ip, websocket, log).await
+    };
+    cors::decorate(gateway, origin, log.principal.as_deref(), &mut response);
+    response
+}
+
+/// The gateway's own routes, behind the per-IP limit except for health, readiness, metrics
+/// and webhooks (whose sources have their own limits).
+async fn built_in_route(
+    gateway: &Gateway,
+    built_in: &Router,
+    mut request: Request,
+    ip: ClientIp,
+    websocket: Option<WebSocketRequest>,
+) -> Response {
+    let path = request.uri().path();
+    let unlimited = ["/health", "/ready", "/metrics"].contains(&path) || routing::is_under(path, "/v1/webhooks");
+    let decision = if unlimited {
+        None
+    } else {
+        match ratelimit::ip_limit(gateway, ip).await {
+            Ok(decision) => decision,
+            Err(err) => return err.into_response(),
+        }
+    };
+    let extensions = request.extensions_mut();
+    extensions.insert(ip);
+    if let Some(websocket) = websocket {
+        extensions.insert(websocket);
+    }
+    let mut response = match built_in.clone().oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    if let Some(decision) = decision {
+        ratelimit::set_headers(response.headers_mut(), &decision);
+    }
+    response
+}
+
+/// A configured route (or the ticket route): every stage of the proxied path, in order. The
+/// log learns the route and who was authenticated once the request is forwarded.
+async fn proxied(
+    gateway: &Gateway,
+    mut request: Request,
+    ip: ClientIp,
+    websocket: Option<WebSocketRequest>,
+    log: &mut access_log::Entry,
+) -> Response {
+    let mut context = None;
+    let mut tightest = None;
+    let result = proxied_stages(gateway, &mut request, ip, &mut context, &mut tightest).await;
+    let mut response = match result {
+        Ok(matched) => {
+            let result = forward::to_route(gateway, request, &matched, context.as_deref(), ip, websocket).await;
+            log.route = Some("route");
+            log.principal = context;
+            result.unwrap_or_else(IntoResponse::into_response)
+        }
+        Err(err) => err.into_response(),
+    };
+    if let Some(decision) = tightest {
+        ratelimit::set_headers(response.headers_mut(), &decision);
+    }
+    response
+}
+
+/// The checks before forwarding: the IP limit, the route, authentication and authorisation,
+/// the tenant limit. A refusal carries the limit headers of the bucket that refused.
+async fn proxied_stages(
+    gateway: &Gateway,
+    request: &mut Request,
+    ip: ClientIp,
+    context: &mut Option<Arc<AuthContext>>,
+    tightest: &mut Option<Decision>,
+) -> Result<MatchedRoute, GatewayError> {
+    // Limits come before work: the per-IP limit is counted before any authentication.
+    *tightest = ratelimit::ip_limit(gateway, ip).await?;
+    let matched = gateway.routes.find(request.uri().path())?;
+    if matched.upstream_path.is_some() && request.method() != http::Method::POST {
+        return Err(GatewayError::MethodNotAllowed);
+    }
+    if !matched.policy.auth.is_public() {
+        let verified = authn::validate(gateway, request.headers(), ip).await?;
+        authn::authorize(&matched.policy, &verified)?;
+        *context = Some(verified);
+    }
+    ratelimit::route_limit(gateway, &matched, context.as_deref(), ip, tightest).await?;
+    Ok(matched)
+}
