@@ -4,7 +4,11 @@
 use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use gateway::{GatewayConfig, GatewayDeps, Mode};
-use platform::{bus::RedisBus, env::OsEnv};
+use platform::{
+    bus::RedisBus,
+    env::OsEnv,
+    exit::{Failure, finish},
+};
 use secrecy::ExposeSecret;
 
 #[global_allocator]
@@ -12,35 +16,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match GatewayConfig::from_env(&OsEnv, Mode::Distributed) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("gateway: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    platform::telemetry::init(config.log_json);
-    match serve(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!("{message}");
-            eprintln!("gateway: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    finish("gateway", serve().await)
 }
 
-async fn serve(config: GatewayConfig) -> Result<(), String> {
-    let url = config.redis_url.as_ref().ok_or("REDIS_URL is required")?.expose_secret().to_owned();
-    let pool = platform::redis::connect(&url).await.map_err(|e| format!("cannot start: {e}"))?;
-    let bus = RedisBus::new(&url, pool.clone()).map_err(|e| format!("cannot start: {e}"))?;
+async fn serve() -> Result<(), Failure> {
+    let config = GatewayConfig::from_env(&OsEnv, Mode::Distributed).map_err(Failure::config)?;
+    platform::telemetry::init(config.log_json);
+    let url = config.redis_url.as_ref().ok_or(Failure::config("REDIS_URL is required"))?.expose_secret().to_owned();
+    let pool = platform::redis::connect(&url).await.map_err(|e| Failure::run("cannot start", e))?;
+    let bus = RedisBus::new(&url, pool.clone()).map_err(|e| Failure::run("cannot start", e))?;
     let addr = SocketAddr::new(config.host, config.port);
-    let gateway = gateway::start(
-        config,
-        GatewayDeps { bus: Arc::new(bus), redis: Some(pool), clock: Arc::new(platform::clock::SystemClock) },
-    )
-    .await?;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    tracing::info!(addr = %listener.local_addr().map_err(|e| e.to_string())?, "gateway listening");
-    gateway::run(gateway, listener, platform::shutdown::signal()).await.map_err(|e| format!("server error: {e}"))
+    let deps = GatewayDeps { bus: Arc::new(bus), redis: Some(pool), clock: Arc::new(platform::clock::SystemClock) };
+    let gateway = gateway::start(config, deps).await.map_err(|e| Failure::run("cannot start", e))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Failure::run("cannot listen", e))?;
+    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "gateway listening");
+    gateway::run(gateway, listener, platform::shutdown::signal()).await.map_err(|e| Failure::run("server error", e))
 }

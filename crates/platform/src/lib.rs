@@ -9,6 +9,7 @@ pub mod config;
 pub mod counters;
 pub mod duration;
 pub mod env;
+pub mod exit;
 pub mod fs;
 pub mod media;
 pub mod net;

@@ -12,6 +12,7 @@ use gateway::{GatewayConfig, GatewayDeps, SecretOverrides};
 use platform::{
     clock::SystemClock,
     env::{MapEnv, OsEnv, Overlay},
+    exit::{Failure, finish},
     shutdown::Shutdown,
 };
 use secrecy::ExposeSecret;
@@ -22,28 +23,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut config = match AuthConfig::from_env(&OsEnv, Mode::Embedded) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("portcullis: {err}");
-            return ExitCode::from(2);
+    let config = AuthConfig::from_env(&OsEnv, Mode::Embedded).map_err(Failure::config);
+    let outcome = match config {
+        Ok(mut config) => {
+            // The gateway runs in this process and forwards from loopback: the auth and socket
+            // services believe its `X-Forwarded-For` (the gateway itself keeps TRUSTED_PROXIES as set).
+            config.trusted_proxies = config.trusted_proxies.clone().with_loopback();
+            platform::telemetry::init(config.log_json);
+            for warning in config.warnings() {
+                tracing::warn!("{warning}");
+            }
+            serve(config).await.map_err(Failure::Run)
         }
+        Err(failure) => Err(failure),
     };
-    // The gateway runs in this process and forwards from loopback: the auth and socket
-    // services believe its `X-Forwarded-For` (the gateway itself keeps TRUSTED_PROXIES as set).
-    config.trusted_proxies = config.trusted_proxies.clone().with_loopback();
-    platform::telemetry::init(config.log_json);
-    for warning in config.warnings() {
-        tracing::warn!("{warning}");
-    }
-    match serve(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!("{message}");
-            eprintln!("portcullis: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    finish("portcullis", outcome)
 }
 
 async fn serve(config: AuthConfig) -> Result<(), String> {
@@ -69,7 +63,7 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
     };
     let service =
         AuthService::new(config, backends.deps(Arc::new(SystemClock))).map_err(|e| format!("cannot start: {e}"))?;
-    let listeners = auth_service::app::bind(http_addr, grpc_addr)
+    let listeners = auth_service::bind(http_addr, grpc_addr)
         .await
         .map_err(|e| format!("cannot listen on {http_addr} / {grpc_addr}: {e}"))?;
     let auth_addr = listeners.http.local_addr().map_err(|e| e.to_string())?;

@@ -1,23 +1,24 @@
 //! The `socket-service` binary: distributed mode, configuration from the environment, then
 //! the same `run` the tests and the all-in-one binary use.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, process::ExitCode};
 
-use platform::env::OsEnv;
+use platform::{
+    env::OsEnv,
+    exit::{Failure, finish},
+};
 use socket_service::{Mode, SocketConfig, SocketService};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() {
-    let config = match SocketConfig::from_env(&OsEnv, Mode::Distributed) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("socket-service: {err}");
-            std::process::exit(2);
-        }
-    };
+async fn main() -> ExitCode {
+    finish("socket-service", serve().await)
+}
+
+async fn serve() -> Result<(), Failure> {
+    let config = SocketConfig::from_env(&OsEnv, Mode::Distributed).map_err(Failure::config)?;
     platform::telemetry::init(config.log_json);
     if config.trusted_proxies.is_empty() {
         tracing::warn!(
@@ -26,23 +27,10 @@ async fn main() {
         );
     }
     let addr = SocketAddr::new(config.host, config.port);
-    let service = match SocketService::build(config).await {
-        Ok(service) => service,
-        Err(err) => {
-            tracing::error!(error = %err, "socket service cannot start");
-            std::process::exit(1);
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            tracing::error!(error = %err, %addr, "cannot listen");
-            std::process::exit(1);
-        }
-    };
+    let service = SocketService::build(config).await.map_err(|e| Failure::run("cannot start", e))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Failure::run("cannot listen", e))?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "socket service listening");
-    if let Err(err) = socket_service::run(service, listener, platform::shutdown::signal()).await {
-        tracing::error!(error = %err, "socket service stopped with an error");
-        std::process::exit(1);
-    }
+    socket_service::run(service, listener, platform::shutdown::signal())
+        .await
+        .map_err(|e| Failure::run("server error", e))
 }
