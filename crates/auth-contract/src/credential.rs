@@ -50,6 +50,39 @@ impl Opaque {
             .find(|kind| credential.starts_with(kind.prefix()))
     }
 }
+
+/// Shortest and longest text taken for an unprefixed personal access token.
+const LEGACY_LEN: std::ops::RangeInclusive<usize> = 20..=256;
+
+/// What a presented token looks like before anything is looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Three base64url parts separated by dots: an access, SDK or service JWT.
+    Jwt,
+    /// A Portcullis opaque credential, by its prefix.
+    Opaque(Opaque),
+    /// An opaque token without a Portcullis prefix: a personal access token imported from
+    /// the system a team ran before (the operations tooling imports those by their hash), the
+    /// one unprefixed credential there is. Visible ASCII without `.`, of a plausible length.
+    LegacyPat,
+}
+
+impl Shape {
+    /// `None` for text no credential looks like (refused as `token_invalid` unread).
+    pub fn of(token: &str) -> Option<Self> {
+        if let Some(kind) = Opaque::of(token) {
+            return Some(Self::Opaque(kind));
+        }
+        let base64url = |part: &str| part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let parts: Vec<&str> = token.split('.').collect();
+        if parts.len() == 3 && parts[..2].iter().all(|p| !p.is_empty()) && parts.iter().all(|p| base64url(p)) {
+            return Some(Self::Jwt);
+        }
+        let legacy = LEGACY_LEN.contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic() && b != b'.');
+        legacy.then_some(Self::LegacyPat)
+    }
+}
+
 /// The header an API key may also come in.
 pub const API_KEY_HEADER: &str = "x-api-key";
 /// The subprotocol that marks the next one as a Bearer token, on WebSocket handshakes.
@@ -197,6 +230,17 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn shapes_tell_jwts_prefixed_and_legacy_tokens_apart() {
+        assert_eq!(Shape::of("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln"), Some(Shape::Jwt));
+        assert_eq!(Shape::of("pcp_0123456789abcdef"), Some(Shape::Opaque(Opaque::Pat)));
+        assert_eq!(Shape::of("pck_x"), Some(Shape::Opaque(Opaque::ApiKey)));
+        assert_eq!(Shape::of("ghp_16C7e42F292c6912E7710c838347Ae178B4a"), Some(Shape::LegacyPat));
+        for garbage in ["", "short", "a.b", "a..c", "has space in it, long enough", &"x".repeat(257), "tok\u{e9}n-but-long-enough-here"] {
+            assert_eq!(Shape::of(garbage), None, "{garbage}");
+        }
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
