@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::{ErrorCode, proto};
+use crate::{ErrorCode, proto, role::Role, scope::Scopes};
 
 /// The kind of credential a request was authenticated with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,8 +89,10 @@ pub struct AuthContext {
     pub client_id: Option<String>,
     pub session_id: Option<String>,
     pub credential_id: Option<String>,
-    pub role: Option<String>,
-    pub scopes: Vec<String>,
+    /// A user's role; `None` for kinds without one (SDK users, API keys, services) and for a
+    /// role this version does not know.
+    pub role: Option<Role>,
+    pub scopes: Scopes,
     /// Unix seconds; `None` when the credential does not expire.
     pub expires_at: Option<i64>,
     pub rate_limit: Option<RateLimit>,
@@ -105,7 +107,7 @@ impl AuthContext {
     /// all, `orders:*` grants `orders:read`); a `required` that is not a scope is granted by
     /// nothing.
     pub fn has_scope(&self, required: &str) -> bool {
-        crate::scope::grants(self.scopes.iter().map(String::as_str), required)
+        crate::scope::grants(self.scopes.iter(), required)
     }
 
     pub fn to_proto(&self) -> proto::AuthContext {
@@ -117,8 +119,8 @@ impl AuthContext {
             client_id: self.client_id.clone().unwrap_or_default(),
             session_id: self.session_id.clone().unwrap_or_default(),
             credential_id: self.credential_id.clone().unwrap_or_default(),
-            role: self.role.clone().unwrap_or_default(),
-            scopes: self.scopes.clone(),
+            role: self.role.map(|role| role.as_str().to_owned()).unwrap_or_default(),
+            scopes: self.scopes.to_vec(),
             expires_at: self.expires_at.unwrap_or(0),
             rate_limit: self.rate_limit.map(|r| proto::RateLimit { requests: r.requests, per_ms: r.per_ms }),
         }
@@ -135,7 +137,8 @@ impl AuthContext {
         }
     }
 
-    /// `None` when the message names no valid kind.
+    /// `None` when the message names no valid kind. A role or scope this version does not
+    /// know is dropped (it grants nothing); the context is not refused for it.
     pub fn from_proto(message: &proto::AuthContext) -> Option<Self> {
         let kind = Kind::from_proto(proto::CredentialKind::try_from(message.kind).ok()?)?;
         Some(Self {
@@ -146,8 +149,8 @@ impl AuthContext {
             client_id: some(&message.client_id),
             session_id: some(&message.session_id),
             credential_id: some(&message.credential_id),
-            role: some(&message.role),
-            scopes: message.scopes.clone(),
+            role: Role::from_wire(&message.role),
+            scopes: Scopes::from_wire(message.scopes.iter().map(String::as_str)),
             expires_at: (message.expires_at != 0).then_some(message.expires_at),
             rate_limit: message.rate_limit.map(|r| RateLimit { requests: r.requests, per_ms: r.per_ms }),
         })
@@ -227,8 +230,8 @@ mod tests {
             client_id: None,
             session_id: None,
             credential_id: Some("p1".into()),
-            role: Some("member".into()),
-            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            role: Some(Role::Member),
+            scopes: Scopes::from_wire(scopes.iter().copied()),
             expires_at: None,
             rate_limit: Some(RateLimit { requests: 10, per_ms: 1000 }),
         }
@@ -238,6 +241,17 @@ mod tests {
     fn proto_round_trip() {
         let c = context(&["orders:read"]);
         assert_eq!(AuthContext::from_proto(&c.to_proto()), Some(c));
+    }
+
+    #[test]
+    fn unknown_roles_and_scopes_from_a_newer_peer_grant_nothing_but_keep_the_context() {
+        let mut message = context(&["orders:read"]).to_proto();
+        message.role = "auditor".into();
+        message.scopes = vec!["orders:read".into(), "Orders::Read".into()];
+        let decoded = AuthContext::from_proto(&message).unwrap();
+        assert_eq!(decoded.role, None);
+        assert_eq!(decoded.scopes.to_vec(), ["orders:read"]);
+        assert!(!decoded.has_scope("Orders::Read"));
     }
 
     #[test]

@@ -193,7 +193,7 @@ mod tests {
             session_id: session.map(str::to_owned),
             credential_id: Some(credential.into()),
             role: None,
-            scopes: vec!["*".into()],
+            scopes: crate::scope::Scopes::all(),
             expires_at: None,
             rate_limit: None,
         }

@@ -18,7 +18,7 @@ use axum::extract::{FromRef, FromRequestParts, OriginalUri};
 use axum::http::{HeaderMap, StatusCode, request::Parts, uri::PathAndQuery};
 use axum::response::{IntoResponse, Response};
 
-use crate::codes::{ErrorCode, as_snake};
+use crate::codes::ErrorCode;
 use crate::context::AuthContext;
 use crate::headers::{ContextError, ContextKey, X_REQUEST_ID, verify_context};
 
@@ -134,9 +134,7 @@ impl Rejection {
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        crate::problem::Problem::new(self.status, as_snake(self.code), self.detail)
-            .with_request_id(self.request_id)
-            .into_response()
+        crate::problem::Problem::new(self.code, self.detail).with_request_id(self.request_id).into_response()
     }
 }
 
@@ -171,8 +169,8 @@ mod tests {
             client_id: None,
             session_id: Some("s1".into()),
             credential_id: None,
-            role: Some("member".into()),
-            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            role: Some(crate::Role::Member),
+            scopes: crate::scope::Scopes::from_wire(scopes.iter().copied()),
             expires_at: None,
             rate_limit: None,
         }

@@ -2,9 +2,8 @@
 //! `{"type","title","status","detail","code","request_id"}` plus `errors` for validation
 //! failures, with the header rules that go with a status: `WWW-Authenticate: Bearer` on every
 //! 401 (`error="invalid_token"` once a credential was presented), `Retry-After` on every 429
-//! and 503. Each service maps its own error type onto a [`Problem`]; none renders one itself.
-
-use std::borrow::Cow;
+//! and 503, all read from the one table in [`codes`]. Each service maps its own error type
+//! onto a wire code and a [`Problem`]; none renders one itself.
 
 use axum::{
     Json,
@@ -14,22 +13,24 @@ use axum::{
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{ErrorCode, codes};
+use crate::{
+    ErrorCode,
+    codes::{self, Challenge},
+};
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 /// Seconds a client should wait after a 503 that names no better figure.
 pub const UNAVAILABLE_RETRY_AFTER: u64 = 5;
 
-/// A problem, ready to answer.
+/// A problem, ready to answer: a wire code (whose status and header rules come from
+/// [`codes::rule_of`]) and what happened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
-    status: StatusCode,
-    code: Cow<'static, str>,
+    code: ErrorCode,
     detail: String,
     request_id: Option<String>,
     errors: Option<Value>,
     retry_after: Option<u64>,
-    challenge: bool,
 }
 
 #[derive(Serialize)]
@@ -45,28 +46,10 @@ struct Body<'a> {
     errors: Option<&'a Value>,
 }
 
-/// The codes whose 401 means "no credential was presented": their challenge names no error.
-fn nothing_presented(code: &str) -> bool {
-    matches!(code, "token_missing" | "invalid_credentials")
-}
-
 impl Problem {
-    pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            code: code.into(),
-            detail: detail.into(),
-            request_id: None,
-            errors: None,
-            retry_after: None,
-            challenge: true,
-        }
-    }
-
-    /// A problem for a wire code, with the status the contract gives it.
-    pub fn from_code(code: ErrorCode, detail: impl Into<String>) -> Self {
-        let status = StatusCode::from_u16(codes::http_status(code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Self::new(status, codes::as_snake(code), detail)
+    /// A problem for a wire code, answered as the contract's table says.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self { code, detail: detail.into(), request_id: None, errors: None, retry_after: None }
     }
 
     #[must_use]
@@ -90,19 +73,12 @@ impl Problem {
         self
     }
 
-    /// A 401 that is not about a Bearer credential (a webhook's signature): no challenge.
-    #[must_use]
-    pub fn without_challenge(mut self) -> Self {
-        self.challenge = false;
-        self
-    }
-
     pub fn status(&self) -> StatusCode {
-        self.status
+        StatusCode::from_u16(codes::http_status(self.code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
-    pub fn code(&self) -> &str {
-        &self.code
+    pub fn code(&self) -> ErrorCode {
+        self.code
     }
 
     pub fn detail(&self) -> &str {
@@ -116,29 +92,31 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
+        let rule = codes::rule_of(self.code);
+        let status = self.status();
         let body = Body {
-            kind: format!("urn:portcullis:problem:{}", self.code),
-            title: self.status.canonical_reason().unwrap_or("Error"),
-            status: self.status.as_u16(),
+            kind: format!("urn:portcullis:problem:{}", rule.code),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
             detail: &self.detail,
-            code: &self.code,
+            code: rule.code,
             request_id: self.request_id.as_deref(),
             errors: self.errors.as_ref(),
         };
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-        if self.status == StatusCode::UNAUTHORIZED && self.challenge {
-            let challenge = if nothing_presented(&self.code) { "Bearer" } else { r#"Bearer error="invalid_token""# };
+        let challenge = match rule.challenge {
+            Challenge::None => None,
+            Challenge::Bearer => Some("Bearer"),
+            Challenge::InvalidToken => Some(r#"Bearer error="invalid_token""#),
+        };
+        if let Some(challenge) = challenge {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
-        let retry_after = match self.status {
-            StatusCode::SERVICE_UNAVAILABLE => Some(self.retry_after.unwrap_or(UNAVAILABLE_RETRY_AFTER)),
-            StatusCode::TOO_MANY_REQUESTS => Some(self.retry_after.unwrap_or(1)),
-            _ => self.retry_after,
-        };
-        if let Some(seconds) = retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        if rule.retry_after {
+            let fallback = if status == StatusCode::SERVICE_UNAVAILABLE { UNAVAILABLE_RETRY_AFTER } else { 1 };
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after.unwrap_or(fallback)));
         }
         response
     }
@@ -165,7 +143,7 @@ mod tests {
     #[tokio::test]
     async fn the_one_shape() {
         let (status, headers, body) =
-            answer(Problem::from_code(ErrorCode::TokenRevoked, "revoked").with_request_id(Some("r1".into()))).await;
+            answer(Problem::new(ErrorCode::TokenRevoked, "revoked").with_request_id(Some("r1".into()))).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(header(&headers, header::CONTENT_TYPE), Some(CONTENT_TYPE));
         assert_eq!(header(&headers, header::WWW_AUTHENTICATE), Some(r#"Bearer error="invalid_token""#));
@@ -178,16 +156,16 @@ mod tests {
 
     #[tokio::test]
     async fn header_rules() {
-        let (_, headers, body) = answer(Problem::from_code(ErrorCode::TokenMissing, "none")).await;
+        let (_, headers, body) = answer(Problem::new(ErrorCode::TokenMissing, "none")).await;
         assert_eq!(header(&headers, header::WWW_AUTHENTICATE), Some("Bearer"));
         assert_eq!(body["request_id"], Value::Null);
-        let webhook = Problem::new(StatusCode::UNAUTHORIZED, "signature_invalid", "bad").without_challenge();
+        let webhook = Problem::new(ErrorCode::WebhookSignatureInvalid, "bad");
         assert_eq!(header(&answer(webhook).await.1, header::WWW_AUTHENTICATE), None);
-        let (_, headers, _) = answer(Problem::from_code(ErrorCode::Unavailable, "down")).await;
+        let (_, headers, _) = answer(Problem::new(ErrorCode::Unavailable, "down")).await;
         assert_eq!(header(&headers, header::RETRY_AFTER), Some("5"));
-        let limited = Problem::from_code(ErrorCode::RateLimited, "slow down").with_retry_after(0);
+        let limited = Problem::new(ErrorCode::RateLimited, "slow down").with_retry_after(0);
         assert_eq!(header(&answer(limited).await.1, header::RETRY_AFTER), Some("1"));
-        let invalid = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "bad")
+        let invalid = Problem::new(ErrorCode::ValidationFailed, "bad")
             .with_errors(json!([{"field": "email", "message": "is not an email"}]));
         let (_, headers, body) = answer(invalid).await;
         assert_eq!(

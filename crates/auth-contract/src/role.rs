@@ -31,6 +31,22 @@ impl Role {
     }
 }
 
+impl Role {
+    /// A role as another Portcullis process sent it (a context over gRPC or in signed
+    /// headers): empty is none, and a role this version does not know (a newer peer's) is
+    /// none too, with a warning, so it grants nothing while the rest of the context stands.
+    pub fn from_wire(text: &str) -> Option<Self> {
+        if text.is_empty() {
+            return None;
+        }
+        let role = Self::parse(text).ok();
+        if role.is_none() {
+            tracing::warn!(role = text, "a context names a role this version does not know; it grants nothing");
+        }
+        role
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -57,5 +73,12 @@ mod tests {
         assert_eq!(Role::parse("Admin"), Err(UnknownRole("Admin".into())), "names are exact");
         assert_eq!(Role::default(), Role::Member);
         assert_eq!(serde_json::to_string(&Role::Admin).ok().as_deref(), Some("\"admin\""));
+    }
+
+    #[test]
+    fn roles_from_the_wire_are_tolerant() {
+        assert_eq!(Role::from_wire("admin"), Some(Role::Admin));
+        assert_eq!(Role::from_wire(""), None);
+        assert_eq!(Role::from_wire("auditor"), None, "a newer peer's role grants nothing");
     }
 }

@@ -118,6 +118,36 @@ impl Scopes {
         Self(scopes)
     }
 
+    /// Scopes as another Portcullis process sent them (a context over gRPC or in signed
+    /// headers), kept in their order. Text that is not a scope (a newer peer's grammar, say)
+    /// is dropped with a warning: it grants nothing, and the rest of the context stands.
+    pub fn from_wire<'a>(items: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut scopes = Vec::new();
+        for text in items {
+            match Scope::parse(text) {
+                Ok(scope) => scopes.push(scope),
+                Err(_) => tracing::warn!(
+                    scope = text,
+                    "a context names a scope this version does not know; it grants nothing"
+                ),
+            }
+        }
+        Self(scopes)
+    }
+
+    /// The scopes as text, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(Scope::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn to_vec(&self) -> Vec<String> {
         self.0.iter().map(|s| s.0.clone()).collect()
     }

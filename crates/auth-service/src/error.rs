@@ -149,38 +149,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// The stable snake_case code clients branch on.
+    /// The stable snake_case code clients branch on (the contract's table).
     pub fn code(&self) -> &'static str {
-        match self {
-            Self::MalformedBody(_) => "malformed_body",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::BodyTooLarge => "body_too_large",
-            Self::Validation(_) => "validation_failed",
-            Self::InvalidCredentials => "invalid_credentials",
-            Self::TokenMissing => "token_missing",
-            Self::TokenInvalid(_) => "token_invalid",
-            Self::TokenExpired => "token_expired",
-            Self::TokenRevoked => "token_revoked",
-            Self::SessionEnded => "session_ended",
-            Self::SessionIdle => "session_idle",
-            Self::RefreshInvalid => "refresh_invalid",
-            Self::RefreshConflict => "refresh_conflict",
-            Self::KeyInvalid => "key_invalid",
-            Self::KeyRevoked => "key_revoked",
-            Self::IpNotAllowed => "ip_not_allowed",
-            Self::OriginNotAllowed => "origin_not_allowed",
-            Self::InsufficientScope(_) => "insufficient_scope",
-            Self::Forbidden(_) => "forbidden",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::EmailTaken => "email_taken",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::Unavailable(_) => "unavailable",
-            Self::Internal(_) => "internal",
-        }
+        auth_contract::codes::as_snake(self.wire_code())
     }
 
-    /// The gRPC `ErrorCode` of this error (the same names, upper-cased).
+    /// The wire `ErrorCode` of this error: its problem code, status and gRPC status all come
+    /// from the contract's table.
     pub fn wire_code(&self) -> auth_contract::ErrorCode {
         use auth_contract::ErrorCode as C;
         match self {
@@ -195,17 +170,19 @@ impl Error {
             Self::IpNotAllowed => C::IpNotAllowed,
             Self::OriginNotAllowed => C::OriginNotAllowed,
             Self::InsufficientScope(_) => C::InsufficientScope,
-            Self::Forbidden(_) | Self::InvalidCredentials => C::Forbidden,
+            Self::Forbidden(_) => C::Forbidden,
+            Self::InvalidCredentials => C::InvalidCredentials,
             Self::RefreshInvalid => C::RefreshInvalid,
             Self::RefreshConflict => C::RefreshConflict,
-            Self::Validation(_)
-            | Self::MalformedBody(_)
-            | Self::EmailTaken
-            | Self::UnsupportedMediaType
-            | Self::BodyTooLarge => C::ValidationFailed,
+            Self::Validation(_) => C::ValidationFailed,
+            Self::MalformedBody(_) => C::MalformedBody,
+            Self::EmailTaken => C::EmailTaken,
+            Self::UnsupportedMediaType => C::UnsupportedMediaType,
+            Self::BodyTooLarge => C::BodyTooLarge,
             Self::RateLimited { .. } => C::RateLimited,
             Self::Unavailable(_) => C::Unavailable,
-            Self::NotFound | Self::MethodNotAllowed => C::NotFound,
+            Self::NotFound => C::NotFound,
+            Self::MethodNotAllowed => C::MethodNotAllowed,
             Self::Internal(_) => C::Internal,
         }
     }

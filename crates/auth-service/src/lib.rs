@@ -17,7 +17,7 @@ pub mod metrics;
 pub mod service;
 pub mod store;
 
-pub use app::{Backends, Listeners, build, run};
+pub use app::{Backends, Listeners, bind, build, run};
 pub use config::{AuthConfig, Mode};
 pub use error::Error;
 pub use service::{AuthService, Deps};

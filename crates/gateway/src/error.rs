@@ -15,8 +15,6 @@ tokio::task_local! {
     pub static REQUEST_ID: String;
 }
 
-pub use auth_contract::problem::UNAVAILABLE_RETRY_AFTER;
-
 /// Where an error came from; the error's response carries it as an extension for the access
 /// log and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,45 +93,34 @@ impl From<ClientError> for GatewayError {
 }
 
 impl GatewayError {
-    pub fn status(&self) -> StatusCode {
+    /// The wire code: status, problem code and header rules come from the contract's table.
+    pub fn wire_code(&self) -> ErrorCode {
         match self {
-            Self::Denied { code, .. } => {
-                StatusCode::from_u16(codes::http_status(*code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-            }
-            Self::Unavailable { .. } | Self::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BadRequest(_) | Self::MalformedPath(_) => StatusCode::BAD_REQUEST,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::SignatureInvalid(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::BadGateway => StatusCode::BAD_GATEWAY,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Denied { code, .. } => *code,
+            Self::Unavailable { .. } | Self::UpstreamUnavailable => ErrorCode::Unavailable,
+            Self::NotFound => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
+            Self::BadRequest(_) => ErrorCode::MalformedBody,
+            Self::MalformedPath(_) => ErrorCode::MalformedPath,
+            Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Self::SignatureInvalid(_) => ErrorCode::WebhookSignatureInvalid,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::InsufficientScope(_) => ErrorCode::InsufficientScope,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::UpstreamTimeout => ErrorCode::UpstreamTimeout,
+            Self::BadGateway => ErrorCode::BadGateway,
+            Self::Internal(_) => ErrorCode::Internal,
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(codes::http_status(self.wire_code())).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// The stable problem `code`.
     pub fn code(&self) -> &'static str {
-        match self {
-            Self::Denied { code, .. } => codes::as_snake(*code),
-            Self::Unavailable { .. } | Self::UpstreamUnavailable => "unavailable",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::BodyTooLarge { .. } => "body_too_large",
-            Self::BadRequest(_) => "malformed_body",
-            Self::MalformedPath(_) => "malformed_path",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::SignatureInvalid(_) => "signature_invalid",
-            Self::Forbidden(_) => "forbidden",
-            Self::InsufficientScope(_) => "insufficient_scope",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::UpstreamTimeout => "upstream_timeout",
-            Self::BadGateway => "bad_gateway",
-            Self::Internal(_) => "internal",
-        }
+        codes::as_snake(self.wire_code())
     }
 
     pub fn source(&self) -> Source {
@@ -153,10 +140,10 @@ impl GatewayError {
         )
     }
 
+    /// A limit's own `Retry-After`; a 503 gets the contract's default.
     fn retry_after(&self) -> Option<u64> {
         match self {
             Self::RateLimited { retry_after } => Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
-            Self::Unavailable { .. } | Self::UpstreamUnavailable => Some(UNAVAILABLE_RETRY_AFTER),
             _ => None,
         }
     }
@@ -172,13 +159,9 @@ impl IntoResponse for GatewayError {
             other => other.to_string(),
         };
         let mut problem =
-            Problem::new(self.status(), self.code(), detail).with_request_id(REQUEST_ID.try_with(Clone::clone).ok());
+            Problem::new(self.wire_code(), detail).with_request_id(REQUEST_ID.try_with(Clone::clone).ok());
         if let Some(seconds) = self.retry_after() {
             problem = problem.with_retry_after(seconds);
-        }
-        // A webhook's signature is not a Bearer credential: no challenge.
-        if matches!(self, Self::SignatureInvalid(_)) {
-            problem = problem.without_challenge();
         }
         let mut response = problem.into_response();
         response.extensions_mut().insert(self.source());

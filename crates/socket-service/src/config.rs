@@ -10,7 +10,7 @@ use platform::{
 };
 use secrecy::SecretString;
 
-pub use platform::config::{MIN_SECRET_BYTES, Mode, SecretOverrides};
+pub use platform::config::{Mode, SecretOverrides};
 pub const DEFAULT_PORT: u16 = 4004;
 pub const DEFAULT_AUTH_SERVICE_URL: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_MESSAGES_PER_MINUTE: u32 = 120;

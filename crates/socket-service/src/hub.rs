@@ -395,7 +395,7 @@ mod tests {
             session_id: Some(session.into()),
             credential_id: Some(credential.into()),
             role: None,
-            scopes: vec!["*".into()],
+            scopes: auth_contract::scope::Scopes::all(),
             expires_at: None,
             rate_limit: None,
         })

@@ -14,12 +14,12 @@ pub const MAX_REFUSED_PER_MINUTE: usize = 10;
 /// Longest accepted channel name.
 pub const MAX_CHANNEL_BYTES: usize = 256;
 
-/// Close codes (SPEC §7). 1011 is kept for real faults and is never used on an auth path.
+/// Close codes (SPEC §7). 1011 (internal error) is never sent on an auth path, so it has no
+/// constant here.
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
     pub const EXPIRED: u16 = 4401;
     pub const ABUSE: u16 = 4403;
     pub const NO_PONG: u16 = 4408;
@@ -210,7 +210,7 @@ mod tests {
             session_id: None,
             credential_id: None,
             role: None,
-            scopes: vec!["*".into()],
+            scopes: auth_contract::scope::Scopes::all(),
             expires_at: None,
             rate_limit: None,
         }

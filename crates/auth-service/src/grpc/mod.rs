@@ -7,7 +7,7 @@
 use std::{future::Future, net::IpAddr};
 
 use auth_contract::{
-    ContextRef, ErrorCode, Liveness,
+    ContextRef, ErrorCode, Liveness, codes,
     proto::{
         self, CheckContextRequest, CheckContextResponse, CreateSdkSessionRequest, CreateSdkSessionResponse, Empty,
         IssueServiceTokenRequest, IssueServiceTokenResponse, ListAllowedOriginsResponse, RefreshRequest,
@@ -34,18 +34,10 @@ pub struct Internal {
 
 fn status(err: &Error) -> Status {
     let code = err.wire_code();
-    let message = format!("{}: {err}", code.as_str_name());
+    // An internal error's cause is logged where it happened, never sent.
     let mut status = match code {
-        auth_contract::ErrorCode::Unavailable => Status::unavailable(message),
-        auth_contract::ErrorCode::Internal => Status::internal("INTERNAL: the server could not complete the request"),
-        auth_contract::ErrorCode::ValidationFailed => Status::invalid_argument(message),
-        auth_contract::ErrorCode::IpNotAllowed
-        | auth_contract::ErrorCode::OriginNotAllowed
-        | auth_contract::ErrorCode::InsufficientScope
-        | auth_contract::ErrorCode::Forbidden => Status::permission_denied(message),
-        auth_contract::ErrorCode::RefreshConflict => Status::aborted(message),
-        auth_contract::ErrorCode::RateLimited => Status::resource_exhausted(message),
-        _ => Status::unauthenticated(message),
+        auth_contract::ErrorCode::Internal => codes::grpc_status(code, "the server could not complete the request"),
+        _ => codes::grpc_status(code, &err.to_string()),
     };
     if let Ok(value) = MetadataValue::try_from(code.as_str_name()) {
         status.metadata_mut().insert("x-error-code", value);

@@ -2,10 +2,7 @@
 //! problem+json renderer (status, code, detail, field errors, `Retry-After`), carrying the
 //! request id (held in a task-local for the request's duration).
 
-use axum::{
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::error::{Error, FieldError};
@@ -32,34 +29,6 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
 }
 
-fn status(err: &Error) -> StatusCode {
-    match err {
-        Error::MalformedBody(_) => StatusCode::BAD_REQUEST,
-        Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        Error::InvalidCredentials
-        | Error::TokenMissing
-        | Error::TokenInvalid(_)
-        | Error::TokenExpired
-        | Error::TokenRevoked
-        | Error::SessionEnded
-        | Error::SessionIdle
-        | Error::RefreshInvalid
-        | Error::KeyInvalid
-        | Error::KeyRevoked => StatusCode::UNAUTHORIZED,
-        Error::Forbidden(_) | Error::IpNotAllowed | Error::OriginNotAllowed | Error::InsufficientScope(_) => {
-            StatusCode::FORBIDDEN
-        }
-        Error::NotFound => StatusCode::NOT_FOUND,
-        Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        Error::EmailTaken | Error::RefreshConflict => StatusCode::CONFLICT,
-        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let detail = match &self {
@@ -74,7 +43,7 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
-        let mut problem = auth_contract::problem::Problem::new(status(&self), self.code(), detail)
+        let mut problem = auth_contract::problem::Problem::new(self.wire_code(), detail)
             .with_request_id(REQUEST_ID.try_with(Clone::clone).ok());
         match &self {
             Error::Validation(fields) if !fields.is_empty() => {

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use auth_contract::{AuthContext, ContextRef, Kind, RateLimit};
+use auth_contract::{AuthContext, ContextRef, Kind, RateLimit, scope::Scopes};
 use secrecy::ExposeSecret;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
@@ -113,8 +113,8 @@ impl AuthService {
                 client_id: None,
                 session_id: Some(session.id.to_string()),
                 credential_id: Some(claims.jti.clone()),
-                role: Some(user.role.as_str().to_owned()),
-                scopes: claims.scopes.clone(),
+                role: Some(user.role),
+                scopes: Scopes::from_wire(claims.scopes.iter().map(String::as_str)),
                 expires_at: Some(claims.exp),
                 rate_limit: None,
             },
@@ -141,7 +141,7 @@ impl AuthService {
                 session_id: Some(session.id.to_string()),
                 credential_id: Some(claims.jti.clone()),
                 role: None,
-                scopes: claims.scopes.clone(),
+                scopes: Scopes::from_wire(claims.scopes.iter().map(String::as_str)),
                 expires_at: Some(claims.exp),
                 rate_limit: rate_limit(limit),
             },
@@ -189,8 +189,8 @@ impl AuthService {
                     client_id: None,
                     session_id: None,
                     credential_id: Some(token.id.to_string()),
-                    role: Some("service".to_owned()),
-                    scopes: vec!["*".to_owned()],
+                    role: None,
+                    scopes: Scopes::all(),
                     expires_at: Some(token.expires_at.unix_timestamp()),
                     rate_limit: None,
                 },
@@ -219,8 +219,8 @@ impl AuthService {
                 client_id: None,
                 session_id: None,
                 credential_id: Some(pat.id.to_string()),
-                role: Some(user.role.as_str().to_owned()),
-                scopes: pat.scopes.to_vec(),
+                role: Some(user.role),
+                scopes: pat.scopes.clone(),
                 expires_at: pat.expires_at.map(OffsetDateTime::unix_timestamp),
                 rate_limit: None,
             },
@@ -247,7 +247,7 @@ impl AuthService {
                 session_id: None,
                 credential_id: Some(context.key_id.to_string()),
                 role: None,
-                scopes: context.scopes.to_vec(),
+                scopes: context.scopes.clone(),
                 expires_at: context.expires_at.map(OffsetDateTime::unix_timestamp),
                 rate_limit: rate_limit(context.rate_limit),
             },

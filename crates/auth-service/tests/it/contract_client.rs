@@ -202,12 +202,12 @@ async fn disable_and_role_change_reach_the_cache(backend: Backend) {
     let shop = app.register_client(&owner, json!({"name": "Shop"})).await;
 
     let member = client.validate(&owner.access, None, None).await.expect("valid");
-    assert_eq!(member.role.as_deref(), Some("member"));
+    assert_eq!(member.role, Some(auth_contract::Role::Member));
     let path = format!("/admin/users/{}/role", owner.user_id);
     let role = app.put_auth(&path, &admin.access, &json!({"role": "admin"})).await;
     expect_status(role, StatusCode::OK).await;
     within(Duration::from_millis(500), async || {
-        client.validate(&owner.access, None, None).await.is_ok_and(|c| c.role.as_deref() == Some("admin"))
+        client.validate(&owner.access, None, None).await.is_ok_and(|c| c.role == Some(auth_contract::Role::Admin))
     })
     .await;
 
@@ -226,7 +226,7 @@ async fn an_operators_role_change_is_audited_and_announced(backend: Backend) {
     client.follow(bus.clone()).await.expect("follow");
     let email = unique_email("operator-role");
     let user = app.signup(&email).await;
-    assert_eq!(client.validate(&user.access, None, None).await.expect("valid").role.as_deref(), Some("member"));
+    assert_eq!(client.validate(&user.access, None, None).await.expect("valid").role, Some(auth_contract::Role::Member));
     let store = app.raw.store();
     let changed = auth_service::service::admin::set_role_as_operator(
         store.as_ref(),
@@ -238,7 +238,7 @@ async fn an_operators_role_change_is_audited_and_announced(backend: Backend) {
     .expect("set role");
     assert_eq!(changed.email, email);
     within(Duration::from_millis(500), async || {
-        client.validate(&user.access, None, None).await.is_ok_and(|c| c.role.as_deref() == Some("admin"))
+        client.validate(&user.access, None, None).await.is_ok_and(|c| c.role == Some(auth_contract::Role::Admin))
     })
     .await;
     let audit = expect_status(app.get_auth("/audit?limit=5", &user.access).await, StatusCode::OK).await;

@@ -145,7 +145,7 @@ async fn loopback_only_mode(backend: Backend) {
 async fn downstream() -> SocketAddr {
     async fn echo(VerifiedContext(context): VerifiedContext) -> Json<Value> {
         Json(
-            json!({"kind": context.kind.as_str(), "user_id": context.user_id, "session_id": context.session_id, "scopes": context.scopes}),
+            json!({"kind": context.kind.as_str(), "user_id": context.user_id, "session_id": context.session_id, "scopes": context.scopes.to_vec()}),
         )
     }
     let app = Router::new().route("/{*rest}", any(echo)).with_state(ContextKey::new(CONTEXT_SECRET));

@@ -43,7 +43,7 @@ pub fn authorize(policy: &RoutePolicy, context: &AuthContext) -> Result<(), Gate
     if let Some(scope) = policy.scopes.iter().find(|scope| !context.has_scope(scope.as_str())) {
         return Err(GatewayError::InsufficientScope(scope.as_str().to_owned()));
     }
-    if !policy.roles.is_empty() && !policy.roles.iter().any(|role| context.role.as_deref() == Some(role.as_str())) {
+    if !policy.roles.is_empty() && !context.role.is_some_and(|role| policy.roles.contains(&role)) {
         return Err(GatewayError::Forbidden("this route requires another role".to_owned()));
     }
     Ok(())
@@ -118,8 +118,8 @@ mod tests {
             client_id: None,
             session_id: None,
             credential_id: None,
-            role: role.map(Into::into),
-            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            role: role.map(|r| auth_contract::Role::parse(r).unwrap()),
+            scopes: auth_contract::scope::Scopes::from_wire(scopes.iter().copied()),
             expires_at: None,
             rate_limit: None,
         }

@@ -147,7 +147,7 @@ mod tests {
             session_id: None,
             credential_id: None,
             role: None,
-            scopes: vec![],
+            scopes: auth_contract::scope::Scopes::default(),
             expires_at: None,
             rate_limit: own.map(|(requests, per_ms)| auth_contract::RateLimit { requests, per_ms }),
         }

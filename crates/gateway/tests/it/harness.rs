@@ -39,7 +39,7 @@ async fn verified(VerifiedContext(ctx): VerifiedContext) -> Json<Value> {
         "tenant_id": ctx.tenant_id,
         "client_id": ctx.client_id,
         "session_id": ctx.session_id,
-        "scopes": ctx.scopes,
+        "scopes": ctx.scopes.to_vec(),
         "role": ctx.role,
     }))
 }

@@ -1,14 +1,8 @@
 //! The one error type of the socket service's HTTP surface, answered through the contract's
 //! one problem+json renderer with the request id, like every Portcullis service.
 
-use auth_contract::{
-    ClientError, ErrorCode,
-    codes::{as_snake, http_status},
-};
-use axum::{
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
+use auth_contract::{ClientError, ErrorCode};
+use axum::response::{IntoResponse, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -67,23 +61,22 @@ impl ApiError {
         Problem { error: self, request_id: request_id.to_owned() }
     }
 
-    fn parts(&self) -> (StatusCode, &'static str) {
+    /// The wire code: status, problem code and header rules come from the contract's table.
+    pub fn wire_code(&self) -> ErrorCode {
         match self {
-            Self::TokenMissing => (StatusCode::UNAUTHORIZED, "token_missing"),
-            Self::Denied { code, .. } => {
-                (StatusCode::from_u16(http_status(*code)).unwrap_or(StatusCode::UNAUTHORIZED), as_snake(*code))
-            }
-            Self::TicketInvalid => (StatusCode::UNAUTHORIZED, "token_invalid"),
-            Self::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
-            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-            Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            Self::UpgradeRequired => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::TokenMissing => ErrorCode::TokenMissing,
+            Self::Denied { code, .. } => *code,
+            Self::TicketInvalid => ErrorCode::TokenInvalid,
+            Self::OriginNotAllowed => ErrorCode::OriginNotAllowed,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::MalformedBody(_) => ErrorCode::MalformedBody,
+            Self::Validation(_) => ErrorCode::ValidationFailed,
+            Self::BodyTooLarge(_) => ErrorCode::BodyTooLarge,
+            Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Self::UpgradeRequired => ErrorCode::UpgradeRequired,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -97,7 +90,6 @@ pub struct Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let (status, code) = self.error.parts();
         match &self.error {
             ApiError::Unavailable(cause) => {
                 tracing::warn!(request_id = %self.request_id, %cause, "dependency unavailable");
@@ -106,7 +98,7 @@ impl IntoResponse for Problem {
             ApiError::Internal(cause) => tracing::error!(request_id = %self.request_id, %cause, "internal error"),
             _ => {}
         }
-        let mut problem = auth_contract::problem::Problem::new(status, code, self.error.to_string())
+        let mut problem = auth_contract::problem::Problem::new(self.error.wire_code(), self.error.to_string())
             .with_request_id(Some(self.request_id));
         if let ApiError::RateLimited { retry_after } = &self.error {
             problem = problem.with_retry_after(retry_after.as_secs());

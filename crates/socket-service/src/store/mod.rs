@@ -121,8 +121,8 @@ impl From<&AuthContext> for ContextRecord {
             client_id: c.client_id.clone(),
             session_id: c.session_id.clone(),
             credential_id: c.credential_id.clone(),
-            role: c.role.clone(),
-            scopes: c.scopes.clone(),
+            role: c.role.map(|role| role.as_str().to_owned()),
+            scopes: c.scopes.to_vec(),
             expires_at: c.expires_at,
         }
     }
@@ -138,8 +138,8 @@ impl ContextRecord {
             client_id: self.client_id,
             session_id: self.session_id,
             credential_id: self.credential_id,
-            role: self.role,
-            scopes: self.scopes,
+            role: self.role.as_deref().and_then(auth_contract::Role::from_wire),
+            scopes: auth_contract::scope::Scopes::from_wire(self.scopes.iter().map(String::as_str)),
             expires_at: self.expires_at,
             rate_limit: None,
         })
@@ -178,8 +178,8 @@ pub(crate) mod conformance {
             client_id: None,
             session_id: Some(session.into()),
             credential_id: Some("jti-1".into()),
-            role: Some("member".into()),
-            scopes: vec!["*".into()],
+            role: Some(auth_contract::Role::Member),
+            scopes: auth_contract::scope::Scopes::all(),
             expires_at: Some(2_000_000_000),
             rate_limit: None,
         }

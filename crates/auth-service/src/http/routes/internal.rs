@@ -69,7 +69,7 @@ fn signed(service: &AuthService, headers: &HeaderMap, validated: &Validated) -> 
         "valid": true,
         "kind": validated.context.kind.as_str(),
         "subject": validated.context.subject,
-        "scopes": validated.context.scopes,
+        "scopes": validated.context.scopes.to_vec(),
         "cache_ttl_seconds": validated.cache_ttl,
     });
     let mut response = (StatusCode::OK, Json(body)).into_response();
