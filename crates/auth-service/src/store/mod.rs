@@ -1,5 +1,6 @@
 //! Storage: the [`Store`] trait the service layer uses, its records, and the PostgreSQL and
-//! SQLite implementations (sqlx runtime queries; the SQL text is shared, see `sql.rs`).
+//! SQLite implementations (sqlx runtime queries; the SQL is shared, one file per aggregate
+//! under `sql/`).
 //!
 //! Timestamps are stored as Unix milliseconds (`BIGINT`) and ids as text UUIDs in both
 //! backends, so ordering and comparison mean the same thing everywhere.

@@ -31,4 +31,10 @@ impl PostgresStore {
     }
 }
 
-super::sql::impl_store!(PostgresStore);
+impl super::sql::Backend for PostgresStore {
+    type Db = sqlx::Postgres;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}

@@ -40,4 +40,10 @@ impl SqliteStore {
     }
 }
 
-super::sql::impl_store!(SqliteStore);
+impl super::sql::Backend for SqliteStore {
+    type Db = sqlx::Sqlite;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
