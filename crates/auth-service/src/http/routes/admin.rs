@@ -1,22 +1,60 @@
-//! Administration routes (role `admin`): users, disable and enable, role changes.
+//! Administration routes (role `admin`): users, disable and enable, role changes, and their
+//! bodies.
 
 use axum::{
     Json,
     extract::{Path, Query, State, rejection::PathRejection, rejection::QueryRejection},
     http::StatusCode,
 };
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
     error::Error,
     http::{
-        dto::{AdminUserView, AdminUsersResponse, PageQuery, RoleRequest},
+        dto::{PageQuery, rfc3339},
         error::Problem,
         extract::{ApiJson, page, path_param},
     },
     service::{AuthService, ClientMeta, Principal},
-    store::to_ms,
+    store::{User, to_ms},
 };
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminUserView {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub role: String,
+    pub disabled: bool,
+    pub created_at: String,
+}
+
+impl From<&User> for AdminUserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            name: u.name.clone(),
+            email: u.email.clone(),
+            role: u.role.as_str().to_owned(),
+            disabled: u.disabled,
+            created_at: rfc3339(u.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminUsersResponse {
+    pub users: Vec<AdminUserView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RoleRequest {
+    /// `member` or `admin`.
+    pub role: String,
+}
 
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;

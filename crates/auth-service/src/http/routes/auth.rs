@@ -1,4 +1,5 @@
-//! Signup, login, refresh, logout, the current user, password change and public config.
+//! Signup, login, refresh, logout, the current user, password change and public config, and
+//! their bodies.
 
 use axum::{
     Json,
@@ -7,19 +8,110 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{
     error::Error,
     http::{
-        dto::{
-            ConfigView, LoginRequest, PasswordRequest, PasswordRules, RefreshRequest, SdkSessionResponse,
-            SignedInResponse, SignupRequest, UserView,
-        },
+        dto::rfc3339,
         error::Problem,
         extract::{ApiJson, optional_json},
+        routes::{sdk::SdkSessionResponse, sessions::SessionView},
     },
-    service::{AuthService, ClientMeta, Principal, Refreshed, UserPrincipal},
+    service::{AuthService, ClientMeta, IssuedTokens, Principal, Refreshed, UserPrincipal},
+    store::User,
 };
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SignupRequest {
+    pub name: String,
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    /// Optional when the `pc_refresh` cookie is sent.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub role: String,
+    pub created_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            name: u.name.clone(),
+            email: u.email.clone(),
+            role: u.role.as_str().to_owned(),
+            created_at: rfc3339(u.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignedInResponse {
+    pub user: UserView,
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Access token lifetime in seconds.
+    pub expires_in: u64,
+    pub session: SessionView,
+}
+
+impl SignedInResponse {
+    pub fn new(user: &User, tokens: IssuedTokens) -> Self {
+        Self {
+            user: user.into(),
+            session: SessionView::new(&tokens.session, true),
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            token_type: "Bearer",
+            expires_in: tokens.expires_in,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordRules {
+    pub min_length: usize,
+    pub max_length: usize,
+    pub min_strength_score: u8,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigView {
+    pub session_timeout_minutes: u64,
+    pub session_lifetime_hours: u64,
+    pub max_sessions_per_user: u32,
+    pub access_token_expires_in: u64,
+    pub refresh_token_expires_in: u64,
+    pub refresh_reuse_grace_seconds: u64,
+    pub password: PasswordRules,
+}
 
 pub const REFRESH_COOKIE: &str = "pc_refresh";
 

@@ -1,26 +1,203 @@
 //! Clients (tenants): registration, listing, API keys (create, list, rotate, revoke), IP
-//! allowlist, origins and the tenant's own rate limit. Owner only; anyone else gets 404.
+//! allowlist, origins and the tenant's own rate limit, and their bodies. Owner only; anyone
+//! else gets 404.
 
 use axum::{
     Json,
     extract::{Path, Request, State, rejection::PathRejection},
     http::StatusCode,
 };
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use crate::{
     error::Error,
     http::{
-        dto::{
-            ClientView, ClientsResponse, CreateKeyRequest, IpAllowlistBody, KeyView, KeysResponse, NewKeyView,
-            OriginsBody, PreviousKeyView, RateLimitView, RegisterClientRequest, RegisteredClientResponse,
-            RotateRequest, RotatedResponse, rfc3339,
-        },
+        dto::rfc3339,
         error::Problem,
         extract::{ApiJson, optional_json, path_pair, path_param},
     },
-    service::{AuthService, ClientMeta, Principal},
-    store::ClientChange,
+    service::{AuthService, ClientMeta, NewApiKey, Principal},
+    store::{ApiKey, Client, ClientChange, RateLimit},
 };
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterClientRequest {
+    pub name: String,
+    #[serde(default)]
+    pub ip_allowlist: Option<Vec<String>>,
+    #[serde(default)]
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RateLimitView {
+    /// Requests per window; `null` clears the tenant's own limit.
+    pub requests: Option<u64>,
+    /// The window, e.g. `"1m"`.
+    pub per: Option<String>,
+}
+
+impl RateLimitView {
+    pub fn new(limit: Option<RateLimit>) -> Self {
+        match limit {
+            Some(l) => Self { requests: Some(l.requests), per: Some(format_window(l.per_ms)) },
+            None => Self { requests: None, per: None },
+        }
+    }
+}
+
+/// The largest whole unit a window is written in (`90000` ms → `90s`).
+fn format_window(ms: u64) -> String {
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientView {
+    pub id: String,
+    pub name: String,
+    pub ip_allowlist: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub rate_limit: RateLimitView,
+    pub created_at: String,
+}
+
+impl From<&Client> for ClientView {
+    fn from(c: &Client) -> Self {
+        Self {
+            id: c.id.to_string(),
+            name: c.name.clone(),
+            ip_allowlist: c.ip_allowlist.clone(),
+            allowed_origins: c.allowed_origins.clone(),
+            rate_limit: RateLimitView::new(c.rate_limit),
+            created_at: rfc3339(c.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewKeyView {
+    pub id: String,
+    pub name: String,
+    /// Shown once.
+    pub key: String,
+    pub prefix: String,
+    pub last_four: String,
+    pub scopes: Vec<String>,
+    pub created_at: String,
+}
+
+impl From<&NewApiKey> for NewKeyView {
+    fn from(k: &NewApiKey) -> Self {
+        Self {
+            id: k.key.id.to_string(),
+            name: k.key.name.clone(),
+            key: k.secret.clone(),
+            prefix: k.key.prefix.clone(),
+            last_four: k.key.last_four.clone(),
+            scopes: k.key.scopes.to_vec(),
+            created_at: rfc3339(k.key.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegisteredClientResponse {
+    pub client: ClientView,
+    pub api_key: NewKeyView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientsResponse {
+    pub clients: Vec<ClientView>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateKeyRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Default `["*"]`.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub last_four: String,
+    pub scopes: Vec<String>,
+    /// `active`, `rotating` (valid until `expires_at`), `expired` or `revoked`.
+    pub status: &'static str,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub rotated_to: Option<String>,
+}
+
+impl KeyView {
+    pub fn new(k: &ApiKey, now: OffsetDateTime) -> Self {
+        let status = match (k.revoked_at, k.expires_at) {
+            (Some(_), _) => "revoked",
+            (None, Some(e)) if e <= now => "expired",
+            (None, Some(_)) => "rotating",
+            (None, None) => "active",
+        };
+        Self {
+            id: k.id.to_string(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            last_four: k.last_four.clone(),
+            scopes: k.scopes.to_vec(),
+            status,
+            created_at: rfc3339(k.created_at),
+            last_used_at: k.last_used_at.map(rfc3339),
+            expires_at: k.expires_at.map(rfc3339),
+            rotated_to: k.rotated_to.map(|id| id.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeysResponse {
+    pub api_keys: Vec<KeyView>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct RotateRequest {
+    /// Default 86400, at most 30 days.
+    #[serde(default)]
+    pub grace_period_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviousKeyView {
+    pub id: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedResponse {
+    pub api_key: NewKeyView,
+    pub previous_key: PreviousKeyView,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IpAllowlistBody {
+    pub ip_allowlist: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OriginsBody {
+    pub allowed_origins: Vec<String>,
+}
 
 type IdPath = Result<Path<String>, PathRejection>;
 type PairPath = Result<Path<(String, String)>, PathRejection>;

@@ -1,21 +1,99 @@
 //! Personal access tokens: create (shown once), list (prefix and last four only), revoke,
-//! and the caller's limits.
+//! and the caller's limits, and their bodies.
 
 use axum::{
     Json,
     extract::{Path, State, rejection::PathRejection},
     http::StatusCode,
 };
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use crate::{
     error::Error,
     http::{
-        dto::{CreatePatRequest, LoginLimitsView, PatCreatedView, PatLimitsView, PatView, PatsResponse, rfc3339},
+        dto::rfc3339,
         error::Problem,
         extract::{ApiJson, path_param},
     },
     service::{AuthService, ClientMeta, Principal},
+    store::PersonalAccessToken,
 };
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreatePatRequest {
+    pub name: String,
+    /// Default `["*"]`.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// 1 to 365; absent for a token that does not expire.
+    #[serde(default)]
+    pub expires_in_days: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PatCreatedView {
+    pub id: String,
+    pub name: String,
+    /// Shown once.
+    pub token: String,
+    pub prefix: String,
+    pub last_four: String,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PatView {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub last_four: String,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub expired: bool,
+}
+
+impl PatView {
+    pub fn new(p: &PersonalAccessToken, now: OffsetDateTime) -> Self {
+        Self {
+            id: p.id.to_string(),
+            name: p.name.clone(),
+            prefix: p.prefix.clone(),
+            last_four: p.last_four.clone(),
+            scopes: p.scopes.to_vec(),
+            expires_at: p.expires_at.map(rfc3339),
+            created_at: rfc3339(p.created_at),
+            last_used_at: p.last_used_at.map(rfc3339),
+            expired: p.expires_at.is_some_and(|e| e <= now),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PatsResponse {
+    pub tokens: Vec<PatView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginLimitsView {
+    pub failures_per_account_and_ip: &'static str,
+    pub failures_per_ip: &'static str,
+    pub failures_per_account: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PatLimitsView {
+    pub max: usize,
+    pub used: usize,
+    pub remaining: usize,
+    pub max_expires_in_days: i64,
+    pub rate_limits: LoginLimitsView,
+}
 
 /// Creates a personal access token; the token is in this response only.
 #[utoipa::path(post, path = "/tokens", tag = "tokens", security(("bearer" = [])), request_body = CreatePatRequest, responses(

@@ -1,21 +1,50 @@
 //! `POST /sdk/session`: a client's backend opens an SDK session for one of its own users with
-//! an API key (`X-API-Key` or `Authorization: Bearer pck_…`).
+//! an API key (`X-API-Key` or `Authorization: Bearer pck_…`), and its bodies (the answer is
+//! also what refreshing an SDK session returns).
 
 use axum::{
     Json,
     extract::State,
     http::{HeaderMap, StatusCode},
 };
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{
     error::Error,
     http::{
-        dto::{SdkSessionRequest, SdkSessionResponse},
         error::Problem,
         extract::{ApiJson, ApiKeyHeader, origin},
     },
-    service::{AuthService, ClientMeta},
+    service::{AuthService, ClientMeta, SdkTokens},
 };
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SdkSessionRequest {
+    pub external_user_id: String,
+    /// Default: all of the key's scopes.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SdkSessionResponse {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+}
+
+impl From<SdkTokens> for SdkSessionResponse {
+    fn from(t: SdkTokens) -> Self {
+        Self {
+            access_token: t.access_token,
+            refresh_token: t.refresh_token,
+            token_type: "Bearer",
+            expires_in: t.expires_in,
+        }
+    }
+}
 
 /// Opens an SDK session: the key's client IP allowlist and origins apply.
 #[utoipa::path(post, path = "/sdk/session", tag = "sdk", request_body = SdkSessionRequest,

@@ -1,4 +1,5 @@
-//! The caller's sessions on every device, activity, and the security audit trail.
+//! The caller's sessions on every device, activity, and the security audit trail, and their
+//! bodies (`SessionView` is also part of a sign-in's answer).
 
 use axum::{
     Json,
@@ -8,23 +9,98 @@ use axum::{
     },
     http::StatusCode,
 };
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
     error::Error,
     http::{
-        dto::{
-            AuditEntryView, AuditResponse, CurrentSessionView, EndedSessionsResponse, PageQuery, SessionView,
-            SessionsResponse, rfc3339,
-        },
+        dto::{PageQuery, rfc3339},
         error::Problem,
     },
     service::{
         AuthService, ClientMeta, Principal,
         sessions::{AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT},
     },
-    store::Session,
+    store::{AuditEntry, Session},
 };
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    pub device: String,
+    pub ip: String,
+    pub created_at: String,
+    pub last_activity: String,
+    pub expires_at: String,
+    pub current: bool,
+}
+
+impl SessionView {
+    pub fn new(s: &Session, current: bool) -> Self {
+        Self {
+            id: s.id.to_string(),
+            device: s.device.clone(),
+            ip: s.ip.clone(),
+            created_at: rfc3339(s.created_at),
+            last_activity: rfc3339(s.last_activity),
+            expires_at: rfc3339(s.expires_at),
+            current,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrentSessionView {
+    #[serde(flatten)]
+    pub session: SessionView,
+    /// When the session ends unless used again.
+    pub idle_expires_at: String,
+    pub idle_seconds_left: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionsResponse {
+    pub sessions: Vec<SessionView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndedSessionsResponse {
+    pub ended: usize,
+    pub session_ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntryView {
+    pub id: String,
+    pub action: String,
+    pub outcome: String,
+    pub ip: Option<String>,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+    pub created_at: String,
+}
+
+impl From<AuditEntry> for AuditEntryView {
+    fn from(e: AuditEntry) -> Self {
+        Self {
+            id: e.id.to_string(),
+            action: e.action,
+            outcome: e.outcome,
+            ip: e.ip,
+            detail: e.detail,
+            created_at: rfc3339(e.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditResponse {
+    pub entries: Vec<AuditEntryView>,
+    /// Pass as `?cursor=` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
 
 fn current_view(service: &AuthService, session: &Session) -> CurrentSessionView {
     let deadline = service.idle_deadline(session);

@@ -1,4 +1,5 @@
-//! Liveness, readiness and metrics, at the root rather than under `/api/v1/auth`.
+//! Liveness, readiness and metrics, at the root rather than under `/api/v1/auth`, and the
+//! health body.
 
 use axum::{
     Json,
@@ -6,12 +7,15 @@ use axum::{
     http::{StatusCode, header},
     response::IntoResponse,
 };
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::{
-    error::Error,
-    http::{dto::Health, error::Problem},
-    service::AuthService,
-};
+use crate::{error::Error, http::error::Problem, service::AuthService};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
 
 /// The process is up.
 #[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = Health)))]
