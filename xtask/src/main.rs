@@ -19,10 +19,14 @@ mod surface;
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::Arc,
 };
 
-use auth_service::store::{PostgresStore, SqliteStore, Store};
-use platform::env::{EnvExt, OsEnv};
+use auth_service::{AuthConfig, AuthService, Backend, Backends, Mode};
+use platform::{
+    clock::SystemClock,
+    env::{EnvExt, OsEnv},
+};
 
 const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway] [--quiet-logs] | ssot-check | codemap-check>";
 
@@ -30,27 +34,25 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-async fn open_store() -> Result<Box<dyn Store>, String> {
-    if let Some(url) = OsEnv.string("DATABASE_URL") {
-        let store = PostgresStore::connect(&url, 2).await.map_err(|e| e.to_string())?;
-        println!("PostgreSQL: migrations applied");
-        return Ok(Box::new(store));
-    }
-    let data_dir = PathBuf::from(OsEnv.string_or("DATA_DIR", "./data"));
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    let path = data_dir.join(auth_service::app::SQLITE_FILE);
-    let store = SqliteStore::open(&path).await.map_err(|e| e.to_string())?;
-    println!("SQLite {}: migrations applied", path.display());
-    Ok(Box::new(store))
+/// The auth service as its binary would run here: with `DATABASE_URL` distributed (so
+/// `REDIS_URL` and the secrets of its environment too), otherwise embedded on the SQLite file
+/// under `DATA_DIR`. Connecting applies the migrations.
+async fn open_service() -> Result<(AuthService, Mode), String> {
+    let mode = if OsEnv.string("DATABASE_URL").is_some() { Mode::Distributed } else { Mode::Embedded };
+    let config = AuthConfig::from_env(&OsEnv, mode).map_err(|e| e.to_string())?;
+    let storage = match &config.backend {
+        Backend::Shared { .. } => "PostgreSQL".to_owned(),
+        Backend::Embedded { data_dir } => format!("SQLite {}", data_dir.join(auth_service::SQLITE_FILE).display()),
+    };
+    let backends = Backends::connect(&config).await.map_err(|e| e.to_string())?;
+    println!("{storage}: migrations applied");
+    let service = AuthService::new(config, backends.deps(Arc::new(SystemClock))).map_err(|e| e.to_string())?;
+    Ok((service, mode))
 }
 
 async fn cleanup(dry_run: bool) -> Result<(), String> {
-    let store = open_store().await?;
-    let now = platform::clock::Clock::now(&platform::clock::SystemClock);
-    let report = store
-        .cleanup(now, now - auth_service::service::ENDED_SESSION_RETENTION, dry_run)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (service, _) = open_service().await?;
+    let report = service.cleanup(dry_run).await.map_err(|e| e.to_string())?;
     let verb = if dry_run { "would delete" } else { "deleted" };
     println!(
         "{verb}: {} sessions, {} SDK sessions, {} refresh tokens, {} revoked jtis, {} personal access tokens, {} API keys",
@@ -65,24 +67,14 @@ async fn cleanup(dry_run: bool) -> Result<(), String> {
 }
 
 async fn set_role(email: &str, role: &str) -> Result<(), String> {
-    let role = auth_service::domain::role::Role::parse(role).map_err(|e| e.to_string())?;
-    let store = open_store().await?;
-    // With REDIS_URL the running services hear of it at once; without, within a minute.
-    let bus = match OsEnv.string("REDIS_URL") {
-        Some(url) => {
-            let pool = platform::redis::connect(&url).await.map_err(|e| e.to_string())?;
-            Some(platform::bus::RedisBus::new(&url, pool).map_err(|e| e.to_string())?)
-        }
-        None => None,
-    };
-    let bus = bus.as_ref().map(|b| b as &dyn platform::bus::EventBus);
-    let user = auth_service::service::admin::set_role_as_operator(store.as_ref(), bus, email, role).await.map_err(
-        |e| match e {
-            auth_service::Error::NotFound => format!("no user with email {email}"),
-            other => other.to_string(),
-        },
-    )?;
-    let announced = if bus.is_some() { "; auth:user.role_changed published" } else { "" };
+    let role = auth_contract::Role::parse(role).map_err(|e| e.to_string())?;
+    let (service, mode) = open_service().await?;
+    let user = service.set_role_as_operator(email, role).await.map_err(|e| match e {
+        auth_service::Error::NotFound => format!("no user with email {email}"),
+        other => other.to_string(),
+    })?;
+    // Distributed, the running services hear of it on Redis at once; embedded, within a minute.
+    let announced = if mode == Mode::Distributed { "; auth:user.role_changed published" } else { "" };
     println!("{} is now {} (audited{announced})", user.email, user.role);
     Ok(())
 }
@@ -91,7 +83,7 @@ async fn set_role(email: &str, role: &str) -> Result<(), String> {
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["migrate"] => open_store().await.map(drop),
+        ["migrate"] => open_service().await.map(drop),
         ["cleanup"] => cleanup(false).await,
         ["cleanup", "--dry-run"] => cleanup(true).await,
         ["users", "set-role", email, role] => set_role(email, role).await,

@@ -237,7 +237,15 @@ mod tests {
         assert_eq!(Shape::of("pcp_0123456789abcdef"), Some(Shape::Opaque(Opaque::Pat)));
         assert_eq!(Shape::of("pck_x"), Some(Shape::Opaque(Opaque::ApiKey)));
         assert_eq!(Shape::of("ghp_16C7e42F292c6912E7710c838347Ae178B4a"), Some(Shape::LegacyPat));
-        for garbage in ["", "short", "a.b", "a..c", "has space in it, long enough", &"x".repeat(257), "tok\u{e9}n-but-long-enough-here"] {
+        for garbage in [
+            "",
+            "short",
+            "a.b",
+            "a..c",
+            "has space in it, long enough",
+            &"x".repeat(257),
+            "tok\u{e9}n-but-long-enough-here",
+        ] {
             assert_eq!(Shape::of(garbage), None, "{garbage}");
         }
     }

@@ -6,10 +6,7 @@
 
 use std::hint::black_box;
 
-use auth_service::domain::{
-    credential::{Credential, Kind},
-    jwt::{KeyRing, NewToken, TokenType},
-};
+use auth_service::tokens::{Credential, KeyRing, Kind, NewToken, TokenType};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};

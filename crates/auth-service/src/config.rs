@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-pub use platform::config::{MIN_SECRET_BYTES, Mode};
+pub use platform::config::Mode;
 use platform::{
     config::checked_secret,
     env::{ConfigError, Env, EnvExt},
@@ -347,7 +347,7 @@ mod tests {
         let env = MapEnv::new([("DATA_DIR", dir.path().to_string_lossy().to_string())]);
         let first = AuthConfig::from_env(&env, Mode::Embedded).unwrap_or_else(|e| panic!("{e}"));
         let second = AuthConfig::from_env(&env, Mode::Embedded).unwrap_or_else(|e| panic!("{e}"));
-        assert!(first.jwt.secret.expose_secret().len() >= MIN_SECRET_BYTES);
+        assert!(first.jwt.secret.expose_secret().len() >= platform::config::MIN_SECRET_BYTES);
         assert_eq!(first.jwt.secret.expose_secret(), second.jwt.secret.expose_secret());
         assert_eq!(first.host.to_string(), "127.0.0.1");
     }

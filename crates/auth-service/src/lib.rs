@@ -1,23 +1,38 @@
 //! The Portcullis auth service: the single source of truth for identity and every
 //! credential. The library is what the `auth-service` binary, the all-in-one `portcullis`
-//! binary and the tests share; `app::run` is the one way to serve it.
+//! binary, `cargo xtask` and the tests share. Its door: [`AuthConfig`] from the environment,
+//! [`Backends::connect`] for the [`Deps`] (the `store` trait and its implementations are
+//! public as part of them), [`AuthService::new`], [`bind`] and [`run`]; operators' work
+//! ([`AuthService::cleanup`], [`AuthService::set_role_as_operator`]) goes through the service
+//! too.
 //!
 //! Layout: `domain/` (types that validate by parsing: email, password, credentials, JWT key
 //! ring), `store/` (the storage trait, PostgreSQL and SQLite), `service/` (the operations),
-//! `http/` (routes, extractors, problem+json), `events` (bus channels), `metrics`.
+//! `http/` (routes, extractors, problem+json), `grpc/`, `events` (bus channels), `metrics`.
 
-pub mod app;
-pub mod config;
-pub mod domain;
-pub mod error;
-pub mod events;
-pub mod grpc;
-pub mod http;
-pub mod metrics;
-pub mod service;
+mod app;
+mod config;
+mod domain;
+mod error;
+mod events;
+mod grpc;
+mod http;
+mod metrics;
+mod service;
 pub mod store;
 
-pub use app::{Backends, Listeners, bind, build, run};
-pub use config::{AuthConfig, Mode};
+pub use app::{Backends, Listeners, SQLITE_FILE, bind, build, run};
+pub use config::{AuthConfig, Backend, Mode};
 pub use error::Error;
-pub use service::{AuthService, Deps};
+pub use grpc::MAX_BATCH;
+pub use service::{AuthService, ClientMeta, Deps};
+
+/// The auth service's own credential formats (opaque credentials and their hashes, the JWT
+/// key ring), for the test suites and benchmarks that forge or time them; nothing else needs
+/// them, since every other service reads credentials through `auth-contract`.
+pub mod tokens {
+    pub use crate::domain::{
+        credential::{Credential, Kind, sha256_hex},
+        jwt::{KeyRing, NewToken, TokenType, kid_for},
+    };
+}

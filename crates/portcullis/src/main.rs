@@ -43,10 +43,10 @@ async fn main() -> ExitCode {
 async fn serve(config: AuthConfig) -> Result<(), String> {
     let backends = Backends::connect(&config).await.map_err(|e| format!("cannot start: {e}"))?;
     let (storage, redis_url) = match &config.backend {
-        auth_service::config::Backend::Embedded { data_dir } => {
-            (format!("SQLite at {}", data_dir.join(auth_service::app::SQLITE_FILE).display()), None)
+        auth_service::Backend::Embedded { data_dir } => {
+            (format!("SQLite at {}", data_dir.join(auth_service::SQLITE_FILE).display()), None)
         }
-        auth_service::config::Backend::Shared { redis_url, .. } => {
+        auth_service::Backend::Shared { redis_url, .. } => {
             ("PostgreSQL and Redis".to_owned(), Some(redis_url.expose_secret().to_owned()))
         }
     };

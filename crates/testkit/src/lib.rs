@@ -171,10 +171,10 @@ pub async fn spawn_auth_with(backend: Backend, vars: &[(&str, &str)]) -> TestApp
     let config = AuthConfig::from_env(&env, Mode::Embedded).expect("test config");
     let backends = Backends::connect(&config).await.expect("backends reachable");
     let raw = match &config.backend {
-        auth_service::config::Backend::Embedded { data_dir } => {
-            RawStore::Sqlite(SqliteStore::open(&data_dir.join(auth_service::app::SQLITE_FILE)).await.expect("sqlite"))
+        auth_service::Backend::Embedded { data_dir } => {
+            RawStore::Sqlite(SqliteStore::open(&data_dir.join(auth_service::SQLITE_FILE)).await.expect("sqlite"))
         }
-        auth_service::config::Backend::Shared { database_url, .. } => {
+        auth_service::Backend::Shared { database_url, .. } => {
             use secrecy::ExposeSecret;
             RawStore::Postgres(PostgresStore::connect(database_url.expose_secret(), 2).await.expect("postgres"))
         }
@@ -182,7 +182,7 @@ pub async fn spawn_auth_with(backend: Backend, vars: &[(&str, &str)]) -> TestApp
     let clock = ManualClock::default();
     let service = AuthService::new(config, backends.deps(Arc::new(clock.clone()))).expect("service");
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let listeners = auth_service::app::bind(loopback, loopback).await.expect("bind");
+    let listeners = auth_service::bind(loopback, loopback).await.expect("bind");
     let addr = listeners.http.local_addr().expect("addr");
     let grpc_addr = listeners.grpc.local_addr().expect("grpc addr");
     let (tx, server) = serve(&service, listeners);
@@ -278,7 +278,7 @@ impl TestApp {
 
     /// Serves again on the same addresses.
     pub async fn start_again(&mut self) {
-        let listeners = auth_service::app::bind(self.http_addr, self.grpc_addr).await.expect("rebind");
+        let listeners = auth_service::bind(self.http_addr, self.grpc_addr).await.expect("rebind");
         let (tx, server) = serve(&self.service, listeners);
         self.shutdown = Some(tx);
         self.server = Some(server);

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use auth_contract::proto::{ValidateRequest, auth_internal_client::AuthInternalClient};
-use auth_service::{AuthConfig, AuthService, Backends, Mode, service::ClientMeta};
+use auth_service::{AuthConfig, AuthService, Backends, ClientMeta, Mode};
 use platform::{clock::SystemClock, env::MapEnv};
 use tonic::Request;
 
@@ -46,7 +46,7 @@ async fn in_process() -> Fixture {
     let backends = Backends::connect(&config).await.expect("backends");
     let service = AuthService::new(config, backends.deps(Arc::new(SystemClock))).expect("service");
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let listeners = auth_service::app::bind(loopback, loopback).await.expect("bind");
+    let listeners = auth_service::bind(loopback, loopback).await.expect("bind");
     let grpc_url = format!("http://{}", listeners.grpc.local_addr().expect("addr"));
     let http_url = format!("http://{}", listeners.http.local_addr().expect("addr"));
     tokio::spawn(auth_service::run(service.clone(), listeners, std::future::pending()));

@@ -1,7 +1,7 @@
 //! Scopes are the contract's (`auth_contract::scope`: one grammar, one `satisfies`); this
 //! module only turns a refused list into the auth service's validation error for a field.
 
-pub use auth_contract::scope::{MAX_SCOPES, Scope, ScopeError, Scopes};
+pub use auth_contract::scope::Scopes;
 
 use crate::error::Error;
 

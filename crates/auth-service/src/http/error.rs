@@ -12,8 +12,6 @@ tokio::task_local! {
     pub static REQUEST_ID: String;
 }
 
-pub use auth_contract::problem::CONTENT_TYPE as PROBLEM_CONTENT_TYPE;
-
 /// The problem document, as the OpenAPI description shows it (the contract's
 /// [`auth_contract::problem::Problem`] renders it).
 #[derive(Debug, Serialize, utoipa::ToSchema)]

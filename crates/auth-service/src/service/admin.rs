@@ -96,42 +96,18 @@ fn role_changed(id: Uuid, role: Role) -> serde_json::Value {
     json!({"user_id": id, "role": role, "reason": "role_changed"})
 }
 
-/// `cargo xtask users set-role`: an operator's change (no acting user, no running service),
-/// audited and, on `bus`, announced like an admin's. A bus that cannot take the event is an
-/// error the operator sees: caches then follow within their TTL (≤ 60 s).
-pub async fn set_role_as_operator(
-    store: &dyn crate::store::Store,
-    bus: Option<&dyn platform::bus::EventBus>,
-    email: &str,
-    role: Role,
-) -> Result<User, Error> {
-    let clock = platform::clock::SystemClock;
-    let user = set_role_by_email(store, &clock, email, role).await?;
-    let entry = crate::store::NewAudit {
-        user_id: Some(user.id),
-        action: "role_changed",
-        outcome: "success",
-        ip: None,
-        detail: json!({"by": "operator", "role": role}),
-        at: platform::clock::Clock::now(&clock),
-    };
-    store.insert_audit(&entry).await?;
-    if let Some(bus) = bus {
-        let text = events::payload(&clock, role_changed(user.id, role));
-        bus.publish(events::USER_ROLE_CHANGED, &text).await?;
+impl AuthService {
+    /// `cargo xtask users set-role`: an operator's change by email (no acting user), audited
+    /// and announced like an admin's. The event is published before this returns, and a bus
+    /// that cannot take it is an error the operator sees (caches then follow within their
+    /// TTL, ≤ 60 s), since an operator's process exits right after.
+    pub async fn set_role_as_operator(&self, email: &str, role: Role) -> Result<User, Error> {
+        let email = Email::parse("email", email)?;
+        let user = self.store().user_by_email(email.as_str()).await?.ok_or(Error::NotFound)?;
+        self.store().set_user_role(user.id, role, self.now()).await?;
+        self.audit(Some(user.id), "role_changed", "success", None, json!({"by": "operator", "role": role})).await;
+        let text = events::payload(self.inner.deps.clock.as_ref(), role_changed(user.id, role));
+        self.inner.deps.bus.publish(events::USER_ROLE_CHANGED, &text).await?;
+        Ok(User { role, ..user })
     }
-    Ok(user)
-}
-
-/// Sets a role by email (the store change alone), at the clock's time.
-pub async fn set_role_by_email(
-    store: &dyn crate::store::Store,
-    clock: &dyn platform::clock::Clock,
-    email: &str,
-    role: Role,
-) -> Result<User, Error> {
-    let email = Email::parse("email", email)?;
-    let user = store.user_by_email(email.as_str()).await?.ok_or(Error::NotFound)?;
-    store.set_user_role(user.id, role, clock.now()).await?;
-    Ok(User { role, ..user })
 }

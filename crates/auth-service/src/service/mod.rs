@@ -27,8 +27,8 @@ use crate::{
     store::{CleanupReport, NewAudit, Session, Store, User},
 };
 
-pub use clients::{ClientContext, NewApiKey};
-pub use credentials::{CreatedPat, MAX_PAT_DAYS, UserPrincipal};
+pub use clients::NewApiKey;
+pub use credentials::{MAX_PAT_DAYS, UserPrincipal};
 pub use internal::Validated;
 pub use sdk::SdkTokens;
 pub use tokens::{IssuedTokens, Principal, Refreshed};

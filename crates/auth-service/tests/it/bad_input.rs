@@ -1,10 +1,7 @@
 //! Bad input on every route, table-driven: each row is a request and the exact status and
 //! problem+json `code` SPEC §4 requires (never a 500); forged access tokens are built by hand.
 
-use auth_service::domain::{
-    credential::{Credential, Kind},
-    jwt::kid_for,
-};
+use auth_service::tokens::{Credential, Kind, kid_for};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

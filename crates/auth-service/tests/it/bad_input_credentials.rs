@@ -2,18 +2,13 @@
 //! like `bad_input.rs`: each row is a request and the exact status, problem+json `code` and, for 422,
 //! the `errors[].field` SPEC §4 requires (never a 500); every failing row is reported at once.
 
-use auth_service::{
-    domain::{
-        credential::{Credential, Kind},
-        role::Role,
-    },
-    service::admin::set_role_by_email,
-};
+use auth_contract::Role;
+use auth_service::tokens::{Credential, Kind};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Backend, RawStore, TestApp, Tokens, expect_status, spawn_app, spawn_app_with, unique_email},
+    helpers::{Backend, TestApp, Tokens, expect_status, spawn_app, spawn_app_with, unique_email},
     table::{JSON, Row, bad_checksum, oversized, row, run},
 };
 
@@ -611,10 +606,7 @@ async fn admin_routes_bad_input(backend: Backend) {
     let admin = app.signup(&admin_email).await;
     let member = app.signup(&unique_email("member")).await;
     let target = app.signup(&unique_email("target")).await;
-    let promoted = match &app.raw {
-        RawStore::Sqlite(store) => set_role_by_email(store, &app.clock, &admin_email, Role::Admin).await,
-        RawStore::Postgres(store) => set_role_by_email(store, &app.clock, &admin_email, Role::Admin).await,
-    };
+    let promoted = app.service.set_role_as_operator(&admin_email, Role::Admin).await;
     assert_eq!(promoted.expect("promote").role, Role::Admin);
     let random = uuid::Uuid::new_v4().to_string();
     let user_path = |id: &str, action: &str| app.url(&format!("/admin/users/{id}/{action}"));

@@ -4,12 +4,10 @@
 
 use std::sync::Arc;
 
-use auth_service::{
-    domain::{role::Role, scope::Scopes},
-    store::{
-        ApiKey, CachedStore, Client, ClientChange, NewAudit, PersonalAccessToken, RateLimit, RefreshToken, SdkSession,
-        ServiceToken, Session, SessionKind, Store, StoreError, User, from_ms, to_ms,
-    },
+use auth_contract::{Role, scope::Scopes};
+use auth_service::store::{
+    ApiKey, CachedStore, Client, ClientChange, NewAudit, PersonalAccessToken, RateLimit, RefreshToken, SdkSession,
+    ServiceToken, Session, SessionKind, Store, StoreError, User, from_ms, to_ms,
 };
 use serde_json::json;
 use time::{Duration, OffsetDateTime};

@@ -190,13 +190,13 @@ async fn origin_keys_only_the_kinds_whose_decision_uses_it(backend: Backend) {
 /// Disabling a user ends his clients' API-key contexts in every cache (the event names the
 /// clients), and a role change reaches every cache too (`auth:user.role_changed`).
 async fn disable_and_role_change_reach_the_cache(backend: Backend) {
-    use auth_service::{domain::role::Role, service::admin::set_role_by_email};
+    use auth_contract::Role;
     let app = spawn_app(backend.clone()).await;
     let client = app.contract_client();
     client.follow(service_bus(&app, &backend)).await.expect("follow");
     let admin_email = unique_email("cache-admin");
     app.signup(&admin_email).await;
-    set_role_by_email(app.raw.store().as_ref(), &app.clock, &admin_email, Role::Admin).await.expect("promote");
+    app.service.set_role_as_operator(&admin_email, Role::Admin).await.expect("promote");
     let admin = app.login(&admin_email, crate::helpers::FIREFOX).await;
     let owner = app.signup(&unique_email("cache-owner")).await;
     let shop = app.register_client(&owner, json!({"name": "Shop"})).await;
@@ -227,15 +227,7 @@ async fn an_operators_role_change_is_audited_and_announced(backend: Backend) {
     let email = unique_email("operator-role");
     let user = app.signup(&email).await;
     assert_eq!(client.validate(&user.access, None, None).await.expect("valid").role, Some(auth_contract::Role::Member));
-    let store = app.raw.store();
-    let changed = auth_service::service::admin::set_role_as_operator(
-        store.as_ref(),
-        Some(bus.as_ref()),
-        &email,
-        auth_service::domain::role::Role::Admin,
-    )
-    .await
-    .expect("set role");
+    let changed = app.service.set_role_as_operator(&email, auth_contract::Role::Admin).await.expect("set role");
     assert_eq!(changed.email, email);
     within(Duration::from_millis(500), async || {
         client.validate(&user.access, None, None).await.is_ok_and(|c| c.role == Some(auth_contract::Role::Admin))

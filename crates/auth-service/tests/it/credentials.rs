@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-use auth_service::{domain::role::Role, service::admin::set_role_by_email};
+use auth_contract::Role;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use time::Duration;
@@ -335,8 +335,7 @@ async fn disabled_user_is_refused_everywhere(backend: Backend) {
     let mut events = app.events().await;
     let admin_email = unique_email("admin");
     app.signup(&admin_email).await;
-    let promoted =
-        set_role_by_email(app.raw.store().as_ref(), &app.clock, &admin_email, Role::Admin).await.expect("promote");
+    let promoted = app.service.set_role_as_operator(&admin_email, Role::Admin).await.expect("promote");
     assert_eq!(promoted.role, Role::Admin);
     let admin = app.login(&admin_email, FIREFOX).await;
 

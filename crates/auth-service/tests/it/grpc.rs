@@ -50,8 +50,7 @@ async fn calls_need_a_service_token(backend: Backend) {
     let mut grpc = client(&app).await;
     let refused = grpc.validate(Request::new(validate("x"))).await.expect_err("no token");
     assert_eq!(refused.code(), Code::Unauthenticated);
-    let forged =
-        auth_service::domain::credential::Credential::generate(auth_service::domain::credential::Kind::Service);
+    let forged = auth_service::tokens::Credential::generate(auth_service::tokens::Kind::Service);
     for token in [forged.expose(), "pcs_garbage", "not-a-token"] {
         let refused = grpc.validate(authed(token, validate("x"))).await.expect_err("forged token");
         assert_eq!(refused.code(), Code::Unauthenticated, "{token}");
@@ -268,7 +267,7 @@ async fn batch_keeps_order(backend: Backend) {
             (false, String::new())
         ]
     );
-    let too_many = proto::ValidateBatchRequest { requests: vec![validate("x"); auth_service::grpc::MAX_BATCH + 1] };
+    let too_many = proto::ValidateBatchRequest { requests: vec![validate("x"); auth_service::MAX_BATCH + 1] };
     assert_eq!(
         grpc.validate_batch(authed(&token, too_many)).await.expect_err("too many").code(),
         Code::InvalidArgument
@@ -354,7 +353,7 @@ async fn check_context_follows_revocations(backend: Backend) {
         .await
         .expect_err("no token");
     assert_eq!(refused.code(), Code::Unauthenticated);
-    let too_many = proto::CheckContextRequest { refs: vec![refs[0].clone(); auth_service::grpc::MAX_BATCH + 1] };
+    let too_many = proto::CheckContextRequest { refs: vec![refs[0].clone(); auth_service::MAX_BATCH + 1] };
     assert_eq!(grpc.check_context(authed(&token, too_many)).await.expect_err("too many").code(), Code::InvalidArgument);
 }
 

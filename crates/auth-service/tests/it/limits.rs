@@ -213,7 +213,7 @@ async fn the_data_dir_is_private() {
     let app = spawn_app_with(Backend::Sqlite, &[("DATA_DIR", data.as_str())]).await;
     let mode = |path: &std::path::Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
     assert_eq!(mode(&data_dir), 0o700, "DATA_DIR");
-    assert_eq!(mode(&data_dir.join(auth_service::app::SQLITE_FILE)), 0o600, "the database");
+    assert_eq!(mode(&data_dir.join(auth_service::SQLITE_FILE)), 0o600, "the database");
     for secret in std::fs::read_dir(&data_dir).expect("list") {
         let path = secret.expect("entry").path();
         assert_eq!(mode(&path) & 0o077, 0, "{} is readable by others", path.display());

@@ -37,7 +37,7 @@ async fn database_never_holds_raw_secrets(backend: Backend) {
         assert!(!dump.contains(secret), "a raw secret is stored: {}…", &secret[..8]);
     }
     // Only the SHA-256 of each refresh token is kept.
-    let hash = auth_service::domain::credential::sha256_hex(&second.refresh);
+    let hash = auth_service::tokens::sha256_hex(&second.refresh);
     assert!(dump.contains(&hash));
 }
 
@@ -47,7 +47,7 @@ async fn rotation_is_compare_and_swap(backend: Backend) {
     let app = spawn_app(backend).await;
     let tokens = app.signup(&unique_email("cas")).await;
     let store = store(&app);
-    let hash = auth_service::domain::credential::sha256_hex(&tokens.refresh);
+    let hash = auth_service::tokens::sha256_hex(&tokens.refresh);
     let old = store.refresh_token_by_hash(&hash).await.expect("lookup").expect("present");
     let now = OffsetDateTime::now_utc();
     let next = |tag: &str| RefreshToken {
@@ -88,7 +88,7 @@ async fn cleanup_removes_only_what_expired(backend: Backend) {
     assert_eq!((done.sdk_sessions, done.personal_access_tokens, done.api_keys), (0, 0, 0), "{done:?}");
     let session = Uuid::parse_str(&keep.session_id).expect("uuid");
     assert!(store.session(session).await.expect("lookup").is_some());
-    let keep_hash = auth_service::domain::credential::sha256_hex(&keep.refresh);
+    let keep_hash = auth_service::tokens::sha256_hex(&keep.refresh);
     assert!(store.refresh_token_by_hash(&keep_hash).await.expect("lookup").is_some());
     assert_eq!(json!(done.sessions), json!(1));
 }
