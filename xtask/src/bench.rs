@@ -4,13 +4,19 @@
 //! - `auth`: the criterion benches of `auth-service` against the all-in-one binary.
 //! - `gateway`: the gateway scenario (`crates/gateway/benches/proxy.rs`): a minimal upstream
 //!   (the bench binary with `BENCH_SERVE_UPSTREAM`), the all-in-one binary serving the gateway
-//!   with a route to it, and, when `caddy` is on `PATH`, Caddy `forward_auth` in front of the
-//!   auth service and the same upstream (plus a plain Caddy `reverse_proxy` to it, the cost of
-//!   a proxy hop alone); then the load generator against all of them.
+//!   with a route to it, and its peers in front of the same upstream, each with its own config
+//!   as a child process (Debian's `nginx-light` and `haproxy`, installed with apt-get when
+//!   missing, their package scripts kept from starting system daemons; Caddy when on `PATH`):
+//!   nginx `proxy_pass` (two workers, keep-alive pool 64, access log to a file), HAProxy (two
+//!   threads, `http-reuse always`), Caddy `reverse_proxy`, and Caddy `forward_auth` in front
+//!   of the auth service; then the load generator against all of them, which also reports
+//!   each one's CPU per request.
 //! - `sockets`: `crates/socket-service/benches/sockets.rs` against the all-in-one binary's
 //!   socket service: connect + validate, revocation → close, memory per idle connection
 //!   (the server's RSS, read from `/proc/<pid>/status`).
 //! - none named: all three, one after the other.
+//! - `--quick` (run by CI): the gateway scenario on the debug build, each peer asked once;
+//!   see [`quick`].
 //!
 //! `--quiet-logs` runs the gateway scenario's servers with `RUST_LOG=warn`, so the gateway
 //! writes no per-request access log line; by default they log as in production (`info`,
@@ -36,6 +42,7 @@ pub async fn run(args: &[&str]) -> Result<(), String> {
     let quiet = args.contains(&"--quiet-logs");
     let which: Vec<&str> = args.iter().copied().filter(|a| *a != "--quiet-logs").collect();
     match which.as_slice() {
+        ["--quick"] => quick().await,
         [] => {
             auth()?;
             gateway(quiet).await?;
@@ -44,7 +51,7 @@ pub async fn run(args: &[&str]) -> Result<(), String> {
         ["auth"] => auth(),
         ["gateway"] => gateway(quiet).await,
         ["sockets"] => sockets(),
-        _ => Err("usage: cargo xtask bench [auth | gateway | sockets] [--quiet-logs]".to_owned()),
+        _ => Err("usage: cargo xtask bench [auth | gateway | sockets] [--quiet-logs] | bench --quick".to_owned()),
     }
 }
 
@@ -57,6 +64,11 @@ impl Children {
         let child = command.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
         self.0.push((name, child));
         Ok(())
+    }
+
+    /// The process id of the last child started.
+    fn last_pid(&self) -> u32 {
+        self.0.last().map_or(0, |(_, child)| child.id())
     }
 
     /// Waits until `port` accepts connections, failing if the last child started exits first.
@@ -79,8 +91,17 @@ impl Children {
 }
 
 impl Drop for Children {
+    /// SIGTERM first, so a server with workers of its own (nginx) stops them too; whatever is
+    /// still running two seconds later is killed.
     fn drop(&mut self) {
         for (_, child) in self.0.iter_mut().rev() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for (_, child) in self.0.iter_mut().rev() {
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -231,6 +252,72 @@ fn caddy_installed() -> bool {
     Command::new("caddy").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
+fn on_path(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs the Debian packages of the peers that are missing (`nginx-light`, `haproxy`),
+/// keeping their package scripts from starting system daemons (`policy-rc.d` answering 101
+/// while apt runs). A peer that cannot be installed is skipped, with a message.
+fn ensure_peers() {
+    let missing: Vec<&str> = [("nginx", "nginx-light"), ("haproxy", "haproxy")]
+        .iter()
+        .filter(|(p, _)| !on_path(p))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let guard = Path::new("/usr/sbin/policy-rc.d");
+    let placed = !guard.exists() && std::fs::write(guard, "#!/bin/sh\nexit 101\n").is_ok();
+    if placed {
+        let _ = Command::new("chmod").args(["+x", "/usr/sbin/policy-rc.d"]).status();
+    }
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if placed {
+        let _ = std::fs::remove_file(guard);
+    }
+    if !installed {
+        println!("could not install {} with apt-get: those peers are skipped", missing.join(", "));
+    }
+}
+
+/// nginx `proxy_pass` with two workers, an upstream keep-alive pool of 64 and its access log
+/// written to a file, in the foreground.
+fn nginx_conf(scratch: &Path, port: u16, upstream: u16) -> String {
+    let dir = scratch.display();
+    format!(
+        "daemon off;\nmaster_process on;\nworker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log {dir}/nginx-access.log;\n  client_body_temp_path {dir}/nginx-body;\n  \
+         proxy_temp_path {dir}/nginx-proxy;\n  fastcgi_temp_path {dir}/nginx-fastcgi;\n  uwsgi_temp_path {dir}/nginx-uwsgi;\n  \
+         scgi_temp_path {dir}/nginx-scgi;\n  \
+         upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}\n  \
+         server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://app;\n      \
+         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+    )
+}
+
+/// HAProxy with two threads and `http-reuse always`, in the foreground.
+fn haproxy_conf(port: u16, upstream: u16) -> String {
+    format!(
+        "global\n  nbthread 2\n  maxconn 8192\n\n\
+         defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always\n\n\
+         frontend edge\n  bind 127.0.0.1:{port}\n  default_backend app\n\n\
+         backend app\n  server up 127.0.0.1:{upstream}\n"
+    )
+}
+
 async fn service_token(grpc: u16) -> Result<String, String> {
     let mut client = AuthInternalClient::connect(format!("http://127.0.0.1:{grpc}"))
         .await
@@ -266,19 +353,45 @@ fn caddyfile(port: u16, plain: u16, auth_http: u16, token: &str, upstream: u16) 
 }
 
 /// The gateway scenario of SPEC §10, all targets in one run.
-async fn gateway(quiet_logs: bool) -> Result<(), String> {
-    let root = workspace_root();
-    let server = build_server(&root)?;
-    let load_generator = build_load_generator(&root)?;
+/// The servers of the gateway scenario, running until dropped.
+struct Scenario {
+    /// Killed when the scenario drops, before its scratch directory goes.
+    _children: Children,
+    _scratch: Scratch,
+    upstream: u16,
+    upstream_pid: u32,
+    /// The all-in-one server's auth HTTP port.
+    http: u16,
+    /// `(name, port, pids)` of every proxy in front of the upstream, the gateway first.
+    targets: Vec<(String, u16, Vec<u32>)>,
+}
+
+/// Where the scenario's upstream comes from.
+enum UpstreamKind<'a> {
+    /// The bench binary with `BENCH_SERVE_UPSTREAM` (the measured runs).
+    Process(&'a Path),
+    /// A thread of this process answering `200 ok` (the quick check).
+    Thread,
+}
+
+/// Starts the upstream, the all-in-one server (`server`) with a route to it, and every peer
+/// that is installed or can be: nginx `proxy_pass`, HAProxy, Caddy `reverse_proxy` and
+/// `forward_auth`.
+async fn start_scenario(server: &Path, upstream_kind: UpstreamKind<'_>, quiet_logs: bool) -> Result<Scenario, String> {
     let scratch = Scratch::new("bench-gateway")?;
     let mut children = Children::default();
-
-    let upstream = free_port()?;
-    children.spawn(
-        "the upstream",
-        Command::new(&load_generator).env("BENCH_SERVE_UPSTREAM", upstream.to_string()).stdout(Stdio::null()),
-    )?;
-    children.wait_for(upstream)?;
+    let (upstream, upstream_pid) = match upstream_kind {
+        UpstreamKind::Process(load_generator) => {
+            let port = free_port()?;
+            children.spawn(
+                "the upstream",
+                Command::new(load_generator).env("BENCH_SERVE_UPSTREAM", port.to_string()).stdout(Stdio::null()),
+            )?;
+            children.wait_for(port)?;
+            (port, children.last_pid())
+        }
+        UpstreamKind::Thread => (serve_ok_upstream()?, std::process::id()),
+    };
 
     let routes = scratch.0.join("routes.toml");
     std::fs::write(
@@ -308,8 +421,43 @@ async fn gateway(quiet_logs: bool) -> Result<(), String> {
     children.spawn("the all-in-one server", &mut portcullis)?;
     children.wait_for(grpc)?;
     children.wait_for(edge)?;
+    let portcullis_pid = children.last_pid();
+    // The all-in-one process holds the gateway and the auth service.
+    let mut targets = vec![("gateway (all-in-one)".to_owned(), edge, vec![portcullis_pid])];
 
-    let caddy = if caddy_installed() {
+    ensure_peers();
+    if on_path("nginx") {
+        let port = free_port()?;
+        let file = scratch.0.join("nginx.conf");
+        std::fs::write(&file, nginx_conf(&scratch.0, port, upstream))
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        children.spawn(
+            "nginx",
+            Command::new("nginx")
+                .arg("-p")
+                .arg(&scratch.0)
+                .arg("-e")
+                .arg(scratch.0.join("nginx-error.log"))
+                .arg("-c")
+                .arg(&file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
+        children.wait_for(port)?;
+        targets.push(("nginx proxy_pass".to_owned(), port, vec![children.last_pid()]));
+    }
+    if on_path("haproxy") {
+        let port = free_port()?;
+        let file = scratch.0.join("haproxy.cfg");
+        std::fs::write(&file, haproxy_conf(port, upstream)).map_err(|e| format!("{}: {e}", file.display()))?;
+        children.spawn(
+            "haproxy",
+            Command::new("haproxy").arg("-db").arg("-f").arg(&file).stdout(Stdio::null()).stderr(Stdio::null()),
+        )?;
+        children.wait_for(port)?;
+        targets.push(("haproxy".to_owned(), port, vec![children.last_pid()]));
+    }
+    if caddy_installed() {
         let token = service_token(grpc).await?;
         let (port, plain) = (free_port()?, free_port()?);
         let file = scratch.0.join("Caddyfile");
@@ -328,27 +476,39 @@ async fn gateway(quiet_logs: bool) -> Result<(), String> {
         )?;
         children.wait_for(port)?;
         children.wait_for(plain)?;
-        Some((port, plain))
+        let caddy_pid = children.last_pid();
+        targets.push(("caddy reverse_proxy".to_owned(), plain, vec![caddy_pid]));
+        // forward_auth costs Caddy and the auth service it asks (in the all-in-one process).
+        targets.push(("caddy forward_auth".to_owned(), port, vec![caddy_pid, portcullis_pid]));
     } else {
-        println!("caddy is not on PATH (Debian package `caddy`): the Caddy forward_auth figures are skipped");
-        None
-    };
+        println!("caddy is not on PATH (Debian package `caddy`): its reverse_proxy and forward_auth rows are skipped");
+    }
+    Ok(Scenario { _children: children, _scratch: scratch, upstream, upstream_pid, http, targets })
+}
 
+async fn gateway(quiet_logs: bool) -> Result<(), String> {
+    let root = workspace_root();
+    let server = build_server(&root)?;
+    let load_generator = build_load_generator(&root)?;
+    let scenario = start_scenario(&server, UpstreamKind::Process(&load_generator), quiet_logs).await?;
+    let targets: Vec<String> = scenario
+        .targets
+        .iter()
+        .map(|(name, port, pids)| {
+            let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+            format!("{name}|http://127.0.0.1:{port}|{}", pids.join(","))
+        })
+        .collect();
     let summary = target_dir(&root).join("bench-gateway.json");
     let mut bench = Command::new(cargo());
     bench
         .current_dir(&root)
         .args(["bench", "-p", "gateway", "--bench", "proxy"])
-        .env("BENCH_UPSTREAM_URL", format!("http://127.0.0.1:{upstream}"))
-        .env("BENCH_GATEWAY_URL", format!("http://127.0.0.1:{edge}"))
-        .env("BENCH_AUTH_HTTP", format!("http://127.0.0.1:{http}"))
-        .env("BENCH_SUMMARY", &summary)
-        .env_remove("BENCH_CADDY_URL")
-        .env_remove("BENCH_CADDY_PROXY_URL");
-    if let Some((port, plain)) = caddy {
-        bench.env("BENCH_CADDY_URL", format!("http://127.0.0.1:{port}"));
-        bench.env("BENCH_CADDY_PROXY_URL", format!("http://127.0.0.1:{plain}"));
-    }
+        .env("BENCH_UPSTREAM_URL", format!("http://127.0.0.1:{}", scenario.upstream))
+        .env("BENCH_UPSTREAM_PID", scenario.upstream_pid.to_string())
+        .env("BENCH_TARGETS", targets.join(";"))
+        .env("BENCH_AUTH_HTTP", format!("http://127.0.0.1:{}", scenario.http))
+        .env("BENCH_SUMMARY", &summary);
     println!(
         "gateway scenario: server logs {}",
         if quiet_logs {
@@ -358,10 +518,110 @@ async fn gateway(quiet_logs: bool) -> Result<(), String> {
         }
     );
     let status = bench.status().map_err(|e| e.to_string())?;
-    drop(children);
+    drop(scenario);
     if !status.success() {
         return Err("the gateway benchmark failed".to_owned());
     }
     println!("record the results in docs/benchmarks.md (summary: {})", summary.display());
     Ok(())
+}
+
+/// `cargo xtask bench --quick` (run by CI): the gateway scenario on the debug build, every
+/// peer started and asked for the route once with a user's Bearer token, each expected to
+/// answer 200. It proves the scenario runs; it measures nothing and judges no speed.
+pub async fn quick() -> Result<(), String> {
+    let root = workspace_root();
+    // The whole workspace's binaries (the feature set the tests built with); nothing is
+    // compiled again when the test run built it all.
+    let built = Command::new(cargo())
+        .current_dir(&root)
+        .args(["build", "--workspace", "--bins"])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !built.success() {
+        return Err("building the server failed".to_owned());
+    }
+    let server = target_dir(&root).join("debug/portcullis");
+    let scenario = start_scenario(&server, UpstreamKind::Thread, true).await?;
+    let token = sign_up(scenario.http)?;
+    let path = format!("{ROUTE_PREFIX}/item");
+    for (name, port, _) in &scenario.targets {
+        let answer = http_exchange(
+            *port,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            ),
+        )?;
+        let status = answer.split_whitespace().nth(1).unwrap_or_default();
+        if status != "200" {
+            let head = answer.lines().next().unwrap_or_default();
+            return Err(format!("{name} answered `{head}` for {path}; expected 200"));
+        }
+        println!("bench --quick: {name} answers 200");
+    }
+    Ok(())
+}
+
+/// One HTTP/1.1 exchange on a fresh connection (the request says `Connection: close`): the
+/// whole answer as text.
+fn http_exchange(port: u16, request: &str) -> Result<String, String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect to {port}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(|e| format!("read from {port}: {e}"))?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// Signs a new user up on the auth service and answers the access token.
+fn sign_up(http: u16) -> Result<String, String> {
+    let body = serde_json::json!({
+        "name": "Bench",
+        "email": format!("bench-{}@example.com", std::process::id()),
+        "password": "correct horse battery staple",
+    })
+    .to_string();
+    let answer = http_exchange(
+        http,
+        &format!(
+            "POST /api/v1/auth/signup HTTP/1.1\r\nHost: 127.0.0.1:{http}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )?;
+    let json = answer.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("signup answer: {e}: {answer}"))?;
+    value["access_token"].as_str().map(str::to_owned).ok_or_else(|| format!("signup gave no access token: {answer}"))
+}
+
+/// A thread answering every request `200 ok` on keep-alive connections: the quick check's
+/// upstream. Requests are read to the end of their head (the check sends no bodies).
+fn serve_ok_upstream() -> Result<u16, String> {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(read) = stream.read(&mut chunk) {
+                    if read == 0 {
+                        break;
+                    }
+                    buffer.extend_from_slice(&chunk[..read]);
+                    while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buffer.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok";
+                        if stream.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(port)
 }

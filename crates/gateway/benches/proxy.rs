@@ -1,13 +1,14 @@
 //! The gateway benchmark scenario of SPEC §10: the same minimal upstream measured direct,
-//! through the gateway with a cached credential, and through Caddy `forward_auth` in front of
-//! the auth service. `cargo xtask bench` (or `cargo xtask bench gateway`) starts every server
-//! in a process of its own and runs this load generator with:
+//! through the gateway with a cached credential, and through its peers (nginx `proxy_pass`,
+//! HAProxy, Caddy `reverse_proxy` with no authentication; Caddy `forward_auth` in front of the
+//! auth service). `cargo xtask bench` (or `cargo xtask bench gateway`) starts every server in
+//! a process of its own and runs this load generator with:
 //!
-//! - `BENCH_UPSTREAM_URL`: the upstream itself (`http://127.0.0.1:port`);
-//! - `BENCH_GATEWAY_URL`: the gateway, with a `/v1/user/bench` route to that upstream;
-//! - `BENCH_CADDY_URL` (optional): Caddy `forward_auth` in front of the same upstream;
-//! - `BENCH_CADDY_PROXY_URL` (optional): Caddy as a plain `reverse_proxy` to it, no
-//!   authentication: what one proxy hop costs on this machine;
+//! - `BENCH_UPSTREAM_URL`: the upstream itself (`http://127.0.0.1:port`), and
+//!   `BENCH_UPSTREAM_PID` its process;
+//! - `BENCH_TARGETS`: `name|url|pid,pid;…`, every proxy in front of that upstream (the
+//!   gateway with a `/v1/user/bench` route to it first) and the processes whose CPU it costs,
+//!   counted with their descendants;
 //! - `BENCH_AUTH_HTTP`: the auth service, where a user signs up for the Bearer token (or
 //!   `BENCH_TOKEN` to pass one in);
 //! - `BENCH_CONNECTIONS` (default 32), `BENCH_SECONDS` (default 5): the load's shape;
@@ -96,10 +97,51 @@ fn serve_upstream(port: u16) {
 
 #[derive(Clone)]
 struct Target {
-    name: &'static str,
+    name: String,
     /// `host:port`, also the `Host` header.
     authority: String,
     token: Arc<str>,
+    /// The processes whose CPU (with their descendants') the target costs.
+    pids: Vec<u32>,
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat`'s CPU times.
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// User plus system CPU ticks of `roots` and every process descending from them (nginx's
+/// workers, say), from `/proc`. `None` when `/proc` cannot be read.
+fn tree_ticks(roots: &[u32]) -> Option<u64> {
+    let mut processes = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // Fields after the command name, which may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        // rest starts at field 3 (state): ppid is field 4, utime 14, stime 15.
+        processes.push((pid, number(1) as u32, number(11) + number(12)));
+    }
+    let mut counted: Vec<u32> = roots.to_vec();
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for (pid, parent, _) in &processes {
+            if counted.contains(parent) && !counted.contains(pid) {
+                counted.push(*pid);
+                grew = true;
+            }
+        }
+    }
+    Some(processes.iter().filter(|(pid, _, _)| counted.contains(pid)).map(|(_, _, ticks)| ticks).sum())
 }
 
 async fn connect(target: &Target) -> SendRequest<Empty<Bytes>> {
@@ -132,6 +174,8 @@ async fn call(sender: &mut SendRequest<Empty<Bytes>>, target: &Target) -> bool {
 struct Throughput {
     per_second: f64,
     errors: u64,
+    /// CPU of the target's processes over the counted window, per answered request.
+    cpu_us_per_request: Option<f64>,
 }
 
 /// Closed loop: `connections` connections, each sending its next request as soon as the last
@@ -161,12 +205,28 @@ async fn max_throughput(target: &Target, connections: usize, seconds: Duration) 
             }
         }));
     }
+    // The target's CPU over exactly the counted window.
+    let pids = target.pids.clone();
+    let cpu = tokio::spawn(async move {
+        if pids.is_empty() {
+            return None;
+        }
+        tokio::time::sleep_until(start.into()).await;
+        let before = tree_ticks(&pids)?;
+        tokio::time::sleep_until(end.into()).await;
+        Some(tree_ticks(&pids)?.saturating_sub(before))
+    });
     for task in tasks {
         task.await.expect("load task");
     }
+    let answered = ok.load(Ordering::Relaxed);
+    let ticks = cpu.await.expect("cpu task");
     Throughput {
-        per_second: ok.load(Ordering::Relaxed) as f64 / seconds.as_secs_f64(),
+        per_second: answered as f64 / seconds.as_secs_f64(),
         errors: errors.load(Ordering::Relaxed),
+        cpu_us_per_request: ticks
+            .filter(|_| answered > 0)
+            .map(|ticks| ticks as f64 / clock_ticks() * 1e6 / answered as f64),
     }
 }
 
@@ -358,17 +418,21 @@ async fn run(upstream: String) {
     let connections = env_number("BENCH_CONNECTIONS", 32) as usize;
     let seconds = Duration::from_secs(env_number("BENCH_SECONDS", 5));
     let token: Arc<str> = token().await.into();
-    let target = |name: &'static str, url: &str| Target { name, authority: authority(url), token: token.clone() };
-    let mut targets = vec![target("direct", &upstream)];
-    if let Ok(url) = std::env::var("BENCH_GATEWAY_URL") {
-        targets.push(target("gateway", &url));
-    }
-    if let Ok(url) = std::env::var("BENCH_CADDY_PROXY_URL") {
-        targets.push(target("caddy reverse_proxy", &url));
-    }
-    match std::env::var("BENCH_CADDY_URL") {
-        Ok(url) => targets.push(target("caddy forward_auth", &url)),
-        Err(_) => eprintln!("BENCH_CADDY_URL not set: no Caddy forward_auth figures"),
+    let target = |name: &str, url: &str, pids: Vec<u32>| Target {
+        name: name.to_owned(),
+        authority: authority(url),
+        token: token.clone(),
+        pids,
+    };
+    let pids = |text: &str| text.split(',').filter_map(|p| p.trim().parse().ok()).collect::<Vec<u32>>();
+    let mut targets = vec![target("direct", &upstream, pids(&std::env::var("BENCH_UPSTREAM_PID").unwrap_or_default()))];
+    // `name|url|pid,pid;…`: every proxy in front of the upstream, and the processes it costs.
+    for entry in std::env::var("BENCH_TARGETS").unwrap_or_default().split(';').filter(|e| !e.trim().is_empty()) {
+        let mut parts = entry.split('|');
+        let (Some(name), Some(url)) = (parts.next(), parts.next()) else {
+            panic!("BENCH_TARGETS entry `{entry}` is not name|url|pids");
+        };
+        targets.push(target(name.trim(), url.trim(), pids(parts.next().unwrap_or_default())));
     }
     // Every target must answer 200 before anything is measured.
     for target in &targets {
@@ -386,7 +450,11 @@ async fn run(upstream: String) {
     let mut throughputs = Vec::new();
     for target in &targets {
         let measured = max_throughput(target, connections, seconds).await;
-        println!("  max throughput  {:<20} {:>9.0} /s  ({} errors)", target.name, measured.per_second, measured.errors);
+        let cpu = measured.cpu_us_per_request.map_or_else(|| "—".to_owned(), |us| format!("{us:.1} µs CPU/request"));
+        println!(
+            "  max throughput  {:<24} {:>9.0} /s  {cpu}  ({} errors)",
+            target.name, measured.per_second, measured.errors
+        );
         throughputs.push(measured);
     }
     let rate = throughputs[0].per_second / 2.0;
@@ -395,15 +463,15 @@ async fn run(upstream: String) {
     let mut results = Vec::new();
     for (target, throughput) in targets.into_iter().zip(throughputs) {
         let latency = latency_at(&target, rate, seconds).await;
-        print_latency(target.name, "", &latency);
+        print_latency(&target.name, "", &latency);
         let own_half = if latency.kept_up() {
             None
         } else {
             let own_rate = throughput.per_second / 2.0;
             let own = latency_at(&target, own_rate, seconds).await;
-            print_latency(target.name, " (half its own max)", &own);
+            print_latency(&target.name, " (half its own max)", &own);
             let base = latency_at(&direct, own_rate, seconds).await;
-            print_latency(direct.name, " (same rate)", &base);
+            print_latency(&direct.name, " (same rate)", &base);
             Some((own, base))
         };
         results.push(Measured { target, throughput, latency, own_half });
@@ -479,16 +547,19 @@ fn summarise(
          Latency: open loop over {OPEN_LOOP_CONNECTIONS} connections, {secs} s after a 1 s warm-up, at {rate:.0} /s \
          (half the direct maximum) and, for a target that cannot keep up with that, at half its own maximum \
          (the upstream direct measured again at that rate for the added figures).\n\n\
-         | target | max throughput | vs direct | offered rate | p50 | p99 | added p50 | added p99 |\n\
-         |---|---|---|---|---|---|---|---|\n",
+         CPU: user + system time of the target's processes and their descendants (`/proc/<pid>/stat`) over \
+         the counted throughput window, divided by the requests answered.\n\n\
+         | target | max throughput | vs direct | CPU per request | offered rate | p50 | p99 | added p50 | added p99 |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
         machine(),
         secs = seconds.as_secs(),
     );
     let mut rows = Vec::new();
     for m in results {
         let ratio = m.throughput.per_second / direct.throughput.per_second;
+        let cpu = m.throughput.cpu_us_per_request.map_or_else(|| "—".to_owned(), |us| format!("{us:.1} µs"));
         md.push_str(&format!(
-            "| {} | {:.0} /s | {:.0} % | {:.0} /s | {} |\n",
+            "| {} | {:.0} /s | {:.0} % | {cpu} | {:.0} /s | {} |\n",
             m.target.name,
             m.throughput.per_second,
             ratio * 100.0,
@@ -497,7 +568,7 @@ fn summarise(
         ));
         if let Some((own, base)) = &m.own_half {
             md.push_str(&format!(
-                "| {} (half its own max) | | | {:.0} /s | {} |\n| direct at the same rate | | | {:.0} /s | {} |\n",
+                "| {} (half its own max) | | | | {:.0} /s | {} |\n| direct at the same rate | | | | {:.0} /s | {} |\n",
                 m.target.name,
                 own.offered,
                 latency_cells(own, base),
@@ -509,6 +580,7 @@ fn summarise(
             "target": m.target.name,
             "max_throughput_per_second": m.throughput.per_second.round(),
             "max_throughput_errors": m.throughput.errors,
+            "cpu_us_per_request": m.throughput.cpu_us_per_request.map(|us| (us * 10.0).round() / 10.0),
             "throughput_vs_direct": (ratio * 1000.0).round() / 1000.0,
             "latency_at_half_direct_max": latency_json(&m.latency),
             "added_p50_us": m.latency.kept_up().then(|| (micros(m.latency.p50) - micros(direct.latency.p50)).round()),
