@@ -531,11 +531,11 @@ async fn gateway(quiet_logs: bool) -> Result<(), String> {
 /// answer 200. It proves the scenario runs; it measures nothing and judges no speed.
 pub async fn quick() -> Result<(), String> {
     let root = workspace_root();
-    // The whole workspace's binaries (the feature set the tests built with); nothing is
-    // compiled again when the test run built it all.
+    // The whole workspace's binaries with its tests, so the features are unified as the test
+    // run unified them and only the binaries themselves are compiled and linked.
     let built = Command::new(cargo())
         .current_dir(&root)
-        .args(["build", "--workspace", "--bins"])
+        .args(["build", "--workspace", "--bins", "--tests"])
         .status()
         .map_err(|e| e.to_string())?;
     if !built.success() {
