@@ -87,7 +87,6 @@ fn unverified_request_id(headers: &HeaderMap) -> Option<String> {
 /// uses: `{"type","title","status","detail","code","request_id"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    status: StatusCode,
     code: ErrorCode,
     detail: String,
     request_id: Option<String>,
@@ -96,13 +95,12 @@ pub struct Rejection {
 impl Rejection {
     /// 401 `token_invalid`, or `token_expired` for a genuine but stale context.
     pub fn from_context_error(err: &ContextError, request_id: Option<String>) -> Self {
-        Self { status: StatusCode::UNAUTHORIZED, code: err.code(), detail: err.to_string(), request_id }
+        Self { code: err.code(), detail: err.to_string(), request_id }
     }
 
     /// 403 `insufficient_scope`.
     pub fn insufficient_scope(scope: &str) -> Self {
         Self {
-            status: StatusCode::FORBIDDEN,
             code: ErrorCode::InsufficientScope,
             detail: format!("this request needs the scope {scope}"),
             request_id: None,
@@ -115,8 +113,9 @@ impl Rejection {
         self
     }
 
+    /// The status the contract's table gives the code.
     pub fn status(&self) -> StatusCode {
-        self.status
+        StatusCode::from_u16(crate::codes::http_status(self.code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     pub fn code(&self) -> ErrorCode {

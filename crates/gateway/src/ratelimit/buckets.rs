@@ -43,49 +43,35 @@ pub async fn ip_limit(gateway: &Gateway, ip: ClientIp) -> Result<Option<Decision
     Ok(Some(decision))
 }
 
-/// Which buckets a request counts against.
-pub fn buckets(
-    ip_limit: Option<RateLimit>,
+/// The route's or tenant's bucket a proxied request counts against, if any (the IP limit is
+/// counted on its own, before authentication).
+pub fn route_bucket(
     tenant_max: Option<RateLimit>,
-    route: Option<&MatchedRoute>,
+    route: &MatchedRoute,
     context: Option<&AuthContext>,
     ip: ClientIp,
-) -> Vec<Bucket> {
-    let mut out = Vec::with_capacity(2);
-    if let Some(limit) = ip_limit {
-        out.push(ip_bucket(limit, ip));
-    }
-    let Some(route) = route else {
-        return out;
-    };
+) -> Option<Bucket> {
     let prefix = &route.policy.prefix;
-    match context {
-        Some(ctx) => {
-            let own = ctx.rate_limit.filter(|l| l.requests > 0 && l.per_ms > 0);
-            match (own, ctx.tenant_id.as_deref().filter(|t| !t.is_empty())) {
-                (Some(own), Some(tenant)) => {
-                    let own = RateLimit::from(own);
-                    let limit = match tenant_max {
-                        Some(max) if own.is_faster_than(&max) => max,
-                        _ => own,
-                    };
-                    out.push(Bucket { key: format!("tenant:{tenant}"), limit, scope: "tenant" })
-                }
-                (_, tenant) => {
-                    if let Some(limit) = route.policy.rate_limit {
-                        let who = tenant.map_or_else(|| format!("sub:{}", ctx.subject), |t| format!("tenant:{t}"));
-                        out.push(Bucket { key: format!("route:{prefix}:{who}"), limit, scope: "tenant" });
-                    }
-                }
-            }
+    let Some(ctx) = context else {
+        let limit = route.policy.rate_limit?;
+        return Some(Bucket { key: format!("route:{prefix}:ip:{}", ip.0), limit, scope: "ip" });
+    };
+    let own = ctx.rate_limit.filter(|l| l.requests > 0 && l.per_ms > 0);
+    match (own, ctx.tenant_id.as_deref().filter(|t| !t.is_empty())) {
+        (Some(own), Some(tenant)) => {
+            let own = RateLimit::from(own);
+            let limit = match tenant_max {
+                Some(max) if own.is_faster_than(&max) => max,
+                _ => own,
+            };
+            Some(Bucket { key: format!("tenant:{tenant}"), limit, scope: "tenant" })
         }
-        None => {
-            if let Some(limit) = route.policy.rate_limit {
-                out.push(Bucket { key: format!("route:{prefix}:ip:{}", ip.0), limit, scope: "ip" });
-            }
+        (_, tenant) => {
+            let limit = route.policy.rate_limit?;
+            let who = tenant.map_or_else(|| format!("sub:{}", ctx.subject), |t| format!("tenant:{t}"));
+            Some(Bucket { key: format!("route:{prefix}:{who}"), limit, scope: "tenant" })
         }
     }
-    out
 }
 
 /// The `RateLimit-*` headers of `decision`.
@@ -105,16 +91,17 @@ pub async fn route_limit(
     ip: ClientIp,
     tightest: &mut Option<Decision>,
 ) -> Result<(), GatewayError> {
-    for bucket in buckets(None, gateway.config.tenant_rate_limit_max, Some(matched), context, ip) {
-        let decision = gateway.limiter.check(&bucket.key, bucket.limit).await;
-        if !decision.allowed {
-            gateway.metrics.rate_limited.with_label_values(&[bucket.scope]).inc();
-            *tightest = Some(decision);
-            return Err(GatewayError::RateLimited { retry_after: decision.retry_after });
-        }
-        if tightest.is_none_or(|t| decision.remaining < t.remaining) {
-            *tightest = Some(decision);
-        }
+    let Some(bucket) = route_bucket(gateway.config.tenant_rate_limit_max, matched, context, ip) else {
+        return Ok(());
+    };
+    let decision = gateway.limiter.check(&bucket.key, bucket.limit).await;
+    if !decision.allowed {
+        gateway.metrics.rate_limited.with_label_values(&[bucket.scope]).inc();
+        *tightest = Some(decision);
+        return Err(GatewayError::RateLimited { retry_after: decision.retry_after });
+    }
+    if tightest.is_none_or(|t| decision.remaining < t.remaining) {
+        *tightest = Some(decision);
     }
     Ok(())
 }
@@ -158,29 +145,27 @@ mod tests {
     #[test]
     fn the_tenants_own_limit_replaces_the_route_default() {
         let r = route(Some("100/minute"));
-        let own = buckets(None, None, Some(&r), Some(&sdk("c1", Some((5, 1000)))), IP);
-        assert_eq!(own.len(), 1);
-        assert_eq!(own[0].key, "tenant:c1");
-        assert_eq!(own[0].limit, RateLimit { requests: 5, per: Duration::from_secs(1) });
+        let own = route_bucket(None, &r, Some(&sdk("c1", Some((5, 1000)))), IP).unwrap();
+        assert_eq!(own.key, "tenant:c1");
+        assert_eq!(own.limit, RateLimit { requests: 5, per: Duration::from_secs(1) });
         // TENANT_RATE_LIMIT_MAX caps a tenant's own limit.
         let max = RateLimit { requests: 2, per: Duration::from_secs(1) };
-        let capped = buckets(None, Some(max), Some(&r), Some(&sdk("c1", Some((50, 1000)))), IP);
-        assert_eq!(capped[0].limit, max);
-        let under = buckets(None, Some(max), Some(&r), Some(&sdk("c1", Some((1, 1000)))), IP);
-        assert_eq!(under[0].limit, RateLimit { requests: 1, per: Duration::from_secs(1) });
-        let default = buckets(None, None, Some(&r), Some(&sdk("c1", None)), IP);
-        assert_eq!(default[0].key, "route:/v1/sdk/chat:tenant:c1");
-        assert_eq!(default[0].limit.requests, 100);
+        let capped = route_bucket(Some(max), &r, Some(&sdk("c1", Some((50, 1000)))), IP).unwrap();
+        assert_eq!(capped.limit, max);
+        let under = route_bucket(Some(max), &r, Some(&sdk("c1", Some((1, 1000)))), IP).unwrap();
+        assert_eq!(under.limit, RateLimit { requests: 1, per: Duration::from_secs(1) });
+        let default = route_bucket(None, &r, Some(&sdk("c1", None)), IP).unwrap();
+        assert_eq!(default.key, "route:/v1/sdk/chat:tenant:c1");
+        assert_eq!(default.limit.requests, 100);
     }
 
     #[test]
     fn public_requests_count_per_ip_and_the_ip_limit_applies_everywhere() {
         let r = route(Some("10/second"));
-        let anonymous = buckets(None, None, Some(&r), None, IP);
-        assert_eq!(anonymous[0].key, "route:/v1/sdk/chat:ip:203.0.113.7");
-        let everywhere = buckets(Some(RateLimit { requests: 1, per: Duration::from_secs(1) }), None, None, None, IP);
-        assert_eq!(everywhere.len(), 1);
-        assert_eq!(everywhere[0].key, "ip:203.0.113.7");
-        assert!(buckets(None, None, Some(&route(None)), Some(&sdk("c1", None)), IP).is_empty());
+        let anonymous = route_bucket(None, &r, None, IP).unwrap();
+        assert_eq!(anonymous.key, "route:/v1/sdk/chat:ip:203.0.113.7");
+        let everywhere = ip_bucket(RateLimit { requests: 1, per: Duration::from_secs(1) }, IP);
+        assert_eq!(everywhere.key, "ip:203.0.113.7");
+        assert!(route_bucket(None, &route(None), Some(&sdk("c1", None)), IP).is_none());
     }
 }
