@@ -76,9 +76,14 @@ pub async fn connect(target: &Target) -> Result<Sender, String> {
 }
 
 /// One request (a POST with the 1 KiB body when `post`, else a GET), its answer read to the
-/// end: `Err` says what was wrong unless it was 200 with exactly [`EXPECTED_BODY`].
+/// end: `Err` says what was wrong unless it was 200 with exactly [`EXPECTED_BODY`]. A
+/// connection the server closed between requests (nginx after `keepalive_requests`, or an
+/// answer with `Connection: close`) is replaced first: no request was lost on it.
 pub async fn call(sender: &mut Sender, target: &Target, post: bool) -> Result<(), String> {
-    sender.ready().await.map_err(|e| format!("connection lost: {e}"))?;
+    if sender.ready().await.is_err() {
+        *sender = connect(target).await?;
+        sender.ready().await.map_err(|e| format!("a fresh connection was lost: {e}"))?;
+    }
     let (method, body) = if post { (Method::POST, target.post_body.clone()) } else { (Method::GET, Bytes::new()) };
     let mut request = Request::builder().method(method.clone()).uri(&target.path);
     if post {

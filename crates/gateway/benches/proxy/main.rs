@@ -189,15 +189,21 @@ async fn check(targets: &[(PlannedTarget, Target)]) -> Result<(), String> {
     if failed.is_empty() { Ok(()) } else { Err(format!("not answering as expected: {}", failed.join(", "))) }
 }
 
-/// Runs `callgrind_control <args> <pid>`.
+/// Runs `callgrind_control <args> <pid>`. It answers 0 even when it could not reach the
+/// process, so its output is read: valgrind's FIFOs are named after `$HOST`, which must be
+/// the one the process under callgrind had (xtask gives both the same).
 fn callgrind_control(args: &[&str], pid: u32) -> Result<(), String> {
-    let status = std::process::Command::new("callgrind_control")
+    let output = std::process::Command::new("callgrind_control")
         .args(args)
         .arg(pid.to_string())
-        .stdout(std::process::Stdio::null())
-        .status()
+        .output()
         .map_err(|e| format!("callgrind_control: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("callgrind_control {} {pid} failed", args.join(" "))) }
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    if output.status.success() && said.contains("OK") && !said.contains("error") && !said.contains("Error") {
+        Ok(())
+    } else {
+        Err(format!("callgrind_control {} {pid} failed: {}", args.join(" "), said.trim()))
+    }
 }
 
 /// The total instructions (`Ir`) in the newest callgrind dump whose name starts with `out`.
@@ -243,7 +249,19 @@ async fn callgrind(plan: &Plan, targets: &[(PlannedTarget, Target)], requests: u
         rows.push(json!({"target": target.name, "requests": requests, "instructions": instructions,
             "instructions_per_request": per_request.round()}));
     }
-    let summary = json!({"layout": plan.layout, "machine": report::machine(), "callgrind": rows});
+    let per_request = |role: &str| {
+        targets
+            .iter()
+            .zip(&rows)
+            .find(|((planned, _), _)| planned.role == role)
+            .and_then(|(_, row)| row["instructions_per_request"].as_f64())
+    };
+    let ratio = per_request("judged").zip(per_request("forwarder")).map(|(gateway, bare)| gateway / bare);
+    if let Some(ratio) = ratio {
+        println!("  gateway instructions per request ÷ bare forwarder's: {ratio:.2}");
+    }
+    let summary = json!({"layout": plan.layout, "machine": report::machine(), "callgrind": rows,
+        "gateway_vs_forwarder": ratio.map(|r| (r * 1000.0).round() / 1000.0)});
     if let Ok(path) = std::env::var("BENCH_SUMMARY") {
         std::fs::write(&path, serde_json::to_string_pretty(&summary).expect("json")).map_err(|e| e.to_string())?;
         println!("summary: {path}");
