@@ -590,6 +590,37 @@ impl AuthClient {
         self.cached(full, ask).await
     }
 
+    /// The cached allowed answer for `presented`, if the cache holds one: no call, no wait,
+    /// and nothing else changes. A caller that counts attempts (the gateway's
+    /// authentication-failure limit) skips the count for these; a cached refusal is not
+    /// answered here, so it goes through [`Self::validate`] and is counted again.
+    pub async fn cached_allowed(
+        &self,
+        presented: crate::Presented<'_>,
+        ip: Option<IpAddr>,
+        origin: Option<&str>,
+    ) -> Option<Arc<AuthContext>> {
+        let (credential, api_key) = match presented {
+            crate::Presented::Token(token) => (token.trim(), false),
+            crate::Presented::ApiKey(key) => (key.trim(), true),
+        };
+        // Where `cached_token` keeps an answer that does not depend on the origin.
+        let mut hit = None;
+        if !api_key && origin.is_some() && !credential.starts_with(crate::credential::API_KEY_PREFIX) {
+            hit = self.inner.cache.get(&cache_key(credential, ip, None)).await.filter(|d| !Self::uses_origin(d));
+        }
+        if hit.is_none() {
+            hit = self.inner.cache.get(&cache_key(credential, ip, origin)).await;
+        }
+        match hit? {
+            Decision::Allowed { context, .. } => {
+                self.inner.lookups.fetch_add(1, Ordering::Relaxed);
+                Some(context)
+            }
+            Decision::Denied { .. } => None,
+        }
+    }
+
     /// Whether an answer depended on the request's `Origin`.
     fn uses_origin(decision: &Decision) -> bool {
         match decision {

@@ -59,13 +59,23 @@ pub async fn validate(gateway: &Gateway, headers: &HeaderMap, ip: ClientIp) -> R
         None
     };
     let allowlist_ip = gateway.config.ip_allowlist_enabled.then_some(ip.0);
-    // Limits come before work: a presented credential reserves one authentication failure
-    // for its IP before it is looked at, and gives it back unless it is refused as invalid.
+    // An IP this instance has seen refused stays refused until its window ends.
+    if let Some(retry_after) = gateway.auth_failures.refusing(ip.0) {
+        return Err(GatewayError::RateLimited { retry_after });
+    }
+    // A credential the cache already allows costs no call and cannot fail: nothing to count.
+    if let Some(context) = gateway.auth.cached_allowed(presented, allowlist_ip, origin).await {
+        return Ok(context);
+    }
+    // Limits come before work: any other credential reserves one authentication failure for
+    // its IP before it is looked at (a refusal the cache remembers included), and gives it
+    // back unless it is refused as invalid.
     let admitted =
         gateway.auth_failures.admit(ip.0).await.map_err(|retry_after| GatewayError::RateLimited { retry_after })?;
+    // The call's future is large (tonic's); boxed here, it stays off the cached path's.
     let result = match presented {
-        Presented::ApiKey(key) => gateway.auth.validate_api_key(key, allowlist_ip, origin).await,
-        Presented::Token(token) => gateway.auth.validate(token, allowlist_ip, origin).await,
+        Presented::ApiKey(key) => Box::pin(gateway.auth.validate_api_key(key, allowlist_ip, origin)).await,
+        Presented::Token(token) => Box::pin(gateway.auth.validate(token, allowlist_ip, origin)).await,
     };
     let failed = matches!(&result, Err(auth_contract::ClientError::Denied { code, .. })
         if auth_contract::codes::http_status(*code) == 401);

@@ -162,3 +162,21 @@ async fn proxied_stages(
     ratelimit::route_limit(gateway, &matched, context.as_deref(), ip, tightest).await?;
     Ok(matched)
 }
+
+#[cfg(test)]
+mod tests {
+    use http::Request;
+
+    /// Every request's future is moved into a box when it starts; the contract client's call
+    /// (tonic's future, about 40 KB) and the counter stores' are boxed on their own slower
+    /// paths so a cached credential's request does not copy them each time.
+    #[tokio::test]
+    async fn the_request_future_stays_small() {
+        let gateway = crate::app::test_gateway("").await;
+        let built_in = crate::http::router(gateway.clone());
+        let request = Request::builder().uri("/x").body(axum::body::Body::empty()).unwrap();
+        let size = std::mem::size_of_val(&super::handle(&gateway, &built_in, request));
+        let limit = if cfg!(debug_assertions) { 24 * 1024 } else { 8 * 1024 };
+        assert!(size <= limit, "the request future is {size} bytes (at most {limit})");
+    }
+}

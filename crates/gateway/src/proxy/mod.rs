@@ -187,7 +187,7 @@ impl Proxy {
     /// they are removed here) and returns the upstream's answer with its body streamed.
     pub async fn forward(&self, request: Request<Body>, target: Target<'_>) -> Result<Response<Body>, GatewayError> {
         if upgrade::is_upgrade(request.headers()) {
-            return upgrade::forward(self, request, target).await;
+            return Box::pin(upgrade::forward(self, request, target)).await;
         }
         let (mut parts, body) = request.into_parts();
         if declared_length(&parts.headers).is_some_and(|len| len > target.max_body) {

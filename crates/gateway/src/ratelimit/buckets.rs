@@ -35,7 +35,8 @@ pub async fn ip_limit(gateway: &Gateway, ip: ClientIp) -> Result<Option<Decision
         return Ok(None);
     };
     let bucket = ip_bucket(limit, ip);
-    let decision = gateway.limiter.check(&bucket.key, bucket.limit).await;
+    // Boxed: only configured limits pay for the counter store's large future.
+    let decision = Box::pin(gateway.limiter.check(&bucket.key, bucket.limit)).await;
     if !decision.allowed {
         gateway.metrics.rate_limited.with_label_values(&[bucket.scope]).inc();
         return Err(GatewayError::RateLimited { retry_after: decision.retry_after });
@@ -94,7 +95,8 @@ pub async fn route_limit(
     let Some(bucket) = route_bucket(gateway.config.tenant_rate_limit_max, matched, context, ip) else {
         return Ok(());
     };
-    let decision = gateway.limiter.check(&bucket.key, bucket.limit).await;
+    // Boxed: only configured limits pay for the counter store's large future.
+    let decision = Box::pin(gateway.limiter.check(&bucket.key, bucket.limit)).await;
     if !decision.allowed {
         gateway.metrics.rate_limited.with_label_values(&[bucket.scope]).inc();
         *tightest = Some(decision);
