@@ -1,6 +1,7 @@
 //! How every Portcullis binary ends: configuration the binary refuses exits with status 2
 //! (before logging is set up, so the message goes to standard error), a failure to start or
-//! a server error with status 1 (logged and printed), a clean shutdown with 0.
+//! a server error with status 1 (logged and printed), a clean shutdown with 0; the log lines
+//! still queued are written before the process ends.
 
 use std::{fmt::Display, process::ExitCode};
 
@@ -26,6 +27,12 @@ impl Failure {
 
 /// The exit status of `binary` for `outcome`, after reporting a failure.
 pub fn finish(binary: &str, outcome: Result<(), Failure>) -> ExitCode {
+    let status = status(binary, outcome);
+    crate::telemetry::flush();
+    status
+}
+
+fn status(binary: &str, outcome: Result<(), Failure>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(message)) => {
