@@ -4,9 +4,10 @@
 //!   embedded SQLite file under `DATA_DIR`)
 //! - `cleanup [--dry-run]` delete expired sessions, refresh tokens and revocations; print counts
 //! - `users set-role <email> <member|admin>` change a user's role
-//! - `bench [auth | gateway] [--quiet-logs]` run the benchmarks of SPEC §10 (both by default):
-//!   the auth service's criterion benches, and the gateway scenario (direct upstream vs the
-//!   gateway vs Caddy `forward_auth`); see [`bench`]
+//! - `bench [auth | gateway [--pinned | --callgrind] [--record] | sockets] [--quiet-logs]` and
+//!   `bench --quick` run the benchmarks of SPEC §10 (all by default): the auth service's
+//!   criterion benches, the gateway scenario judged against its peers and a bare hyper
+//!   forwarder, and the socket service's; see [`bench`]
 //! - `ssot-check`         prove only the auth service depends on a JWT library or reads `JWT_SECRET`
 //! - `codemap-check`      prove ARCHITECTURE.md's codemap names only real paths and every module
 
@@ -28,7 +29,7 @@ use platform::{
     env::{EnvExt, OsEnv},
 };
 
-const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway] [--quiet-logs] | ssot-check | codemap-check>";
+const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets] [--quiet-logs] | bench --quick | ssot-check | codemap-check>";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)

@@ -59,10 +59,6 @@ pub async fn validate(gateway: &Gateway, headers: &HeaderMap, ip: ClientIp) -> R
         None
     };
     let allowlist_ip = gateway.config.ip_allowlist_enabled.then_some(ip.0);
-    // An IP this instance has seen refused stays refused until its window ends.
-    if let Some(retry_after) = gateway.auth_failures.refusing(ip.0) {
-        return Err(GatewayError::RateLimited { retry_after });
-    }
     // A credential the cache already allows costs no call and cannot fail: nothing to count.
     if let Some(context) = gateway.auth.cached_allowed(presented, allowlist_ip, origin).await {
         return Ok(context);

@@ -92,13 +92,10 @@ pub(crate) mod conformance {
             }
         }
         assert!(guard.admit(ip).await.is_ok() && guard.admit(ip).await.is_ok());
-        assert_eq!(guard.refusing(ip), None, "nothing was refused yet");
-        // Same /64: the third failure is refused, and the instance remembers it.
+        // Same /64: the third failure is refused.
         let neighbour: std::net::IpAddr =
             "2001:db8:7:7:ffff::2".parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
         assert!(guard.admit(neighbour).await.is_err());
-        assert!(guard.refusing(ip).is_some_and(|left| left >= Duration::from_secs(1)));
-        assert_eq!(guard.refusing("2001:db8:7:8::1".parse().unwrap_or(ip)), None, "another /64 is not refused");
     }
 
     pub async fn concurrent_reservations_never_overshoot(counters: std::sync::Arc<dyn Counters>, tag: &str) {
@@ -122,52 +119,11 @@ pub(crate) mod conformance {
 /// counts locally until it answers again (never unlimited).
 ///
 /// A caller may skip the reservation for a credential it already knows to be valid (the
-/// gateway's cached allowed answers); it asks [`FailureGuard::refusing`] first, so an IP this
-/// instance has seen refused stays refused until its window ends, valid credential or not.
+/// gateway's cached allowed answers): such a credential is no guess, and costs no lookup.
 pub struct FailureGuard {
     shared: Option<std::sync::Arc<dyn Counters>>,
     local: MemoryCounters,
     limit: crate::rate::RateLimit,
-    refused: Refused,
-}
-
-/// The IPs (limit keys) this instance has seen refused, until their windows end. Empty in
-/// normal running, which is read without taking the lock.
-#[derive(Default)]
-struct Refused {
-    count: std::sync::atomic::AtomicUsize,
-    until: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
-}
-
-/// The most refused IPs remembered at once; past it the oldest windows are dropped first.
-const MAX_REFUSED: usize = 100_000;
-
-impl Refused {
-    fn remember(&self, key: &str, retry_after: Duration) {
-        let now = tokio::time::Instant::now();
-        let mut until = self.until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if until.len() >= MAX_REFUSED {
-            until.retain(|_, ends| *ends > now);
-        }
-        if until.len() < MAX_REFUSED {
-            until.insert(key.to_owned(), now + retry_after);
-        }
-        self.count.store(until.len(), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn remaining(&self, key: &str) -> Option<Duration> {
-        let now = tokio::time::Instant::now();
-        let mut until = self.until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match until.get(key) {
-            Some(ends) if *ends > now => Some(retry_after(*ends - now)),
-            Some(_) => {
-                until.remove(key);
-                self.count.store(until.len(), std::sync::atomic::Ordering::Relaxed);
-                None
-            }
-            None => None,
-        }
-    }
 }
 
 /// A reservation taken by [`FailureGuard::admit`].
@@ -181,20 +137,7 @@ impl FailureGuard {
     pub const DEFAULT: crate::rate::RateLimit = crate::rate::RateLimit { requests: 60, per: Duration::from_secs(60) };
 
     pub fn new(shared: Option<std::sync::Arc<dyn Counters>>, limit: crate::rate::RateLimit) -> Self {
-        Self { shared, local: MemoryCounters::default(), limit, refused: Refused::default() }
-    }
-
-    fn key(ip: std::net::IpAddr) -> String {
-        format!("authfail:{}", crate::net::limit_key(ip))
-    }
-
-    /// How long `ip` is still refused, when this instance has seen it refused and its window
-    /// has not ended. Costs one atomic load while no IP is refused.
-    pub fn refusing(&self, ip: std::net::IpAddr) -> Option<Duration> {
-        if self.refused.count.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            return None;
-        }
-        self.refused.remaining(&Self::key(ip))
+        Self { shared, local: MemoryCounters::default(), limit }
     }
 
     /// Reads `AUTH_FAILURE_LIMIT`.
@@ -213,24 +156,18 @@ impl FailureGuard {
 
     /// Takes one attempt for `ip`, or says how long it must wait.
     pub async fn admit(&self, ip: std::net::IpAddr) -> Result<Admitted, Duration> {
-        let key = Self::key(ip);
+        let key = format!("authfail:{}", crate::net::limit_key(ip));
         let limits = [self.limit_for(&key)];
         if let Some(shared) = &self.shared {
             match shared.reserve(&limits).await {
                 Ok(Reservation::Taken) => return Ok(Admitted { key, local: false }),
-                Ok(Reservation::Refused { retry_after }) => {
-                    self.refused.remember(&key, retry_after);
-                    return Err(retry_after);
-                }
+                Ok(Reservation::Refused { retry_after }) => return Err(retry_after),
                 Err(err) => tracing::warn!(error = %err, "authentication-failure limit counted locally"),
             }
         }
         match self.local.reserve(&limits).await {
             Ok(Reservation::Taken) => Ok(Admitted { key, local: true }),
-            Ok(Reservation::Refused { retry_after }) => {
-                self.refused.remember(&key, retry_after);
-                Err(retry_after)
-            }
+            Ok(Reservation::Refused { retry_after }) => Err(retry_after),
             // The local map is full: refuse rather than count nothing.
             Err(_) => Err(Duration::from_secs(1)),
         }
