@@ -234,7 +234,9 @@ fn user_header(ctx: &AuthContext) -> Result<Option<&str>, SignError> {
     Ok(Some(value))
 }
 
-/// The text the signature covers: see the module documentation.
+/// The text the signature covers: see the module documentation. (The signer and the verifier
+/// feed it to the MAC piece by piece; the tests build it whole.)
+#[cfg(test)]
 fn signing_input(timestamp: &str, method: &str, path_and_query: &str, values: &[Option<&str>; 8]) -> String {
     let mut text = String::with_capacity(128);
     for line in [VERSION, timestamp, method, path_and_query] {
@@ -250,6 +252,26 @@ fn signing_input(timestamp: &str, method: &str, path_and_query: &str, values: &[
     text
 }
 
+/// [`signing_input`] fed to the MAC without building the text.
+fn feed_signing_input(
+    mac: &mut HmacSha256,
+    timestamp: &str,
+    method: &str,
+    path_and_query: &str,
+    values: &[Option<&str>; 8],
+) {
+    for line in [VERSION, timestamp, method, path_and_query] {
+        mac.update(line.as_bytes());
+        mac.update(b"\n");
+    }
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            mac.update(b"\n");
+        }
+        mac.update(value.unwrap_or("").as_bytes());
+    }
+}
+
 /// Signs `ctx` for a request forwarded as `method path_and_query` at `timestamp` (unix
 /// seconds), returning every context header, `X-Request-Id` included. The caller must first
 /// remove [`CONTEXT_HEADERS`] from the forwarded request and then `insert` these.
@@ -263,6 +285,23 @@ pub fn sign_context(
     request_id: &str,
     timestamp: i64,
 ) -> Result<HeaderMap, SignError> {
+    let mut headers = HeaderMap::with_capacity(CONTEXT_HEADERS.len() + 1);
+    sign_context_into(key, ctx, method, path_and_query, request_id, timestamp, &mut headers)?;
+    Ok(headers)
+}
+
+/// [`sign_context`] writing the headers straight into `headers` (a request's own map, on the
+/// gateway's path): the signed text is fed to the MAC piece by piece and the timestamp and
+/// signature are rendered on the stack. On an error nothing has been written.
+pub fn sign_context_into(
+    key: &ContextKey,
+    ctx: &AuthContext,
+    method: &Method,
+    path_and_query: &str,
+    request_id: &str,
+    timestamp: i64,
+    headers: &mut HeaderMap,
+) -> Result<(), SignError> {
     if ctx.kind == Kind::ApiKey && ctx.client_id.as_deref().is_none_or(str::is_empty) {
         return Err(SignError::MissingClient);
     }
@@ -279,22 +318,33 @@ pub fn sign_context(
         non_empty(Some(&scopes)),
         ctx.role.map(Role::as_str),
     ];
-
-    let mut headers = HeaderMap::with_capacity(CONTEXT_HEADERS.len() + 1);
-    for (name, value) in SIGNED_HEADERS.iter().zip(values) {
+    let mut rendered: [Option<HeaderValue>; 8] = Default::default();
+    for ((name, value), slot) in SIGNED_HEADERS.iter().zip(values).zip(&mut rendered) {
         if let Some(value) = value {
-            headers.insert(name.clone(), header_value(name, value)?);
+            *slot = Some(header_value(name, value)?);
         }
     }
 
-    let timestamp = timestamp.to_string();
+    let mut digits = itoa::Buffer::new();
+    let timestamp = digits.format(timestamp);
     let mut mac = key.mac();
-    mac.update(signing_input(&timestamp, method.as_str(), path_and_query, &values).as_bytes());
-    let signature = format!("{SIGNATURE_PREFIX}{}", hex::encode(mac.finalize().into_bytes()));
+    feed_signing_input(&mut mac, timestamp, method.as_str(), path_and_query, &values);
+    let mut signature = [0u8; SIGNATURE_PREFIX.len() + 64];
+    signature[..SIGNATURE_PREFIX.len()].copy_from_slice(SIGNATURE_PREFIX.as_bytes());
+    hex::encode_to_slice(mac.finalize().into_bytes(), &mut signature[SIGNATURE_PREFIX.len()..])
+        .map_err(|_| SignError::InvalidValue { header: X_CONTEXT_SIGNATURE })?;
+    let timestamp = header_value(&X_CONTEXT_TIMESTAMP, timestamp)?;
+    let signature =
+        HeaderValue::from_bytes(&signature).map_err(|_| SignError::InvalidValue { header: X_CONTEXT_SIGNATURE })?;
 
-    headers.insert(X_CONTEXT_TIMESTAMP, header_value(&X_CONTEXT_TIMESTAMP, &timestamp)?);
-    headers.insert(X_CONTEXT_SIGNATURE, header_value(&X_CONTEXT_SIGNATURE, &signature)?);
-    Ok(headers)
+    for (name, value) in SIGNED_HEADERS.iter().zip(rendered) {
+        if let Some(value) = value {
+            headers.insert(name.clone(), value);
+        }
+    }
+    headers.insert(X_CONTEXT_TIMESTAMP, timestamp);
+    headers.insert(X_CONTEXT_SIGNATURE, signature);
+    Ok(())
 }
 
 fn header_value(name: &HeaderName, value: &str) -> Result<HeaderValue, SignError> {
@@ -364,7 +414,7 @@ pub fn verify_context(
 
     let expected = parse_signature(signature)?;
     let mut mac = key.mac();
-    mac.update(signing_input(timestamp_text, method.as_str(), path_and_query, &values).as_bytes());
+    feed_signing_input(&mut mac, timestamp_text, method.as_str(), path_and_query, &values);
     // `verify_slice` compares in constant time, so the mismatch position does not leak.
     mac.verify_slice(&expected).map_err(|_| ContextError::SignatureMismatch)?;
 
@@ -413,23 +463,25 @@ pub fn verify_context(
 /// their underscore spellings (`X_User_Id`): servers and frameworks that map `_` to `-` (CGI,
 /// some WSGI and nginx setups) would otherwise read a spoofed one as the real header.
 pub fn strip_context_headers(headers: &mut HeaderMap) {
-    for name in &CONTEXT_HEADERS {
+    // One pass over the names decides; most requests carry none of them.
+    if !headers.keys().any(spells_context_header) {
+        return;
+    }
+    let spoofed: Vec<HeaderName> = headers.keys().filter(|name| spells_context_header(name)).cloned().collect();
+    for name in spoofed {
         // `remove` drops only the first value; loop until every duplicate is gone.
-        while headers.remove(name).is_some() {}
+        while headers.remove(&name).is_some() {}
     }
-    if headers.keys().any(|name| name.as_str().contains('_')) {
-        let spoofed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| {
-                let dashed = name.as_str().replace('_', "-");
-                CONTEXT_HEADERS.iter().any(|context| context.as_str() == dashed)
-            })
-            .cloned()
-            .collect();
-        for name in spoofed {
-            while headers.remove(&name).is_some() {}
-        }
-    }
+}
+
+/// A context header's name, with any of its dashes written as underscores.
+fn spells_context_header(name: &HeaderName) -> bool {
+    let name = name.as_str().as_bytes();
+    name.first() == Some(&b'x')
+        && CONTEXT_HEADERS.iter().any(|context| {
+            let context = context.as_str().as_bytes();
+            context.len() == name.len() && context.iter().zip(name).all(|(&c, &n)| c == n || (c == b'-' && n == b'_'))
+        })
 }
 
 #[cfg(test)]
@@ -813,6 +865,22 @@ mod tests {
     }
 
     #[test]
+    fn signing_into_a_request_map_writes_what_sign_context_returns_and_nothing_on_error() {
+        let signed = sign(&sdk());
+        let mut request = HeaderMap::new();
+        request.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
+        sign_context_into(&key(), &sdk(), &Method::GET, PATH, "req-1", NOW, &mut request).expect("signed");
+        assert_eq!(request.remove(http::header::ACCEPT).expect("kept"), "*/*");
+        assert_eq!(request, signed);
+        let mut untouched = HeaderMap::new();
+        assert_eq!(
+            sign_context_into(&key(), &base(Kind::ApiKey), &Method::GET, PATH, "req-1", NOW, &mut untouched),
+            Err(SignError::MissingClient)
+        );
+        assert!(untouched.is_empty());
+    }
+
+    #[test]
     fn unrepresentable_contexts_are_not_signed() {
         let sign_one = |ctx: &AuthContext| sign_context(&key(), ctx, &Method::GET, PATH, "req-1", NOW);
         assert_eq!(sign_one(&base(Kind::Service)), Err(SignError::MissingSubject { kind: Kind::Service }));
@@ -826,8 +894,12 @@ mod tests {
         headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
         headers.insert(HeaderName::from_static("x_user_id"), HeaderValue::from_static("spoofed"));
         headers.insert(HeaderName::from_static("x_auth_kind"), HeaderValue::from_static("service"));
+        headers.insert(HeaderName::from_static("x-tenant_id"), HeaderValue::from_static("spoofed"));
+        headers.insert(HeaderName::from_static("x_kept"), HeaderValue::from_static("1"));
         strip_context_headers(&mut headers);
         assert!(!headers.contains_key("x_user_id") && !headers.contains_key("x_auth_kind"));
+        assert!(!headers.contains_key("x-tenant_id"));
+        assert_eq!(headers.remove("x_kept").expect("kept"), "1");
         assert!(CONTEXT_HEADERS.iter().all(|name| !headers.contains_key(name)));
         assert_eq!(headers.get(X_REQUEST_ID).expect("request id"), "req-1");
         assert_eq!(headers.len(), 2);

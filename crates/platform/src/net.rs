@@ -131,6 +131,53 @@ pub fn is_loopback(ip: IpAddr) -> bool {
     canonical(ip).is_loopback()
 }
 
+/// An IP address as text, written on the stack: what the gateway puts in `X-Forwarded-For`
+/// and its access line for every request, without a `format!` or an allocation (the longest
+/// form, an IPv4-mapped IPv6 address, is 45 bytes).
+#[derive(Clone, Copy)]
+pub struct IpText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    pub fn new(ip: IpAddr) -> Self {
+        let mut text = Self { buf: [0; 45], len: 0 };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    let mut digits = itoa::Buffer::new();
+                    for &digit in digits.format(octet).as_bytes() {
+                        text.push(digit);
+                    }
+                }
+            }
+            IpAddr::V6(v6) => {
+                use std::io::Write as _;
+                let mut rest = &mut text.buf[..];
+                // 45 bytes hold every IPv6 form, so the write cannot run out of room.
+                let _ = write!(rest, "{v6}");
+                let left = rest.len();
+                text.len = text.buf.len() - left;
+            }
+        }
+        text
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.buf[self.len] = byte;
+        self.len += 1;
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits, dots, colons and hex letters were written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +235,22 @@ mod tests {
     fn bad_entries_name_the_variable() {
         let err = TrustedProxies::parse("TRUSTED_PROXIES", Some("10.0.0.0/8,nope")).unwrap_err();
         assert_eq!(err.variable, "TRUSTED_PROXIES");
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "255.255.255.255",
+            "10.20.3.40",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:255.255.255.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+        }
     }
 }

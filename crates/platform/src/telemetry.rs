@@ -156,21 +156,30 @@ impl JsonLine {
     }
 
     fn begin(now: time::OffsetDateTime, level: Level, target: &str, message: &str) -> Self {
-        use std::io::Write as _;
         let mut line = Self { buf: Vec::with_capacity(384) };
         let now = now.to_offset(time::UtcOffset::UTC);
-        let _ = write!(
-            line.buf,
-            "{{\"timestamp\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\",\"level\":\"{}\"",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second(),
-            now.microsecond(),
-            level.as_str(),
-        );
+        // `{"timestamp":"YYYY-MM-DDTHH:MM:SS.ffffffZ"`, digits written directly: this runs for
+        // every access line.
+        line.buf.extend_from_slice(b"{\"timestamp\":\"");
+        let parts: [(u32, usize, u8); 7] = [
+            (u32::try_from(now.year()).unwrap_or(0), 4, b'-'),
+            (u32::from(u8::from(now.month())), 2, b'-'),
+            (u32::from(now.day()), 2, b'T'),
+            (u32::from(now.hour()), 2, b':'),
+            (u32::from(now.minute()), 2, b':'),
+            (u32::from(now.second()), 2, b'.'),
+            (now.microsecond(), 6, b'Z'),
+        ];
+        for (value, width, after) in parts {
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(value).as_bytes();
+            line.buf.extend(std::iter::repeat_n(b'0', width.saturating_sub(digits.len())));
+            line.buf.extend_from_slice(digits);
+            line.buf.push(after);
+        }
+        line.buf.extend_from_slice(b"\",\"level\":\"");
+        line.buf.extend_from_slice(level.as_str().as_bytes());
+        line.buf.push(b'"');
         line.str("message", message).str("target", target)
     }
 
@@ -186,8 +195,10 @@ impl JsonLine {
 
     /// A number field.
     pub fn u64(mut self, name: &str, value: u64) -> Self {
-        use std::io::Write as _;
-        let _ = write!(self.buf, ",\"{name}\":{value}");
+        self.buf.extend_from_slice(b",\"");
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+        self.buf.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
         self
     }
 

@@ -125,14 +125,42 @@ fn spin(cpu: Duration) {
 /// came, to `127.0.0.1:to` over hyper-util's pooled keep-alive client, and the answer back. No
 /// policy at all: what a proxy costs at the least with the same libraries and allocator.
 pub fn forwarder(port: u16, to: u16) {
+    if std::env::var("BENCH_FORWARDER_PER_CORE").is_ok() {
+        let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let workers: usize = std::env::var("TOKIO_WORKER_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+        let threads: Vec<_> = (0..workers)
+            .map(|_| {
+                let listener = listener.try_clone().expect("clone");
+                std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt").block_on(
+                        async move {
+                            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                            forward_from(listener, to).await
+                        },
+                    )
+                })
+            })
+            .collect();
+        for t in threads {
+            let _ = t.join();
+        }
+        return;
+    }
     runtime().block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await.expect("bind the forwarder");
+        forward_from(listener, to).await
+    });
+}
+
+async fn forward_from(listener: tokio::net::TcpListener, to: u16) {
+    {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client: Client<HttpConnector, Incoming> =
             Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(connector);
         let authority: Authority = format!("127.0.0.1:{to}").parse().expect("authority");
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await.expect("bind the forwarder");
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
@@ -152,5 +180,5 @@ pub fn forwarder(port: u16, to: u16) {
                     hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
-    });
+    }
 }

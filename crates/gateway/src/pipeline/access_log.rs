@@ -59,7 +59,8 @@ impl Entry {
         };
         let kind = self.principal.as_ref().map_or("", |p| p.kind.as_str());
         let subject = self.principal.as_ref().map_or("", |p| p.subject.as_str());
-        let ip = self.ip.map(|ip| ip.0.to_string()).unwrap_or_default();
+        let ip = self.ip.map(|ip| platform::net::IpText::new(ip.0));
+        let ip = ip.as_ref().map_or("", platform::net::IpText::as_str);
         let latency_us = elapsed.as_micros() as u64;
         // JSON logs (production) get the line written directly: the same fields, without
         // the generic formatter's cost on every request.
@@ -70,7 +71,7 @@ impl Entry {
                 .u64("status", u64::from(status))
                 .u64("latency_us", latency_us)
                 .str("request_id", request_id)
-                .str("client_ip", &ip)
+                .str("client_ip", ip)
                 .str("route", route)
                 .str("kind", kind)
                 .str("subject", subject)
@@ -85,7 +86,7 @@ impl Entry {
             status,
             latency_us,
             request_id,
-            client_ip = %ip,
+            client_ip = ip,
             route,
             kind,
             subject,

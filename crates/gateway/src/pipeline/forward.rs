@@ -4,9 +4,9 @@
 //! the proxy. The built-in routes to the auth and socket services forward through
 //! [`forward`] too, without a context.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
-use auth_contract::{AuthContext, headers::sign_context};
+use auth_contract::{AuthContext, headers::sign_context_into};
 use axum::{extract::Request, response::Response};
 use http::{HeaderName, HeaderValue, header};
 
@@ -40,7 +40,7 @@ pub async fn forward(
     let host = request.headers().get(header::HOST).cloned();
     let headers = request.headers_mut();
     if let Some(ip) = ip {
-        set_header(headers, X_FORWARDED_FOR, &ip.0.to_string());
+        set_header(headers, X_FORWARDED_FOR, platform::net::IpText::new(ip.0).as_str());
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = host {
@@ -48,18 +48,19 @@ pub async fn forward(
     }
     if let Some(context) = context {
         // The upstream sees its base path in front of ours, and verifies what it sees.
-        let signed_path = format!("{}{path_and_query}", upstream.base_path());
-        let request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
-        let signed = sign_context(
-            &gateway.context_key,
-            context,
-            request.method(),
-            &signed_path,
-            &request_id,
-            gateway.deps.clock.now().unix_timestamp(),
-        )
-        .map_err(|e| GatewayError::Internal(format!("cannot sign context: {e}")))?;
-        request.headers_mut().extend(signed);
+        let signed_path = match upstream.base_path() {
+            "" => Cow::Borrowed(path_and_query),
+            base => Cow::Owned(format!("{base}{path_and_query}")),
+        };
+        let now = gateway.deps.clock.now().unix_timestamp();
+        let (method, headers) = (request.method().clone(), request.headers_mut());
+        let key = &gateway.context_key;
+        let signed =
+            match REQUEST_ID.try_with(|id| sign_context_into(key, context, &method, &signed_path, id, now, headers)) {
+                Ok(signed) => signed,
+                Err(_) => sign_context_into(key, context, &method, &signed_path, "", now, headers),
+            };
+        signed.map_err(|e| GatewayError::Internal(format!("cannot sign context: {e}")))?;
     }
     let (timeout, retries, max_body) = limits;
     gateway.proxy.forward(request, Target { upstream, path_and_query, timeout, retries, max_body }).await
@@ -87,9 +88,10 @@ pub async fn to_route(
     if policy.websocket && websocket.is_some() {
         restore_websocket(request.headers_mut());
     }
+    let uri = request.uri().clone();
     let path_and_query = match matched.upstream_path {
-        Some(path) => format!("{path}{}", query_suffix(&request)),
-        None => request.uri().path_and_query().map_or_else(|| request.uri().path().to_owned(), |pq| pq.to_string()),
+        Some(path) => Cow::Owned(format!("{path}{}", query_suffix(&request))),
+        None => Cow::Borrowed(uri.path_and_query().map_or_else(|| uri.path(), |pq| pq.as_str())),
     };
     let limits = (policy.timeout, policy.retries, policy.max_body);
     forward(gateway, request, &policy.upstream, &path_and_query, limits, Some(ip), context).await

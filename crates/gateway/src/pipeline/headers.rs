@@ -26,9 +26,7 @@ pub fn strip_incoming(request: &mut Request) -> Option<WebSocketRequest> {
 /// Adds the security headers an answer lacks.
 pub fn secure(headers: &mut HeaderMap) {
     for (name, value) in SECURITY {
-        if !headers.contains_key(&name) {
-            headers.insert(name, HeaderValue::from_static(value));
-        }
+        headers.entry(name).or_insert_with(|| HeaderValue::from_static(value));
     }
 }
 

@@ -11,17 +11,32 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, with non-zero ids (W3C Trace
 /// Context §3.2).
 pub fn valid_traceparent(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    matches!(parts.as_slice(), [version, trace, parent, flags]
-        if hex(version, 2) && *version != "ff" && hex(trace, 32) && hex(parent, 16) && hex(flags, 2)
-            && trace.bytes().any(|b| b != b'0') && parent.bytes().any(|b| b != b'0'))
+    let b = value.as_bytes();
+    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let nonzero = |s: &[u8]| s.iter().any(|&c| c != b'0');
+    b.len() == 55
+        && (b[2], b[35], b[52]) == (b'-', b'-', b'-')
+        && hex(&b[..2])
+        && &b[..2] != b"ff"
+        && hex(&b[3..35])
+        && nonzero(&b[3..35])
+        && hex(&b[36..52])
+        && nonzero(&b[36..52])
+        && hex(&b[53..])
 }
 
-fn new_traceparent() -> String {
-    let trace = uuid::Uuid::new_v4().simple().to_string();
-    let parent = &uuid::Uuid::new_v4().simple().to_string()[..16];
-    format!("00-{trace}-{parent}-01")
+/// A new `traceparent` (`00-<trace id>-<parent id>-01`), written on the stack.
+fn new_traceparent() -> HeaderValue {
+    let mut text = [0u8; 55];
+    text[..3].copy_from_slice(b"00-");
+    uuid::Uuid::new_v4().simple().encode_lower(&mut text[3..35]);
+    text[35] = b'-';
+    let mut parent = [0u8; 32];
+    uuid::Uuid::new_v4().simple().encode_lower(&mut parent);
+    text[36..52].copy_from_slice(&parent[..16]);
+    text[52..].copy_from_slice(b"-01");
+    // Lower-case hex and dashes only: always a valid header value.
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Keeps the caller's well-formed id or puts a new one on the request (SPEC §6), and a valid
@@ -30,10 +45,7 @@ pub fn assign(headers: &mut HeaderMap) -> String {
     let id = platform::request_id::keep_or_new(headers);
     let traceparent_ok = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).is_some_and(valid_traceparent);
     if !traceparent_ok {
-        headers.remove(&TRACEPARENT);
-        if let Ok(value) = HeaderValue::from_str(&new_traceparent()) {
-            headers.insert(TRACEPARENT, value);
-        }
+        headers.insert(TRACEPARENT, new_traceparent());
     }
     // The id was checked to be visible ASCII (or generated), so it is a valid header value.
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -93,6 +105,11 @@ mod tests {
         assert!(!valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"));
         assert!(!valid_traceparent("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
         assert!(!valid_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
-        assert!(valid_traceparent(&new_traceparent()));
+        assert!(!valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-00"));
+        assert!(!valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e47360-0f067aa0ba902b7-01"));
+        assert!(!valid_traceparent("00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(!valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0"));
+        assert!(!valid_traceparent(""));
+        assert!(valid_traceparent(new_traceparent().to_str().unwrap()));
     }
 }
