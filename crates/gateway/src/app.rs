@@ -7,7 +7,6 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use auth_contract::{AuthClient, ClientConfig};
-use axum::{Router, extract::Request};
 use futures::StreamExt;
 use platform::bus::BusMessage;
 use tokio::net::TcpListener;
@@ -134,12 +133,33 @@ async fn follow_client_origins(gateway: Gateway) -> Result<(), String> {
 }
 
 /// The whole HTTP surface: every request goes through the pipeline, which serves the
-/// built-in routes through `http::router` and proxies the rest.
-pub fn router(gateway: Gateway) -> Router {
+/// built-in routes through `http::router` and proxies the rest. (Unit tests call it as a
+/// `Router`; [`run`] serves [`service`], the same pipeline without a router in front.)
+#[cfg(test)]
+pub(crate) fn router(gateway: Gateway) -> axum::Router {
     let built_in = http::router(gateway.clone());
-    Router::new().fallback(move |request: Request| {
+    axum::Router::new().fallback(move |request: axum::extract::Request| {
         let (gateway, built_in) = (gateway.clone(), built_in.clone());
         async move { pipeline::handle(&gateway, &built_in, request).await }
+    })
+}
+
+/// Every request handed to the pipeline: one future per request, held in its connection's
+/// task rather than boxed, with no route table to consult first.
+pub fn service(
+    gateway: Gateway,
+) -> impl tower::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let built_in = http::router(gateway.clone());
+    tower::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let (gateway, built_in) = (gateway.clone(), built_in.clone());
+        async move { Ok(pipeline::handle(&gateway, &built_in, request.map(axum::body::Body::new)).await) }
     })
 }
 
@@ -149,8 +169,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(gateway.clone());
-    let served = platform::serve::serve(listener, app, gateway.config.listener, shutdown).await;
+    let app = service(gateway.clone());
+    let served = platform::serve::serve_service(listener, app, gateway.config.listener, shutdown).await;
     gateway.webhooks.stop();
     served
 }

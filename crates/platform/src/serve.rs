@@ -16,6 +16,7 @@
 //!   waits for them up to a grace period.
 
 use std::{
+    convert::Infallible,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -142,6 +143,24 @@ pub async fn serve(
     limits: ListenerLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    serve_service(listener, router, limits, shutdown).await
+}
+
+/// [`serve`] for any service that answers every request (the gateway hands each request
+/// straight to its pipeline, without a router in front).
+pub async fn serve_service<S>(
+    listener: TcpListener,
+    service: S,
+    limits: ListenerLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()>
+where
+    S: tower::Service<http::Request<Incoming>, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopping) = watch::channel(false);
     let mut builder = http1::Builder::new();
@@ -169,7 +188,7 @@ pub async fn serve(
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "TCP_NODELAY not set");
         }
-        let service = router.clone().map_request(move |mut request: http::Request<Incoming>| {
+        let service = service.clone().map_request(move |mut request: http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             request
         });

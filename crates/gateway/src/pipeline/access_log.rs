@@ -49,8 +49,7 @@ impl Entry {
         let extensions = response.extensions();
         let route = self.route.or_else(|| extensions.get::<RouteLabel>().map(|r| r.0)).unwrap_or("none");
         let source = extensions.get::<Source>().map_or("", |s| s.as_str());
-        gateway.metrics.requests.with_label_values(&[route, status_to_str(status)]).inc();
-        gateway.metrics.latency.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+        gateway.metrics.count_request(route, status, status_to_str(status), elapsed);
         if !source.is_empty() {
             gateway.metrics.errors.with_label_values(&[source, status_to_str(status)]).inc();
         }
@@ -157,5 +156,13 @@ mod tests {
         }
         assert_eq!(gateway.metrics.requests.with_label_values(&["unit", "200"]).get(), 3);
         assert_eq!(gateway.metrics.latency.with_label_values(&["unit"]).get_sample_count(), 3);
+        // A proxied request answered 200 goes through the series resolved at start-up: the
+        // same series a scrape shows.
+        let request = http::Request::builder().uri("/v1/x").body(()).unwrap();
+        let mut entry = Entry::begin(&request);
+        entry.route = Some(crate::metrics::PROXIED_ROUTE);
+        entry.finish(&gateway, &axum::response::IntoResponse::into_response("ok"), "id");
+        assert_eq!(gateway.metrics.requests.with_label_values(&["route", "200"]).get(), 1);
+        assert_eq!(gateway.metrics.latency.with_label_values(&["route"]).get_sample_count(), 1);
     }
 }

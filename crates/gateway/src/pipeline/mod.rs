@@ -127,7 +127,7 @@ async fn proxied(
     let mut response = match result {
         Ok(matched) => {
             let result = forward::to_route(gateway, request, &matched, context.as_deref(), ip, websocket).await;
-            log.route = Some("route");
+            log.route = Some(crate::metrics::PROXIED_ROUTE);
             log.principal = context;
             result.unwrap_or_else(IntoResponse::into_response)
         }
