@@ -163,6 +163,22 @@ pub fn service(
     })
 }
 
+/// [`run`] on `GatewayConfig::edge_threads` threads of the edge's own, each with a
+/// single-threaded runtime: a connection, its requests and their upstream connections stay on
+/// one thread (`platform::serve::serve_per_thread`). Background work (event subscriptions,
+/// webhook workers, the auth service's channel) stays on the caller's runtime.
+pub async fn run_on_threads(
+    gateway: Gateway,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (limits, threads) = (gateway.config.listener, gateway.config.edge_threads);
+    let make = || service(gateway.clone());
+    let served = platform::serve::serve_per_thread(listener, make, limits, threads, shutdown).await;
+    gateway.webhooks.stop();
+    served
+}
+
 /// Serves until `shutdown` resolves, then drains in-flight requests.
 pub async fn run(
     gateway: Gateway,

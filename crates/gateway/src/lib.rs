@@ -19,7 +19,7 @@ mod routing;
 mod state;
 mod webhooks;
 
-pub use app::{run, start};
+pub use app::{run, run_on_threads, start};
 pub use config::{
     GatewayConfig, Mode, SecretOverrides,
     routes::{RoutesError, RoutesFile},

@@ -14,9 +14,14 @@ use secrecy::ExposeSecret;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    finish("gateway", serve().await)
+/// Requests are served on the edge's own threads (`TOKIO_WORKER_THREADS` of them, see
+/// `gateway::run_on_threads`); this runtime's one worker runs the background work.
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => return finish("gateway", Err(Failure::run("cannot start the runtime", err))),
+    };
+    finish("gateway", runtime.block_on(serve()))
 }
 
 async fn serve() -> Result<(), Failure> {
@@ -30,5 +35,7 @@ async fn serve() -> Result<(), Failure> {
     let gateway = gateway::start(config, deps).await.map_err(|e| Failure::run("cannot start", e))?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Failure::run("cannot listen", e))?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "gateway listening");
-    gateway::run(gateway, listener, platform::shutdown::signal()).await.map_err(|e| Failure::run("server error", e))
+    gateway::run_on_threads(gateway, listener, platform::shutdown::signal())
+        .await
+        .map_err(|e| Failure::run("server error", e))
 }

@@ -146,36 +146,126 @@ pub async fn serve(
     serve_service(listener, router, limits, shutdown).await
 }
 
+/// What a connection answers with: any service that answers every request.
+pub trait ConnectionService:
+    tower::Service<
+        http::Request<Incoming>,
+        Response = axum::response::Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> ConnectionService for S where
+    S: tower::Service<
+            http::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// [`serve`] for any service that answers every request (the gateway hands each request
 /// straight to its pipeline, without a router in front).
-pub async fn serve_service<S>(
+pub async fn serve_service(
     listener: TcpListener,
-    service: S,
+    service: impl ConnectionService,
     limits: ListenerLimits,
     shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()>
-where
-    S: tower::Service<http::Request<Incoming>, Response = axum::response::Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopping) = watch::channel(false);
+    let accepting = accept(listener, service, limits, permits.clone(), stopping);
+    tokio::pin!(accepting);
+    tokio::select! {
+        () = shutdown => {
+            let _ = stop.send(true);
+            accepting.await;
+        }
+        () = &mut accepting => {}
+    }
+    let _ = stop.send(true);
+    drain(&permits, limits).await;
+    Ok(())
+}
+
+/// [`serve_service`] spread over `threads` threads, each running a single-threaded runtime
+/// that accepts from the same listening socket and keeps its connections, their requests
+/// and (through thread-local clients) their upstream connections on that thread: no request
+/// is handed between threads, as nginx's workers do not. The cap on connections and the
+/// drain are shared. `make_service` builds each thread's service. Work the service hands to
+/// the caller's runtime (background tasks, pools created there) keeps running there.
+pub async fn serve_per_thread<S: ConnectionService>(
+    listener: TcpListener,
+    make_service: impl Fn() -> S,
+    limits: ListenerLimits,
+    threads: usize,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let listener = listener.into_std()?;
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopping) = watch::channel(false);
+    let mut running = Vec::new();
+    for index in 0..threads.max(1) {
+        let (listener, service) = (listener.try_clone()?, make_service());
+        let (permits, stopping) = (permits.clone(), stopping.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new().name(format!("edge-{index}")).spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => accept(listener, service, limits, permits.clone(), stopping).await,
+                    Err(err) => tracing::error!(error = %err, "cannot accept on this thread"),
+                }
+                // This thread's connections live on its runtime: keep it until every
+                // connection has drained (or the grace period ends).
+                drain(&permits, limits).await;
+            });
+            let _ = done.send(());
+        })?;
+        running.push(finished);
+    }
+    drop(listener);
+    shutdown.await;
+    let _ = stop.send(true);
+    for finished in running {
+        let _ = finished.await;
+    }
+    Ok(())
+}
+
+/// Accepts connections on `listener` and serves each with `service` until `stopping` turns
+/// true; then asks every open connection to finish its request and close.
+async fn accept(
+    listener: TcpListener,
+    service: impl ConnectionService,
+    limits: ListenerLimits,
+    permits: Arc<Semaphore>,
+    mut stopping: watch::Receiver<bool>,
+) {
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
-    tokio::pin!(shutdown);
+    let stop = stopping.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stopped);
     loop {
         let permit = tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut stopped => break,
             permit = permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
         };
         let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut stopped => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -194,7 +284,7 @@ where
         });
         let io = TokioIo::new(Admitted { tcp, _permit: permit });
         let connection = builder.serve_connection(io, TowerToHyperService::new(service)).with_upgrades();
-        let mut stopping = stopping.clone();
+        let mut stopping = stop.clone();
         tokio::spawn(async move {
             tokio::pin!(connection);
             let finished = tokio::select! {
@@ -209,13 +299,17 @@ where
             }
         });
     }
-    drop(listener);
-    let _ = stop.send(true);
+}
+
+/// Waits until every connection under the cap has closed, up to the grace period.
+async fn drain(permits: &Semaphore, limits: ListenerLimits) {
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(DRAIN_GRACE, permits.acquire_many(all)).await.is_err() {
-        tracing::warn!("connections still open after the drain grace period");
+    match tokio::time::timeout(DRAIN_GRACE, permits.acquire_many(all)).await {
+        // Give the permits back: every thread of a per-thread server waits the same drain.
+        Ok(Ok(all)) => drop(all),
+        Ok(Err(_)) => {}
+        Err(_) => tracing::warn!("connections still open after the drain grace period"),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -274,6 +368,53 @@ mod tests {
         assert!(served.is_ok_and(|n| n.is_ok_and(|n| n > 0)), "not served once the place was free");
         drop(second);
         let _ = tx.send(());
+        assert!(tokio::time::timeout(Duration::from_secs(5), server).await.is_ok(), "shutdown did not drain");
+    }
+
+    /// The standalone gateway's server: requests are answered on the edge's threads, the cap
+    /// holds across every thread, and shutdown lets a request in flight finish.
+    #[tokio::test]
+    async fn per_thread_serving_answers_on_its_threads_shares_the_cap_and_drains() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let make = || {
+            Router::new()
+                .route("/", axum::routing::get(|| async { std::thread::current().name().unwrap_or("?").to_owned() }))
+                .route(
+                    "/slow",
+                    axum::routing::get(|| async {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        "finished"
+                    }),
+                )
+        };
+        let limits = ListenerLimits { header_read_timeout: Duration::from_secs(5), max_connections: 1 };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_per_thread(listener, make, limits, 2, async {
+            let _ = rx.await;
+        }));
+        let mut buf = [0u8; 512];
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        first.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let n = first.read(&mut buf).await.unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("edge-"), "{answer}");
+        // Whichever thread accepts it, the second connection waits for the first's place.
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        second.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf)).await;
+        assert!(waited.is_err(), "served past the cap");
+        drop(first);
+        // Once it is accepted and its slow request is running, shutdown comes; it still
+        // gets its answer, then the server ends.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = tx.send(());
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(3), second.read_to_end(&mut answer)).await;
+        assert!(read.is_ok_and(|r| r.is_ok()), "the connection did not close after its answer");
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("finished"), "{answer}");
         assert!(tokio::time::timeout(Duration::from_secs(5), server).await.is_ok(), "shutdown did not drain");
     }
 }

@@ -123,62 +123,51 @@ fn spin(cpu: Duration) {
 
 /// The bare hyper forwarder: an HTTP/1.1 server passing every request, head and body as they
 /// came, to `127.0.0.1:to` over hyper-util's pooled keep-alive client, and the answer back. No
-/// policy at all: what a proxy costs at the least with the same libraries and allocator.
+/// policy at all: what a proxy costs at the least with the same libraries, allocator and
+/// threading as the standalone gateway (`TOKIO_WORKER_THREADS` threads, default 2, each a
+/// single-threaded runtime accepting from one listening socket with a pool of its own).
 pub fn forwarder(port: u16, to: u16) {
-    if std::env::var("BENCH_FORWARDER_PER_CORE").is_ok() {
-        let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let workers: usize = std::env::var("TOKIO_WORKER_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-        let threads: Vec<_> = (0..workers)
-            .map(|_| {
-                let listener = listener.try_clone().expect("clone");
-                std::thread::spawn(move || {
-                    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt").block_on(
-                        async move {
-                            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                            forward_from(listener, to).await
-                        },
-                    )
-                })
+    let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).expect("bind the forwarder");
+    listener.set_nonblocking(true).expect("a non-blocking listener");
+    let threads: usize = std::env::var("TOKIO_WORKER_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let running: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            let listener = listener.try_clone().expect("a second handle on the listener");
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+                runtime.block_on(async move {
+                    forward_from(tokio::net::TcpListener::from_std(listener).expect("listener"), to).await;
+                });
             })
-            .collect();
-        for t in threads {
-            let _ = t.join();
-        }
-        return;
+        })
+        .collect();
+    for thread in running {
+        let _ = thread.join();
     }
-    runtime().block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await.expect("bind the forwarder");
-        forward_from(listener, to).await
-    });
 }
 
 async fn forward_from(listener: tokio::net::TcpListener, to: u16) {
-    {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client: Client<HttpConnector, Incoming> =
-            Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(connector);
-        let authority: Authority = format!("127.0.0.1:{to}").parse().expect("authority");
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let _ = stream.set_nodelay(true);
-            let (client, authority) = (client.clone(), authority.clone());
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                    let (client, authority) = (client.clone(), authority.clone());
-                    async move {
-                        let mut parts = request.uri().clone().into_parts();
-                        parts.scheme = Some(http::uri::Scheme::HTTP);
-                        parts.authority = Some(authority);
-                        *request.uri_mut() = Uri::from_parts(parts).expect("upstream URI");
-                        client.request(request).await
-                    }
-                });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Incoming> =
+        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(connector);
+    let authority: Authority = format!("127.0.0.1:{to}").parse().expect("authority");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let (client, authority) = (client.clone(), authority.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                let (client, authority) = (client.clone(), authority.clone());
+                async move {
+                    let mut parts = request.uri().clone().into_parts();
+                    parts.scheme = Some(http::uri::Scheme::HTTP);
+                    parts.authority = Some(authority);
+                    *request.uri_mut() = Uri::from_parts(parts).expect("upstream URI");
+                    client.request(request).await
+                }
             });
-        }
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
     }
 }

@@ -62,6 +62,10 @@ pub struct GatewayConfig {
     pub log_json: bool,
     /// `HTTP_HEADER_READ_TIMEOUT` and `HTTP_MAX_CONNECTIONS` of the HTTP listener.
     pub listener: platform::serve::ListenerLimits,
+    /// `TOKIO_WORKER_THREADS` (tokio's own variable; default: the CPUs): the threads the
+    /// standalone gateway serves on, each a single-threaded runtime of its own
+    /// ([`crate::run_on_threads`]). The all-in-one binary serves on its shared runtime.
+    pub edge_threads: usize,
     /// `IP_RATE_LIMIT` (e.g. `600/minute`): a limit per client IP on every request; unset
     /// means none beyond the routes' own.
     pub ip_rate_limit: Option<RateLimit>,
@@ -145,6 +149,7 @@ impl GatewayConfig {
             routes,
             log_json,
             listener: platform::serve::ListenerLimits::from_env(env, 2)?,
+            edge_threads: edge_threads(env)?,
             ip_rate_limit: env
                 .string("IP_RATE_LIMIT")
                 .map(|raw| RateLimit::parse(&raw).map_err(|e| ConfigError::new("IP_RATE_LIMIT", e)))
@@ -154,6 +159,15 @@ impl GatewayConfig {
             data_dir: PathBuf::from(env.string_or("DATA_DIR", "./data")),
         })
     }
+}
+
+fn edge_threads(env: &dyn Env) -> Result<usize, ConfigError> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let threads: usize = env.parsed_or("TOKIO_WORKER_THREADS", cpus)?;
+    if threads == 0 {
+        return Err(ConfigError::new("TOKIO_WORKER_THREADS", "must be at least 1"));
+    }
+    Ok(threads)
 }
 
 #[cfg(test)]

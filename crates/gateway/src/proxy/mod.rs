@@ -130,9 +130,28 @@ pub struct BreakerState {
     pub open: bool,
 }
 
+type UpstreamClient = Client<HttpConnector, ProxyBody>;
+
+thread_local! {
+    /// One pool of upstream connections per thread: a connection's task runs on the thread
+    /// that opened it, so a request served on one of the edge's threads (`serve_per_thread`)
+    /// reuses connections that live on that thread and is never handed to another.
+    static CLIENT: UpstreamClient = upstream_client();
+}
+
+fn upstream_client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
 #[derive(Clone)]
 pub struct Proxy {
-    client: Client<HttpConnector, ProxyBody>,
     breakers: Arc<RwLock<HashMap<String, Arc<Breaker>>>>,
 }
 
@@ -144,15 +163,12 @@ impl Default for Proxy {
 
 impl Proxy {
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Self { client, breakers: Arc::default() }
+        Self { breakers: Arc::default() }
+    }
+
+    /// Sends `request` over this thread's pool.
+    fn send(request: Request<ProxyBody>) -> hyper_util::client::legacy::ResponseFuture {
+        CLIENT.with(|client| client.request(request))
     }
 
     fn breaker(&self, upstream: &Upstream) -> Arc<Breaker> {
@@ -217,7 +233,7 @@ impl Proxy {
                 *outgoing.uri_mut() = uri.clone();
                 *outgoing.headers_mut() = parts.headers.clone();
             }
-            match tokio::time::timeout(target.timeout, self.client.request(outgoing)).await {
+            match tokio::time::timeout(target.timeout, Self::send(outgoing)).await {
                 Ok(Ok(response)) => {
                     let status = response.status();
                     let failing = matches!(

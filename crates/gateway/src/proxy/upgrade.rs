@@ -43,7 +43,7 @@ pub(super) async fn forward(
     *outgoing.method_mut() = parts.method;
     *outgoing.uri_mut() = uri;
     *outgoing.headers_mut() = parts.headers;
-    let mut response = match tokio::time::timeout(target.timeout, proxy.client.request(outgoing)).await {
+    let mut response = match tokio::time::timeout(target.timeout, Proxy::send(outgoing)).await {
         Ok(Ok(response)) => {
             breaker.on_success();
             response

@@ -194,7 +194,8 @@ async fn spawn_gateway_on(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(gateway::run(gateway.clone(), listener, async move {
+    // The standalone binary's way: the edge on threads of its own.
+    tokio::spawn(gateway::run_on_threads(gateway.clone(), listener, async move {
         let _ = rx.await;
     }));
     Gw { url, stop: Some(tx), _dir: dir }
