@@ -3,7 +3,10 @@
 
 use std::{fmt, str::FromStr};
 
-use http::Uri;
+use http::{
+    Uri,
+    uri::{PathAndQuery, Scheme},
+};
 
 /// An `http://` or `https://` URL with a host, no userinfo, no query and no fragment. A path
 /// is kept as a base that forwarded paths are appended to (`http://svc:9001/api` sends
@@ -92,6 +95,25 @@ impl Upstream {
     pub fn join(&self, path_and_query: &str) -> String {
         format!("{}{}{}", self.origin(), self.base_path, path_and_query)
     }
+
+    /// [`Self::join`] as a `Uri`, built from this upstream's parsed scheme and authority
+    /// instead of formatting the whole URL and parsing it again (the proxy does this for
+    /// every request); `None` unless `path_and_query` starts with `/` and is valid.
+    pub fn target(&self, path_and_query: &str) -> Option<Uri> {
+        if !path_and_query.starts_with('/') {
+            return None;
+        }
+        let path_and_query = if self.base_path.is_empty() {
+            PathAndQuery::from_str(path_and_query).ok()?
+        } else {
+            PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path)).ok()?
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(if self.is_https() { Scheme::HTTPS } else { Scheme::HTTP });
+        parts.authority = self.uri.authority().cloned();
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).ok()
+    }
 }
 
 impl fmt::Display for Upstream {
@@ -128,6 +150,20 @@ mod tests {
         assert_eq!(based.join("/x"), "https://hooks.internal/hooks/meta/x");
 
         assert_eq!(Upstream::parse("HTTP://[::1]:80").unwrap().host(), "[::1]");
+
+        // The proxy's per-request URI is the joined text, parsed.
+        for (upstream, path) in [
+            (&plain, "/v1/user/orders?x=1"),
+            (&plain, "/"),
+            (&based, "/x?a=%20b"),
+            (&Upstream::parse("HTTP://[::1]:80").unwrap(), "/v1/a"),
+        ] {
+            let joined: Uri = upstream.join(path).parse().unwrap();
+            assert_eq!(upstream.target(path).unwrap(), joined, "{upstream} {path}");
+            assert_eq!(upstream.target(path).unwrap().to_string(), joined.to_string());
+        }
+        assert_eq!(plain.target("v1/user"), None);
+        assert_eq!(plain.target("/a b"), None);
     }
 
     #[test]

@@ -214,7 +214,7 @@ impl Proxy {
             return Err(GatewayError::BodyTooLarge { limit: target.max_body });
         }
         strip_hop_by_hop(&mut parts.headers);
-        let mut uri: Uri = target.upstream.join(target.path_and_query).parse().map_err(|_| GatewayError::NotFound)?;
+        let mut uri: Uri = target.upstream.target(target.path_and_query).ok_or(GatewayError::NotFound)?;
         let attempts = if idempotent(&parts.method) && bodiless(&body) { 1 + target.retries } else { 1 };
         let breaker = self.breaker(target.upstream);
         let mut body = Some(Limited::new(body, target.max_body as usize).boxed_unsync());

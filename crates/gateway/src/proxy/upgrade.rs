@@ -34,7 +34,7 @@ pub(super) async fn forward(
         parts.headers.insert(header::UPGRADE, upgrade);
         parts.headers.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
     }
-    let uri: Uri = target.upstream.join(target.path_and_query).parse().map_err(|_| GatewayError::NotFound)?;
+    let uri: Uri = target.upstream.target(target.path_and_query).ok_or(GatewayError::NotFound)?;
     let breaker = proxy.breaker(target.upstream);
     if !breaker.is_call_permitted() {
         return Err(GatewayError::UpstreamUnavailable);
