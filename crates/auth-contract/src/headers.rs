@@ -302,33 +302,116 @@ pub fn sign_context_into(
     timestamp: i64,
     headers: &mut HeaderMap,
 ) -> Result<(), SignError> {
-    if ctx.kind == Kind::ApiKey && ctx.client_id.as_deref().is_none_or(str::is_empty) {
-        return Err(SignError::MissingClient);
-    }
-    // Scopes follow the grammar (no spaces, never empty), so the verifier splits exactly
-    // what was joined.
-    let scopes = ctx.scopes.to_text();
-    let values: [Option<&str>; 8] = [
-        non_empty(Some(request_id)),
-        Some(ctx.kind.as_str()),
-        user_header(ctx)?,
-        non_empty(ctx.tenant_id.as_deref()),
-        non_empty(ctx.client_id.as_deref()),
-        non_empty(ctx.session_id.as_deref()),
-        non_empty(Some(&scopes)),
-        ctx.role.map(Role::as_str),
-    ];
-    let mut rendered: [Option<HeaderValue>; 8] = Default::default();
-    for ((name, value), slot) in SIGNED_HEADERS.iter().zip(values).zip(&mut rendered) {
-        if let Some(value) = value {
-            *slot = Some(header_value(name, value)?);
+    let rendered = RenderedContext::new(ctx)?;
+    sign_rendered_into(key, &rendered, method, path_and_query, request_id, timestamp, headers)
+}
+
+/// [`sign_context_into`] for a context shared through an `Arc` (the contract cache's): its
+/// header values are rendered once and reused while this thread keeps seeing the same `Arc`
+/// (a small per-thread table keyed by the allocation, checked through a `Weak`, so a freed
+/// context can never be mistaken for a new one at the same address).
+pub fn sign_shared_context_into(
+    key: &ContextKey,
+    ctx: &Arc<AuthContext>,
+    method: &Method,
+    path_and_query: &str,
+    request_id: &str,
+    timestamp: i64,
+    headers: &mut HeaderMap,
+) -> Result<(), SignError> {
+    let rendered = RenderedContext::shared(ctx)?;
+    sign_rendered_into(key, &rendered, method, path_and_query, request_id, timestamp, headers)
+}
+
+/// A context's signed header values other than the request id, validated and rendered once.
+struct RenderedContext {
+    /// In [`SIGNED_HEADERS`] order, without `X-Request-Id`.
+    values: [Option<HeaderValue>; 7],
+}
+
+/// Entries of the per-thread table of [`RenderedContext::shared`].
+const RENDERED_SLOTS: usize = 64;
+
+type RenderedSlot = Option<(std::sync::Weak<AuthContext>, Arc<RenderedContext>)>;
+
+thread_local! {
+    static RENDERED: std::cell::RefCell<[RenderedSlot; RENDERED_SLOTS]> =
+        std::cell::RefCell::new(std::array::from_fn(|_| None));
+}
+
+impl RenderedContext {
+    fn new(ctx: &AuthContext) -> Result<Self, SignError> {
+        if ctx.kind == Kind::ApiKey && ctx.client_id.as_deref().is_none_or(str::is_empty) {
+            return Err(SignError::MissingClient);
         }
+        // Scopes follow the grammar (no spaces, never empty), so the verifier splits exactly
+        // what was joined.
+        let scopes = ctx.scopes.to_text();
+        let texts: [Option<&str>; 7] = [
+            Some(ctx.kind.as_str()),
+            user_header(ctx)?,
+            non_empty(ctx.tenant_id.as_deref()),
+            non_empty(ctx.client_id.as_deref()),
+            non_empty(ctx.session_id.as_deref()),
+            non_empty(Some(&scopes)),
+            ctx.role.map(Role::as_str),
+        ];
+        let mut values: [Option<HeaderValue>; 7] = Default::default();
+        for ((name, text), slot) in SIGNED_HEADERS[1..].iter().zip(texts).zip(&mut values) {
+            if let Some(text) = text {
+                *slot = Some(header_value(name, text)?);
+            }
+        }
+        Ok(Self { values })
     }
 
+    fn shared(ctx: &Arc<AuthContext>) -> Result<Arc<Self>, SignError> {
+        let address = Arc::as_ptr(ctx) as usize;
+        // Allocations are at least 8-byte aligned: the low bits say nothing.
+        let slot = (address >> 4) % RENDERED_SLOTS;
+        let found = RENDERED.with_borrow(|table| match &table[slot] {
+            Some((seen, rendered)) if std::ptr::eq(seen.as_ptr(), Arc::as_ptr(ctx)) && seen.strong_count() > 0 => {
+                Some(rendered.clone())
+            }
+            _ => None,
+        });
+        if let Some(rendered) = found {
+            return Ok(rendered);
+        }
+        let rendered = Arc::new(Self::new(ctx)?);
+        RENDERED.with_borrow_mut(|table| table[slot] = Some((Arc::downgrade(ctx), rendered.clone())));
+        Ok(rendered)
+    }
+}
+
+fn sign_rendered_into(
+    key: &ContextKey,
+    rendered: &RenderedContext,
+    method: &Method,
+    path_and_query: &str,
+    request_id: &str,
+    timestamp: i64,
+    headers: &mut HeaderMap,
+) -> Result<(), SignError> {
+    let request_id_value = match non_empty(Some(request_id)) {
+        // Already on the request as it will be signed (the gateway's case): nothing to add.
+        Some(id) if only_value(headers, &X_REQUEST_ID).is_some_and(|v| v.as_bytes() == id.as_bytes()) => None,
+        Some(id) => Some(header_value(&X_REQUEST_ID, id)?),
+        None => None,
+    };
     let mut digits = itoa::Buffer::new();
     let timestamp = digits.format(timestamp);
     let mut mac = key.mac();
-    feed_signing_input(&mut mac, timestamp, method.as_str(), path_and_query, &values);
+    for line in [VERSION, timestamp, method.as_str(), path_and_query, request_id] {
+        mac.update(line.as_bytes());
+        mac.update(b"\n");
+    }
+    for (i, value) in rendered.values.iter().enumerate() {
+        if i > 0 {
+            mac.update(b"\n");
+        }
+        mac.update(value.as_ref().map_or(&b""[..], HeaderValue::as_bytes));
+    }
     let mut signature = [0u8; SIGNATURE_PREFIX.len() + 64];
     signature[..SIGNATURE_PREFIX.len()].copy_from_slice(SIGNATURE_PREFIX.as_bytes());
     hex::encode_to_slice(mac.finalize().into_bytes(), &mut signature[SIGNATURE_PREFIX.len()..])
@@ -337,14 +420,23 @@ pub fn sign_context_into(
     let signature =
         HeaderValue::from_bytes(&signature).map_err(|_| SignError::InvalidValue { header: X_CONTEXT_SIGNATURE })?;
 
-    for (name, value) in SIGNED_HEADERS.iter().zip(rendered) {
+    if let Some(id) = request_id_value {
+        headers.insert(X_REQUEST_ID, id);
+    }
+    for (name, value) in SIGNED_HEADERS[1..].iter().zip(&rendered.values) {
         if let Some(value) = value {
-            headers.insert(name.clone(), value);
+            headers.insert(name.clone(), value.clone());
         }
     }
     headers.insert(X_CONTEXT_TIMESTAMP, timestamp);
     headers.insert(X_CONTEXT_SIGNATURE, signature);
     Ok(())
+}
+
+/// The value of `name` when it has exactly one.
+fn only_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    values.next().filter(|_| values.next().is_none())
 }
 
 fn header_value(name: &HeaderName, value: &str) -> Result<HeaderValue, SignError> {
@@ -878,6 +970,44 @@ mod tests {
             Err(SignError::MissingClient)
         );
         assert!(untouched.is_empty());
+    }
+
+    /// The per-thread table of rendered contexts never answers for another context: not for
+    /// a second `Arc`, not after the first is dropped, and not across a request id change.
+    #[test]
+    fn shared_contexts_sign_as_unshared_ones_however_often_and_whichever_arc() {
+        let signed = |ctx: &AuthContext, id: &str| sign_context(&key(), ctx, &Method::GET, PATH, id, NOW).unwrap();
+        let shared = |ctx: &Arc<AuthContext>, id: &str, start: HeaderMap| {
+            let mut headers = start;
+            sign_shared_context_into(&key(), ctx, &Method::GET, PATH, id, NOW, &mut headers).unwrap();
+            headers
+        };
+        let sdk = Arc::new(sdk());
+        for _ in 0..3 {
+            assert_eq!(shared(&sdk, "req-1", HeaderMap::new()), signed(&sdk, "req-1"));
+        }
+        let mut other = base(Kind::User);
+        other.user_id = Some("someone-else".into());
+        let other = Arc::new(other);
+        assert_eq!(shared(&other, "req-2", HeaderMap::new()), signed(&other, "req-2"));
+        drop(sdk);
+        for round in 0..100 {
+            let mut next = base(Kind::User);
+            next.user_id = Some(format!("user-{round}"));
+            let next = Arc::new(next);
+            assert_eq!(shared(&next, "req-3", HeaderMap::new()), signed(&next, "req-3"), "round {round}");
+        }
+        // The request's own id is kept when it is the signed one, replaced otherwise.
+        let mut with_id = HeaderMap::new();
+        with_id.insert(X_REQUEST_ID, HeaderValue::from_static("req-4"));
+        assert_eq!(shared(&other, "req-4", with_id), signed(&other, "req-4"));
+        let mut twice = HeaderMap::new();
+        twice.append(X_REQUEST_ID, HeaderValue::from_static("req-5"));
+        twice.append(X_REQUEST_ID, HeaderValue::from_static("req-5"));
+        assert_eq!(shared(&other, "req-5", twice), signed(&other, "req-5"));
+        let mut stale = HeaderMap::new();
+        stale.insert(X_REQUEST_ID, HeaderValue::from_static("client-chosen"));
+        assert_eq!(shared(&other, "req-6", stale), signed(&other, "req-6"));
     }
 
     #[test]

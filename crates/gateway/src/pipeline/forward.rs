@@ -4,9 +4,9 @@
 //! the proxy. The built-in routes to the auth and socket services forward through
 //! [`forward`] too, without a context.
 
-use std::{borrow::Cow, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
-use auth_contract::{AuthContext, headers::sign_context_into};
+use auth_contract::{AuthContext, headers::sign_shared_context_into};
 use axum::{extract::Request, response::Response};
 use http::{HeaderName, HeaderValue, header};
 
@@ -35,7 +35,7 @@ pub async fn forward(
     path_and_query: &str,
     limits: Limits,
     ip: Option<ClientIp>,
-    context: Option<&AuthContext>,
+    context: Option<&Arc<AuthContext>>,
 ) -> Result<Response, GatewayError> {
     let host = request.headers().get(header::HOST).cloned();
     let headers = request.headers_mut();
@@ -55,11 +55,12 @@ pub async fn forward(
         let now = gateway.deps.clock.now().unix_timestamp();
         let (method, headers) = (request.method().clone(), request.headers_mut());
         let key = &gateway.context_key;
-        let signed =
-            match REQUEST_ID.try_with(|id| sign_context_into(key, context, &method, &signed_path, id, now, headers)) {
-                Ok(signed) => signed,
-                Err(_) => sign_context_into(key, context, &method, &signed_path, "", now, headers),
-            };
+        let signed = match REQUEST_ID
+            .try_with(|id| sign_shared_context_into(key, context, &method, &signed_path, id, now, headers))
+        {
+            Ok(signed) => signed,
+            Err(_) => sign_shared_context_into(key, context, &method, &signed_path, "", now, headers),
+        };
         signed.map_err(|e| GatewayError::Internal(format!("cannot sign context: {e}")))?;
     }
     let (timeout, retries, max_body) = limits;
@@ -76,7 +77,7 @@ pub async fn to_route(
     gateway: &Gateway,
     mut request: Request,
     matched: &MatchedRoute,
-    context: Option<&AuthContext>,
+    context: Option<&Arc<AuthContext>>,
     ip: ClientIp,
     websocket: Option<WebSocketRequest>,
 ) -> Result<Response, GatewayError> {

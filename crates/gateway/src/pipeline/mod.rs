@@ -126,7 +126,7 @@ async fn proxied(
     let result = proxied_stages(gateway, &mut request, ip, &mut context, &mut tightest).await;
     let mut response = match result {
         Ok(matched) => {
-            let result = forward::to_route(gateway, request, &matched, context.as_deref(), ip, websocket).await;
+            let result = forward::to_route(gateway, request, &matched, context.as_ref(), ip, websocket).await;
             log.route = Some(crate::metrics::PROXIED_ROUTE);
             log.principal = context;
             result.unwrap_or_else(IntoResponse::into_response)
