@@ -286,30 +286,18 @@ pub fn sign_context(
     timestamp: i64,
 ) -> Result<HeaderMap, SignError> {
     let mut headers = HeaderMap::with_capacity(CONTEXT_HEADERS.len() + 1);
-    sign_context_into(key, ctx, method, path_and_query, request_id, timestamp, &mut headers)?;
+    let rendered = RenderedContext::new(ctx)?;
+    sign_rendered_into(key, &rendered, method, path_and_query, request_id, timestamp, &mut headers)?;
     Ok(headers)
 }
 
 /// [`sign_context`] writing the headers straight into `headers` (a request's own map, on the
-/// gateway's path): the signed text is fed to the MAC piece by piece and the timestamp and
-/// signature are rendered on the stack. On an error nothing has been written.
-pub fn sign_context_into(
-    key: &ContextKey,
-    ctx: &AuthContext,
-    method: &Method,
-    path_and_query: &str,
-    request_id: &str,
-    timestamp: i64,
-    headers: &mut HeaderMap,
-) -> Result<(), SignError> {
-    let rendered = RenderedContext::new(ctx)?;
-    sign_rendered_into(key, &rendered, method, path_and_query, request_id, timestamp, headers)
-}
-
-/// [`sign_context_into`] for a context shared through an `Arc` (the contract cache's): its
-/// header values are rendered once and reused while this thread keeps seeing the same `Arc`
-/// (a small per-thread table keyed by the allocation, checked through a `Weak`, so a freed
-/// context can never be mistaken for a new one at the same address).
+/// gateway's path), for a context shared through an `Arc` (the contract cache's): its header
+/// values are rendered once and reused while this thread keeps seeing the same `Arc` (a small
+/// per-thread table keyed by the allocation, checked through a `Weak`, so a freed context can
+/// never be mistaken for a new one at the same address). The signed text is fed to the MAC
+/// piece by piece, the timestamp and signature rendered on the stack, and a request id already
+/// on the request as signed is not added again. On an error nothing has been written.
 pub fn sign_shared_context_into(
     key: &ContextKey,
     ctx: &Arc<AuthContext>,
@@ -961,12 +949,21 @@ mod tests {
         let signed = sign(&sdk());
         let mut request = HeaderMap::new();
         request.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
-        sign_context_into(&key(), &sdk(), &Method::GET, PATH, "req-1", NOW, &mut request).expect("signed");
+        sign_shared_context_into(&key(), &Arc::new(sdk()), &Method::GET, PATH, "req-1", NOW, &mut request)
+            .expect("signed");
         assert_eq!(request.remove(http::header::ACCEPT).expect("kept"), "*/*");
         assert_eq!(request, signed);
         let mut untouched = HeaderMap::new();
         assert_eq!(
-            sign_context_into(&key(), &base(Kind::ApiKey), &Method::GET, PATH, "req-1", NOW, &mut untouched),
+            sign_shared_context_into(
+                &key(),
+                &Arc::new(base(Kind::ApiKey)),
+                &Method::GET,
+                PATH,
+                "req-1",
+                NOW,
+                &mut untouched
+            ),
             Err(SignError::MissingClient)
         );
         assert!(untouched.is_empty());
