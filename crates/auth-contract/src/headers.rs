@@ -252,23 +252,25 @@ fn signing_input(timestamp: &str, method: &str, path_and_query: &str, values: &[
     text
 }
 
-/// [`signing_input`] fed to the MAC without building the text.
-fn feed_signing_input(
+/// [`signing_input`] fed to the MAC without building the text: the signer and the verifier
+/// both go through here. `values` are the [`SIGNED_HEADERS`] values in order, an absent one
+/// empty.
+fn feed_signing_input<'a>(
     mac: &mut HmacSha256,
     timestamp: &str,
     method: &str,
     path_and_query: &str,
-    values: &[Option<&str>; 8],
+    values: impl IntoIterator<Item = &'a [u8]>,
 ) {
     for line in [VERSION, timestamp, method, path_and_query] {
         mac.update(line.as_bytes());
         mac.update(b"\n");
     }
-    for (i, value) in values.iter().enumerate() {
+    for (i, value) in values.into_iter().enumerate() {
         if i > 0 {
             mac.update(b"\n");
         }
-        mac.update(value.unwrap_or("").as_bytes());
+        mac.update(value);
     }
 }
 
@@ -390,16 +392,14 @@ fn sign_rendered_into(
     let mut digits = itoa::Buffer::new();
     let timestamp = digits.format(timestamp);
     let mut mac = key.mac();
-    for line in [VERSION, timestamp, method.as_str(), path_and_query, request_id] {
-        mac.update(line.as_bytes());
-        mac.update(b"\n");
-    }
-    for (i, value) in rendered.values.iter().enumerate() {
-        if i > 0 {
-            mac.update(b"\n");
-        }
-        mac.update(value.as_ref().map_or(&b""[..], HeaderValue::as_bytes));
-    }
+    let context_values = rendered.values.iter().map(|value| value.as_ref().map_or(&b""[..], HeaderValue::as_bytes));
+    feed_signing_input(
+        &mut mac,
+        timestamp,
+        method.as_str(),
+        path_and_query,
+        std::iter::once(request_id.as_bytes()).chain(context_values),
+    );
     let mut signature = [0u8; SIGNATURE_PREFIX.len() + 64];
     signature[..SIGNATURE_PREFIX.len()].copy_from_slice(SIGNATURE_PREFIX.as_bytes());
     hex::encode_to_slice(mac.finalize().into_bytes(), &mut signature[SIGNATURE_PREFIX.len()..])
@@ -494,7 +494,8 @@ pub fn verify_context(
 
     let expected = parse_signature(signature)?;
     let mut mac = key.mac();
-    feed_signing_input(&mut mac, timestamp_text, method.as_str(), path_and_query, &values);
+    let signed_values = values.iter().map(|value| value.unwrap_or("").as_bytes());
+    feed_signing_input(&mut mac, timestamp_text, method.as_str(), path_and_query, signed_values);
     // `verify_slice` compares in constant time, so the mismatch position does not leak.
     mac.verify_slice(&expected).map_err(|_| ContextError::SignatureMismatch)?;
 
