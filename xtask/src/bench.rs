@@ -697,24 +697,27 @@ async fn start_scenario(bins: &Binaries, pass: Pass, quiet_logs: bool) -> Result
     children.wait_for(auth_http)?;
     children.wait_for(auth_grpc)?;
 
-    let mut gateway = match pass {
+    let gateway_command = |name: &str, port: u16, mut gateway: Command| -> Result<Command, String> {
+        gateway
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("AUTH_SERVICE_URL", format!("http://127.0.0.1:{auth_grpc}"))
+            .env("AUTH_HTTP_URL", format!("http://127.0.0.1:{auth_http}"))
+            .env("REDIS_URL", &redis_url)
+            .env("REDIS_KEY_PREFIX", &redis.0)
+            .env("SERVICE_SECRET", SECRET)
+            .env("CONTEXT_SIGNING_SECRET", CONTEXT_SECRET)
+            .env("GATEWAY_CONFIG", &routes_file)
+            .env("DATA_DIR", dir.join(format!("{name}-data")))
+            .env("TOKIO_WORKER_THREADS", workers.to_string());
+        logs(&mut gateway, quiet_logs, &dir.join(format!("{name}.log")))?;
+        Ok(gateway)
+    };
+    let gateway = match pass {
         Pass::Callgrind => under_callgrind(&bins.gateway, &dir.join("callgrind.gateway.out")),
         _ => pinned(&bins.gateway, proxy_cpus),
     };
-    gateway
-        .env("HOST", "127.0.0.1")
-        .env("PORT", edge.to_string())
-        .env("AUTH_SERVICE_URL", format!("http://127.0.0.1:{auth_grpc}"))
-        .env("AUTH_HTTP_URL", format!("http://127.0.0.1:{auth_http}"))
-        .env("REDIS_URL", &redis_url)
-        .env("REDIS_KEY_PREFIX", &redis.0)
-        .env("SERVICE_SECRET", SECRET)
-        .env("CONTEXT_SIGNING_SECRET", CONTEXT_SECRET)
-        .env("GATEWAY_CONFIG", &routes_file)
-        .env("DATA_DIR", dir.join("gateway-data"))
-        .env("TOKIO_WORKER_THREADS", workers.to_string());
-    logs(&mut gateway, quiet_logs, &dir.join("gateway.log"))?;
-    children.spawn("the gateway", &mut gateway)?;
+    children.spawn("the gateway", &mut gateway_command("gateway", edge, gateway)?)?;
     children.wait_within(edge, Duration::from_secs(if pass == Pass::Callgrind { 180 } else { 30 }))?;
     let gateway_pid = children.last_pid();
 
@@ -734,6 +737,15 @@ async fn start_scenario(bins: &Binaries, pass: Pass, quiet_logs: bool) -> Result
         }
         let limited = format!("{LIMITED_PREFIX}/item");
         targets.push(planned("gateway (distributed, tenant limit)", edge, &limited, auth_http, &pids, "", "main"));
+        // The same limit in the synced mode: a second gateway, reconciling with Redis every
+        // 100 ms instead of asking it on every request.
+        let synced_edge = free_port()?;
+        let mut synced = gateway_command("gateway-synced", synced_edge, pinned(&bins.gateway, proxy_cpus))?;
+        children.spawn("the synced gateway", synced.env("RATE_LIMIT_MODE", "synced"))?;
+        children.wait_for(synced_edge)?;
+        pids[0] = children.last_pid();
+        let name = "gateway (distributed, tenant limit, synced)";
+        targets.push(planned(name, synced_edge, &limited, auth_http, &pids, "", "main"));
     }
 
     // The all-in-one binary (embedded: gateway and auth service on SQLite in one process).

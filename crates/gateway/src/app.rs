@@ -37,7 +37,8 @@ pub async fn start(config: GatewayConfig, deps: GatewayDeps) -> Result<Gateway, 
     );
     let auth = AuthClient::new(client_config).map_err(|e| format!("auth client: {e}"))?;
     auth.follow(deps.bus.clone()).await.map_err(|e| format!("cannot follow auth events: {e}"))?;
-    let limiter = RateLimiter::new(deps.redis.clone().map(|pool| (pool, config.redis_key_prefix.clone())));
+    let redis_limits = deps.redis.clone().map(|pool| (pool, config.redis_key_prefix.clone()));
+    let limiter = RateLimiter::new(redis_limits, config.rate_limit_mode);
     let webhooks = Webhooks::start(
         &config.routes.webhooks,
         WebhookDeps {

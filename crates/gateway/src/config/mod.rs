@@ -16,7 +16,7 @@ use platform::{
 use secrecy::SecretString;
 
 use self::routes::RoutesFile;
-use crate::domain::{Origin, RateLimit, Upstream};
+use crate::domain::{LimitMode, Origin, RateLimit, Upstream};
 
 pub use platform::config::{Mode, SecretOverrides};
 pub const DEFAULT_PORT: u16 = 8080;
@@ -69,6 +69,9 @@ pub struct GatewayConfig {
     /// `IP_RATE_LIMIT` (e.g. `600/minute`): a limit per client IP on every request; unset
     /// means none beyond the routes' own.
     pub ip_rate_limit: Option<RateLimit>,
+    /// `RATE_LIMIT_MODE` (`exact` or `synced`, default `exact`): whether every rate-limit check
+    /// asks Redis, or local copies are reconciled with it every 100 ms.
+    pub rate_limit_mode: LimitMode,
     /// `TENANT_RATE_LIMIT_MAX`: the fastest a tenant's own limit may be; a larger one (set
     /// before the maximum was lowered) is applied as the maximum.
     pub tenant_rate_limit_max: Option<RateLimit>,
@@ -155,6 +158,11 @@ impl GatewayConfig {
                 .map(|raw| RateLimit::parse(&raw).map_err(|e| ConfigError::new("IP_RATE_LIMIT", e)))
                 .transpose()?,
             auth_failure_limit: platform::counters::FailureGuard::limit_from_env(env)?,
+            rate_limit_mode: env
+                .string("RATE_LIMIT_MODE")
+                .map(|raw| LimitMode::parse(&raw).map_err(|e| ConfigError::new("RATE_LIMIT_MODE", e)))
+                .transpose()?
+                .unwrap_or(LimitMode::Exact),
             tenant_rate_limit_max: RateLimit::from_env(env, "TENANT_RATE_LIMIT_MAX")?,
             data_dir: PathBuf::from(env.string_or("DATA_DIR", "./data")),
         })
@@ -279,6 +287,9 @@ mod tests {
         assert!(c.log_json);
         assert_eq!(c.redis_key_prefix, "portcullis:");
         assert_eq!(distributed(&[("PORT", "9000"), ("GATEWAY_PORT", "1")]).unwrap().port, 9000);
+        assert_eq!(c.rate_limit_mode, LimitMode::Exact);
+        let synced = distributed(&[("RATE_LIMIT_MODE", "synced")]).unwrap().rate_limit_mode;
+        assert!(matches!(synced, LimitMode::Synced { every } if every <= std::time::Duration::from_millis(100)));
     }
 
     #[test]
@@ -309,6 +320,7 @@ mod tests {
             ("IP_WHITELIST_ENABLED", "sometimes"),
             ("ORIGIN_VALIDATION_ENABLED", "2"),
             ("LOG_FORMAT", "xml"),
+            ("RATE_LIMIT_MODE", "local"),
             ("GATEWAY_CONFIG", "/nonexistent/portcullis/routes.toml"),
         ] {
             let err = distributed(&[(var, value)]).unwrap_err();

@@ -4,14 +4,16 @@
 //! so every gateway instance shares the same buckets; when Redis cannot be reached each
 //! instance falls back to local buckets, says so in its logs and metrics, and tries Redis
 //! again a second later. Authentication never depends on this. Which buckets a request counts
-//! against is `buckets.rs`.
+//! against is `buckets.rs`; the synced mode, which asks Redis every 100 ms instead of on every
+//! request, is `synced.rs`.
 
 mod buckets;
+mod synced;
 
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -20,7 +22,8 @@ use std::{
 use deadpool_redis::Pool;
 use platform::redis::client::Script;
 
-use crate::domain::RateLimit;
+use self::synced::{Charge, SyncedBuckets};
+use crate::domain::{LimitMode, RateLimit};
 
 pub use self::buckets::{ip_limit, route_limit, set_headers};
 
@@ -102,8 +105,13 @@ impl Default for LocalLimiter {
 }
 
 impl LocalLimiter {
+    /// Microseconds on this limiter's clock.
+    fn now_us(&self) -> f64 {
+        self.epoch.elapsed().as_micros() as f64
+    }
+
     pub fn check(&self, key: &str, limit: RateLimit) -> Decision {
-        let now_us = self.epoch.elapsed().as_micros() as f64;
+        let now_us = self.now_us();
         let cell = Cell::of(limit);
         let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if buckets.len() >= LOCAL_SWEEP_AT {
@@ -139,6 +147,9 @@ pub struct RateLimiter {
     redis: Option<(Pool, String)>,
     script: Script,
     local: LocalLimiter,
+    /// The synced mode's local copies (only with Redis).
+    synced: Option<SyncedBuckets>,
+    reconcile: Script,
     /// Set while Redis is failing; the instant (ms since `local.epoch`) to retry it.
     degraded_until_ms: AtomicU64,
     degraded: AtomicBool,
@@ -146,16 +157,28 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// `redis` is the pool and the key prefix; `None` keeps every bucket in process.
-    pub fn new(redis: Option<(Pool, String)>) -> Arc<Self> {
-        Arc::new(Self {
+    /// `redis` is the pool and the key prefix; `None` keeps every bucket in process (and
+    /// `mode` then changes nothing). In the synced mode the reconciliation runs as a task of
+    /// the current runtime for as long as the limiter lives.
+    pub fn new(redis: Option<(Pool, String)>, mode: LimitMode) -> Arc<Self> {
+        let synced = match (mode, &redis) {
+            (LimitMode::Synced { every }, Some(_)) => Some(SyncedBuckets::new(every)),
+            _ => None,
+        };
+        let limiter = Arc::new(Self {
             redis,
             script: Script::new(GCRA_SCRIPT),
             local: LocalLimiter::default(),
+            synced,
+            reconcile: Script::new(synced::RECONCILE_SCRIPT),
             degraded_until_ms: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
             fallbacks: AtomicU64::new(0),
-        })
+        });
+        if let Some(synced) = &limiter.synced {
+            tokio::spawn(reconcile_every(synced.every, Arc::downgrade(&limiter)));
+        }
+        limiter
     }
 
     /// Whether the limiter is answering from local buckets because Redis failed.
@@ -170,20 +193,50 @@ impl RateLimiter {
 
     /// Counts one request against `key`.
     pub async fn check(&self, key: &str, limit: RateLimit) -> Decision {
+        let Some(synced) = &self.synced else {
+            return self.check_shared(key, limit).await;
+        };
+        if let Some(decision) = synced.check(key, limit, self.local.now_us()) {
+            return decision;
+        }
+        let decision = self.check_shared(key, limit).await;
+        synced.seed(key, limit, &decision, self.local.now_us());
+        decision
+    }
+
+    /// Whether Redis failed less than `REDIS_RETRY_AFTER` ago (`now_ms` on the local clock).
+    fn resting(&self, now_ms: u64) -> bool {
+        now_ms < self.degraded_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn redis_answered(&self) {
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!("rate limiting: Redis is back, limits are shared again");
+        }
+    }
+
+    fn redis_failed(&self, now_ms: u64, reason: &str) {
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %reason, "rate limiting: Redis unreachable, falling back to local limits");
+        }
+        self.degraded_until_ms.store(now_ms + REDIS_RETRY_AFTER.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one request against the shared bucket `key` in Redis (the local one when there
+    /// is no Redis or it failed).
+    async fn check_shared(&self, key: &str, limit: RateLimit) -> Decision {
         let Some((pool, prefix)) = &self.redis else {
             return self.local.check(key, limit);
         };
         let now_ms = self.local.epoch.elapsed().as_millis() as u64;
-        if now_ms < self.degraded_until_ms.load(Ordering::Relaxed) {
+        if self.resting(now_ms) {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
             return self.local.check(key, limit);
         }
         match tokio::time::timeout(REDIS_TIMEOUT, self.check_redis(pool, &format!("{prefix}gw:rl:{key}"), limit)).await
         {
             Ok(Ok(decision)) => {
-                if self.degraded.swap(false, Ordering::Relaxed) {
-                    tracing::info!("rate limiting: Redis is back, limits are shared again");
-                }
+                self.redis_answered();
                 decision
             }
             failed => {
@@ -191,14 +244,55 @@ impl RateLimiter {
                     Ok(Err(err)) => err,
                     _ => "timed out".to_owned(),
                 };
-                if !self.degraded.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %reason, "rate limiting: Redis unreachable, falling back to local limits");
-                }
-                self.degraded_until_ms.store(now_ms + REDIS_RETRY_AFTER.as_millis() as u64, Ordering::Relaxed);
+                self.redis_failed(now_ms, &reason);
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 self.local.check(key, limit)
             }
         }
+    }
+
+    /// One reconciliation of the synced mode's copies with Redis (see `synced.rs`); charges
+    /// Redis does not take are kept for the next one.
+    async fn reconcile(&self) {
+        let (Some(synced), Some((pool, prefix))) = (&self.synced, &self.redis) else {
+            return;
+        };
+        let now_ms = self.local.epoch.elapsed().as_millis() as u64;
+        if self.resting(now_ms) {
+            return;
+        }
+        let charges = synced.take_charges();
+        for (done, batch) in charges.chunks(synced::BATCH).enumerate() {
+            match tokio::time::timeout(REDIS_TIMEOUT, self.reconcile_batch(pool, prefix, batch)).await {
+                Ok(Ok(ahead_us)) => {
+                    self.redis_answered();
+                    synced.adopt(batch, &ahead_us, self.local.now_us());
+                }
+                failed => {
+                    let reason = match failed {
+                        Ok(Err(err)) => err,
+                        _ => "timed out".to_owned(),
+                    };
+                    self.redis_failed(now_ms, &reason);
+                    synced.give_back(&charges[done * synced::BATCH..]);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn reconcile_batch(&self, pool: &Pool, prefix: &str, batch: &[Charge]) -> Result<Vec<i64>, String> {
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        let mut invocation = self.reconcile.prepare_invoke();
+        for (key, limit, pending) in batch {
+            let cell = Cell::of(*limit);
+            invocation.key(format!("{prefix}gw:rl:{key}")).arg(cell.interval_us).arg(cell.period_us).arg(*pending);
+        }
+        let ahead_us: Vec<i64> = invocation.invoke_async(&mut *conn).await.map_err(|e| e.to_string())?;
+        if ahead_us.len() != batch.len() {
+            return Err(format!("reconciliation answered {} of {} buckets", ahead_us.len(), batch.len()));
+        }
+        Ok(ahead_us)
     }
 
     async fn check_redis(&self, pool: &Pool, key: &str, limit: RateLimit) -> Result<Decision, String> {
@@ -220,6 +314,17 @@ impl RateLimiter {
             reset: us(reset_us),
             retry_after: us(retry_us),
         })
+    }
+}
+
+/// The synced mode's reconciliation, every `every`, until the limiter is dropped.
+async fn reconcile_every(every: Duration, limiter: Weak<RateLimiter>) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(limiter) = limiter.upgrade() else { return };
+        limiter.reconcile().await;
     }
 }
 
@@ -275,7 +380,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_redis_the_limiter_is_local_and_not_degraded() {
-        let limiter = RateLimiter::new(None);
+        let limiter = RateLimiter::new(None, LimitMode::Exact);
         assert!(limiter.check("k", per_second(1)).await.allowed);
         assert!(!limiter.check("k", per_second(1)).await.allowed);
         assert!(!limiter.degraded());
@@ -287,10 +392,67 @@ mod tests {
         let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:1")
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .expect("pool creation is lazy");
-        let limiter = RateLimiter::new(Some((pool, "t:".to_owned())));
+        let limiter = RateLimiter::new(Some((pool, "t:".to_owned())), LimitMode::Exact);
         assert!(limiter.check("k", per_second(1)).await.allowed);
         assert!(limiter.degraded());
         assert!(!limiter.check("k", per_second(1)).await.allowed);
         assert_eq!(limiter.fallbacks(), 2);
+    }
+
+    #[tokio::test]
+    async fn without_redis_the_synced_mode_keeps_buckets_in_process() {
+        let limiter = RateLimiter::new(None, LimitMode::Synced { every: Duration::from_millis(10) });
+        assert!(limiter.check("k", per_second(1)).await.allowed);
+        assert!(!limiter.check("k", per_second(1)).await.allowed);
+        assert!(limiter.synced.is_none() && !limiter.degraded());
+    }
+
+    /// Two synced instances and the shared bucket in Redis (required in CI): together they
+    /// admit no more than the documented bound, every admission reaches Redis, and the excess
+    /// is paid back there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn synced_instances_stay_within_the_overshoot_bound_and_charge_redis() {
+        let Some(testkit::Backend::Postgres { redis_url, .. }) = testkit::Backend::shared() else { return };
+        let pool = platform::redis::connect(&redis_url).await.expect("REDIS_URL answers");
+        let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+        let every = Duration::from_millis(20);
+        let instances: Vec<_> = (0..2)
+            .map(|_| RateLimiter::new(Some((pool.clone(), prefix.clone())), LimitMode::Synced { every }))
+            .collect();
+        // Ten per minute: one request every 6 s, so nothing refills during the test.
+        let limit = RateLimit { requests: 10, per: Duration::from_secs(60) };
+        let mut admitted = 0u64;
+        let mut last_refused = [false, false];
+        for round in 0..100 {
+            for (i, instance) in instances.iter().enumerate() {
+                let decision = instance.check("k", limit).await;
+                admitted += u64::from(decision.allowed);
+                last_refused[i] = !decision.allowed;
+            }
+            if round % 10 == 9 {
+                tokio::time::sleep(every).await;
+            }
+        }
+        assert!(admitted >= 10, "the limit itself is always available: {admitted}");
+        // N = 2: at most (N − 1) × (a full bucket + what refills in one interval) beyond it.
+        assert!(admitted <= 20, "{admitted} admitted, the bound is 20");
+        assert_eq!(last_refused, [true, true], "both instances learned the bucket is spent");
+        assert!(instances.iter().all(|instance| !instance.degraded()));
+        // Every admission is charged to the shared bucket: it is admitted × 6 s ahead.
+        let key = format!("{prefix}gw:rl:k");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let mut conn = pool.get().await.unwrap();
+            let tat: f64 = platform::redis::client::cmd("GET").arg(&key).query_async(&mut *conn).await.unwrap();
+            let (secs, micros): (u64, u64) =
+                platform::redis::client::cmd("TIME").query_async(&mut *conn).await.unwrap();
+            let ahead_s = (tat - (secs * 1_000_000 + micros) as f64) / 1e6;
+            let expected = admitted as f64 * 6.0 - 5.0;
+            if ahead_s >= expected {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the shared bucket is {ahead_s:.1} s ahead, expected ≥ {expected:.1}");
+            tokio::time::sleep(every).await;
+        }
     }
 }

@@ -67,7 +67,7 @@ impl Store {
             redis: self.redis.clone(),
             key_prefix: self.prefix.clone(),
             spool_dir: self.spool.clone(),
-            limiter: crate::ratelimit::RateLimiter::new(None),
+            limiter: crate::ratelimit::RateLimiter::new(None, crate::domain::LimitMode::Exact),
         }
     }
 }
