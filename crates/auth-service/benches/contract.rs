@@ -1,22 +1,29 @@
-//! The internal contract's speed (SPEC §10): contract-client cache lookups per second, and
-//! `Validate` throughput over gRPC without any client cache, one credential per call and
-//! 100 per `ValidateBatch`. A real auth service (embedded SQLite, warm in-memory state) runs
-//! in another process when `BENCH_AUTH_HTTP` and `BENCH_AUTH_GRPC` name it (`cargo xtask bench`
-//! starts one), otherwise in this process, where client and server share the cores.
+//! The internal contract's speed (SPEC §10): contract-client cache lookups per second, alone
+//! and while revocation events are applied to the same cache, and `Validate` throughput over
+//! gRPC without any client cache, one credential per call and 100 per `ValidateBatch`, beside a
+//! bare tonic server answering `Validate` at once (`support/echo.rs`, the floor on this
+//! machine). A real auth service (embedded SQLite, warm in-memory state) runs in another
+//! process when `BENCH_AUTH_HTTP` and `BENCH_AUTH_GRPC` name it (`cargo xtask bench` starts
+//! one), otherwise in this process, where client and server share the cores; the echo server
+//! always runs in a process of its own.
 
 // A benchmark harness: a failed set-up step is a broken benchmark, so it panics.
 #![allow(clippy::expect_used)]
 
 use std::{
     hint::black_box,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use auth_contract::{
-    AuthClient, ClientConfig,
+    AuthClient, ClientConfig, Presented,
     proto::{ValidateBatchRequest, auth_internal_client::AuthInternalClient},
 };
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use secrecy::SecretString;
 use support::{SERVICE_SECRET, authed, start, validate_request};
 use tonic::transport::Channel;
@@ -25,6 +32,9 @@ mod support;
 /// Requests in flight at once for the throughput runs.
 const IN_FLIGHT: usize = 64;
 const BATCH: usize = 100;
+/// Revocation events applied per second during `cache_hit_during_revocations`: each ends a
+/// session other than the looked-up credential's, so every lookup still hits.
+const REVOCATIONS_PER_SECOND: u64 = 1_000;
 
 /// Runs `total` calls with `IN_FLIGHT` at a time over a few channels; returns the time taken.
 async fn drive<F, Fut>(channels: &[Channel], total: u64, call: F) -> Duration
@@ -78,15 +88,54 @@ fn contract(c: &mut Criterion) {
             })
         });
     });
+    // The same lookups while another thread applies revocation events to the same cache.
+    let (stop, applied) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let revoker = {
+        let (client, stop, applied) = (client.clone(), stop.clone(), applied.clone());
+        std::thread::spawn(move || {
+            let per_tick = REVOCATIONS_PER_SECOND / 100;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..per_tick {
+                    let n = applied.fetch_add(1, Ordering::Relaxed);
+                    let payload = format!(r#"{{"session_id":"other-session-{n}","user_id":"other-user-{n}"}}"#);
+                    client.apply_event(auth_contract::events::SESSION_TERMINATED, &payload);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let started = Instant::now();
+    group.bench_function("cache_hit_during_revocations", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let presented = Presented::Token(&fixture.access_token);
+                let started = Instant::now();
+                for _ in 0..iters {
+                    // A miss would be a call to the auth service: it fails the run instead.
+                    black_box(client.cached_allowed(black_box(presented), None, None).await.expect("still cached"));
+                }
+                started.elapsed()
+            })
+        });
+    });
+    stop.store(true, Ordering::Relaxed);
+    revoker.join().expect("revoker");
+    let rate = applied.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    println!("contract_client/cache_hit_during_revocations: {rate:.0} revocation events applied per second");
     group.finish();
 
-    let channels: Vec<Channel> = runtime.block_on(async {
-        let mut out = Vec::new();
-        for _ in 0..4 {
-            out.push(Channel::from_shared(fixture.grpc_url.clone()).expect("uri").connect().await.expect("connect"));
-        }
-        out
-    });
+    let connect = |url: String| {
+        runtime.block_on(async move {
+            let mut out = Vec::new();
+            for _ in 0..4 {
+                out.push(Channel::from_shared(url.clone()).expect("uri").connect().await.expect("connect"));
+            }
+            out
+        })
+    };
+    let channels: Vec<Channel> = connect(fixture.grpc_url.clone());
+    let (_echo, echo_url) = support::echo::spawn();
+    let echo_channels: Vec<Channel> = connect(echo_url);
     let mut group = c.benchmark_group("grpc_validate");
     group.measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Elements(1));
@@ -99,6 +148,19 @@ fn contract(c: &mut Criterion) {
                 let request = authed(&service_token, validate_request(&token));
                 async move {
                     let answer = grpc.validate(request).await.expect("validate").into_inner();
+                    assert!(answer.valid);
+                }
+            }))
+        });
+    });
+    // The floor: the same calls to a tonic server that answers at once.
+    group.bench_function("echo_unbatched", |b| {
+        b.iter_custom(|iters| {
+            let (token, service_token) = (token.clone(), service_token.clone());
+            runtime.block_on(drive(&echo_channels, iters, move |mut grpc| {
+                let request = authed(&service_token, validate_request(&token));
+                async move {
+                    let answer = grpc.validate(request).await.expect("echo").into_inner();
                     assert!(answer.valid);
                 }
             }))
@@ -122,4 +184,12 @@ fn contract(c: &mut Criterion) {
 }
 
 criterion_group!(benches, contract);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os(support::echo::SERVE_ECHO).is_some() {
+        support::echo::serve();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -4,6 +4,8 @@
 
 #![allow(clippy::expect_used, dead_code)]
 
+pub mod echo;
+
 use std::sync::Arc;
 
 use auth_contract::proto::{ValidateRequest, auth_internal_client::AuthInternalClient};

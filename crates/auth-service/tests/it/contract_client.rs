@@ -330,7 +330,31 @@ async fn check_contexts_batches_and_sees_past_the_cache(backend: Backend) {
     assert!(matches!(client.check_contexts(&[live]).await, Err(ClientError::Unavailable(_))));
 }
 
+/// A stream of revocations of other sessions and users leaves a cached answer cached: thousands
+/// of unrelated events later (and while they keep coming) the token is still answered from the
+/// cache, without a call.
+async fn unrelated_revocations_leave_cached_answers_alone(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.contract_client();
+    let user = app.signup(&unique_email("unrelated")).await;
+    client.validate(&user.access, None, None).await.expect("valid");
+    let calls = client.rpc_count();
+    let presented = auth_contract::Presented::Token(&user.access);
+    for n in 0..5_000 {
+        let payload = format!(r#"{{"session_id":"other-session-{n}","user_id":"other-user-{n}"}}"#);
+        client.apply_event(auth_contract::events::SESSION_TERMINATED, &payload);
+        if n % 100 == 0 {
+            assert!(client.cached_allowed(presented, None, None).await.is_some(), "dropped after {n} revocations");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(client.cached_allowed(presented, None, None).await.is_some(), "dropped after the revocations");
+    client.validate(&user.access, None, None).await.expect("valid");
+    assert_eq!(client.rpc_count(), calls, "an unrelated revocation cost a call");
+}
+
 crate::on_both_backends!(
+    unrelated_revocations_leave_cached_answers_alone,
     check_contexts_batches_and_sees_past_the_cache,
     an_operators_role_change_is_audited_and_announced,
     disable_and_role_change_reach_the_cache,

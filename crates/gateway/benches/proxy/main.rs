@@ -32,7 +32,8 @@
 //!   nothing is measured (`cargo xtask bench --quick`);
 //! - `BENCH_CALLGRIND_REQUESTS=N` (with `BENCH_PLAN`, targets running under callgrind with
 //!   instrumentation off, `callgrind_out` naming the output file): warm up, switch
-//!   instrumentation on, send exactly N requests, dump, report instructions per request;
+//!   instrumentation on, send exactly N requests, dump, report instructions per request (the
+//!   dumps are kept beside the summary as `bench-gateway-callgrind.<role>.out`);
 //! - `BENCH_SERVE_UPSTREAM=<port>`: the upstream (see [`serve`]), with `BENCH_VERIFY_PORT`
 //!   and `BENCH_CONTEXT_SECRET` for its verifying port and `BENCH_UPSTREAM_SPIN_US` for CPU
 //!   burnt per request;
@@ -206,8 +207,9 @@ fn callgrind_control(args: &[&str], pid: u32) -> Result<(), String> {
     }
 }
 
-/// The total instructions (`Ir`) in the newest callgrind dump whose name starts with `out`.
-fn dumped_instructions(out: &str) -> Result<u64, String> {
+/// The total instructions (`Ir`) in the newest callgrind dump whose name starts with `out`,
+/// and that dump.
+fn dumped_instructions(out: &str) -> Result<(u64, std::path::PathBuf), String> {
     let out = Path::new(out);
     let dir = out.parent().ok_or("callgrind_out has no directory")?;
     let stem = out.file_name().ok_or("callgrind_out has no file name")?.to_string_lossy().into_owned();
@@ -222,6 +224,7 @@ fn dumped_instructions(out: &str) -> Result<u64, String> {
         .find_map(|line| line.strip_prefix("totals:").or_else(|| line.strip_prefix("summary:")))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
+        .map(|total| (total, newest.path()))
         .ok_or_else(|| format!("{}: no totals line", newest.path().display()))
 }
 
@@ -240,7 +243,13 @@ async fn callgrind(plan: &Plan, targets: &[(PlannedTarget, Target)], requests: u
         load::send(target, requests, 8).await?;
         callgrind_control(&["--dump"], pid)?;
         callgrind_control(&["--instr=off"], pid)?;
-        let instructions = dumped_instructions(out)?;
+        let (instructions, dump) = dumped_instructions(out)?;
+        // Kept beside the summary for `callgrind_annotate` once the scenario's files are gone.
+        if let Ok(summary) = std::env::var("BENCH_SUMMARY") {
+            let kept = Path::new(&summary).with_file_name(format!("bench-gateway-callgrind.{}.out", planned.role));
+            std::fs::copy(&dump, &kept).map_err(|e| format!("{}: {e}", kept.display()))?;
+            println!("  callgrind  {} dump kept as {}", target.name, kept.display());
+        }
         let per_request = instructions as f64 / requests as f64;
         println!(
             "  callgrind  {:<32} {:>12.0} instructions per request ({instructions} over {requests})",
