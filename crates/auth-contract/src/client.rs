@@ -9,7 +9,10 @@
 //!   expiry or its session's idle deadline). Refusals are cached briefly (≈ 5 s).
 //! - Concurrent identical validations are coalesced into one call.
 //! - Entries are dropped by session, credential, user or client id when a revocation event
-//!   arrives on the bus, and all of them when the subscription reconnects.
+//!   arrives on the bus, and all of them when the subscription reconnects. A revocation is
+//!   recorded once (a generation and what it names); each lookup checks its answer against the
+//!   revocations recorded since that answer was last checked, so neither applying a
+//!   revocation nor a lookup costs more as revocations accumulate.
 //! - Each call has a timeout; idempotent calls are retried with jittered backoff; a circuit
 //!   breaker fails fast while the auth service is down. Anything not cached then fails closed
 //!   with [`ClientError::Unavailable`], which services answer with 503.
@@ -129,10 +132,11 @@ impl ClientError {
     }
 }
 
-/// A cached answer.
+/// A cached answer. An allowed one remembers up to which revocation generation it has been
+/// checked (shared by its clones): a lookup checks it only against revocations applied since.
 #[derive(Debug, Clone)]
 enum Decision {
-    Allowed { context: Arc<AuthContext>, ttl: Duration },
+    Allowed { context: Arc<AuthContext>, ttl: Duration, checked: Arc<AtomicU64> },
     Denied { code: ErrorCode, message: Arc<str> },
 }
 
@@ -152,14 +156,16 @@ impl Revoked {
     }
 }
 
-/// The revocations applied lately, by generation, for the guard. Bounded: an answer fetched
-/// across more revocations than it holds is treated as revoked (not kept).
+/// The revocations applied lately, by generation (consecutive numbers), for the guard and the
+/// lookups. Bounded: an answer not checked across more revocations than it holds is treated as
+/// revoked (dropped and asked again).
 #[derive(Default)]
 struct Recent {
     entries: std::collections::VecDeque<(u64, Arc<Revoked>)>,
 }
 
-const RECENT_REVOCATIONS: usize = 4096;
+/// About 16 s of revocations at 1 000 per second; ~100 bytes each.
+const RECENT_REVOCATIONS: usize = 16_384;
 
 /// Why a lookup's answer is not in the cache: the call failed, or it was answered across a
 /// revocation (then it is used, by this lookup and the ones coalesced with it, but not kept).
@@ -209,7 +215,10 @@ struct Inner {
     /// is used once and not cached: it may predate the revocation (CONVENTIONS, "every cache
     /// fed by events has a generation guard").
     generation: AtomicU64,
-    /// What each generation revoked, so only answers a revocation names lose their place.
+    /// What each generation revoked, so only answers a revocation names lose their place. A
+    /// revocation is recorded here only: a lookup checks its answer against what was recorded
+    /// since the answer was last checked, so applying one costs the same however large the
+    /// cache, and a lookup pays only for the revocations it has not seen.
     recent: std::sync::Mutex<Recent>,
 }
 
@@ -302,7 +311,6 @@ impl AuthClient {
         let cache = Cache::builder()
             .max_capacity(config.cache_capacity)
             .expire_after(DecisionExpiry { negative_ttl: config.negative_ttl })
-            .support_invalidation_closures()
             .build();
         let breaker = failsafe::Config::new()
             .failure_policy(failsafe::failure_policy::consecutive_failures(
@@ -460,7 +468,7 @@ impl AuthClient {
                     let left = u64::try_from(expires_at - now_unix()).unwrap_or(0);
                     ttl = ttl.min(Duration::from_secs(left));
                 }
-                Decision::Allowed { context: Arc::new(context), ttl }
+                Decision::Allowed { context: Arc::new(context), ttl, checked: Arc::default() }
             }
             _ => Decision::Denied {
                 code: ErrorCode::try_from(response.error_code).unwrap_or(ErrorCode::TokenInvalid),
@@ -485,10 +493,33 @@ impl AuthClient {
         ask: impl std::future::Future<Output = Result<Decision, ClientError>>,
     ) -> Result<Arc<AuthContext>, ClientError> {
         self.inner.lookups.fetch_add(1, Ordering::Relaxed);
-        if let Some(hit) = self.inner.cache.get(&key).await {
+        if let Some(hit) = self.lookup(&key).await {
             return Self::answer(hit);
         }
         Self::answer(self.fetch(key, ask).await?)
+    }
+
+    /// The cached answer under `key`, unless a revocation applied since it was last checked
+    /// names it (then it is dropped).
+    async fn lookup(&self, key: &[u8; 32]) -> Option<Decision> {
+        let decision = self.inner.cache.get(key).await?;
+        let Decision::Allowed { checked, .. } = &decision else {
+            return Some(decision);
+        };
+        let seen = checked.load(Ordering::Acquire);
+        if seen == self.inner.generation.load(Ordering::SeqCst) {
+            return Some(decision);
+        }
+        match self.unrevoked_until(seen, &decision) {
+            Some(now) => {
+                checked.fetch_max(now, Ordering::AcqRel);
+                Some(decision)
+            }
+            None => {
+                self.inner.cache.invalidate(key).await;
+                None
+            }
+        }
     }
 
     /// Asks (coalesced on `key`) and caches the answer unless a revocation was applied while
@@ -503,6 +534,11 @@ impl AuthClient {
             let decision = ask.await?;
             if self.revoked_since(started, &decision) {
                 return Err(Miss::Uncacheable(decision));
+            }
+            // Checked up to `started` (and by the guard above a little further): later
+            // lookups check it against what comes after.
+            if let Decision::Allowed { checked, .. } = &decision {
+                checked.store(started, Ordering::Release);
             }
             Ok(decision)
         };
@@ -524,31 +560,40 @@ impl AuthClient {
 
     /// Whether a revocation applied after generation `started` names this answer's context.
     fn revoked_since(&self, started: u64, decision: &Decision) -> bool {
+        self.inner.generation.load(Ordering::SeqCst) != started && self.unrevoked_until(started, decision).is_none()
+    }
+
+    /// The newest generation up to which no revocation applied after `started` names this
+    /// answer's context; `None` when one does, or when `started` is older than what is
+    /// remembered (it may have been revoked).
+    fn unrevoked_until(&self, started: u64, decision: &Decision) -> Option<u64> {
         let Decision::Allowed { context, .. } = decision else {
-            return false;
+            return Some(self.inner.generation.load(Ordering::SeqCst));
         };
-        if self.inner.generation.load(Ordering::SeqCst) == started {
-            return false;
-        }
         let recent = self.inner.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Older than what is remembered: it may have been revoked.
-        if recent.entries.front().is_none_or(|(generation, _)| *generation > started + 1) {
-            return true;
+        // Generations only move while this lock is held: this is the newest recorded.
+        let now = self.inner.generation.load(Ordering::SeqCst);
+        let Some(&(oldest, _)) = recent.entries.front() else {
+            return (now == started).then_some(now);
+        };
+        if oldest > started + 1 {
+            return None;
         }
-        recent.entries.iter().filter(|(generation, _)| *generation > started).any(|(_, r)| r.matches(context))
+        // Consecutive generations: the first one after `started` is at this index.
+        let skip = usize::try_from(started + 1 - oldest).unwrap_or(usize::MAX);
+        let revoked = recent.entries.iter().skip(skip).any(|(_, r)| r.matches(context));
+        (!revoked).then_some(now)
     }
 
     /// Records a revocation under a new generation, before the cache is invalidated, so an
     /// answer being fetched now is not kept afterwards.
-    fn record_revocation(&self, revoked: Revoked) -> Arc<Revoked> {
-        let revoked = Arc::new(revoked);
+    fn record_revocation(&self, revoked: Revoked) {
         let mut recent = self.inner.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
         if recent.entries.len() >= RECENT_REVOCATIONS {
             recent.entries.pop_front();
         }
-        recent.entries.push_back((generation, revoked.clone()));
-        revoked
+        recent.entries.push_back((generation, Arc::new(revoked)));
     }
 
     /// A token's answer. Only SDK tokens (and API keys, which come through
@@ -569,12 +614,12 @@ impl AuthClient {
         };
         if plain != full {
             self.inner.lookups.fetch_add(1, Ordering::Relaxed);
-            if let Some(hit @ Decision::Allowed { .. }) = self.inner.cache.get(&plain).await
+            if let Some(hit @ Decision::Allowed { .. }) = self.lookup(&plain).await
                 && !Self::uses_origin(&hit)
             {
                 return Self::answer(hit);
             }
-            if let Some(hit) = self.inner.cache.get(&full).await {
+            if let Some(hit) = self.lookup(&full).await {
                 return Self::answer(hit);
             }
             let decision = self.fetch(full, ask).await?;
@@ -607,10 +652,10 @@ impl AuthClient {
         // Where `cached_token` keeps an answer that does not depend on the origin.
         let mut hit = None;
         if !api_key && origin.is_some() && !credential.starts_with(crate::credential::API_KEY_PREFIX) {
-            hit = self.inner.cache.get(&cache_key(credential, ip, None)).await.filter(|d| !Self::uses_origin(d));
+            hit = self.lookup(&cache_key(credential, ip, None)).await.filter(|d| !Self::uses_origin(d));
         }
         if hit.is_none() {
-            hit = self.inner.cache.get(&cache_key(credential, ip, origin)).await;
+            hit = self.lookup(&cache_key(credential, ip, origin)).await;
         }
         match hit? {
             Decision::Allowed { context, .. } => {
@@ -770,17 +815,11 @@ impl AuthClient {
         }
     }
 
-    /// Drops the answers a revocation ends or changes.
+    /// Drops the answers a revocation ends or changes: recorded under a new generation, it
+    /// refuses every answer it names from the next lookup on (the lookup drops it), and an
+    /// answer being fetched now is not kept.
     pub fn apply(&self, revocation: Revocation) {
-        // Recorded before the invalidation: an answer being fetched now is not kept afterwards.
-        let revoked = self.record_revocation(Revoked::Some(revocation));
-        let result = self.inner.cache.invalidate_entries_if(
-            move |_, decision| matches!(decision, Decision::Allowed { context, .. } if revoked.matches(context)),
-        );
-        if let Err(err) = result {
-            tracing::warn!(error = %err, "cache invalidation failed; clearing the cache");
-            self.clear();
-        }
+        self.record_revocation(Revoked::Some(revocation));
     }
 
     /// Follows revocation events on the bus until the subscription ends; clears the cache

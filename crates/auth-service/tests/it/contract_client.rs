@@ -351,6 +351,16 @@ async fn unrelated_revocations_leave_cached_answers_alone(backend: Backend) {
     assert!(client.cached_allowed(presented, None, None).await.is_some(), "dropped after the revocations");
     client.validate(&user.access, None, None).await.expect("valid");
     assert_eq!(client.rpc_count(), calls, "an unrelated revocation cost a call");
+    // Unchecked across more revocations than the client remembers, an answer might have been
+    // revoked: it is asked again once, then cached again.
+    for n in 0..20_000 {
+        let payload = format!(r#"{{"session_id":"later-session-{n}"}}"#);
+        client.apply_event(auth_contract::events::SESSION_TERMINATED, &payload);
+    }
+    assert!(client.cached_allowed(presented, None, None).await.is_none(), "kept past what is remembered");
+    client.validate(&user.access, None, None).await.expect("valid");
+    client.validate(&user.access, None, None).await.expect("valid");
+    assert_eq!(client.rpc_count(), calls + 1, "asked again once");
 }
 
 crate::on_both_backends!(
