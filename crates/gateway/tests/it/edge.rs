@@ -260,6 +260,25 @@ async fn failed_authentications_are_limited_before_validation(backend: Backend) 
     expect_problem(fourth, 429, "rate_limited").await;
 }
 
+/// A burst of concurrent requests carrying one valid credential the cache does not hold yet
+/// (a new token, or one whose cached answer just expired) is one validation and one
+/// reservation, not one per request: with `AUTH_FAILURE_LIMIT=5/minute`, forty at once all
+/// pass, and the auth service is asked once.
+async fn a_burst_of_one_uncached_valid_credential_takes_one_reservation(backend: Backend) {
+    let auth = spawn_auth(backend).await;
+    let upstream = spawn_upstream().await;
+    let routes = standard_routes(&upstream.url());
+    let gw = spawn_gateway(&auth, &routes, &[("AUTH_FAILURE_LIMIT", "5/minute")]).await;
+    let user = auth.signup(&unique_email("gw-burst")).await;
+    let metrics = || async { client().get(gw.at("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let before = rpcs(&metrics().await);
+    let burst = (0..40).map(|_| client().get(gw.at("/v1/user/profile/me")).bearer_auth(&user.access).send());
+    let statuses: Vec<u16> =
+        futures::future::join_all(burst).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(rpcs(&metrics().await) - before, 1, "one validation for the whole burst");
+}
+
 /// A peer that never finishes its request head, or idles on a kept-alive connection, is
 /// dropped after `HTTP_HEADER_READ_TIMEOUT` (slowloris).
 async fn slow_and_idle_clients_are_dropped(backend: Backend) {
@@ -275,6 +294,7 @@ async fn slow_and_idle_clients_are_dropped(backend: Backend) {
 
 testkit::on_both_backends!(
     failed_authentications_are_limited_before_validation,
+    a_burst_of_one_uncached_valid_credential_takes_one_reservation,
     slow_and_idle_clients_are_dropped,
     allowlists_and_origins_through_the_gateway,
     rate_limits_answer_429_with_headers_and_are_shared,
