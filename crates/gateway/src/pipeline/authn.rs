@@ -63,6 +63,18 @@ pub async fn validate(gateway: &Gateway, headers: &HeaderMap, ip: ClientIp) -> R
     if let Some(context) = gateway.auth.cached_allowed(presented, allowlist_ip, origin).await {
         return Ok(context);
     }
+    // Concurrent requests with the same credential (a new token, or one whose cached answer
+    // just expired) ask once: the others wait for that answer and take it from the cache, so
+    // a burst of one valid credential is one reservation. Without such an answer (refused, or
+    // the auth service could not be asked) each goes on as below, counted.
+    let question = auth_contract::client::cache_key(presented.secret().trim(), allowlist_ip, origin);
+    let mut turn = gateway.auth_failures.turn(question);
+    if matches!(turn, platform::counters::Turn::Follow(_)) {
+        turn.wait().await;
+        if let Some(context) = gateway.auth.cached_allowed(presented, allowlist_ip, origin).await {
+            return Ok(context);
+        }
+    }
     // Limits come before work: any other credential reserves one authentication failure for
     // its IP before it is looked at (a refusal the cache remembers included), and gives it
     // back unless it is refused as invalid.
@@ -78,6 +90,7 @@ pub async fn validate(gateway: &Gateway, headers: &HeaderMap, ip: ClientIp) -> R
     if !failed {
         gateway.auth_failures.refund(admitted).await;
     }
+    drop(turn);
     Ok(result?)
 }
 

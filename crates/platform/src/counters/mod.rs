@@ -120,10 +120,50 @@ pub(crate) mod conformance {
 ///
 /// A caller may skip the reservation for a credential it already knows to be valid (the
 /// gateway's cached allowed answers): such a credential is no guess, and costs no lookup.
+/// Concurrent requests asking the same question (the same credential, for the same IP and
+/// origin where those matter) take turns ([`FailureGuard::turn`]): one reserves and asks, the
+/// others wait for its answer, so a burst carrying one valid credential is one attempt.
 pub struct FailureGuard {
     shared: Option<std::sync::Arc<dyn Counters>>,
     local: MemoryCounters,
     limit: crate::rate::RateLimit,
+    /// Questions being asked now, each with the receiver its askers' followers wait on.
+    in_flight: std::sync::Mutex<std::collections::HashMap<[u8; 32], tokio::sync::watch::Receiver<()>>>,
+}
+
+/// Whose turn it is to ask a question ([`FailureGuard::turn`]).
+pub enum Turn<'a> {
+    /// Nobody else is asking: reserve and ask. Whoever waits on this question is woken when
+    /// it is dropped (answered, failed or abandoned alike).
+    Lead(Leading<'a>),
+    /// The question is being asked already: [`Turn::wait`] for it, then look for its answer
+    /// (a cache); without one, ask as everyone does (reserving).
+    Follow(tokio::sync::watch::Receiver<()>),
+}
+
+impl Turn<'_> {
+    /// For a follower: until the leader is done; for a leader: nothing.
+    pub async fn wait(&mut self) {
+        if let Self::Follow(done) = self {
+            // Only ever closes (the leader's sender dropped): an error is the signal.
+            while done.changed().await.is_ok() {}
+        }
+    }
+}
+
+/// The asker of one question, until dropped.
+pub struct Leading<'a> {
+    guard: &'a FailureGuard,
+    question: [u8; 32],
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        // Removed before the sender goes (after this body), so a newcomer never follows a
+        // finished question.
+        self.guard.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.question);
+    }
 }
 
 /// A reservation taken by [`FailureGuard::admit`].
@@ -137,7 +177,19 @@ impl FailureGuard {
     pub const DEFAULT: crate::rate::RateLimit = crate::rate::RateLimit { requests: 60, per: Duration::from_secs(60) };
 
     pub fn new(shared: Option<std::sync::Arc<dyn Counters>>, limit: crate::rate::RateLimit) -> Self {
-        Self { shared, local: MemoryCounters::default(), limit }
+        Self { shared, local: MemoryCounters::default(), limit, in_flight: std::sync::Mutex::default() }
+    }
+
+    /// Leads `question` (a hash of everything its answer depends on) unless another request
+    /// asks it now, in which case this one follows.
+    pub fn turn(&self, question: [u8; 32]) -> Turn<'_> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(done) = in_flight.get(&question) {
+            return Turn::Follow(done.clone());
+        }
+        let (sender, receiver) = tokio::sync::watch::channel(());
+        in_flight.insert(question, receiver);
+        Turn::Lead(Leading { guard: self, question, _done: sender })
     }
 
     /// Reads `AUTH_FAILURE_LIMIT`.
@@ -183,5 +235,25 @@ impl FailureGuard {
         if let Err(err) = refunded {
             tracing::debug!(error = %err, "authentication attempt not refunded");
         }
+    }
+}
+
+#[cfg(test)]
+mod turn_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_request_leads_a_question_and_the_others_follow_until_it_is_done() {
+        let guard = FailureGuard::new(None, FailureGuard::DEFAULT);
+        let lead = guard.turn([1; 32]);
+        assert!(matches!(lead, Turn::Lead(_)));
+        assert!(matches!(guard.turn([2; 32]), Turn::Lead(_)), "another question has its own turn");
+        let mut follower = guard.turn([1; 32]);
+        assert!(matches!(follower, Turn::Follow(_)));
+        let waiting = tokio::time::timeout(Duration::from_millis(50), follower.wait()).await;
+        assert!(waiting.is_err(), "a follower waits while the question is asked");
+        drop(lead);
+        tokio::time::timeout(Duration::from_secs(1), follower.wait()).await.expect("woken when the leader is done");
+        assert!(matches!(guard.turn([1; 32]), Turn::Lead(_)), "a finished question is asked again");
     }
 }
