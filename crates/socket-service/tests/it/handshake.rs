@@ -274,8 +274,25 @@ async fn failed_handshakes_are_limited_before_validation(backend: Backend) {
     assert!(refused.headers.get("retry-after").is_some());
 }
 
+/// Concurrent handshakes with one valid credential (a page opening many sockets, clients
+/// behind one NAT reconnecting after a restart) take turns for the reservation: with
+/// `AUTH_FAILURE_LIMIT=3/minute`, twenty at once all connect.
+async fn a_burst_of_handshakes_with_one_credential_is_not_limited(backend: Backend) {
+    let app = spawn_auth(backend).await;
+    let socket = spawn_socket(&app, &[("AUTH_FAILURE_LIMIT", "3/minute")]).await;
+    let user = app.signup(&unique_email("ws-burst")).await;
+    let bearer = format!("Bearer {}", user.access);
+    let url = socket.ws_url();
+    let headers = [("authorization", bearer.as_str())];
+    let burst = (0..20).map(|_| connect_with(&url, &headers));
+    let results = futures::future::join_all(burst).await;
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).map(|r| r.status).collect();
+    assert!(refused.is_empty(), "refused: {refused:?}");
+}
+
 testkit::on_both_backends!(
     failed_handshakes_are_limited_before_validation,
+    a_burst_of_handshakes_with_one_credential_is_not_limited,
     slow_clients_are_dropped_but_sockets_are_not,
     bearer_header_connects_and_stores_context,
     subprotocol_pair_is_answered_with_bearer_only,
