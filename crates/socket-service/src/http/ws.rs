@@ -91,15 +91,32 @@ async fn authenticate(
 ) -> Result<Arc<AuthContext>, ApiError> {
     let context = match credential {
         Credential::Token(token) => {
-            // Limits come before work: a reservation per IP, given back unless the credential
-            // is refused as invalid.
-            let admitted = service.inner.auth_failures.admit(ip).await.map_err(ApiError::rate_limited)?;
-            let validated = service.auth().validate(token, Some(ip), origin.map(Origin::as_str)).await;
-            if !matches!(&validated, Err(ClientError::Denied { code, .. }) if auth_contract::codes::http_status(*code) == 401)
-            {
-                service.inner.auth_failures.refund(admitted).await;
+            let origin_text = origin.map(Origin::as_str);
+            // Concurrent handshakes with one credential take turns: one reserves and asks, the
+            // others wait for it and take its cached answer (see `FailureGuard::turn`).
+            let question = auth_contract::client::cache_key(token.trim(), Some(ip), origin_text);
+            let mut turn = service.inner.auth_failures.turn(question);
+            let mut followed = None;
+            if matches!(turn, platform::counters::Turn::Follow(_)) {
+                turn.wait().await;
+                followed =
+                    service.auth().cached_allowed(auth_contract::Presented::Token(token), Some(ip), origin_text).await;
             }
-            let context = validated?;
+            let context = match followed {
+                Some(context) => context,
+                None => {
+                    // Limits come before work: a reservation per IP, given back unless the
+                    // credential is refused as invalid.
+                    let admitted = service.inner.auth_failures.admit(ip).await.map_err(ApiError::rate_limited)?;
+                    let validated = service.auth().validate(token, Some(ip), origin_text).await;
+                    if !matches!(&validated, Err(ClientError::Denied { code, .. }) if auth_contract::codes::http_status(*code) == 401)
+                    {
+                        service.inner.auth_failures.refund(admitted).await;
+                    }
+                    drop(turn);
+                    validated?
+                }
+            };
             if !origin_allowed(service, &context, origin, None) {
                 return Err(ApiError::OriginNotAllowed);
             }
