@@ -39,7 +39,7 @@ pub async fn start(config: GatewayConfig, deps: GatewayDeps) -> Result<Gateway, 
     auth.follow(deps.bus.clone()).await.map_err(|e| format!("cannot follow auth events: {e}"))?;
     let redis_limits = deps.redis.clone().map(|pool| (pool, config.redis_key_prefix.clone()));
     let limiter = RateLimiter::new(redis_limits, config.rate_limit_mode);
-    let webhooks = Webhooks::start(
+    let webhooks = Webhooks::start_with_broker(
         &config.routes.webhooks,
         WebhookDeps {
             redis: deps.redis.clone(),
@@ -47,6 +47,7 @@ pub async fn start(config: GatewayConfig, deps: GatewayDeps) -> Result<Gateway, 
             spool_dir: config.data_dir.join("webhooks"),
             limiter: limiter.clone(),
         },
+        config.amqp.clone(),
     )
     .await?;
     let shared_failures = deps.redis.clone().map(|pool| {

@@ -43,13 +43,30 @@ impl Backend {
         let redis_url = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
         match (database_url, redis_url) {
             (Some(database_url), Some(redis_url)) => Some(Self::Postgres { database_url, redis_url }),
-            _ if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") => {
+            _ if in_ci() => {
                 panic!("CI must set DATABASE_URL and REDIS_URL: the PostgreSQL + Redis tests may not be skipped")
             }
             _ => {
                 eprintln!("DATABASE_URL/REDIS_URL not set: PostgreSQL + Redis variant not run");
                 None
             }
+        }
+    }
+}
+
+/// Whether this run is CI's (`CI` set and not `false`), where a missing service is a failure.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
+}
+
+/// RabbitMQ's URL (`AMQP_URL`) when configured. In CI its absence is a failure, not a skip.
+pub fn amqp_url() -> Option<String> {
+    match std::env::var("AMQP_URL").ok().filter(|v| !v.is_empty()) {
+        Some(url) => Some(url),
+        None if in_ci() => panic!("CI must set AMQP_URL: the RabbitMQ tests may not be skipped"),
+        None => {
+            eprintln!("AMQP_URL not set: RabbitMQ variant not run");
+            None
         }
     }
 }

@@ -16,7 +16,10 @@ use platform::{
 use secrecy::SecretString;
 
 use self::routes::RoutesFile;
-use crate::domain::{LimitMode, Origin, RateLimit, Upstream};
+use crate::{
+    domain::{LimitMode, Origin, RateLimit, Upstream},
+    webhooks::amqp::{AmqpSettings, DEFAULT_MAX_LENGTH, DEFAULT_QUEUE_PREFIX},
+};
 
 pub use platform::config::{Mode, SecretOverrides};
 pub const DEFAULT_PORT: u16 = 8080;
@@ -80,6 +83,58 @@ pub struct GatewayConfig {
     pub auth_failure_limit: RateLimit,
     /// `DATA_DIR`: where embedded mode spools webhook events.
     pub data_dir: PathBuf,
+    /// `AMQP_URL` (`amqp://user:password@host:port/vhost`), with `AMQP_QUEUE_PREFIX` and
+    /// `AMQP_MAX_LENGTH`: the webhook outbox on RabbitMQ quorum queues instead of Redis or the
+    /// spool; `None` (no `AMQP_URL`) keeps those. Only `amqp://`: this build carries no TLS
+    /// for the broker.
+    pub amqp: Option<AmqpSettings>,
+}
+
+/// The webhook outbox's broker: `AMQP_URL`, `AMQP_QUEUE_PREFIX` (default
+/// `portcullis.webhooks.`) and `AMQP_MAX_LENGTH` (default 100 000, at least 1). The prefix
+/// and bound are checked even without a URL, so a typo never waits for the broker.
+fn amqp(env: &dyn Env) -> Result<Option<AmqpSettings>, ConfigError> {
+    let queue_prefix = amqp_queue_prefix(env)?;
+    let max_length = match env.parsed_or("AMQP_MAX_LENGTH", DEFAULT_MAX_LENGTH)? {
+        0 => return Err(ConfigError::new("AMQP_MAX_LENGTH", "must be at least 1")),
+        n => n,
+    };
+    Ok(amqp_url(env)?.map(|url| AmqpSettings { url, queue_prefix, max_length }))
+}
+
+/// `AMQP_URL`: checked for its scheme and shape; the message never quotes the value, which
+/// holds the broker password.
+fn amqp_url(env: &dyn Env) -> Result<Option<SecretString>, ConfigError> {
+    use secrecy::ExposeSecret as _;
+    let Some(url) = env.secret("AMQP_URL") else { return Ok(None) };
+    let scheme = url.expose_secret().split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("amqp") => {}
+        Some("amqps") => {
+            return Err(ConfigError::new(
+                "AMQP_URL",
+                "amqps:// is not supported by this build (no TLS for the broker); use amqp:// on the private network",
+            ));
+        }
+        _ => return Err(ConfigError::new("AMQP_URL", "must be an amqp:// URL")),
+    }
+    if url.expose_secret().parse::<lapin::uri::AMQPUri>().is_err() {
+        return Err(ConfigError::new("AMQP_URL", "is not a valid amqp://user:password@host:port/vhost URL"));
+    }
+    Ok(Some(url))
+}
+
+/// `AMQP_QUEUE_PREFIX`: leaves room in the 255 bytes of a queue name for a source (64) and
+/// `.dead`, and stays out of the broker's reserved `amq.` names.
+fn amqp_queue_prefix(env: &dyn Env) -> Result<String, ConfigError> {
+    let prefix = env.string_or("AMQP_QUEUE_PREFIX", DEFAULT_QUEUE_PREFIX);
+    if prefix.len() > 180 || !prefix.chars().all(|c| c.is_ascii_graphic()) || prefix.starts_with("amq.") {
+        return Err(ConfigError::new(
+            "AMQP_QUEUE_PREFIX",
+            "must be at most 180 printable ASCII characters and not start with amq.",
+        ));
+    }
+    Ok(prefix)
 }
 
 fn secret(
@@ -165,6 +220,7 @@ impl GatewayConfig {
                 .unwrap_or(LimitMode::Exact),
             tenant_rate_limit_max: RateLimit::from_env(env, "TENANT_RATE_LIMIT_MAX")?,
             data_dir: PathBuf::from(env.string_or("DATA_DIR", "./data")),
+            amqp: amqp(env)?,
         })
     }
 }
@@ -326,6 +382,46 @@ mod tests {
             let err = distributed(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn amqp_defaults_keep_the_outbox_where_it_was() {
+        assert!(distributed(&[]).unwrap().amqp.is_none());
+        assert!(embedded(&[]).unwrap().amqp.is_none());
+        let amqp = distributed(&[("AMQP_URL", "amqp://gw:s3cret@rabbit:5672/%2f")]).unwrap().amqp.unwrap();
+        assert_eq!(amqp.url.expose_secret(), "amqp://gw:s3cret@rabbit:5672/%2f");
+        assert_eq!(amqp.queue_prefix, "portcullis.webhooks.");
+        assert_eq!(amqp.max_length, 100_000);
+        let amqp = distributed(&[
+            ("AMQP_URL", "AMQP://gw:s3cret@rabbit"),
+            ("AMQP_QUEUE_PREFIX", "acme.hooks."),
+            ("AMQP_MAX_LENGTH", "500"),
+        ])
+        .unwrap()
+        .amqp
+        .unwrap();
+        assert_eq!(amqp.queue_prefix, "acme.hooks.");
+        assert_eq!(amqp.max_length, 500);
+    }
+
+    #[test]
+    fn bad_amqp_values_name_their_variable_and_never_echo_the_password() {
+        for (var, value) in [
+            ("AMQP_URL", "amqps://gw:hunter2@rabbit:5671/%2f"),
+            ("AMQP_URL", "redis://gw:hunter2@rabbit:5672"),
+            ("AMQP_URL", "amqp://gw:hunter2@[bad"),
+            ("AMQP_URL", "gw:hunter2@rabbit"),
+            ("AMQP_MAX_LENGTH", "0"),
+            ("AMQP_MAX_LENGTH", "lots"),
+            ("AMQP_QUEUE_PREFIX", "amq.webhooks."),
+            ("AMQP_QUEUE_PREFIX", "with space."),
+        ] {
+            let err = distributed(&[(var, value)]).unwrap_err();
+            assert_eq!(err.variable, var, "{var}={value}: {err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        let err = distributed(&[("AMQP_URL", "amqps://gw:hunter2@rabbit")]).unwrap_err();
+        assert!(err.to_string().contains("amqp://"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Webhook ingestion end to end: [`router`] on port 0 in front of a recording test
-//! upstream, on the spool + in-memory backend always and on Redis when `REDIS_URL` is set
-//! (required in CI, through `testkit::Backend::shared`).
+//! upstream, on the spool + in-memory backend always, on Redis when `REDIS_URL` is set and
+//! with the outbox on RabbitMQ when `AMQP_URL` is set (both required in CI, through
+//! `testkit`).
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{RetryPolicy, WebhookDeps, WebhookOptions, Webhooks, router};
+use super::{AmqpSettings, RetryPolicy, WebhookDeps, WebhookOptions, Webhooks, amqp::AmqpOutbox, router};
 use crate::{
     config::routes::{RoutesFile, Webhook},
     pipeline::ClientIp,
@@ -36,6 +37,8 @@ const VERIFY_TOKEN: &str = "meta-verify-token";
 #[derive(Clone)]
 struct Store {
     redis: Option<deadpool_redis::Pool>,
+    /// The outbox on RabbitMQ (the replay guard then stays in memory).
+    amqp: Option<AmqpSettings>,
     prefix: String,
     spool: PathBuf,
     _dir: Arc<tempfile::TempDir>,
@@ -44,7 +47,28 @@ struct Store {
 impl Store {
     fn spool() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        Self { redis: None, prefix: String::new(), spool: dir.path().join("spool"), _dir: Arc::new(dir) }
+        Self { redis: None, amqp: None, prefix: String::new(), spool: dir.path().join("spool"), _dir: Arc::new(dir) }
+    }
+
+    /// `None` outside CI when RabbitMQ is not configured; a panic in CI.
+    fn amqp() -> Option<Self> {
+        let url = testkit::amqp_url()?;
+        let settings = AmqpSettings {
+            url: secrecy::SecretString::from(url),
+            queue_prefix: format!("pc_test.{}.", uuid::Uuid::new_v4().simple()),
+            max_length: super::amqp::DEFAULT_MAX_LENGTH,
+        };
+        Some(Self { amqp: Some(settings), ..Self::spool() })
+    }
+
+    /// Deletes the RabbitMQ queues a test declared.
+    async fn clean(&self) {
+        if let Some(settings) = &self.amqp {
+            let admin = AmqpOutbox::new(settings);
+            for source in ["billing", "meta", "acme"] {
+                admin.delete_queues(source).await.unwrap();
+            }
+        }
     }
 
     /// `None` outside CI when Redis is not configured; a panic in CI.
@@ -56,6 +80,7 @@ impl Store {
         let dir = tempfile::tempdir().unwrap();
         Some(Self {
             redis: Some(pool),
+            amqp: None,
             prefix: format!("pc_test:{}:", uuid::Uuid::new_v4().simple()),
             spool: dir.path().join("unused"),
             _dir: Arc::new(dir),
@@ -73,7 +98,7 @@ impl Store {
 }
 
 /// One test per backend for each `async fn(Store)`.
-macro_rules! on_both_stores {
+macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {
         mod spool {
             $(
@@ -93,10 +118,25 @@ macro_rules! on_both_stores {
                 }
             )*
         }
+        mod amqp {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(store) = super::Store::amqp() {
+                        use futures::FutureExt as _;
+                        let outcome = std::panic::AssertUnwindSafe(super::$name(store.clone())).catch_unwind().await;
+                        store.clean().await;
+                        if let Err(panic) = outcome {
+                            std::panic::resume_unwind(panic);
+                        }
+                    }
+                }
+            )*
+        }
     };
 }
 
-on_both_stores!(
+on_every_store!(
     signed_event_reaches_the_upstream_exactly_once,
     bad_signatures_are_refused_and_not_forwarded,
     upstream_down_then_up_receives_the_event,
@@ -231,7 +271,7 @@ impl Gateway {
     }
 
     async fn start_with(store: &Store, hooks: &BTreeMap<String, Webhook>, wrap: impl FnOnce(Router) -> Router) -> Self {
-        let webhooks = Webhooks::start_with(hooks, store.deps(), options()).await.unwrap();
+        let webhooks = Webhooks::launch(hooks, store.deps(), store.amqp.clone(), options()).await.unwrap();
         let app = wrap(router(webhooks.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -606,4 +646,332 @@ async fn source_ip_allowlist_uses_the_client_ip_layer_and_else_the_peer() {
     let (status, body) = proxied.post("acme", &acme_headers(EVENT), EVENT).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(upstream.wait_for(1).await.len(), 1);
+}
+
+/// RabbitMQ only: the broker refusing a publish (its queue full) is a 503 with `Retry-After`,
+/// and the sender's retry of the same delivery is accepted once there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_full_queue_answers_503_with_retry_after_and_the_retry_is_accepted() {
+    use futures::FutureExt as _;
+    let Some(mut store) = Store::amqp() else { return };
+    if let Some(settings) = store.amqp.as_mut() {
+        settings.max_length = 1;
+    }
+    let outcome = std::panic::AssertUnwindSafe(full_queue_then_room(store.clone())).catch_unwind().await;
+    store.clean().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn full_queue_then_room(store: Store) {
+    // The upstream is down, so accepted events stay queued.
+    let port = free_port();
+    let gw = Gateway::start(&store, &hooks(port, "")).await;
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut request = gw.http.post(format!("{}/billing", gw.base)).header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.body(EVENT).send().await.unwrap() }
+    };
+    let mut refused = None;
+    for i in 0..6 {
+        let headers = standard_headers(&format!("msg_full{i}"), EVENT);
+        let response = post(headers.clone()).await;
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some((i, headers, response));
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    let (refused_at, headers, response) = refused.expect("a full queue refuses events");
+    assert!(response.headers().contains_key("retry-after"), "{:?}", response.headers());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "unavailable", "{body}");
+
+    // Once the upstream drains the queue, the same delivery sent again is accepted.
+    let upstream = TestUpstream::start_on(port).await;
+    assert_eq!(gw.wait_pending("billing", 0).await, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = post(headers.clone()).await.status();
+        if status == StatusCode::ACCEPTED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the retry is still refused: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received = upstream.wait_for(refused_at + 1).await;
+    let last = received.last().unwrap();
+    assert_eq!(last.headers["webhook-id"], format!("msg_full{refused_at}").as_str());
+}
+
+// ---- compressed bodies ----
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+impl Gateway {
+    async fn post_owned(
+        &self,
+        source: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request =
+            self.http.post(format!("{}/{source}", self.base)).header("content-type", "application/json").body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, headers, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A valid gzip stream of `mib` MiB of zeros without ever holding them: one MiB of zeros is
+/// deflated with a full flush (which resets the compressor, so every MiB compresses to the
+/// same bytes), and that block is repeated. Returns (gzip header and first block, the block
+/// every further MiB repeats, the final block and trailer); ~1 KiB per MiB inflated.
+fn gzip_zeros(mib: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    use flate2::{Compress, Compression, FlushCompress};
+    fn deflate(c: &mut Compress, mut input: &[u8], flush: FlushCompress) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            out.reserve(64 * 1024);
+            let before = c.total_in();
+            c.compress_vec(input, &mut out, flush).unwrap();
+            input = &input[usize::try_from(c.total_in() - before).unwrap()..];
+            if input.is_empty() && out.len() < out.capacity() {
+                return out;
+            }
+        }
+    }
+    let zeros = vec![0u8; 1 << 20];
+    let mut compress = Compress::new(Compression::best(), false);
+    let first = deflate(&mut compress, &zeros, FlushCompress::Full);
+    let repeat = deflate(&mut compress, &zeros, FlushCompress::Full);
+    let last = deflate(&mut compress, &[], FlushCompress::Finish);
+    let mut crc = flate2::Crc::new();
+    for _ in 0..mib {
+        crc.update(&zeros);
+    }
+    let head = [&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff][..], &first].concat();
+    let size = u32::try_from((mib << 20) % (1 << 32)).unwrap();
+    let tail = [last, crc.sum().to_le_bytes().to_vec(), size.to_le_bytes().to_vec()].concat();
+    (head, repeat, tail)
+}
+
+#[test]
+fn the_zeros_generator_is_a_valid_gzip_stream() {
+    use std::io::Read as _;
+    let (head, repeat, tail) = gzip_zeros(4);
+    let stream = [head, repeat.clone(), repeat.clone(), repeat, tail].concat();
+    let mut inflated = Vec::new();
+    flate2::read::GzDecoder::new(stream.as_slice()).read_to_end(&mut inflated).unwrap();
+    assert_eq!(inflated.len(), 4 << 20);
+    assert!(inflated.iter().all(|b| *b == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bodies_are_verified_stored_and_delivered_inflated() {
+    let (upstream, port) = TestUpstream::start().await;
+    let store = Store::spool();
+    let gw = Gateway::start(&store, &hooks(port, "")).await;
+    let compressed = gzip(EVENT);
+
+    // Signed over the inflated bytes: accepted, delivered inflated, no Content-Encoding.
+    let mut headers = meta_headers(EVENT);
+    headers.push(("content-encoding", "gzip".to_owned()));
+    let (status, _, body) = gw.post_owned("meta", &headers, compressed.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let mut headers = standard_headers("msg_gzip", EVENT);
+    headers.push(("content-encoding", "x-gzip".to_owned()));
+    let (status, _, body) = gw.post_owned("billing", &headers, compressed.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let received = upstream.wait_for(2).await;
+    assert_eq!(received.len(), 2);
+    for got in &received {
+        assert_eq!(got.body.as_ref(), EVENT);
+        assert!(!got.headers.contains_key("content-encoding"), "{:?}", got.headers);
+    }
+    assert_eq!(gw.wait_pending("meta", 0).await, 0);
+
+    // Signed over the compressed bytes: refused.
+    let mut headers = meta_headers(&compressed);
+    headers.push(("content-encoding", "gzip".to_owned()));
+    let (status, _, body) = gw.post_owned("meta", &headers, compressed.clone()).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "signature_invalid");
+
+    // Another coding: 415 naming what is accepted.
+    for coding in ["br", "deflate", "gzip, br"] {
+        let mut headers = acme_headers(EVENT);
+        headers.push(("content-encoding", coding.to_owned()));
+        let (status, response_headers, body) = gw.post_owned("acme", &headers, compressed.clone()).await;
+        assert_problem(status, &body, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+        assert!(body["detail"].as_str().unwrap().contains("gzip"), "{body}");
+        assert_eq!(response_headers["accept-encoding"], "gzip, identity");
+        assert_eq!(response_headers["content-type"], "application/problem+json");
+    }
+
+    // A corrupt or truncated stream: 400.
+    let truncated = compressed[..compressed.len() - 5].to_vec();
+    for corrupt in [b"definitely not gzip".to_vec(), truncated] {
+        let mut headers = acme_headers(EVENT);
+        headers.push(("content-encoding", "gzip".to_owned()));
+        let (status, _, body) = gw.post_owned("acme", &headers, corrupt).await;
+        assert_problem(status, &body, StatusCode::BAD_REQUEST, "malformed_body");
+    }
+
+    // Past the limit once inflated, though small when sent: 413.
+    let big = gzip(&vec![b' '; (1 << 20) + 1]);
+    assert!(big.len() < 64 * 1024);
+    let mut headers = acme_headers(EVENT);
+    headers.push(("content-encoding", "gzip".to_owned()));
+    let (status, _, body) = gw.post_owned("acme", &headers, big).await;
+    assert_problem(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+
+    for source in ["meta", "acme"] {
+        assert_eq!(gw.webhooks.pending(source).await.unwrap(), 0);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(upstream.received().len(), 2, "nothing refused is forwarded");
+}
+
+/// 1 GiB of zeros, ~1 MiB gzipped, streamed as it is generated: refused with 413 as soon as
+/// the inflated bytes pass 1 MiB, long before the sender is done, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bomb_is_refused_quickly_and_nothing_is_stored() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (upstream, port) = TestUpstream::start().await;
+    let store = Store::spool();
+    let gw = Gateway::start(&store, &hooks(port, "")).await;
+    let mib = 1024;
+    let (head, repeat, tail) = gzip_zeros(mib);
+    let compressed = head.len() + repeat.len() * (mib - 1) + tail.len();
+    assert!(compressed < 2 << 20, "{compressed} bytes");
+    // Signed over what it inflates to, so only the size can refuse it.
+    let mut mac = Hmac::<Sha256>::new_from_slice(META_SECRET.as_bytes()).unwrap();
+    for _ in 0..mib {
+        mac.update(&[0; 1 << 20]);
+    }
+    let signature = hex::encode(mac.finalize().into_bytes());
+
+    let authority = gw.base.trim_start_matches("http://").split('/').next().unwrap().to_owned();
+    let started = Instant::now();
+    let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let head_line = format!(
+            "POST /v1/webhooks/meta HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\n\
+             content-encoding: gzip\r\nx-hub-signature-256: sha256={signature}\r\n\
+             transfer-encoding: chunked\r\n\r\n"
+        );
+        let chunk =
+            |data: &[u8]| [format!("{:x}\r\n", data.len()).into_bytes(), data.to_vec(), b"\r\n".to_vec()].concat();
+        let repeated = chunk(&repeat);
+        let mut pieces = vec![head_line.into_bytes(), chunk(&head)];
+        pieces.extend(std::iter::repeat_n(repeated, mib - 1));
+        pieces.push(chunk(&tail));
+        pieces.push(b"0\r\n\r\n".to_vec());
+        for piece in pieces {
+            if write.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), read.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => response.extend_from_slice(&buffer[..n]),
+        }
+        if response.ends_with(b"}") {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    writer.abort();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains("body_too_large"), "{response}");
+    assert!(elapsed < Duration::from_secs(2), "refused after {elapsed:?}");
+
+    assert_eq!(gw.webhooks.pending("meta").await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(upstream.received().is_empty());
+}
+
+// ---- the token profile ----
+
+const TOKEN_SOURCE: &str = r#"
+[webhooks.genesys]
+profile = "token"
+secrets = ["genesys-old-token", "genesys-new-token"]
+header = "x-genesys-token"
+id_pointer = "/eventId"
+upstream = "http://127.0.0.1:PORT/hooks/genesys"
+
+[webhooks.plain]
+profile = "token"
+secrets = ["plain-token"]
+header = "x-plain-token"
+upstream = "http://127.0.0.1:PORT/hooks/plain"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_profile_accepts_the_token_refuses_others_and_replays() {
+    let (upstream, port) = TestUpstream::start().await;
+    let store = Store::spool();
+    let gw = Gateway::start(&store, &hooks(port, &TOKEN_SOURCE.replace("PORT", &port.to_string()))).await;
+    let token = |value: &str| vec![("x-genesys-token", value.to_owned())];
+    let event = |id: &str| format!(r#"{{"eventId":"{id}","topic":"v2.users.presence"}}"#).into_bytes();
+
+    // Wrong or missing token: 401, nothing stored, and no replay mark left behind.
+    for headers in [token("genesys-older-token"), token(""), vec![], vec![("x-plain-token", "plain-token".to_owned())]]
+    {
+        let (status, _, body) = gw.post_owned("genesys", &headers, event("ev-1")).await;
+        assert_problem(status, &body, StatusCode::UNAUTHORIZED, "signature_invalid");
+    }
+    assert_eq!(gw.webhooks.pending("genesys").await.unwrap(), 0);
+
+    // Either secret of the rotation passes; the id comes from the body.
+    let (status, _, body) = gw.post_owned("genesys", &token("genesys-old-token"), event("ev-1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["id"], "ev-1");
+    let (status, _, body) = gw.post_owned("genesys", &token("genesys-new-token"), event("ev-2")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // The same id again, whatever the rest of the body: a replay.
+    let again = br#"{"eventId":"ev-1","topic":"changed"}"#.to_vec();
+    let (status, _, body) = gw.post_owned("genesys", &token("genesys-new-token"), again).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "signature_invalid");
+    // An authenticated body without its id: 400.
+    let (status, _, body) = gw.post_owned("genesys", &token("genesys-new-token"), b"{}".to_vec()).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "malformed_body");
+
+    // Without an id source, the same body is the same delivery.
+    let plain = vec![("x-plain-token", "plain-token".to_owned())];
+    let (status, _, body) = gw.post_owned("plain", &plain, EVENT.to_vec()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, _, body) = gw.post_owned("plain", &plain, EVENT.to_vec()).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "signature_invalid");
+    let (status, _, body) = gw.post_owned("plain", &plain, br#"{"other":true}"#.to_vec()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    let received = upstream.wait_for(4).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(upstream.received().len(), 4, "{received:?}");
+    for got in upstream.received() {
+        assert!(!got.headers.contains_key("x-genesys-token"), "the token is never forwarded");
+        assert!(!got.headers.contains_key("x-plain-token"), "the token is never forwarded");
+    }
+    let ev1 = received.iter().find(|r| r.headers["webhook-id"] == "ev-1").unwrap();
+    assert_eq!(ev1.path, "/hooks/genesys");
 }

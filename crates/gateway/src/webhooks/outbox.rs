@@ -1,6 +1,7 @@
 //! The durable outbox of accepted events, one queue per source: Redis lists in distributed
 //! mode (`queue` → `processing` → removed, or `dead`), a spool directory of fsynced files in
-//! embedded mode. An event is acknowledged to its sender only once it is here.
+//! embedded mode, or RabbitMQ quorum queues when `AMQP_URL` is set (`super::amqp`). An event
+//! is acknowledged to its sender only once it is here.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -60,6 +61,17 @@ pub struct Claimed {
     token: String,
 }
 
+impl Claimed {
+    /// For a backend in a sibling module (RabbitMQ: the channel's epoch and delivery tag).
+    pub(super) fn new(event: StoredEvent, token: String) -> Self {
+        Self { event, token }
+    }
+
+    pub(super) fn token(&self) -> &str {
+        &self.token
+    }
+}
+
 #[async_trait]
 pub trait Outbox: Send + Sync {
     /// Prepares the source's queue at start-up and puts back events a previous run had
@@ -75,6 +87,9 @@ pub trait Outbox: Send + Sync {
     async fn dead_letter(&self, source: &str, claimed: &Claimed) -> Result<(), Unavailable>;
     /// Events not yet delivered, in flight included.
     async fn pending(&self, source: &str) -> Result<u64, Unavailable>;
+    /// Lets go of what this instance holds in flight, so another instance (or the next
+    /// start) can take it; called when the workers stop. A later call works again.
+    fn release(&self) {}
 }
 
 fn redis_err(e: impl std::fmt::Display) -> Unavailable {

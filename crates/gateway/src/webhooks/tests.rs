@@ -348,3 +348,111 @@ fn comparisons_check_every_byte_and_every_candidate() {
     assert!(!secret_eq(b"token", b"token-longer"));
     assert!(!secret_eq(b"", b"x"));
 }
+
+// ---- token ----
+
+fn token_toml(id: &str) -> String {
+    format!(
+        r#"
+[webhooks.genesys]
+profile = "token"
+secrets = ["token-number-one", "token-two"]
+header = "x-genesys-token"
+{id}
+upstream = "http://127.0.0.1:9"
+"#
+    )
+}
+
+fn assert_bad_request(result: Result<Verified, GatewayError>, why: &str) {
+    match result {
+        Err(GatewayError::BadRequest(_)) => {}
+        other => panic!("{why}: expected malformed_body, got {other:?}"),
+    }
+}
+
+#[test]
+fn token_accepts_either_secret_and_keys_replays_by_body_hash() {
+    let v = verifier(&token_toml(""));
+    let first = v.verify(&headers(&[("x-genesys-token", "token-number-one")]), BODY, NOW).unwrap();
+    assert_eq!(first.event_id, None);
+    assert!(first.replay_key.starts_with("body:"), "{}", first.replay_key);
+    assert!(first.forward_headers.is_empty(), "the token is never forwarded");
+    // The rotated second secret, of another length, passes; the same body is the same key.
+    let second = v.verify(&headers(&[("x-genesys-token", "token-two")]), BODY, NOW).unwrap();
+    assert_eq!(second.replay_key, first.replay_key);
+    let other = v.verify(&headers(&[("x-genesys-token", "token-two")]), b"{}", NOW).unwrap();
+    assert_ne!(other.replay_key, first.replay_key);
+    // No timestamp: any clock is fine.
+    v.verify(&headers(&[("x-genesys-token", "token-two")]), BODY, 0).unwrap();
+}
+
+#[test]
+fn token_refuses_wrong_missing_and_repeated() {
+    let v = verifier(&token_toml(""));
+    for wrong in ["token-number-on", "token-number-onex", "TOKEN-TWO", "", "whsec_token-two"] {
+        assert_refused(v.verify(&headers(&[("x-genesys-token", wrong)]), BODY, NOW), wrong);
+    }
+    assert_refused(v.verify(&HeaderMap::new(), BODY, NOW), "missing");
+    assert_refused(v.verify(&headers(&[("x-other", "token-two")]), BODY, NOW), "other header");
+    assert_refused(
+        v.verify(&headers(&[("x-genesys-token", "token-two"), ("x-genesys-token", "token-two")]), BODY, NOW),
+        "repeated",
+    );
+    let latin1 = {
+        let mut map = HeaderMap::new();
+        map.insert("x-genesys-token", HeaderValue::from_bytes(b"token-tw\xf6").unwrap());
+        map
+    };
+    assert_refused(v.verify(&latin1, BODY, NOW), "not text");
+}
+
+#[test]
+fn token_replay_key_comes_from_the_id_header_or_pointer() {
+    let v = verifier(&token_toml("id_header = \"x-event-id\""));
+    let ok = |id: &str| headers(&[("x-genesys-token", "token-two"), ("x-event-id", id)]);
+    let verified = v.verify(&ok("ev-7"), BODY, NOW).unwrap();
+    assert_eq!(verified.event_id.as_deref(), Some("ev-7"));
+    assert_eq!(verified.replay_key, "id:ev-7");
+    assert_eq!(v.verify(&ok("ev-7"), b"{}", NOW).unwrap().replay_key, "id:ev-7", "the id, not the body");
+    assert_bad_request(v.verify(&headers(&[("x-genesys-token", "token-two")]), BODY, NOW), "missing id");
+    assert_bad_request(v.verify(&ok(&"x".repeat(300)), BODY, NOW), "overlong id");
+    // Refused for the token before the id is looked at.
+    assert_refused(v.verify(&headers(&[("x-event-id", "ev-7")]), BODY, NOW), "no token");
+
+    let v = verifier(&token_toml("id_pointer = \"/meta/eventId\""));
+    let token = headers(&[("x-genesys-token", "token-number-one")]);
+    let verified = v.verify(&token, br#"{"meta":{"eventId":"a1b2"},"x":1}"#, NOW).unwrap();
+    assert_eq!(verified.replay_key, "id:a1b2");
+    assert_eq!(verified.event_id.as_deref(), Some("a1b2"));
+    assert_eq!(v.verify(&token, br#"{"meta":{"eventId":42}}"#, NOW).unwrap().replay_key, "id:42");
+    for body in
+        [&b"not json"[..], br#"{"meta":{}}"#, br#"{"meta":{"eventId":null}}"#, br#"{"meta":{"eventId":""}}"#, b"[]"]
+    {
+        assert_bad_request(v.verify(&token, body, NOW), &String::from_utf8_lossy(body));
+    }
+}
+
+#[test]
+fn token_config_errors_name_the_field() {
+    let err = |toml: &str| RoutesFile::parse(toml).err().unwrap();
+    let base = token_toml("");
+    for (toml, field) in [
+        (base.replace("header = \"x-genesys-token\"\n", ""), "webhooks.genesys.header"),
+        (base.replace("secrets = [\"token-number-one\", \"token-two\"]", "secrets = []"), "webhooks.genesys.secrets"),
+        (base.replace("\"token-two\"", "\" \""), "webhooks.genesys.secrets[1]"),
+        (base.replace("x-genesys-token", "bad header"), "webhooks.genesys.header"),
+        (token_toml("id_header = \"x-id\"\nid_pointer = \"/id\""), "webhooks.genesys.id_pointer"),
+        (token_toml("id_pointer = \"eventId\""), "webhooks.genesys.id_pointer"),
+        (token_toml("id_header = \"a b\""), "webhooks.genesys.id_header"),
+        (token_toml("encoding = \"hex\""), "webhooks.genesys.encoding"),
+        (token_toml("verify_token = \"t\""), "webhooks.genesys.verify_token"),
+        (meta_toml().replace("upstream", "id_header = \"x-id\"\nupstream"), "webhooks.meta.id_header"),
+        (standard_toml().replace("upstream", "id_pointer = \"/id\"\nupstream"), "webhooks.billing.id_pointer"),
+    ] {
+        let e = err(&toml);
+        assert_eq!(e.field.as_deref(), Some(field), "{e}");
+    }
+    let e = err(&base.replace("header = \"x-genesys-token\"\n", ""));
+    assert!(e.message.contains("token profile"), "{e}");
+}

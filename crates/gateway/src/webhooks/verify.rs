@@ -1,5 +1,6 @@
 //! Signature verification for one webhook source: Standard Webhooks, Meta and the generic
-//! profile, HMAC-SHA256 with every configured secret tried, compared in constant time.
+//! profile, HMAC-SHA256 with every configured secret tried, compared in constant time; and the
+//! token profile, a static secret in a header compared (as a SHA-256 digest) with every secret.
 
 use base64::{
     Engine as _,
@@ -12,7 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{
-    config::routes::{GenericSignature, SignatureEncoding, Webhook, WebhookProfile},
+    config::routes::{EventIdSource, GenericSignature, SignatureEncoding, TokenAuth, Webhook, WebhookProfile},
     error::GatewayError,
 };
 
@@ -61,6 +62,7 @@ enum Profile {
     Meta { verify_token: SecretString },
     Standard,
     Generic(GenericSignature),
+    Token(TokenAuth),
 }
 
 /// Decodes one configured secret into HMAC key bytes. For the Standard profile a `whsec_`
@@ -81,6 +83,28 @@ pub fn decode_secret(profile: &WebhookProfile, secret: &str) -> Result<Vec<u8>, 
 
 fn invalid(message: impl Into<String>) -> GatewayError {
     GatewayError::SignatureInvalid(message.into())
+}
+
+/// An authenticated delivery whose configured event id is missing or unusable (400).
+fn bad_id(message: String) -> GatewayError {
+    GatewayError::BadRequest(message)
+}
+
+/// The replay key of a delivery without an event id: the SHA-256 of its (inflated) body.
+fn body_key(body: &[u8]) -> String {
+    format!("body:{}", hex::encode(Sha256::digest(body)))
+}
+
+/// The event id at `pointer` in a JSON body: a string, or a number written as JSON writes it.
+fn pointer_id(body: &[u8], pointer: &str) -> Result<String, GatewayError> {
+    let json: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| bad_id("the body is not JSON, so it has no event id".to_owned()))?;
+    match json.pointer(pointer) {
+        Some(serde_json::Value::String(id)) => Ok(id.clone()),
+        Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+        Some(_) => Err(bad_id(format!("the event id at `{pointer}` is not a string or a number"))),
+        None => Err(bad_id(format!("the body has no event id at `{pointer}`"))),
+    }
 }
 
 /// The value of a header that must appear once, as text.
@@ -127,6 +151,7 @@ impl Verifier {
             WebhookProfile::Meta { verify_token } => Profile::Meta { verify_token: verify_token.clone() },
             WebhookProfile::Standard => Profile::Standard,
             WebhookProfile::Generic(generic) => Profile::Generic(generic.clone()),
+            WebhookProfile::Token(token) => Profile::Token(token.clone()),
         };
         let tolerance_secs = i64::try_from(hook.tolerance.as_secs()).unwrap_or(i64::MAX).max(1);
         Ok(Self { profile, keys, tolerance_secs })
@@ -204,7 +229,36 @@ impl Verifier {
                 forward.push((generic.header.to_string(), value.to_owned()));
                 self.by_signature(&signature, &[body], forward)
             }
+            Profile::Token(token) => self.verify_token(token, headers, body),
         }
+    }
+
+    /// The token profile: the header's value must equal one of the secrets. Digests are
+    /// compared, so neither the position of the first differing byte nor the secrets' lengths
+    /// show in the timing, and every secret is compared, so neither does which one matched.
+    /// The token itself is never forwarded: it is the secret, not a proof of this event.
+    fn verify_token(&self, token: &TokenAuth, headers: &HeaderMap, body: &[u8]) -> Result<Verified, GatewayError> {
+        let presented: [u8; 32] = Sha256::digest(single(headers, &token.header)?.as_bytes()).into();
+        let digests: Vec<[u8; 32]> = self.keys.iter().map(|key| Sha256::digest(key.expose_secret()).into()).collect();
+        if matches_any(&digests, &presented).is_none() {
+            return Err(invalid(format!("the `{}` token does not match", token.header)));
+        }
+        // Only an authenticated sender learns whether its event id is usable.
+        let id = match &token.event_id {
+            None => return Ok(Verified { event_id: None, replay_key: body_key(body), forward_headers: Vec::new() }),
+            Some(EventIdSource::Header(name)) => {
+                single(headers, name).map_err(|_| bad_id(format!("expected exactly one `{name}` header")))?.to_owned()
+            }
+            Some(EventIdSource::Pointer(pointer)) => pointer_id(body, pointer)?,
+        };
+        if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad_id(format!("the event id must be 1 to {MAX_ID_LEN} visible ASCII characters")));
+        }
+        let forward_headers = match &token.event_id {
+            Some(EventIdSource::Header(name)) => vec![(name.to_string(), id.clone())],
+            _ => Vec::new(),
+        };
+        Ok(Verified { replay_key: format!("id:{id}"), event_id: Some(id), forward_headers })
     }
 
     /// Profiles without an event id: the replay key is the tag that matched, so the same

@@ -15,7 +15,7 @@ use std::{
 use platform::duration::parse_duration;
 use serde::Deserialize;
 use toml::Spanned;
-pub use webhook::{GenericSignature, SignatureEncoding, Webhook, WebhookProfile};
+pub use webhook::{EventIdSource, GenericSignature, SignatureEncoding, TokenAuth, Webhook, WebhookProfile};
 
 use crate::{
     domain::{CredentialKind, CredentialKinds, RateLimit, Role, RouteAuth, Scope, Upstream, parse_byte_size},

@@ -525,6 +525,7 @@ fn the_operator_page_example_parses() {
     let (example, _) = after.split_once("\n```").unwrap();
     let file = parse(example);
     assert_eq!(file.routes.len(), 4);
-    assert_eq!(file.webhooks.len(), 3);
+    assert_eq!(file.webhooks.len(), 4);
+    assert_eq!(file.webhooks["genesys"].profile.name(), "token");
     assert_eq!(file.routes.match_route("/v1/user/ordersX").map(|r| r.prefix.as_str()), Some("/v1/user"));
 }

@@ -59,6 +59,8 @@ pub enum WebhookProfile {
     Standard,
     /// A signature in one header, configured per source.
     Generic(GenericSignature),
+    /// A static secret in one header (Genesys-style), compared with every secret.
+    Token(TokenAuth),
 }
 
 impl WebhookProfile {
@@ -67,6 +69,7 @@ impl WebhookProfile {
             Self::Meta { .. } => "meta",
             Self::Standard => "standard",
             Self::Generic(_) => "generic",
+            Self::Token(_) => "token",
         }
     }
 }
@@ -80,6 +83,23 @@ pub struct GenericSignature {
     pub encoding: SignatureEncoding,
     /// A header carrying the delivery's unix time, checked against the tolerance.
     pub timestamp_header: Option<HeaderName>,
+}
+
+/// The token profile: `<header>: <one of the secrets>`, with the replay key taken from the
+/// event id when the source names where it is, else from a hash of the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAuth {
+    pub header: HeaderName,
+    pub event_id: Option<EventIdSource>,
+}
+
+/// Where a token-profile delivery carries its event id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventIdSource {
+    /// A request header (`id_header`).
+    Header(HeaderName),
+    /// An RFC 6901 JSON pointer into the body (`id_pointer`), such as `/eventId`.
+    Pointer(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +119,8 @@ pub(super) struct RawWebhook {
     prefix: Option<Spanned<String>>,
     encoding: Option<Spanned<String>>,
     timestamp_header: Option<Spanned<String>>,
+    id_header: Option<Spanned<String>>,
+    id_pointer: Option<Spanned<String>>,
     tolerance: Option<Spanned<String>>,
     allowed_ips: Option<SpannedList>,
     rate_limit: Option<Spanned<String>>,
@@ -188,20 +210,60 @@ pub(super) fn build(
                 timestamp_header,
             })
         }
+        "token" => {
+            let header = match &raw.header {
+                Some(header) => header_name(source, field("header"), header)?,
+                None => {
+                    return Err(source.error(
+                        table.span(),
+                        field("header"),
+                        "is required by the token profile: the header that carries the secret",
+                    ));
+                }
+            };
+            let event_id = match (&raw.id_header, &raw.id_pointer) {
+                (Some(_), Some(pointer)) => {
+                    return Err(source.error(
+                        pointer.span(),
+                        field("id_pointer"),
+                        "give either id_header or id_pointer, not both",
+                    ));
+                }
+                (Some(h), None) => Some(EventIdSource::Header(header_name(source, field("id_header"), h)?)),
+                (None, Some(pointer)) => {
+                    let text = pointer.get_ref();
+                    if !text.starts_with('/') {
+                        return Err(source.error(
+                            pointer.span(),
+                            field("id_pointer"),
+                            format!("`{text}` is not a JSON pointer into the body (such as `/id`)"),
+                        ));
+                    }
+                    Some(EventIdSource::Pointer(text.clone()))
+                }
+                (None, None) => None,
+            };
+            WebhookProfile::Token(TokenAuth { header, event_id })
+        }
         other => {
             return Err(source.error(
                 raw.profile.span(),
                 field("profile"),
-                format!("`{other}` is not a profile (meta, standard or generic)"),
+                format!("`{other}` is not a profile (meta, standard, generic or token)"),
             ));
         }
     };
 
     // Keys another profile would ignore are refused, so a setting never looks active when it
     // is not.
-    let foreign: [(&str, Option<Range<usize>>, bool); 5] = [
+    let token = matches!(profile, WebhookProfile::Token(_));
+    let foreign: [(&str, Option<Range<usize>>, bool); 7] = [
         ("verify_token", raw.verify_token.as_ref().map(Spanned::span), matches!(profile, WebhookProfile::Meta { .. })),
-        ("header", raw.header.as_ref().map(Spanned::span), matches!(profile, WebhookProfile::Generic(_))),
+        (
+            "header",
+            raw.header.as_ref().map(Spanned::span),
+            matches!(profile, WebhookProfile::Generic(_) | WebhookProfile::Token(_)),
+        ),
         ("prefix", raw.prefix.as_ref().map(Spanned::span), matches!(profile, WebhookProfile::Generic(_))),
         ("encoding", raw.encoding.as_ref().map(Spanned::span), matches!(profile, WebhookProfile::Generic(_))),
         (
@@ -209,6 +271,8 @@ pub(super) fn build(
             raw.timestamp_header.as_ref().map(Spanned::span),
             matches!(profile, WebhookProfile::Generic(_)),
         ),
+        ("id_header", raw.id_header.as_ref().map(Spanned::span), token),
+        ("id_pointer", raw.id_pointer.as_ref().map(Spanned::span), token),
     ];
     for (key, span, applies) in foreign {
         if let (Some(span), false) = (span, applies) {

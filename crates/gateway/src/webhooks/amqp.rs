@@ -1,0 +1,610 @@
+//! The webhook outbox on RabbitMQ (`AMQP_URL`, SPEC §6): one durable quorum queue per source,
+//! `<prefix><source>`, bounded by `x-max-length` with `x-overflow = reject-publish`, and its
+//! dead letters in `<prefix><source>.dead` (a source name has no dot, so the two cannot meet).
+//!
+//! An event is stored by a persistent (`delivery_mode` 2), `mandatory` publish through the
+//! default exchange on a channel in confirm mode; [`Outbox::push`] answers `Ok` only once the
+//! broker has acknowledged it. A nack (the queue is full), a return (no such queue), a confirm
+//! that does not come in time or a lost connection is [`Unavailable`], which the ingestion
+//! answers with 503 and `Retry-After`, so the sender keeps the event.
+//!
+//! The worker pulls with `basic.get` (manual acknowledgement) on a channel kept per source;
+//! a delivered event is acknowledged, a refused one is published with confirm to the dead
+//! letters and then acknowledged. Deliveries unacknowledged when their channel or connection
+//! closes go back to the queue by the broker's own rule, which is what [`Outbox::recover`]
+//! relies on (it also closes this instance's channel for the source). An acknowledgement that
+//! would name a delivery of a channel since closed is skipped: the broker has already put the
+//! event back, and it is delivered again (at least once, never lost).
+//!
+//! A dropped connection is opened again by the next call; failed attempts back off
+//! exponentially (200 ms doubling to 10 s), calls in between fail at once. Every broker call is
+//! bounded by a timeout. Only plain `amqp://` is supported: the workspace carries no TLS
+//! library for lapin, so `amqps://` is refused by the configuration; run the broker on the
+//! private network (or behind a local TLS tunnel).
+//!
+//! The bound is a quorum queue's: the queue refuses publishes once it is *over*
+//! `x-max-length` (so the publish that reaches it, and any in flight at that moment, still
+//! get in) and accepts again once it is back under about 80 % of it.
+//!
+//! The queue arguments are fixed when a queue is first declared: changing `AMQP_MAX_LENGTH`
+//! later makes the declaration fail (`PRECONDITION_FAILED`) until the queue is deleted or the
+//! bound is changed by a policy instead.
+
+use std::{
+    collections::HashMap,
+    fmt::Display,
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable, ShortString},
+};
+use platform::Unavailable;
+use secrecy::{ExposeSecret as _, SecretString};
+use tokio::time::Instant;
+
+use super::outbox::{Claimed, Outbox, StoredEvent};
+
+/// `AMQP_QUEUE_PREFIX`'s default.
+pub const DEFAULT_QUEUE_PREFIX: &str = "portcullis.webhooks.";
+/// `AMQP_MAX_LENGTH`'s default: events waiting per source before pushes are refused.
+pub const DEFAULT_MAX_LENGTH: u64 = 100_000;
+/// One broker call (connect, declare, publish confirm, get).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const LAST_RETRY: Duration = Duration::from_secs(10);
+const DEAD_SUFFIX: &str = ".dead";
+
+/// Where and how the outbox reaches RabbitMQ.
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    /// `amqp://user:password@host:port/vhost`; the password is never logged.
+    pub url: SecretString,
+    /// Prepended to each source's name to make its queue's.
+    pub queue_prefix: String,
+    /// `x-max-length` of each source's queue.
+    pub max_length: u64,
+}
+
+fn amqp_err(e: impl Display) -> Unavailable {
+    Unavailable::new("rabbitmq", e)
+}
+
+/// The connection and the confirm-mode channel pushes share.
+struct Link {
+    connection: Connection,
+    publish: Channel,
+}
+
+impl Link {
+    fn usable(&self) -> bool {
+        self.connection.status().connected() && self.publish.status().connected()
+    }
+}
+
+#[derive(Default)]
+struct LinkState {
+    link: Option<Arc<Link>>,
+    failures: u32,
+    /// No attempt to connect before this, after a failed one.
+    retry_at: Option<Instant>,
+}
+
+/// One source's pulling channel and what this instance holds unacknowledged on it.
+#[derive(Default)]
+struct SourceState {
+    channel: Option<Channel>,
+    /// Changes with every channel opened, so a claim of an earlier channel is recognised.
+    epoch: u64,
+    /// Delivery tag → the message as stored (what the dead letters receive).
+    held: HashMap<u64, Vec<u8>>,
+}
+
+impl SourceState {
+    fn open_channel(&self) -> Option<&Channel> {
+        self.channel.as_ref().filter(|c| c.status().connected())
+    }
+
+    /// Deliveries this instance holds; none once their channel has closed (the broker has
+    /// them back).
+    fn in_flight(&mut self) -> u64 {
+        if self.open_channel().is_none() {
+            self.held.clear();
+        }
+        self.held.len() as u64
+    }
+
+    /// Forgets the channel; its unacknowledged deliveries are the broker's again.
+    async fn close_channel(&mut self) {
+        self.held.clear();
+        if let Some(channel) = self.channel.take()
+            && channel.status().connected()
+        {
+            let _ = tokio::time::timeout(CALL_TIMEOUT, channel.close(200, "OK".into())).await;
+        }
+    }
+}
+
+/// [`Outbox`] on RabbitMQ; see the module documentation.
+pub struct AmqpOutbox {
+    url: SecretString,
+    prefix: String,
+    max_length: u64,
+    /// The runtime that drives the connection's socket, whichever runtime calls.
+    runtime: tokio::runtime::Handle,
+    link: tokio::sync::Mutex<LinkState>,
+    sources: Mutex<HashMap<String, Arc<tokio::sync::Mutex<SourceState>>>>,
+    epochs: AtomicU64,
+}
+
+impl AmqpOutbox {
+    /// Connects lazily: the first call (normally [`Outbox::recover`] at start-up) opens the
+    /// connection. Must be called inside a tokio runtime, which then drives the connection.
+    pub fn new(settings: &AmqpSettings) -> Self {
+        Self {
+            url: settings.url.clone(),
+            prefix: settings.queue_prefix.clone(),
+            max_length: settings.max_length,
+            runtime: tokio::runtime::Handle::current(),
+            link: tokio::sync::Mutex::new(LinkState::default()),
+            sources: Mutex::new(HashMap::new()),
+            epochs: AtomicU64::new(0),
+        }
+    }
+
+    /// The source's queue and dead-letter queue names.
+    fn names(&self, source: &str) -> Result<(ShortString, ShortString), Unavailable> {
+        let queue = format!("{}{source}", self.prefix);
+        let dead = format!("{queue}{DEAD_SUFFIX}");
+        let name = |n: String| ShortString::try_new(n).map_err(|e| amqp_err(format!("queue name: {e}")));
+        Ok((name(queue)?, name(dead)?))
+    }
+
+    fn source_state(&self, source: &str) -> Arc<tokio::sync::Mutex<SourceState>> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner()).entry(source.to_owned()).or_default().clone()
+    }
+
+    /// Removes what the password would reveal from a message that might quote the URL.
+    fn redact(&self, message: String) -> String {
+        let url = self.url.expose_secret();
+        let password = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .map(|(_, password)| password)
+            .filter(|p| !p.is_empty());
+        match password {
+            Some(password) => message.replace(password, "***"),
+            None => message,
+        }
+    }
+
+    /// One broker call, bounded by [`CALL_TIMEOUT`].
+    async fn call<T>(&self, what: &str, call: impl Future<Output = lapin::Result<T>>) -> Result<T, Unavailable> {
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(amqp_err(self.redact(format!("{what}: {e}")))),
+            Err(_) => Err(amqp_err(format!("{what}: no answer within {} s", CALL_TIMEOUT.as_secs()))),
+        }
+    }
+
+    async fn connect(&self) -> Result<Link, Unavailable> {
+        let properties = ConnectionProperties::default().with_connection_name("portcullis-gateway".into());
+        let runtime = async_rs::Runtime::tokio_with_handle(self.runtime.clone());
+        let connection = self
+            .call("connect", Connection::connect_with_runtime(self.url.expose_secret(), properties, runtime))
+            .await?;
+        let publish = self.call("channel.open", connection.create_channel()).await?;
+        self.call("confirm.select", publish.confirm_select(ConfirmSelectOptions::default())).await?;
+        Ok(Link { connection, publish })
+    }
+
+    /// The open connection, opened again if it was lost (with backoff between failures).
+    async fn link(&self) -> Result<Arc<Link>, Unavailable> {
+        let mut state = self.link.lock().await;
+        if let Some(link) = state.link.as_ref().filter(|l| l.usable()) {
+            return Ok(link.clone());
+        }
+        if state.link.take().is_some() {
+            tracing::warn!("RabbitMQ connection lost; reconnecting");
+        }
+        if let Some(at) = state.retry_at
+            && Instant::now() < at
+        {
+            let wait = at.saturating_duration_since(Instant::now());
+            return Err(amqp_err(format!("not connected; next attempt in {} ms", wait.as_millis())));
+        }
+        match self.connect().await {
+            Ok(link) => {
+                if state.failures > 0 {
+                    tracing::info!(attempts = state.failures + 1, "RabbitMQ connection restored");
+                }
+                let link = Arc::new(link);
+                *state = LinkState { link: Some(link.clone()), failures: 0, retry_at: None };
+                Ok(link)
+            }
+            Err(e) => {
+                let wait = FIRST_RETRY.saturating_mul(1 << state.failures.min(16)).min(LAST_RETRY);
+                state.failures = state.failures.saturating_add(1);
+                state.retry_at = Some(Instant::now() + wait);
+                Err(e)
+            }
+        }
+    }
+
+    /// A channel for one-off calls (declarations, counts), so a refused one closes nothing
+    /// else.
+    async fn with_channel<T, F>(&self, work: impl FnOnce(Channel) -> F) -> Result<T, Unavailable>
+    where
+        F: Future<Output = Result<T, Unavailable>>,
+    {
+        let link = self.link().await?;
+        let channel = self.call("channel.open", link.connection.create_channel()).await?;
+        let result = work(channel.clone()).await;
+        if channel.status().connected() {
+            let _ = tokio::time::timeout(CALL_TIMEOUT, channel.close(200, "OK".into())).await;
+        }
+        result
+    }
+
+    fn queue_arguments(&self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        arguments
+            .insert("x-max-length".into(), AMQPValue::LongLongInt(i64::try_from(self.max_length).unwrap_or(i64::MAX)));
+        arguments.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        arguments
+    }
+
+    /// Declares the source's queue and dead letters (idempotent while the arguments match).
+    async fn declare(&self, source: &str) -> Result<(), Unavailable> {
+        let (queue, dead) = self.names(source)?;
+        let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        let queue_arguments = self.queue_arguments();
+        let mut dead_arguments = FieldTable::default();
+        dead_arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        self.with_channel(|channel| async move {
+            self.call("queue.declare", channel.queue_declare(queue, durable, queue_arguments)).await?;
+            self.call("queue.declare", channel.queue_declare(dead, durable, dead_arguments)).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Publishes a persistent message with `mandatory` set and waits for the broker's confirm.
+    async fn publish(&self, queue: ShortString, payload: &[u8], message_id: &str) -> Result<(), Unavailable> {
+        let link = self.link().await?;
+        let mut properties =
+            BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+        if let Ok(id) = ShortString::try_new(message_id) {
+            properties = properties.with_message_id(id);
+        }
+        let options = BasicPublishOptions { mandatory: true, immediate: false };
+        let confirm = self
+            .call("basic.publish", link.publish.basic_publish("".into(), queue, options, payload, properties))
+            .await?;
+        match self.call("publisher confirm", confirm).await? {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) => Err(amqp_err(format!(
+                "the broker returned the event ({} {}): its queue does not exist",
+                returned.reply_code, returned.reply_text
+            ))),
+            Confirmation::Nack(_) => Err(amqp_err("the broker refused the event: the queue is full")),
+            Confirmation::NotRequested => Err(amqp_err("publisher confirms are not enabled on the channel")),
+        }
+    }
+
+    /// The source's pulling channel, opened again (holding nothing) if it was closed.
+    async fn source_channel(&self, state: &mut SourceState) -> Result<Channel, Unavailable> {
+        if let Some(channel) = state.open_channel() {
+            return Ok(channel.clone());
+        }
+        state.held.clear();
+        let link = self.link().await?;
+        let channel = self.call("channel.open", link.connection.create_channel()).await?;
+        state.channel = Some(channel.clone());
+        state.epoch = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(channel)
+    }
+
+    /// The delivery tag `claimed` holds on the source's current channel; `None` when that
+    /// channel has closed since (the broker has put the event back).
+    fn held_tag(state: &SourceState, claimed: &Claimed) -> Option<u64> {
+        let (epoch, tag) = claimed.token().split_once(':')?;
+        let (epoch, tag) = (epoch.parse::<u64>().ok()?, tag.parse::<u64>().ok()?);
+        (epoch == state.epoch && state.open_channel().is_some() && state.held.contains_key(&tag)).then_some(tag)
+    }
+
+    async fn ack(&self, state: &mut SourceState, tag: u64) -> Result<(), Unavailable> {
+        let channel = state.open_channel().cloned().ok_or_else(|| amqp_err("the channel closed"))?;
+        let acked = self.call("basic.ack", channel.basic_ack(tag, BasicAckOptions::default())).await;
+        if acked.is_err() {
+            // Whatever happened to the ack, closing the channel puts the event back rather
+            // than leaving it held and invisible.
+            state.close_channel().await;
+        } else {
+            state.held.remove(&tag);
+        }
+        acked
+    }
+
+    /// Publishes the held delivery `tag` to the dead letters, then acknowledges it.
+    async fn dead_letter_held(&self, state: &mut SourceState, source: &str, tag: u64) -> Result<(), Unavailable> {
+        let (_, dead) = self.names(source)?;
+        let payload = state.held.get(&tag).cloned().unwrap_or_default();
+        self.publish(dead, &payload, "").await?;
+        self.ack(state, tag).await
+    }
+
+    /// Deletes the source's queues (tests clean up after themselves).
+    #[cfg(test)]
+    pub async fn delete_queues(&self, source: &str) -> Result<(), Unavailable> {
+        use lapin::options::QueueDeleteOptions;
+        self.source_state(source).lock().await.close_channel().await;
+        let (queue, dead) = self.names(source)?;
+        self.with_channel(|channel| async move {
+            self.call("queue.delete", channel.queue_delete(queue, QueueDeleteOptions::default())).await?;
+            self.call("queue.delete", channel.queue_delete(dead, QueueDeleteOptions::default())).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Messages in the source's dead letters (tests).
+    #[cfg(test)]
+    pub async fn dead_count(&self, source: &str) -> Result<u64, Unavailable> {
+        let (_, dead) = self.names(source)?;
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        self.with_channel(|channel| async move {
+            let queue = self.call("queue.declare", channel.queue_declare(dead, passive, FieldTable::default())).await?;
+            Ok(u64::from(queue.message_count()))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Outbox for AmqpOutbox {
+    async fn recover(&self, source: &str) -> Result<u64, Unavailable> {
+        self.declare(source).await?;
+        // What this instance claimed and did not finish goes back by closing its channel.
+        self.source_state(source).lock().await.close_channel().await;
+        self.pending(source).await
+    }
+
+    async fn push(&self, event: &StoredEvent) -> Result<(), Unavailable> {
+        let payload = serde_json::to_vec(event).map_err(amqp_err)?;
+        let (queue, _) = self.names(&event.source)?;
+        let published = self.publish(queue, &payload, &event.id).await;
+        if let Err(e) = &published
+            && e.message.contains("does not exist")
+        {
+            // Someone deleted the queue: declare it again so the sender's retry succeeds.
+            if let Err(declare) = self.declare(&event.source).await {
+                tracing::warn!(source = %event.source, error = %declare, "cannot declare the webhook queue again");
+            }
+        }
+        published
+    }
+
+    async fn claim(&self, source: &str) -> Result<Option<Claimed>, Unavailable> {
+        let (queue, _) = self.names(source)?;
+        let state = self.source_state(source);
+        let mut state = state.lock().await;
+        loop {
+            let channel = self.source_channel(&mut state).await?;
+            let got = self.call("basic.get", channel.basic_get(queue.clone(), BasicGetOptions { no_ack: false })).await;
+            let message = match got {
+                Ok(Some(message)) => message,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    // A get that timed out may still deliver; closing the channel returns it.
+                    state.close_channel().await;
+                    return Err(e);
+                }
+            };
+            let tag = message.delivery.delivery_tag;
+            let data = message.delivery.data;
+            let parsed = serde_json::from_slice::<StoredEvent>(&data);
+            state.held.insert(tag, data);
+            match parsed {
+                Ok(event) => return Ok(Some(Claimed::new(event, format!("{}:{tag}", state.epoch)))),
+                Err(e) => {
+                    tracing::error!(source, error = %e, "unreadable webhook message moved to the dead letters");
+                    if let Err(e) = self.dead_letter_held(&mut state, source, tag).await {
+                        state.close_channel().await;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn complete(&self, source: &str, claimed: &Claimed) -> Result<(), Unavailable> {
+        let state = self.source_state(source);
+        let mut state = state.lock().await;
+        let Some(tag) = Self::held_tag(&state, claimed) else {
+            tracing::warn!(source, id = %claimed.event.id, "webhook event's channel closed before its ack; it will be delivered again");
+            return Ok(());
+        };
+        self.ack(&mut state, tag).await
+    }
+
+    async fn dead_letter(&self, source: &str, claimed: &Claimed) -> Result<(), Unavailable> {
+        let state = self.source_state(source);
+        let mut state = state.lock().await;
+        let Some(tag) = Self::held_tag(&state, claimed) else {
+            // Back in the queue: it is refused again, then set aside, on its next delivery.
+            tracing::warn!(source, id = %claimed.event.id, "webhook event's channel closed before it was set aside; it will be tried again");
+            return Ok(());
+        };
+        self.dead_letter_held(&mut state, source, tag).await
+    }
+
+    async fn pending(&self, source: &str) -> Result<u64, Unavailable> {
+        let (queue, _) = self.names(source)?;
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let ready = self
+            .with_channel(|channel| async move {
+                let queue =
+                    self.call("queue.declare", channel.queue_declare(queue, passive, FieldTable::default())).await?;
+                Ok(u64::from(queue.message_count()))
+            })
+            .await?;
+        let held = self.source_state(source).lock().await.in_flight();
+        Ok(ready + held)
+    }
+
+    /// Closes the connection (its deliveries go back to their queues); the next call opens
+    /// a new one.
+    fn release(&self) {
+        for state in self.sources.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            if let Ok(mut state) = state.try_lock() {
+                state.held.clear();
+                state.channel = None;
+            }
+        }
+        if let Ok(mut state) = self.link.try_lock() {
+            // Dropping the last handle closes the connection without waiting for the broker.
+            drop(state.link.take());
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn settings(url: &str) -> AmqpSettings {
+        AmqpSettings {
+            url: SecretString::from(url.to_owned()),
+            queue_prefix: format!("pc_test.{}.", uuid::Uuid::new_v4().simple()),
+            max_length: DEFAULT_MAX_LENGTH,
+        }
+    }
+
+    fn event(id: &str) -> StoredEvent {
+        StoredEvent::new(id.to_owned(), "billing".to_owned(), 1_700_000_000, None, Vec::new(), b"{}")
+    }
+
+    impl AmqpOutbox {
+        /// Closes the connection under the outbox, as a broker restart would.
+        async fn sever(&self) {
+            let link = self.link.lock().await.link.clone().expect("connected");
+            link.connection.close(320, "severed by a test".into()).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_is_down_is_unavailable_quickly_and_the_password_never_shows() {
+        // Nothing listens on port 1.
+        let outbox = AmqpOutbox::new(&settings("amqp://gw:hunter2@127.0.0.1:1/%2f"));
+        let started = Instant::now();
+        let first = outbox.push(&event("a")).await.unwrap_err();
+        assert_eq!(first.dependency, "rabbitmq");
+        assert!(!first.to_string().contains("hunter2"), "{first}");
+        // Within the backoff, calls fail at once instead of dialling again.
+        for result in [
+            outbox.push(&event("b")).await.map(drop),
+            outbox.claim("billing").await.map(drop),
+            outbox.pending("billing").await.map(drop),
+            outbox.recover("billing").await.map(drop),
+        ] {
+            let e = result.unwrap_err();
+            assert!(e.message.contains("next attempt"), "{e}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        assert!(started.elapsed() < CALL_TIMEOUT * 2, "{:?}", started.elapsed());
+        outbox.release();
+    }
+
+    #[test]
+    fn the_password_is_redacted_from_messages() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let _guard = runtime.enter();
+        let outbox = AmqpOutbox::new(&settings("amqp://gw:hunter2@rabbit:5672/%2f"));
+        assert_eq!(outbox.redact("bad uri amqp://gw:hunter2@rabbit".to_owned()), "bad uri amqp://gw:***@rabbit");
+        let outbox = AmqpOutbox::new(&settings("amqp://rabbit:5672/%2f"));
+        assert_eq!(outbox.redact("plain".to_owned()), "plain");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_credentials_are_unavailable_without_the_password() {
+        let Some(url) = testkit::amqp_url() else { return };
+        let host = url.split_once('@').map_or(url.trim_start_matches("amqp://"), |(_, host)| host);
+        let outbox = AmqpOutbox::new(&settings(&format!("amqp://nobody:hunter2@{host}")));
+        let e = outbox.recover("billing").await.unwrap_err();
+        assert_eq!(e.dependency, "rabbitmq");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_changed_bound_is_refused_at_start_up_naming_the_argument() {
+        let Some(url) = testkit::amqp_url() else { return };
+        let first = settings(&url);
+        let outbox = AmqpOutbox::new(&first);
+        outbox.recover("billing").await.unwrap();
+        let changed = AmqpOutbox::new(&AmqpSettings { max_length: first.max_length + 1, ..first.clone() });
+        let e = changed.recover("billing").await.unwrap_err();
+        assert!(e.message.contains("PRECONDITION_FAILED") && e.message.contains("x-max-length"), "{e}");
+        // The same settings again are fine.
+        assert_eq!(AmqpOutbox::new(&first).recover("billing").await.unwrap(), 0);
+        outbox.delete_queues("billing").await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_connection_is_opened_again_and_what_was_in_flight_comes_back() {
+        let Some(url) = testkit::amqp_url() else { return };
+        let outbox = AmqpOutbox::new(&settings(&url));
+        outbox.recover("billing").await.unwrap();
+        outbox.push(&event("a")).await.unwrap();
+        let claimed = outbox.claim("billing").await.unwrap().unwrap();
+        assert_eq!(claimed.event.id, "a");
+
+        outbox.sever().await;
+        // The ack can no longer be given; the broker has the event back, so it is not lost.
+        outbox.complete("billing", &claimed).await.unwrap();
+        outbox.push(&event("b")).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while outbox.pending("billing").await.unwrap() != 2 {
+            assert!(Instant::now() < deadline, "the severed delivery never came back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut ids = Vec::new();
+        while let Some(claimed) = outbox.claim("billing").await.unwrap() {
+            ids.push(claimed.event.id.clone());
+            outbox.complete("billing", &claimed).await.unwrap();
+        }
+        assert_eq!(ids, ["a", "b"]);
+
+        // A dead-lettering cut short the same way is tried again on the next delivery.
+        outbox.push(&event("poison")).await.unwrap();
+        let claimed = outbox.claim("billing").await.unwrap().unwrap();
+        outbox.sever().await;
+        outbox.dead_letter("billing", &claimed).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let again = loop {
+            if let Some(again) = outbox.claim("billing").await.unwrap() {
+                break again;
+            }
+            assert!(Instant::now() < deadline, "the severed delivery never came back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(again.event.id, "poison");
+        outbox.dead_letter("billing", &again).await.unwrap();
+        assert_eq!(outbox.dead_count("billing").await.unwrap(), 1, "set aside once");
+        assert_eq!(outbox.pending("billing").await.unwrap(), 0);
+        outbox.delete_queues("billing").await.unwrap();
+    }
+}

@@ -1,0 +1,347 @@
+//! The [`Outbox`] conformance suite: one set of behaviours written once and run against every
+//! backend — the spool always, Redis when `REDIS_URL` is set and RabbitMQ when `AMQP_URL` is
+//! set (both required in CI, through `testkit`). Each run uses its own key or queue prefix and
+//! removes its RabbitMQ queues at the end.
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use secrecy::SecretString;
+
+use super::{
+    amqp::{AmqpOutbox, AmqpSettings},
+    outbox::{Outbox, RedisOutbox, SpoolOutbox, StoredEvent},
+};
+
+/// The bound RabbitMQ queues get in these tests; the other tests stay below it.
+const AMQP_BOUND: u64 = 4;
+
+/// Where the events live; [`Store::open`] makes a new outbox instance on the same storage,
+/// which is how a restart is simulated.
+enum Store {
+    Spool { dir: PathBuf, _tmp: tempfile::TempDir },
+    Redis { pool: deadpool_redis::Pool, prefix: String },
+    Amqp { settings: AmqpSettings, admin: AmqpOutbox },
+}
+
+impl Store {
+    fn spool() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        Self::Spool { dir: tmp.path().join("spool"), _tmp: tmp }
+    }
+
+    /// `None` outside CI when Redis is not configured; a panic in CI.
+    async fn redis() -> Option<Self> {
+        let testkit::Backend::Postgres { redis_url, .. } = testkit::Backend::shared()? else { return None };
+        let pool = platform::redis::connect(&redis_url)
+            .await
+            .unwrap_or_else(|e| panic!("REDIS_URL is set but Redis is unreachable: {e}"));
+        Some(Self::Redis { pool, prefix: format!("pc_test:{}:", uuid::Uuid::new_v4().simple()) })
+    }
+
+    /// `None` outside CI when RabbitMQ is not configured; a panic in CI.
+    fn amqp() -> Option<Self> {
+        let url = testkit::amqp_url()?;
+        let settings = AmqpSettings {
+            url: SecretString::from(url),
+            queue_prefix: format!("pc_test.{}.", uuid::Uuid::new_v4().simple()),
+            max_length: AMQP_BOUND,
+        };
+        let admin = AmqpOutbox::new(&settings);
+        Some(Self::Amqp { settings, admin })
+    }
+
+    fn open(&self) -> Arc<dyn Outbox> {
+        match self {
+            Self::Spool { dir, .. } => {
+                std::fs::create_dir_all(dir).unwrap();
+                Arc::new(SpoolOutbox::new(dir.clone()))
+            }
+            Self::Redis { pool, prefix } => Arc::new(RedisOutbox::new(pool.clone(), prefix)),
+            Self::Amqp { settings, .. } => Arc::new(AmqpOutbox::new(settings)),
+        }
+    }
+
+    /// How many events a source holds before a push is refused, where there is a bound.
+    fn bound(&self) -> Option<u64> {
+        matches!(self, Self::Amqp { .. }).then_some(AMQP_BOUND)
+    }
+
+    /// Events set aside for `source`.
+    async fn dead(&self, source: &str) -> u64 {
+        match self {
+            Self::Spool { dir, .. } => std::fs::read_dir(dir.join(source).join("dead")).unwrap().count() as u64,
+            Self::Redis { pool, prefix } => {
+                let mut conn = pool.get().await.unwrap();
+                platform::redis::client::cmd("LLEN")
+                    .arg(format!("{prefix}webhooks:dead:{source}"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap()
+            }
+            Self::Amqp { admin, .. } => admin.dead_count(source).await.unwrap(),
+        }
+    }
+
+    /// Removes what the run left behind on a shared server.
+    async fn clean(&self, sources: &[&str]) {
+        match self {
+            Self::Spool { .. } => {}
+            Self::Redis { pool, prefix } => {
+                let mut conn = pool.get().await.unwrap();
+                for source in sources {
+                    for list in ["queue", "processing", "dead"] {
+                        let _: i64 = platform::redis::client::cmd("DEL")
+                            .arg(format!("{prefix}webhooks:{list}:{source}"))
+                            .query_async(&mut conn)
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+            Self::Amqp { admin, .. } => {
+                for source in sources {
+                    admin.delete_queues(source).await.unwrap();
+                }
+            }
+        }
+    }
+}
+
+fn event(source: &str, id: &str) -> StoredEvent {
+    StoredEvent::new(
+        id.to_owned(),
+        source.to_owned(),
+        1_700_000_000,
+        Some("application/json".to_owned()),
+        vec![("webhook-signature".to_owned(), "v1,AAAA".to_owned())],
+        &[0, 159, 146, 150, b'{', b'}'],
+    )
+}
+
+/// `pending` once it reaches `expected` (a broker settles a closed channel's deliveries on
+/// its own time), else its last value after a few seconds.
+async fn pending_eventually(outbox: &dyn Outbox, source: &str, expected: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pending = outbox.pending(source).await.unwrap();
+        if pending == expected || Instant::now() > deadline {
+            return pending;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Claims, completes, and returns the ids in the order they came.
+async fn drain(outbox: &dyn Outbox, source: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    while let Some(claimed) = outbox.claim(source).await.unwrap() {
+        ids.push(claimed.event.id.clone());
+        outbox.complete(source, &claimed).await.unwrap();
+        assert!(ids.len() <= 100, "the queue never empties: {ids:?}");
+    }
+    ids
+}
+
+/// One test per backend for each `async fn(&Store)`; every test cleans up the sources it names.
+macro_rules! on_every_outbox {
+    ($($name:ident),* $(,)?) => {
+        mod spool {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let store = super::Store::spool();
+                    super::$name(&store).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(store) = super::Store::redis().await {
+                        super::cleaned_up(&store, super::$name(&store)).await;
+                    }
+                }
+            )*
+        }
+        mod amqp {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(store) = super::Store::amqp() {
+                        super::cleaned_up(&store, super::$name(&store)).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Every source a test may use.
+const SOURCES: &[&str] = &["billing", "meta"];
+
+/// Runs `test`, then removes its keys or queues even when it failed, then fails as it did.
+async fn cleaned_up(store: &Store, test: impl std::future::Future<Output = ()>) {
+    use futures::FutureExt as _;
+    let outcome = std::panic::AssertUnwindSafe(test).catch_unwind().await;
+    store.clean(SOURCES).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+on_every_outbox!(
+    push_claim_complete,
+    claims_come_in_arrival_order,
+    dead_letter_removes_and_keeps_aside,
+    recover_puts_back_what_was_claimed_and_not_finished,
+    pending_counts_queued_and_in_flight,
+    sources_do_not_mix,
+    overflow_is_refused_at_the_bound,
+);
+
+async fn push_claim_complete(store: &Store) {
+    let outbox = store.open();
+    assert_eq!(outbox.recover("billing").await.unwrap(), 0);
+    assert!(outbox.claim("billing").await.unwrap().is_none());
+    outbox.push(&event("billing", "a")).await.unwrap();
+
+    let claimed = outbox.claim("billing").await.unwrap().expect("the pushed event");
+    assert_eq!(claimed.event, event("billing", "a"));
+    assert_eq!(claimed.event.body().unwrap().as_ref(), &[0, 159, 146, 150, b'{', b'}']);
+    outbox.complete("billing", &claimed).await.unwrap();
+    assert_eq!(pending_eventually(outbox.as_ref(), "billing", 0).await, 0);
+    assert!(outbox.claim("billing").await.unwrap().is_none());
+    assert_eq!(store.dead("billing").await, 0);
+}
+
+async fn claims_come_in_arrival_order(store: &Store) {
+    let outbox = store.open();
+    outbox.recover("billing").await.unwrap();
+    for id in ["a", "b", "c"] {
+        outbox.push(&event("billing", id)).await.unwrap();
+    }
+    assert_eq!(drain(outbox.as_ref(), "billing").await, ["a", "b", "c"]);
+}
+
+async fn dead_letter_removes_and_keeps_aside(store: &Store) {
+    let outbox = store.open();
+    outbox.recover("billing").await.unwrap();
+    outbox.push(&event("billing", "poison")).await.unwrap();
+    outbox.push(&event("billing", "next")).await.unwrap();
+
+    let poison = outbox.claim("billing").await.unwrap().unwrap();
+    assert_eq!(poison.event.id, "poison");
+    outbox.dead_letter("billing", &poison).await.unwrap();
+    assert_eq!(pending_eventually(outbox.as_ref(), "billing", 1).await, 1);
+    assert_eq!(store.dead("billing").await, 1);
+
+    // Neither delivered again by this instance nor after a restart.
+    assert_eq!(drain(outbox.as_ref(), "billing").await, ["next"]);
+    drop(outbox);
+    let again = store.open();
+    assert_eq!(again.recover("billing").await.unwrap(), 0);
+    assert!(again.claim("billing").await.unwrap().is_none());
+    assert_eq!(store.dead("billing").await, 1);
+}
+
+async fn recover_puts_back_what_was_claimed_and_not_finished(store: &Store) {
+    let outbox = store.open();
+    outbox.recover("billing").await.unwrap();
+    for id in ["a", "b"] {
+        outbox.push(&event("billing", id)).await.unwrap();
+    }
+    let claimed = outbox.claim("billing").await.unwrap().unwrap();
+    assert_eq!(claimed.event.id, "a");
+
+    // Recovered by the same instance (a worker restarted in place)…
+    outbox.recover("billing").await.unwrap();
+    assert_eq!(pending_eventually(outbox.as_ref(), "billing", 2).await, 2);
+    let again = outbox.claim("billing").await.unwrap().unwrap();
+    assert_eq!(again.event.id, "a", "the unfinished event comes first");
+
+    // …and by the next process, after this one stopped holding it.
+    outbox.release();
+    drop(outbox);
+    let next = store.open();
+    next.recover("billing").await.unwrap();
+    assert_eq!(pending_eventually(next.as_ref(), "billing", 2).await, 2);
+    assert_eq!(drain(next.as_ref(), "billing").await, ["a", "b"]);
+    assert_eq!(store.dead("billing").await, 0);
+}
+
+async fn pending_counts_queued_and_in_flight(store: &Store) {
+    let outbox = store.open();
+    assert_eq!(outbox.recover("billing").await.unwrap(), 0);
+    for id in ["a", "b", "c"] {
+        outbox.push(&event("billing", id)).await.unwrap();
+    }
+    assert_eq!(pending_eventually(outbox.as_ref(), "billing", 3).await, 3);
+    let claimed = outbox.claim("billing").await.unwrap().unwrap();
+    assert_eq!(outbox.pending("billing").await.unwrap(), 3, "in flight is still pending");
+    outbox.complete("billing", &claimed).await.unwrap();
+    assert_eq!(pending_eventually(outbox.as_ref(), "billing", 2).await, 2);
+    let claimed = outbox.claim("billing").await.unwrap().unwrap();
+    outbox.dead_letter("billing", &claimed).await.unwrap();
+    assert_eq!(pending_eventually(outbox.as_ref(), "billing", 1).await, 1);
+    // A restart counts what is stored.
+    outbox.release();
+    drop(outbox);
+    assert_eq!(store.open().recover("billing").await.unwrap(), 1);
+}
+
+async fn sources_do_not_mix(store: &Store) {
+    let outbox = store.open();
+    outbox.recover("billing").await.unwrap();
+    outbox.recover("meta").await.unwrap();
+    outbox.push(&event("billing", "b1")).await.unwrap();
+    outbox.push(&event("meta", "m1")).await.unwrap();
+    outbox.push(&event("billing", "b2")).await.unwrap();
+    assert_eq!(pending_eventually(outbox.as_ref(), "billing", 2).await, 2);
+    assert_eq!(pending_eventually(outbox.as_ref(), "meta", 1).await, 1);
+
+    let meta = outbox.claim("meta").await.unwrap().unwrap();
+    assert_eq!((meta.event.id.as_str(), meta.event.source.as_str()), ("m1", "meta"));
+    outbox.dead_letter("meta", &meta).await.unwrap();
+    assert_eq!(store.dead("meta").await, 1);
+    assert_eq!(store.dead("billing").await, 0);
+    assert!(outbox.claim("meta").await.unwrap().is_none());
+    assert_eq!(drain(outbox.as_ref(), "billing").await, ["b1", "b2"]);
+}
+
+async fn overflow_is_refused_at_the_bound(store: &Store) {
+    let Some(bound) = store.bound() else {
+        // The spool and Redis take what their disk or memory holds; nothing to refuse.
+        return;
+    };
+    let outbox = store.open();
+    outbox.recover("billing").await.unwrap();
+    // A quorum queue refuses once it is over its bound, so the publish that reaches the bound
+    // plus one still gets in; never more from one publisher waiting for each confirm.
+    let mut accepted = 0;
+    let refused = loop {
+        match outbox.push(&event("billing", &format!("e{accepted}"))).await {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted <= bound + 1, "{accepted} events accepted with a bound of {bound}");
+    };
+    assert!(accepted >= bound, "refused below the bound: {accepted} of {bound}");
+    assert_eq!(refused.dependency, "rabbitmq");
+    assert!(refused.message.contains("full"), "{refused}");
+    assert!(outbox.push(&event("billing", "still-full")).await.is_err());
+    assert_eq!(pending_eventually(outbox.as_ref(), "billing", accepted).await, accepted);
+
+    // Room made by deliveries is room for the sender's retry.
+    assert_eq!(drain(outbox.as_ref(), "billing").await.len() as u64, accepted);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = outbox.push(&event("billing", "retried")).await {
+        assert!(Instant::now() < deadline, "still refused after the queue emptied: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(drain(outbox.as_ref(), "billing").await, ["retried"]);
+}
