@@ -282,14 +282,8 @@ impl Gateway {
     }
 
     async fn post(&self, source: &str, headers: &[(&str, String)], body: &'static [u8]) -> (StatusCode, Value) {
-        let mut request =
-            self.http.post(format!("{}/{source}", self.base)).header("content-type", "application/json").body(body);
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let (status, _, answer) = self.post_owned(source, headers, body.to_vec()).await;
+        (status, answer)
     }
 
     async fn wait_pending(&self, source: &str, expected: u64) -> u64 {

@@ -138,6 +138,19 @@ fn header_name(source: &Source<'_>, field: String, value: &Spanned<String>) -> R
         .map_err(|_| source.error(value.span(), field, format!("`{}` is not a header name", value.get_ref())))
 }
 
+/// The table's `header`, which its profile requires (`missing` says why).
+fn required_header(
+    source: &Source<'_>,
+    table: &Spanned<RawWebhook>,
+    field: String,
+    missing: &str,
+) -> Result<HeaderName, RoutesError> {
+    match &table.get_ref().header {
+        Some(header) => header_name(source, field, header),
+        None => Err(source.error(table.span(), field, missing)),
+    }
+}
+
 pub(super) fn build(
     source: &Source<'_>,
     name: &Spanned<String>,
@@ -184,16 +197,12 @@ pub(super) fn build(
         },
         "standard" => WebhookProfile::Standard,
         "generic" => {
-            let header = match &raw.header {
-                Some(header) => header_name(source, field("header"), header)?,
-                None => {
-                    return Err(source.error(
-                        table.span(),
-                        field("header"),
-                        "is required by the generic profile: the header that carries the signature",
-                    ));
-                }
-            };
+            let header = required_header(
+                source,
+                table,
+                field("header"),
+                "is required by the generic profile: the header that carries the signature",
+            )?;
             let encoding = match raw.encoding.as_ref().map(|e| (e, e.get_ref().as_str())) {
                 None | Some((_, "hex")) => SignatureEncoding::Hex,
                 Some((_, "base64")) => SignatureEncoding::Base64,
@@ -211,16 +220,12 @@ pub(super) fn build(
             })
         }
         "token" => {
-            let header = match &raw.header {
-                Some(header) => header_name(source, field("header"), header)?,
-                None => {
-                    return Err(source.error(
-                        table.span(),
-                        field("header"),
-                        "is required by the token profile: the header that carries the secret",
-                    ));
-                }
-            };
+            let header = required_header(
+                source,
+                table,
+                field("header"),
+                "is required by the token profile: the header that carries the secret",
+            )?;
             let event_id = match (&raw.id_header, &raw.id_pointer) {
                 (Some(_), Some(pointer)) => {
                     return Err(source.error(
