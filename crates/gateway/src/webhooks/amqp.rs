@@ -51,7 +51,9 @@ use platform::Unavailable;
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio::time::Instant;
 
-use super::outbox::{Claimed, Outbox, StoredEvent};
+use super::outbox::{
+    Claimed, DeadLetter, DeadLetters, Delay, Outbox, RedisDeadLetters, SpoolDeadLetters, StoredEvent, Waiting, now_ms,
+};
 
 /// `AMQP_QUEUE_PREFIX`'s default.
 pub const DEFAULT_QUEUE_PREFIX: &str = "portcullis.webhooks.";
@@ -62,6 +64,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const LAST_RETRY: Duration = Duration::from_secs(10);
 const DEAD_SUFFIX: &str = ".dead";
+/// `<queue>.delay.<ms>`: one delay queue per tier of the retry schedule (and of parking).
+const DELAY_SUFFIX: &str = ".delay.";
+/// A delay queue's own TTL is its tier plus this share, the most jitter can add.
+const DELAY_SLACK_PERCENT: u64 = 25;
 
 /// Where and how the outbox reaches RabbitMQ.
 #[derive(Debug, Clone)]
@@ -72,6 +78,92 @@ pub struct AmqpSettings {
     pub queue_prefix: String,
     /// `x-max-length` of each source's queue.
     pub max_length: u64,
+}
+
+/// Where the RabbitMQ outbox keeps what a queue cannot be asked for: the dead-letter index
+/// (by event id) and the ledger of deferred events (which keys are busy).
+#[derive(Clone)]
+pub enum AmqpIndex {
+    /// Distributed mode: `<prefix>webhooks:dead-letters:<source>` and
+    /// `<prefix>webhooks:waiting:<source>`, shared by every instance.
+    Redis { pool: deadpool_redis::Pool, key_prefix: String },
+    /// Embedded mode: dead letters under the spool directory; the ledger in this process.
+    Spool(std::path::PathBuf),
+}
+
+/// The deferred events per source, by sequence.
+enum Ledger {
+    Redis { pool: deadpool_redis::Pool, prefix: String },
+    Memory(Mutex<HashMap<String, HashMap<u64, Waiting>>>),
+}
+
+fn redis_err(e: impl Display) -> Unavailable {
+    Unavailable::new("redis", e)
+}
+
+impl Ledger {
+    async fn record(&self, source: &str, waiting: &Waiting) -> Result<(), Unavailable> {
+        match self {
+            Self::Redis { pool, prefix } => {
+                let json = serde_json::to_string(waiting).map_err(redis_err)?;
+                let mut conn = pool.get().await.map_err(redis_err)?;
+                platform::redis::client::cmd("HSET")
+                    .arg(format!("{prefix}{source}"))
+                    .arg(waiting.sequence)
+                    .arg(json)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .map(drop)
+                    .map_err(redis_err)
+            }
+            Self::Memory(map) => {
+                let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+                map.entry(source.to_owned()).or_default().insert(waiting.sequence, waiting.clone());
+                Ok(())
+            }
+        }
+    }
+
+    async fn forget(&self, source: &str, sequence: u64) -> Result<(), Unavailable> {
+        match self {
+            Self::Redis { pool, prefix } => {
+                let mut conn = pool.get().await.map_err(redis_err)?;
+                platform::redis::client::cmd("HDEL")
+                    .arg(format!("{prefix}{source}"))
+                    .arg(sequence)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .map(drop)
+                    .map_err(redis_err)
+            }
+            Self::Memory(map) => {
+                if let Some(waiting) = map.lock().unwrap_or_else(|p| p.into_inner()).get_mut(source) {
+                    waiting.remove(&sequence);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn all(&self, source: &str) -> Result<Vec<Waiting>, Unavailable> {
+        match self {
+            Self::Redis { pool, prefix } => {
+                let mut conn = pool.get().await.map_err(redis_err)?;
+                let values: Vec<String> = platform::redis::client::cmd("HVALS")
+                    .arg(format!("{prefix}{source}"))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_err)?;
+                Ok(values.iter().filter_map(|v| serde_json::from_str(v).ok()).collect())
+            }
+            Self::Memory(map) => Ok(map
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(source)
+                .map(|w| w.values().cloned().collect())
+                .unwrap_or_default()),
+        }
+    }
 }
 
 fn amqp_err(e: impl Display) -> Unavailable {
@@ -143,13 +235,27 @@ pub struct AmqpOutbox {
     link: tokio::sync::Mutex<LinkState>,
     sources: Mutex<HashMap<String, Arc<tokio::sync::Mutex<SourceState>>>>,
     epochs: AtomicU64,
+    dead: Box<dyn DeadLetters>,
+    ledger: Ledger,
+    /// Delay queues declared by this instance.
+    delays: Mutex<std::collections::HashSet<String>>,
 }
 
 impl AmqpOutbox {
     /// Connects lazily: the first call (normally [`Outbox::recover`] at start-up) opens the
     /// connection. Must be called inside a tokio runtime, which then drives the connection.
-    pub fn new(settings: &AmqpSettings) -> Self {
+    pub fn new(settings: &AmqpSettings, index: AmqpIndex) -> Self {
+        let (dead, ledger): (Box<dyn DeadLetters>, Ledger) = match index {
+            AmqpIndex::Redis { pool, key_prefix } => (
+                Box::new(RedisDeadLetters::new(pool.clone(), &key_prefix)),
+                Ledger::Redis { pool, prefix: format!("{key_prefix}webhooks:waiting:") },
+            ),
+            AmqpIndex::Spool(dir) => (Box::new(SpoolDeadLetters::new(dir)), Ledger::Memory(Mutex::default())),
+        };
         Self {
+            dead,
+            ledger,
+            delays: Mutex::default(),
             url: settings.url.clone(),
             prefix: settings.queue_prefix.clone(),
             max_length: settings.max_length,
@@ -281,9 +387,23 @@ impl AmqpOutbox {
 
     /// Publishes a persistent message with `mandatory` set and waits for the broker's confirm.
     async fn publish(&self, queue: ShortString, payload: &[u8], message_id: &str) -> Result<(), Unavailable> {
+        self.publish_with(queue, payload, message_id, None).await
+    }
+
+    /// [`Self::publish`], expiring after `expiration` in the queue (a delay queue's message).
+    async fn publish_with(
+        &self,
+        queue: ShortString,
+        payload: &[u8],
+        message_id: &str,
+        expiration: Option<Duration>,
+    ) -> Result<(), Unavailable> {
         let link = self.link().await?;
         let mut properties =
             BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+        if let Some(expiration) = expiration {
+            properties = properties.with_expiration(expiration.as_millis().max(1).to_string().into());
+        }
         if let Ok(id) = ShortString::try_new(message_id) {
             properties = properties.with_message_id(id);
         }
@@ -336,12 +456,57 @@ impl AmqpOutbox {
         acked
     }
 
-    /// Publishes the held delivery `tag` to the dead letters, then acknowledges it.
-    async fn dead_letter_held(&self, state: &mut SourceState, source: &str, tag: u64) -> Result<(), Unavailable> {
+    /// Publishes the held delivery `tag` to the dead-letter queue as a [`DeadLetter`], indexes
+    /// it, then acknowledges it.
+    async fn dead_letter_held(
+        &self,
+        state: &mut SourceState,
+        source: &str,
+        tag: u64,
+        letter: &DeadLetter,
+    ) -> Result<(), Unavailable> {
         let (_, dead) = self.names(source)?;
-        let payload = state.held.get(&tag).cloned().unwrap_or_default();
-        self.publish(dead, &payload, "").await?;
+        let payload = serde_json::to_vec(letter).map_err(amqp_err)?;
+        self.publish(dead, &payload, &letter.event.id).await?;
+        self.dead.bury(source, letter).await?;
         self.ack(state, tag).await
+    }
+
+    /// The delay queue of `tier`, declared on first use: its messages expire (each after its
+    /// own wait, at most the tier plus [`DELAY_SLACK_PERCENT`]) back into the source's queue,
+    /// dead-lettered at least once.
+    async fn delay_queue(&self, source: &str, tier: Duration) -> Result<ShortString, Unavailable> {
+        let (queue, _) = self.names(source)?;
+        let tier_ms = u64::try_from(tier.as_millis()).unwrap_or(u64::MAX).max(1);
+        let name = format!("{queue}{DELAY_SUFFIX}{tier_ms}");
+        let short = ShortString::try_new(name.clone()).map_err(|e| amqp_err(format!("queue name: {e}")))?;
+        if self.delays.lock().unwrap_or_else(|p| p.into_inner()).contains(&name) {
+            return Ok(short);
+        }
+        let ttl = tier_ms.saturating_add(tier_ms * DELAY_SLACK_PERCENT / 100).max(1);
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(i64::try_from(ttl).unwrap_or(i64::MAX)));
+        arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        arguments.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(queue.as_str().into()));
+        arguments.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+        arguments.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        let declared = short.clone();
+        self.with_channel(|channel| async move {
+            self.call("queue.declare", channel.queue_declare(declared, durable, arguments)).await.map(drop)
+        })
+        .await?;
+        self.delays.lock().unwrap_or_else(|p| p.into_inner()).insert(name);
+        Ok(short)
+    }
+
+    /// Drops a finished event's record in the ledger, if it was ever deferred.
+    async fn forget_waiting(&self, source: &str, event: &StoredEvent) -> Result<(), Unavailable> {
+        if event.attempt == 0 && event.parked == 0 {
+            return Ok(());
+        }
+        self.ledger.forget(source, event.sequence).await
     }
 
     /// Deletes the source's queues (tests clean up after themselves).
@@ -350,9 +515,21 @@ impl AmqpOutbox {
         use lapin::options::QueueDeleteOptions;
         self.source_state(source).lock().await.close_channel().await;
         let (queue, dead) = self.names(source)?;
+        let delays: Vec<String> = self
+            .delays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|name| name.starts_with(&format!("{queue}{DELAY_SUFFIX}")))
+            .cloned()
+            .collect();
         self.with_channel(|channel| async move {
             self.call("queue.delete", channel.queue_delete(queue, QueueDeleteOptions::default())).await?;
             self.call("queue.delete", channel.queue_delete(dead, QueueDeleteOptions::default())).await?;
+            for delay in delays {
+                let delay = ShortString::try_new(delay).map_err(amqp_err)?;
+                self.call("queue.delete", channel.queue_delete(delay, QueueDeleteOptions::default())).await?;
+            }
             Ok(())
         })
         .await
@@ -373,6 +550,10 @@ impl AmqpOutbox {
 
 #[async_trait]
 impl Outbox for AmqpOutbox {
+    async fn prepare(&self, source: &str) -> Result<(), Unavailable> {
+        self.declare(source).await
+    }
+
     async fn recover(&self, source: &str) -> Result<u64, Unavailable> {
         self.declare(source).await?;
         // What this instance claimed and did not finish goes back by closing its channel.
@@ -419,7 +600,12 @@ impl Outbox for AmqpOutbox {
                 Ok(event) => return Ok(Some(Claimed::new(event, format!("{}:{tag}", state.epoch)))),
                 Err(e) => {
                     tracing::error!(source, error = %e, "unreadable webhook message moved to the dead letters");
-                    if let Err(e) = self.dead_letter_held(&mut state, source, tag).await {
+                    let letter = DeadLetter {
+                        event: super::outbox::unreadable(source, state.held.get(&tag).map_or(&[][..], Vec::as_slice)),
+                        reason: format!("unreadable: {e}"),
+                        dead_at_ms: now_ms(),
+                    };
+                    if let Err(e) = self.dead_letter_held(&mut state, source, tag, &letter).await {
                         state.close_channel().await;
                         return Err(e);
                     }
@@ -435,10 +621,35 @@ impl Outbox for AmqpOutbox {
             tracing::warn!(source, id = %claimed.event.id, "webhook event's channel closed before its ack; it will be delivered again");
             return Ok(());
         };
+        self.ack(&mut state, tag).await?;
+        drop(state);
+        self.forget_waiting(source, &claimed.event).await
+    }
+
+    async fn defer(
+        &self,
+        source: &str,
+        claimed: &Claimed,
+        event: &StoredEvent,
+        delay: Delay,
+    ) -> Result<(), Unavailable> {
+        let queue = self.delay_queue(source, delay.tier).await?;
+        let state = self.source_state(source);
+        let mut state = state.lock().await;
+        let Some(tag) = Self::held_tag(&state, claimed) else {
+            tracing::warn!(source, id = %claimed.event.id, "webhook event's channel closed before it was deferred; it will be tried again");
+            return Ok(());
+        };
+        // Recorded first: a crash before the ack leaves the event in the queue as well, where
+        // its own record does not hold it back.
+        let due = now_ms().saturating_add(i64::try_from(delay.wait.as_millis()).unwrap_or(i64::MAX));
+        self.ledger.record(source, &event.waiting(due)).await?;
+        let payload = serde_json::to_vec(event).map_err(amqp_err)?;
+        self.publish_with(queue, &payload, &event.id, Some(delay.wait)).await?;
         self.ack(&mut state, tag).await
     }
 
-    async fn dead_letter(&self, source: &str, claimed: &Claimed) -> Result<(), Unavailable> {
+    async fn dead_letter(&self, source: &str, claimed: &Claimed, reason: &str) -> Result<(), Unavailable> {
         let state = self.source_state(source);
         let mut state = state.lock().await;
         let Some(tag) = Self::held_tag(&state, claimed) else {
@@ -446,7 +657,22 @@ impl Outbox for AmqpOutbox {
             tracing::warn!(source, id = %claimed.event.id, "webhook event's channel closed before it was set aside; it will be tried again");
             return Ok(());
         };
-        self.dead_letter_held(&mut state, source, tag).await
+        let letter = DeadLetter { event: claimed.event.clone(), reason: reason.to_owned(), dead_at_ms: now_ms() };
+        self.dead_letter_held(&mut state, source, tag, &letter).await?;
+        drop(state);
+        self.forget_waiting(source, &claimed.event).await
+    }
+
+    async fn waiting(&self, source: &str) -> Result<Vec<Waiting>, Unavailable> {
+        self.ledger.all(source).await
+    }
+
+    fn dead_letters(&self) -> &dyn DeadLetters {
+        self.dead.as_ref()
+    }
+
+    fn holds_claims(&self) -> bool {
+        false
     }
 
     async fn pending(&self, source: &str) -> Result<u64, Unavailable> {
@@ -460,7 +686,8 @@ impl Outbox for AmqpOutbox {
             })
             .await?;
         let held = self.source_state(source).lock().await.in_flight();
-        Ok(ready + held)
+        let waiting = self.ledger.all(source).await?.len() as u64;
+        Ok(ready + held + waiting)
     }
 
     /// Closes the connection (its deliveries go back to their queues); the next call opens
@@ -494,6 +721,12 @@ mod tests {
         }
     }
 
+    /// An outbox whose dead-letter index is a fresh directory.
+    fn open(settings: &AmqpSettings) -> AmqpOutbox {
+        let index = std::env::temp_dir().join(format!("pc-amqp-index-{}", uuid::Uuid::new_v4().simple()));
+        AmqpOutbox::new(settings, AmqpIndex::Spool(index))
+    }
+
     fn event(id: &str) -> StoredEvent {
         StoredEvent::new(id.to_owned(), "billing".to_owned(), 1_700_000_000, None, Vec::new(), b"{}")
     }
@@ -509,7 +742,7 @@ mod tests {
     #[tokio::test]
     async fn a_broker_that_is_down_is_unavailable_quickly_and_the_password_never_shows() {
         // Nothing listens on port 1.
-        let outbox = AmqpOutbox::new(&settings("amqp://gw:hunter2@127.0.0.1:1/%2f"));
+        let outbox = open(&settings("amqp://gw:hunter2@127.0.0.1:1/%2f"));
         let started = Instant::now();
         let first = outbox.push(&event("a")).await.unwrap_err();
         assert_eq!(first.dependency, "rabbitmq");
@@ -533,9 +766,9 @@ mod tests {
     fn the_password_is_redacted_from_messages() {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let _guard = runtime.enter();
-        let outbox = AmqpOutbox::new(&settings("amqp://gw:hunter2@rabbit:5672/%2f"));
+        let outbox = open(&settings("amqp://gw:hunter2@rabbit:5672/%2f"));
         assert_eq!(outbox.redact("bad uri amqp://gw:hunter2@rabbit".to_owned()), "bad uri amqp://gw:***@rabbit");
-        let outbox = AmqpOutbox::new(&settings("amqp://rabbit:5672/%2f"));
+        let outbox = open(&settings("amqp://rabbit:5672/%2f"));
         assert_eq!(outbox.redact("plain".to_owned()), "plain");
     }
 
@@ -543,7 +776,7 @@ mod tests {
     async fn refused_credentials_are_unavailable_without_the_password() {
         let Some(url) = testkit::amqp_url() else { return };
         let host = url.split_once('@').map_or(url.trim_start_matches("amqp://"), |(_, host)| host);
-        let outbox = AmqpOutbox::new(&settings(&format!("amqp://nobody:hunter2@{host}")));
+        let outbox = open(&settings(&format!("amqp://nobody:hunter2@{host}")));
         let e = outbox.recover("billing").await.unwrap_err();
         assert_eq!(e.dependency, "rabbitmq");
         assert!(!e.to_string().contains("hunter2"), "{e}");
@@ -553,20 +786,20 @@ mod tests {
     async fn a_changed_bound_is_refused_at_start_up_naming_the_argument() {
         let Some(url) = testkit::amqp_url() else { return };
         let first = settings(&url);
-        let outbox = AmqpOutbox::new(&first);
+        let outbox = open(&first);
         outbox.recover("billing").await.unwrap();
-        let changed = AmqpOutbox::new(&AmqpSettings { max_length: first.max_length + 1, ..first.clone() });
+        let changed = open(&AmqpSettings { max_length: first.max_length + 1, ..first.clone() });
         let e = changed.recover("billing").await.unwrap_err();
         assert!(e.message.contains("PRECONDITION_FAILED") && e.message.contains("x-max-length"), "{e}");
         // The same settings again are fine.
-        assert_eq!(AmqpOutbox::new(&first).recover("billing").await.unwrap(), 0);
+        assert_eq!(open(&first).recover("billing").await.unwrap(), 0);
         outbox.delete_queues("billing").await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lost_connection_is_opened_again_and_what_was_in_flight_comes_back() {
         let Some(url) = testkit::amqp_url() else { return };
-        let outbox = AmqpOutbox::new(&settings(&url));
+        let outbox = open(&settings(&url));
         outbox.recover("billing").await.unwrap();
         outbox.push(&event("a")).await.unwrap();
         let claimed = outbox.claim("billing").await.unwrap().unwrap();
@@ -592,7 +825,7 @@ mod tests {
         outbox.push(&event("poison")).await.unwrap();
         let claimed = outbox.claim("billing").await.unwrap().unwrap();
         outbox.sever().await;
-        outbox.dead_letter("billing", &claimed).await.unwrap();
+        outbox.dead_letter("billing", &claimed, "refused").await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let again = loop {
             if let Some(again) = outbox.claim("billing").await.unwrap() {
@@ -602,7 +835,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert_eq!(again.event.id, "poison");
-        outbox.dead_letter("billing", &again).await.unwrap();
+        outbox.dead_letter("billing", &again, "refused").await.unwrap();
         assert_eq!(outbox.dead_count("billing").await.unwrap(), 1, "set aside once");
         assert_eq!(outbox.pending("billing").await.unwrap(), 0);
         outbox.delete_queues("billing").await.unwrap();

@@ -12,7 +12,7 @@ use std::{
 use secrecy::SecretString;
 
 use super::{
-    amqp::{AmqpOutbox, AmqpSettings},
+    amqp::{AmqpIndex, AmqpOutbox, AmqpSettings},
     outbox::{Outbox, RedisOutbox, SpoolOutbox, StoredEvent},
 };
 
@@ -24,7 +24,7 @@ const AMQP_BOUND: u64 = 4;
 enum Store {
     Spool { dir: PathBuf, _tmp: tempfile::TempDir },
     Redis { pool: deadpool_redis::Pool, prefix: String },
-    Amqp { settings: AmqpSettings, admin: AmqpOutbox },
+    Amqp { settings: AmqpSettings, admin: Box<AmqpOutbox>, index: PathBuf, _tmp: tempfile::TempDir },
 }
 
 impl Store {
@@ -50,8 +50,10 @@ impl Store {
             queue_prefix: format!("pc_test.{}.", uuid::Uuid::new_v4().simple()),
             max_length: AMQP_BOUND,
         };
-        let admin = AmqpOutbox::new(&settings);
-        Some(Self::Amqp { settings, admin })
+        let tmp = tempfile::tempdir().unwrap();
+        let index = tmp.path().join("index");
+        let admin = Box::new(AmqpOutbox::new(&settings, AmqpIndex::Spool(index.clone())));
+        Some(Self::Amqp { settings, admin, index, _tmp: tmp })
     }
 
     fn open(&self) -> Arc<dyn Outbox> {
@@ -61,7 +63,7 @@ impl Store {
                 Arc::new(SpoolOutbox::new(dir.clone()))
             }
             Self::Redis { pool, prefix } => Arc::new(RedisOutbox::new(pool.clone(), prefix)),
-            Self::Amqp { settings, .. } => Arc::new(AmqpOutbox::new(settings)),
+            Self::Amqp { settings, index, .. } => Arc::new(AmqpOutbox::new(settings, AmqpIndex::Spool(index.clone()))),
         }
     }
 
@@ -70,20 +72,14 @@ impl Store {
         matches!(self, Self::Amqp { .. }).then_some(AMQP_BOUND)
     }
 
-    /// Events set aside for `source`.
+    /// Events set aside for `source`, as the dead-letter index lists them (and, on RabbitMQ,
+    /// as many in the dead-letter queue).
     async fn dead(&self, source: &str) -> u64 {
-        match self {
-            Self::Spool { dir, .. } => std::fs::read_dir(dir.join(source).join("dead")).unwrap().count() as u64,
-            Self::Redis { pool, prefix } => {
-                let mut conn = pool.get().await.unwrap();
-                platform::redis::client::cmd("LLEN")
-                    .arg(format!("{prefix}webhooks:dead:{source}"))
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap()
-            }
-            Self::Amqp { admin, .. } => admin.dead_count(source).await.unwrap(),
+        let indexed = self.open().dead_letters().list(source).await.unwrap().len() as u64;
+        if let Self::Amqp { admin, .. } = self {
+            assert_eq!(admin.dead_count(source).await.unwrap(), indexed, "the queue and its index agree");
         }
+        indexed
     }
 
     /// Removes what the run left behind on a shared server.
@@ -93,7 +89,7 @@ impl Store {
             Self::Redis { pool, prefix } => {
                 let mut conn = pool.get().await.unwrap();
                 for source in sources {
-                    for list in ["queue", "processing", "dead"] {
+                    for list in ["queue", "processing", "delayed", "dead-letters", "waiting", "sequence"] {
                         let _: i64 = platform::redis::client::cmd("DEL")
                             .arg(format!("{prefix}webhooks:{list}:{source}"))
                             .query_async(&mut conn)
@@ -236,7 +232,7 @@ async fn dead_letter_removes_and_keeps_aside(store: &Store) {
 
     let poison = outbox.claim("billing").await.unwrap().unwrap();
     assert_eq!(poison.event.id, "poison");
-    outbox.dead_letter("billing", &poison).await.unwrap();
+    outbox.dead_letter("billing", &poison, "refused").await.unwrap();
     assert_eq!(pending_eventually(outbox.as_ref(), "billing", 1).await, 1);
     assert_eq!(store.dead("billing").await, 1);
 
@@ -286,7 +282,7 @@ async fn pending_counts_queued_and_in_flight(store: &Store) {
     outbox.complete("billing", &claimed).await.unwrap();
     assert_eq!(pending_eventually(outbox.as_ref(), "billing", 2).await, 2);
     let claimed = outbox.claim("billing").await.unwrap().unwrap();
-    outbox.dead_letter("billing", &claimed).await.unwrap();
+    outbox.dead_letter("billing", &claimed, "refused").await.unwrap();
     assert_eq!(pending_eventually(outbox.as_ref(), "billing", 1).await, 1);
     // A restart counts what is stored.
     outbox.release();
@@ -306,7 +302,7 @@ async fn sources_do_not_mix(store: &Store) {
 
     let meta = outbox.claim("meta").await.unwrap().unwrap();
     assert_eq!((meta.event.id.as_str(), meta.event.source.as_str()), ("m1", "meta"));
-    outbox.dead_letter("meta", &meta).await.unwrap();
+    outbox.dead_letter("meta", &meta, "refused").await.unwrap();
     assert_eq!(store.dead("meta").await, 1);
     assert_eq!(store.dead("billing").await, 0);
     assert!(outbox.claim("meta").await.unwrap().is_none());

@@ -64,7 +64,7 @@ impl Store {
     /// Deletes the RabbitMQ queues a test declared.
     async fn clean(&self) {
         if let Some(settings) = &self.amqp {
-            let admin = AmqpOutbox::new(settings);
+            let admin = AmqpOutbox::new(settings, super::amqp::AmqpIndex::Spool(self.spool.clone()));
             for source in ["billing", "meta", "acme"] {
                 admin.delete_queues(source).await.unwrap();
             }
@@ -137,6 +137,8 @@ macro_rules! on_every_store {
 }
 
 on_every_store!(
+    one_keys_events_arrive_in_order_while_other_keys_pass,
+    attempts_run_out_into_the_dead_letters_and_a_replay_delivers,
     signed_event_reaches_the_upstream_exactly_once,
     bad_signatures_are_refused_and_not_forwarded,
     upstream_down_then_up_receives_the_event,
@@ -151,18 +153,47 @@ struct Received {
     path: String,
     headers: HeaderMap,
     body: Bytes,
+    /// What the upstream answered.
+    status: u16,
 }
 
-/// Records every request and answers with `status` (200 unless a test changes it).
+/// Records every request and answers with `status` (200 unless a test changes it), or 503
+/// to a body containing one of the `failing` markers.
 #[derive(Clone)]
 struct TestUpstream {
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    failing: Arc<Mutex<Vec<String>>>,
 }
 
 impl TestUpstream {
     fn new() -> Self {
-        Self { received: Arc::default(), status: Arc::new(AtomicU16::new(200)) }
+        Self { received: Arc::default(), status: Arc::new(AtomicU16::new(200)), failing: Arc::default() }
+    }
+
+    /// Answers 503 to every body containing `marker` until [`Self::heal`].
+    fn fail_on(&self, marker: &str) {
+        self.failing.lock().unwrap().push(marker.to_owned());
+    }
+
+    fn heal(&self) {
+        self.failing.lock().unwrap().clear();
+    }
+
+    /// The bodies answered with a 2xx, in the order they came.
+    fn delivered(&self) -> Vec<Received> {
+        self.received().into_iter().filter(|r| (200..300).contains(&r.status)).collect()
+    }
+
+    async fn wait_delivered(&self, count: usize) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let delivered = self.delivered();
+            if delivered.len() >= count || Instant::now() > deadline {
+                return delivered;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn serve(&self, listener: tokio::net::TcpListener) {
@@ -170,12 +201,16 @@ impl TestUpstream {
             .fallback(|State(up): State<TestUpstream>, request: axum::extract::Request| async move {
                 let (parts, body) = request.into_parts();
                 let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                let text = String::from_utf8_lossy(&body).into_owned();
+                let failing = up.failing.lock().unwrap().iter().any(|marker| text.contains(marker.as_str()));
+                let status = if failing { 503 } else { up.status.load(Ordering::SeqCst) };
                 up.received.lock().unwrap().push(Received {
                     path: parts.uri.path().to_owned(),
                     headers: parts.headers,
                     body,
+                    status,
                 });
-                axum::http::StatusCode::from_u16(up.status.load(Ordering::SeqCst)).unwrap()
+                axum::http::StatusCode::from_u16(status).unwrap()
             })
             .with_state(self.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -219,6 +254,11 @@ fn free_port() -> u16 {
 
 // ---- the gateway side ----
 
+/// A compressed retry schedule: 30 waits of 50–200 ms, about 5.5 s before the dead letters.
+const FAST_RETRY: &str = r#"retry = ["50ms", "100ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms", "200ms"]"#;
+
+/// The sources most tests use: the sender's bytes delivered as they came (`raw`), retried on
+/// [`FAST_RETRY`]; `extra` adds tables or keys to the last one.
 fn hooks(upstream_port: u16, extra: &str) -> BTreeMap<String, Webhook> {
     let toml = format!(
         r#"
@@ -227,12 +267,16 @@ profile = "standard"
 secrets = ["whsec_{standard}"]
 upstream = "http://127.0.0.1:{upstream_port}/hooks/billing"
 tolerance = "5m"
+envelope = "raw"
+{FAST_RETRY}
 
 [webhooks.meta]
 profile = "meta"
 secrets = ["{META_SECRET}"]
 verify_token = "{VERIFY_TOKEN}"
 upstream = "http://127.0.0.1:{upstream_port}/hooks/meta"
+envelope = "raw"
+{FAST_RETRY}
 
 [webhooks.acme]
 profile = "generic"
@@ -240,6 +284,8 @@ secrets = ["acme-secret"]
 header = "x-acme-signature"
 encoding = "base64"
 upstream = "http://127.0.0.1:{upstream_port}"
+envelope = "raw"
+{FAST_RETRY}
 {extra}
 "#,
         standard = B64.encode(STANDARD_KEY),
@@ -555,14 +601,134 @@ async fn restart_delivers_what_was_pending(store: Store) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let received_later = upstream.received();
     assert_eq!(received_later.len(), 4, "{received:?}");
-    let billing: Vec<_> = received_later
+    let mut billing: Vec<_> = received_later
         .iter()
         .filter(|r| r.path == "/hooks/billing")
         .map(|r| r.headers["webhook-id"].to_str().unwrap().to_owned())
         .collect();
-    assert_eq!(billing, ids, "delivered once each, in order");
+    // Unordered events (the source has no ordering key) go out in parallel.
+    billing.sort();
+    assert_eq!(billing, ids, "delivered once each");
     assert_eq!(second.wait_pending("billing", 0).await, 0);
     assert_eq!(second.wait_pending("acme", 0).await, 0);
+}
+
+/// A generic source ordered by the body's `/conversation`.
+const CHAT_SOURCE: &str = r#"
+[webhooks.chat]
+profile = "generic"
+secrets = ["acme-secret"]
+header = "x-acme-signature"
+encoding = "base64"
+upstream = "http://127.0.0.1:PORT/hooks/chat"
+ordering_key = "/conversation"
+envelope = "raw"
+concurrency = 4
+"#;
+
+fn chat_event(conversation: &str, n: u32) -> Vec<u8> {
+    format!(r#"{{"conversation":"{conversation}","n":{n}}}"#).into_bytes()
+}
+
+fn conversation_of(received: &Received) -> (String, u64) {
+    let body: Value = serde_json::from_slice(&received.body).unwrap();
+    (body["conversation"].as_str().unwrap().to_owned(), body["n"].as_u64().unwrap())
+}
+
+async fn one_keys_events_arrive_in_order_while_other_keys_pass(store: Store) {
+    let (upstream, port) = TestUpstream::start().await;
+    let chat = format!("{}\n{FAST_RETRY}", CHAT_SOURCE.replace("PORT", &port.to_string()));
+    let gw = Gateway::start(&store, &hooks(port, &chat)).await;
+    upstream.fail_on(r#""conversation":"slow""#);
+    for (conversation, n) in [("slow", 1), ("slow", 2), ("fast", 1), ("slow", 3), ("fast", 2), ("other", 1)] {
+        let body = chat_event(conversation, n);
+        let (status, _, answer) = gw.post_owned("chat", &acme_headers(&body), body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+    // The other conversations are not held up by the failing one.
+    let delivered = upstream.wait_delivered(3).await;
+    let mut passed: Vec<_> = delivered.iter().map(conversation_of).collect();
+    passed.sort();
+    assert_eq!(passed, [("fast".to_owned(), 1), ("fast".to_owned(), 2), ("other".to_owned(), 1)]);
+    // The failing conversation's first event is retried; the ones behind it wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tried: Vec<_> = upstream.received().iter().map(conversation_of).filter(|(c, _)| c == "slow").collect();
+    assert!(tried.len() >= 2, "retried: {tried:?}");
+    assert!(tried.iter().all(|(_, n)| *n == 1), "nothing behind the unfinished event was tried: {tried:?}");
+
+    upstream.heal();
+    let delivered = upstream.wait_delivered(6).await;
+    assert_eq!(delivered.len(), 6);
+    let slow: Vec<u64> = delivered.iter().map(conversation_of).filter(|(c, _)| c == "slow").map(|(_, n)| n).collect();
+    assert_eq!(slow, [1, 2, 3], "in acceptance order");
+    // Sequences strictly increase per key, zero-padded.
+    for conversation in ["slow", "fast"] {
+        let sequences: Vec<String> = delivered
+            .iter()
+            .filter(|r| conversation_of(r).0 == conversation)
+            .map(|r| r.headers["webhook-sequence"].to_str().unwrap().to_owned())
+            .collect();
+        assert!(sequences.iter().all(|s| s.len() == 20), "{sequences:?}");
+        assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{conversation}: {sequences:?}");
+    }
+    assert_eq!(gw.wait_pending("chat", 0).await, 0);
+}
+
+async fn attempts_run_out_into_the_dead_letters_and_a_replay_delivers(store: Store) {
+    let (upstream, port) = TestUpstream::start().await;
+    let chat = format!("{}\nretry = [\"20ms\", \"40ms\"]", CHAT_SOURCE.replace("PORT", &port.to_string()));
+    let gw = Gateway::start(&store, &hooks(port, &chat)).await;
+    upstream.fail_on("doomed");
+    let body = chat_event("doomed", 1);
+    let (status, _, answer) = gw.post_owned("chat", &acme_headers(&body), body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let id = answer["id"].as_str().unwrap().to_owned();
+    assert_eq!(gw.wait_pending("chat", 0).await, 0);
+    assert_eq!(upstream.received().len(), 3, "one attempt and two retries");
+    let dead = gw.webhooks.dead_letters("chat").await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (name, letter) = &dead[0];
+    assert_eq!(letter.event.id, id);
+    assert!(letter.reason.starts_with("3 attempts failed"), "{}", letter.reason);
+    assert_eq!(letter.event.key.as_deref(), Some("doomed"));
+
+    // The upstream is fixed; the operator replays the event.
+    upstream.heal();
+    assert!(!gw.webhooks.replay_dead_letter("chat", "no-such-letter").await.unwrap());
+    assert!(gw.webhooks.replay_dead_letter("chat", name).await.unwrap());
+    let delivered = upstream.wait_delivered(1).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].headers["webhook-id"], id.as_str());
+    assert!(gw.webhooks.dead_letters("chat").await.unwrap().is_empty());
+    assert_eq!(gw.wait_pending("chat", 0).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudevents_by_default_signed_by_the_gateway() {
+    let (upstream, port) = TestUpstream::start().await;
+    let store = Store::spool();
+    let key = b"gateway-delivery-key";
+    let chat = CHAT_SOURCE.replace("PORT", &port.to_string()).replace("envelope = \"raw\"\n", "")
+        + &format!("delivery_secrets = [\"whsec_{}\"]\n", B64.encode(key));
+    let gw = Gateway::start(&store, &hooks(port, &chat)).await;
+    let body = chat_event("c-1", 7);
+    let (status, _, answer) = gw.post_owned("chat", &acme_headers(&body), body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let delivered = upstream.wait_delivered(1).await;
+    let got = &delivered[0];
+    assert_eq!(got.headers["content-type"], "application/cloudevents+json; charset=utf-8");
+    assert!(got.headers.get("x-acme-signature").is_none(), "the sender's signature stays at the edge");
+    let event: Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(event["specversion"], "1.0");
+    assert_eq!(event["id"], answer["id"]);
+    assert_eq!(event["source"], "portcullis/webhooks/chat");
+    assert_eq!(event["subject"], "c-1");
+    assert_eq!(event["data"], serde_json::json!({ "conversation": "c-1", "n": 7 }));
+    assert_eq!(event["sequence"].as_str().unwrap().len(), 20);
+    // The upstream verifies the gateway with Standard Webhooks.
+    let (id, ts) = (got.headers["webhook-id"].to_str().unwrap(), got.headers["webhook-timestamp"].to_str().unwrap());
+    let expected = B64.encode(mac(key, &[id.as_bytes(), b".", ts.as_bytes(), b".", &got.body]));
+    assert_eq!(got.headers["webhook-signature"].to_str().unwrap(), format!("v1,{expected}"));
 }
 
 async fn refused_event_is_set_aside_and_the_queue_moves_on(store: Store) {
@@ -659,9 +825,19 @@ async fn amqp_full_queue_answers_503_with_retry_after_and_the_retry_is_accepted(
 }
 
 async fn full_queue_then_room(store: Store) {
-    // The upstream is down, so accepted events stay queued.
+    // The upstream takes connections and never answers, and one event at a time is
+    // delivered, so accepted events stay queued behind the one in flight.
     let port = free_port();
-    let gw = Gateway::start(&store, &hooks(port, "")).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let black_hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut hooks = hooks(port, "");
+    hooks.get_mut("billing").unwrap().delivery.concurrency = 1;
+    let gw = Gateway::start(&store, &hooks).await;
     let post = |headers: Vec<(&'static str, String)>| {
         let mut request = gw.http.post(format!("{}/billing", gw.base)).header("content-type", "application/json");
         for (name, value) in headers {
@@ -685,6 +861,8 @@ async fn full_queue_then_room(store: Store) {
     assert_eq!(body["code"], "unavailable", "{body}");
 
     // Once the upstream drains the queue, the same delivery sent again is accepted.
+    black_hole.abort();
+    let _ = black_hole.await;
     let upstream = TestUpstream::start_on(port).await;
     assert_eq!(gw.wait_pending("billing", 0).await, 0);
     let deadline = Instant::now() + Duration::from_secs(10);

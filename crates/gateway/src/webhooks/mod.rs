@@ -5,8 +5,11 @@
 
 pub mod amqp;
 pub mod deliver;
+pub mod dispatch;
 mod encoding;
+pub mod ordering;
 pub mod outbox;
+pub mod render;
 pub mod replay;
 pub mod verify;
 
@@ -38,13 +41,16 @@ use tokio::{
     task::JoinHandle,
 };
 
+pub use self::{amqp::AmqpSettings, deliver::RetryPolicy};
 use self::{
-    amqp::AmqpOutbox,
-    outbox::{Outbox, RedisOutbox, SpoolOutbox, StoredEvent},
+    amqp::{AmqpIndex, AmqpOutbox},
+    dispatch::{Dispatcher, Lease},
+    ordering::Sequencer,
+    outbox::{DeadLetter, Outbox, RedisOutbox, SpoolOutbox, StoredEvent},
+    render::Render,
     replay::{MemoryReplayGuard, RedisReplayGuard, ReplayGuard},
     verify::Verifier,
 };
-pub use self::{amqp::AmqpSettings, deliver::RetryPolicy};
 use crate::{config::routes::Webhook, error::GatewayError, pipeline::ClientIp};
 
 /// The path the gateway mounts.
@@ -93,6 +99,7 @@ pub struct Webhooks {
     sources: BTreeMap<String, Source>,
     replay: Arc<dyn ReplayGuard>,
     outbox: Arc<dyn Outbox>,
+    sequencer: Sequencer,
     clock: Arc<dyn Clock>,
     limiter: Arc<crate::ratelimit::RateLimiter>,
     stop: watch::Sender<bool>,
@@ -149,23 +156,22 @@ impl Webhooks {
         amqp: Option<AmqpSettings>,
         options: WebhookOptions,
     ) -> Result<Arc<Self>, String> {
-        let (replay, outbox): (Arc<dyn ReplayGuard>, Arc<dyn Outbox>) = match deps.redis.clone() {
-            Some(pool) => (
-                Arc::new(RedisReplayGuard::new(pool.clone(), &deps.key_prefix)),
-                Arc::new(RedisOutbox::new(pool, &deps.key_prefix)),
-            ),
-            None => {
-                if !hooks.is_empty() && amqp.is_none() {
-                    platform::fs::private_dir(&deps.spool_dir)
-                        .map_err(|e| format!("webhook spool directory {}: {e}", deps.spool_dir.display()))?;
-                }
-                (Arc::new(MemoryReplayGuard::new(options.clock.clone())), Arc::new(SpoolOutbox::new(deps.spool_dir)))
-            }
+        if !hooks.is_empty() && deps.redis.is_none() {
+            platform::fs::private_dir(&deps.spool_dir)
+                .map_err(|e| format!("webhook spool directory {}: {e}", deps.spool_dir.display()))?;
+        }
+        let replay: Arc<dyn ReplayGuard> = match deps.redis.clone() {
+            Some(pool) => Arc::new(RedisReplayGuard::new(pool, &deps.key_prefix)),
+            None => Arc::new(MemoryReplayGuard::new(options.clock.clone())),
         };
-        // The broker, when configured, takes the outbox over from Redis or the spool.
-        let outbox = match amqp {
-            Some(settings) => Arc::new(AmqpOutbox::new(&settings)) as Arc<dyn Outbox>,
-            None => outbox,
+        // The broker, when configured, is the outbox; else Redis, else the spool.
+        let outbox: Arc<dyn Outbox> = match (amqp, deps.redis.clone()) {
+            (Some(settings), Some(pool)) => {
+                Arc::new(AmqpOutbox::new(&settings, AmqpIndex::Redis { pool, key_prefix: deps.key_prefix.clone() }))
+            }
+            (Some(settings), None) => Arc::new(AmqpOutbox::new(&settings, AmqpIndex::Spool(deps.spool_dir.clone()))),
+            (None, Some(pool)) => Arc::new(RedisOutbox::new(pool, &deps.key_prefix)),
+            (None, None) => Arc::new(SpoolOutbox::new(deps.spool_dir.clone())),
         };
         let (stop, stop_rx) = watch::channel(false);
         let client = deliver::client();
@@ -173,28 +179,47 @@ impl Webhooks {
         let mut workers = Vec::new();
         for (name, hook) in hooks {
             let verifier = Verifier::new(hook)?;
+            let render = Arc::new(Render::new(hook)?);
             let url = delivery_url(hook)?;
-            let pending = outbox.recover(name).await.map_err(|e| format!("webhooks.{name}: {e}"))?;
-            if pending > 0 {
-                tracing::info!(source = %name, pending, "webhook events pending from a previous run");
+            if !hook.delivery.envelope_chosen {
+                tracing::warn!(
+                    source = %name,
+                    "webhooks.{name} sets no `envelope`: events are delivered as CloudEvents \
+                     (application/cloudevents+json); set envelope = \"raw\" to deliver the sender's bytes as before"
+                );
+            }
+            // With Redis, the instance holding a source's lease dispatches it and puts back
+            // what an earlier holder left; alone, this process does so now.
+            let lease = deps.redis.clone().map(|pool| Lease::new(pool, &deps.key_prefix, name));
+            if lease.is_none() {
+                let pending = outbox.recover(name).await.map_err(|e| format!("webhooks.{name}: {e}"))?;
+                if pending > 0 {
+                    tracing::info!(source = %name, pending, "webhook events pending from a previous run");
+                }
+            } else {
+                outbox.prepare(name).await.map_err(|e| format!("webhooks.{name}: {e}"))?;
             }
             let notify = Arc::new(Notify::new());
-            let worker = deliver::Worker {
+            let dispatcher = Dispatcher {
                 source: name.clone(),
                 url,
                 outbox: outbox.clone(),
                 client: client.clone(),
+                render,
                 notify: notify.clone(),
                 stop: stop_rx.clone(),
                 policy: options.retry,
+                delivery: hook.delivery.clone(),
+                lease,
             };
-            workers.push(tokio::spawn(worker.run()));
+            workers.push(tokio::spawn(dispatcher.run()));
             sources.insert(name.clone(), Source { hook: hook.clone(), verifier, notify });
         }
         Ok(Arc::new(Self {
             sources,
             replay,
             outbox,
+            sequencer: Sequencer::new(deps.redis.clone(), &deps.key_prefix),
             clock: options.clock,
             limiter: deps.limiter,
             stop,
@@ -221,6 +246,25 @@ impl Webhooks {
             return Err(GatewayError::NotFound);
         }
         self.outbox.pending(source).await.map_err(|e| unavailable(&e))
+    }
+
+    /// The source's dead letters, oldest first, each with the name it is indexed under.
+    pub async fn dead_letters(&self, source: &str) -> Result<Vec<(String, DeadLetter)>, GatewayError> {
+        if !self.sources.contains_key(source) {
+            return Err(GatewayError::NotFound);
+        }
+        self.outbox.dead_letters().list(source).await.map_err(|e| unavailable(&e))
+    }
+
+    /// Puts the dead letter indexed as `name` back in its source's queue, attempts starting
+    /// over; `false` when there is none of that name.
+    pub async fn replay_dead_letter(&self, source: &str, name: &str) -> Result<bool, GatewayError> {
+        let Some(hook) = self.sources.get(source) else { return Err(GatewayError::NotFound) };
+        let replayed = outbox::replay(self.outbox.as_ref(), source, name).await.map_err(|e| unavailable(&e))?;
+        if replayed {
+            hook.notify.notify_one();
+        }
+        Ok(replayed)
     }
 
     fn source(&self, path: Result<Path<String>, PathRejection>) -> Result<&Source, GatewayError> {
@@ -367,8 +411,18 @@ async fn ingest(
 
     let id = verified.event_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let event = StoredEvent::new(id.clone(), name.to_owned(), now, content_type, verified.forward_headers, &body);
-    if let Err(e) = webhooks.outbox.push(&event).await {
+    let key = source.hook.delivery.ordering.as_ref().and_then(|ordering| {
+        let json = serde_json::from_slice::<serde_json::Value>(&body).ok();
+        ordering::resolve(ordering, &headers, json.as_ref())
+    });
+    let stored = async {
+        let sequence = webhooks.sequencer.next(name).await?;
+        let event = StoredEvent::new(id.clone(), name.to_owned(), now, content_type, verified.forward_headers, &body)
+            .ordered(key, sequence);
+        webhooks.outbox.push(&event).await
+    }
+    .await;
+    if let Err(e) = stored {
         // Not stored, so not accepted: the sender must be able to retry with the same id.
         if let Err(release) = webhooks.replay.release(&replay_key).await {
             tracing::warn!(source = name, error = %release, "cannot release the replay key of an unstored event");

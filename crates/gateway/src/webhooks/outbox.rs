@@ -1,16 +1,19 @@
-//! The durable outbox of accepted events, one queue per source: Redis lists in distributed
-//! mode (`queue` → `processing` → removed, or `dead`), a spool directory of fsynced files in
-//! embedded mode, or RabbitMQ quorum queues when `AMQP_URL` is set (`super::amqp`). An event
-//! is acknowledged to its sender only once it is here.
+//! The durable outbox of accepted events, one queue per source: Redis in distributed mode, a
+//! spool directory of fsynced files in embedded mode, or RabbitMQ quorum queues when
+//! `AMQP_URL` is set (`super::amqp`). An event is acknowledged to its sender only once it is
+//! here. Besides the queue, each backend keeps the events waiting for a retry (deferred, out
+//! of the queue, so nothing is held unacknowledged while it waits) and the dead letters with
+//! an index an operator can list and replay from ([`DeadLetters`]).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
     io::Write as _,
     path::{Path, PathBuf},
     sync::{
         Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -33,6 +36,25 @@ pub struct StoredEvent {
     pub headers: Vec<(String, String)>,
     /// The raw body, base64, so a binary body survives JSON.
     body: String,
+    /// The ordering key (`None`: unordered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Strictly increasing per source in acceptance order, so per key too.
+    #[serde(default)]
+    pub sequence: u64,
+    /// Failed delivery attempts so far.
+    #[serde(default)]
+    pub attempt: u32,
+    /// Times it was set aside behind an earlier event of its key (RabbitMQ only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parked: u32,
+    /// Unix milliseconds before which it is not delivered (a deferred event; spool only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl StoredEvent {
@@ -44,11 +66,45 @@ impl StoredEvent {
         headers: Vec<(String, String)>,
         body: &[u8],
     ) -> Self {
-        Self { id, source, received_at, content_type, headers, body: BASE64.encode(body) }
+        Self {
+            id,
+            source,
+            received_at,
+            content_type,
+            headers,
+            body: BASE64.encode(body),
+            key: None,
+            sequence: 0,
+            attempt: 0,
+            parked: 0,
+            not_before_ms: None,
+        }
+    }
+
+    /// The same event ordered by `key` with its `sequence`.
+    #[must_use]
+    pub fn ordered(mut self, key: Option<String>, sequence: u64) -> Self {
+        self.key = key;
+        self.sequence = sequence;
+        self
     }
 
     pub fn body(&self) -> Result<Bytes, String> {
         BASE64.decode(&self.body).map(Bytes::from).map_err(|e| format!("stored body is not base64: {e}"))
+    }
+
+    /// What it waits as, when it is out of the queue until `due_ms`.
+    pub fn waiting(&self, due_ms: i64) -> Waiting {
+        Waiting { key: self.key.clone(), sequence: self.sequence, due_ms }
+    }
+
+    /// The same event as a dead letter gives it back for a replay: attempts start over.
+    #[must_use]
+    pub fn revived(mut self) -> Self {
+        self.attempt = 0;
+        self.parked = 0;
+        self.not_before_ms = None;
+        self
     }
 }
 
@@ -72,42 +128,229 @@ impl Claimed {
     }
 }
 
+/// How long a deferred event stays out of the queue: `wait`, one step of a schedule whose
+/// nominal value is `tier` (RabbitMQ keeps one delay queue per tier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delay {
+    pub wait: Duration,
+    pub tier: Duration,
+}
+
+impl Delay {
+    pub fn exactly(wait: Duration) -> Self {
+        Self { wait, tier: wait }
+    }
+}
+
+/// An event out of the queue until `due_ms` (a retry, or on RabbitMQ one parked behind an
+/// earlier event of its key); after a restart or a takeover the dispatcher learns from these
+/// which keys are still busy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub key: Option<String>,
+    pub sequence: u64,
+    /// Unix milliseconds.
+    pub due_ms: i64,
+}
+
+/// An event given up on: the upstream refused it, its attempts ran out, or it could not be
+/// read. Kept until an operator replays or deletes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub event: StoredEvent,
+    pub reason: String,
+    /// Unix milliseconds.
+    pub dead_at_ms: i64,
+}
+
+/// The dead letters of each source, indexed by event id, so an operator can list, read and
+/// replay one without going through a whole queue (`cargo xtask webhooks dead …`).
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// Keeps `letter`; an id already there is kept beside it under `<id>.<dead_at_ms>`.
+    async fn bury(&self, source: &str, letter: &DeadLetter) -> Result<(), Unavailable>;
+    /// Every dead letter of the source with the name it is indexed under, oldest first.
+    async fn list(&self, source: &str) -> Result<Vec<(String, DeadLetter)>, Unavailable>;
+    /// Removes and returns the dead letter indexed as `name`.
+    async fn take(&self, source: &str, name: &str) -> Result<Option<DeadLetter>, Unavailable>;
+}
+
 #[async_trait]
 pub trait Outbox: Send + Sync {
+    /// Makes the source's queue ready to take pushes (RabbitMQ: declares its queues), without
+    /// touching what another instance holds.
+    async fn prepare(&self, _source: &str) -> Result<(), Unavailable> {
+        Ok(())
+    }
     /// Prepares the source's queue at start-up and puts back events a previous run had
     /// claimed but not finished; returns how many are pending.
     async fn recover(&self, source: &str) -> Result<u64, Unavailable>;
     /// Stores durably; once this returns `Ok` the event survives a crash.
     async fn push(&self, event: &StoredEvent) -> Result<(), Unavailable>;
-    /// The oldest pending event, marked in flight; `None` when the queue is empty.
+    /// The next event to deliver, marked in flight: a deferred one whose time has come, else
+    /// the oldest in the queue; `None` when there is none. Several may be in flight at once.
     async fn claim(&self, source: &str) -> Result<Option<Claimed>, Unavailable>;
     /// Removes a delivered event.
     async fn complete(&self, source: &str, claimed: &Claimed) -> Result<(), Unavailable>;
-    /// Moves an event the upstream refused for good aside, kept for an operator.
-    async fn dead_letter(&self, source: &str, claimed: &Claimed) -> Result<(), Unavailable>;
-    /// Events not yet delivered, in flight included.
+    /// Takes a claimed event out of the queue, stored as `event` (its attempt or park count
+    /// updated), until `delay` has passed; then [`Outbox::claim`] returns it again.
+    async fn defer(
+        &self,
+        source: &str,
+        claimed: &Claimed,
+        event: &StoredEvent,
+        delay: Delay,
+    ) -> Result<(), Unavailable>;
+    /// Moves an event aside for good, kept in the dead letters for an operator.
+    async fn dead_letter(&self, source: &str, claimed: &Claimed, reason: &str) -> Result<(), Unavailable>;
+    /// The deferred events (for the order of their keys after a restart or takeover).
+    async fn waiting(&self, source: &str) -> Result<Vec<Waiting>, Unavailable>;
+    /// The dead-letter index.
+    fn dead_letters(&self) -> &dyn DeadLetters;
+    /// Events not yet delivered, in flight and deferred included.
     async fn pending(&self, source: &str) -> Result<u64, Unavailable>;
+    /// Whether a claimed event may stay claimed for as long as it has to wait behind an
+    /// earlier event of its key. RabbitMQ closes a channel that holds a delivery past its
+    /// consumer timeout, so there such events are deferred instead.
+    fn holds_claims(&self) -> bool {
+        true
+    }
     /// Lets go of what this instance holds in flight, so another instance (or the next
     /// start) can take it; called when the workers stop. A later call works again.
     fn release(&self) {}
+}
+
+/// Puts the dead letter indexed as `name` back in its source's queue, attempts starting
+/// over; `false` when there is no such dead letter. A push that fails buries it again.
+pub async fn replay(outbox: &dyn Outbox, source: &str, name: &str) -> Result<bool, Unavailable> {
+    let Some(letter) = outbox.dead_letters().take(source, name).await? else { return Ok(false) };
+    if let Err(e) = outbox.push(&letter.event.clone().revived()).await {
+        outbox.dead_letters().bury(source, &letter).await?;
+        return Err(e);
+    }
+    Ok(true)
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    i64::try_from(platform::clock::Clock::now(&platform::clock::SystemClock).unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
+fn due_after(delay: Duration) -> i64 {
+    now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A claimed item that could not be read, as a dead letter keeps it.
+pub(super) fn unreadable(source: &str, raw: &[u8]) -> StoredEvent {
+    let mut event = StoredEvent::new(String::new(), source.to_owned(), 0, None, Vec::new(), raw);
+    event.id = format!("unreadable-{}", uuid::Uuid::new_v4().simple());
+    event
 }
 
 fn redis_err(e: impl std::fmt::Display) -> Unavailable {
     Unavailable::new("redis", e)
 }
 
-/// Lists `<prefix>webhooks:{queue,processing,dead}:<source>`. New events are `LPUSH`ed; the
-/// worker `LMOVE`s the oldest from the right end of `queue` to `processing` and `LREM`s it
-/// after a 2xx. The worker polls rather than blocking on `BLMOVE`, so it never holds a pooled
-/// connection; a local push wakes it at once.
-pub struct RedisOutbox {
+/// The dead letters in Redis: hash `<prefix>webhooks:dead-letters:<source>`, event id →
+/// [`DeadLetter`] JSON.
+pub struct RedisDeadLetters {
     pool: Pool,
     prefix: String,
 }
 
+impl RedisDeadLetters {
+    pub fn new(pool: Pool, key_prefix: &str) -> Self {
+        Self { pool, prefix: format!("{key_prefix}webhooks:dead-letters:") }
+    }
+}
+
+/// `HSETNX` under the id, else beside it under `<id>.<dead_at_ms>`.
+const BURY: &str = r"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 0 then
+  redis.call('HSET', KEYS[1], ARGV[1] .. '.' .. ARGV[2], ARGV[3])
+end
+return 1";
+
+#[async_trait]
+impl DeadLetters for RedisDeadLetters {
+    async fn bury(&self, source: &str, letter: &DeadLetter) -> Result<(), Unavailable> {
+        let json = serde_json::to_string(letter).map_err(redis_err)?;
+        let mut conn = self.pool.get().await.map_err(redis_err)?;
+        client::Script::new(BURY)
+            .key(format!("{}{source}", self.prefix))
+            .arg(&letter.event.id)
+            .arg(letter.dead_at_ms)
+            .arg(json)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(redis_err)
+    }
+
+    async fn list(&self, source: &str) -> Result<Vec<(String, DeadLetter)>, Unavailable> {
+        let mut conn = self.pool.get().await.map_err(redis_err)?;
+        let all: Vec<(String, String)> = client::cmd("HGETALL")
+            .arg(format!("{}{source}", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        let mut letters: Vec<(String, DeadLetter)> = all
+            .into_iter()
+            .map(|(name, json)| {
+                let letter = serde_json::from_str(&json).unwrap_or_else(|e| DeadLetter {
+                    event: unreadable(source, json.as_bytes()),
+                    reason: format!("unreadable dead letter: {e}"),
+                    dead_at_ms: 0,
+                });
+                (name, letter)
+            })
+            .collect();
+        letters.sort_by(|a, b| (a.1.dead_at_ms, &a.0).cmp(&(b.1.dead_at_ms, &b.0)));
+        Ok(letters)
+    }
+
+    async fn take(&self, source: &str, name: &str) -> Result<Option<DeadLetter>, Unavailable> {
+        const TAKE: &str = r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return v";
+        let mut conn = self.pool.get().await.map_err(redis_err)?;
+        let json: Option<String> = client::Script::new(TAKE)
+            .key(format!("{}{source}", self.prefix))
+            .arg(name)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        json.map(|json| serde_json::from_str(&json).map_err(redis_err)).transpose()
+    }
+}
+
+/// Lists `<prefix>webhooks:{queue,processing}:<source>` and the sorted set
+/// `…:delayed:<source>` (deferred items scored by when they are due). New events are
+/// `LPUSH`ed; a claim moves a due deferred item, else the oldest queued one, to `processing`
+/// in one script, and the item is `LREM`ed from there when it is finished. The worker polls
+/// rather than blocking on `BLMOVE`, so it never holds a pooled connection; a local push
+/// wakes it at once.
+pub struct RedisOutbox {
+    pool: Pool,
+    prefix: String,
+    dead: RedisDeadLetters,
+}
+
+/// A due deferred item first, else the oldest queued one, onto `processing`.
+const CLAIM: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, 1)
+if due[1] then
+  redis.call('ZREM', KEYS[3], due[1])
+  redis.call('LPUSH', KEYS[2], due[1])
+  return due[1]
+end
+return redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')";
+
 impl RedisOutbox {
     pub fn new(pool: Pool, key_prefix: &str) -> Self {
-        Self { pool, prefix: format!("{key_prefix}webhooks:") }
+        Self { dead: RedisDeadLetters::new(pool.clone(), key_prefix), pool, prefix: format!("{key_prefix}webhooks:") }
     }
 
     fn key(&self, list: &str, source: &str) -> String {
@@ -116,6 +359,18 @@ impl RedisOutbox {
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, Unavailable> {
         self.pool.get().await.map_err(redis_err)
+    }
+
+    async fn unclaim(&self, source: &str, token: &str) -> Result<(), Unavailable> {
+        let mut conn = self.conn().await?;
+        client::cmd("LREM")
+            .arg(self.key("processing", source))
+            .arg(1)
+            .arg(token)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(redis_err)
     }
 }
 
@@ -157,12 +412,12 @@ impl Outbox for RedisOutbox {
     async fn claim(&self, source: &str) -> Result<Option<Claimed>, Unavailable> {
         loop {
             let mut conn = self.conn().await?;
-            let item: Option<String> = client::cmd("LMOVE")
-                .arg(self.key("queue", source))
-                .arg(self.key("processing", source))
-                .arg("RIGHT")
-                .arg("LEFT")
-                .query_async(&mut conn)
+            let item: Option<String> = client::Script::new(CLAIM)
+                .key(self.key("queue", source))
+                .key(self.key("processing", source))
+                .key(self.key("delayed", source))
+                .arg(now_ms())
+                .invoke_async(&mut conn)
                 .await
                 .map_err(redis_err)?;
             let Some(item) = item else { return Ok(None) };
@@ -172,36 +427,33 @@ impl Outbox for RedisOutbox {
                 Err(e) => {
                     // An item this version cannot read is kept aside rather than dropped or
                     // retried forever in front of the others.
-                    tracing::error!(source, error = %e, "unreadable webhook outbox item moved to the dead list");
-                    let bad = Claimed {
-                        event: StoredEvent::new(String::new(), source.to_owned(), 0, None, Vec::new(), b""),
-                        token: item,
-                    };
-                    self.dead_letter(source, &bad).await?;
+                    tracing::error!(source, error = %e, "unreadable webhook outbox item moved to the dead letters");
+                    let bad = Claimed { event: unreadable(source, item.as_bytes()), token: item };
+                    self.dead_letter(source, &bad, &format!("unreadable: {e}")).await?;
                 }
             }
         }
     }
 
     async fn complete(&self, source: &str, claimed: &Claimed) -> Result<(), Unavailable> {
-        let mut conn = self.conn().await?;
-        client::cmd("LREM")
-            .arg(self.key("processing", source))
-            .arg(1)
-            .arg(&claimed.token)
-            .query_async::<i64>(&mut conn)
-            .await
-            .map(drop)
-            .map_err(redis_err)
+        self.unclaim(source, &claimed.token).await
     }
 
-    async fn dead_letter(&self, source: &str, claimed: &Claimed) -> Result<(), Unavailable> {
+    async fn defer(
+        &self,
+        source: &str,
+        claimed: &Claimed,
+        event: &StoredEvent,
+        delay: Delay,
+    ) -> Result<(), Unavailable> {
+        let item = serde_json::to_string(event).map_err(redis_err)?;
         let mut conn = self.conn().await?;
         client::pipe()
             .atomic()
-            .cmd("LPUSH")
-            .arg(self.key("dead", source))
-            .arg(&claimed.token)
+            .cmd("ZADD")
+            .arg(self.key("delayed", source))
+            .arg(due_after(delay.wait))
+            .arg(item)
             .ignore()
             .cmd("LREM")
             .arg(self.key("processing", source))
@@ -213,17 +465,47 @@ impl Outbox for RedisOutbox {
             .map_err(redis_err)
     }
 
+    async fn dead_letter(&self, source: &str, claimed: &Claimed, reason: &str) -> Result<(), Unavailable> {
+        let letter = DeadLetter { event: claimed.event.clone(), reason: reason.to_owned(), dead_at_ms: now_ms() };
+        // Buried first: a crash in between leaves it both buried and claimed, so it is
+        // delivered or buried once more, never lost.
+        self.dead.bury(source, &letter).await?;
+        self.unclaim(source, &claimed.token).await
+    }
+
+    async fn waiting(&self, source: &str) -> Result<Vec<Waiting>, Unavailable> {
+        let mut conn = self.conn().await?;
+        let items: Vec<(String, i64)> = client::cmd("ZRANGE")
+            .arg(self.key("delayed", source))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(items
+            .into_iter()
+            .filter_map(|(item, due)| serde_json::from_str::<StoredEvent>(&item).ok().map(|e| e.waiting(due)))
+            .collect())
+    }
+
+    fn dead_letters(&self) -> &dyn DeadLetters {
+        &self.dead
+    }
+
     async fn pending(&self, source: &str) -> Result<u64, Unavailable> {
         let mut conn = self.conn().await?;
-        let (queued, processing): (u64, u64) = client::pipe()
+        let (queued, processing, delayed): (u64, u64, u64) = client::pipe()
             .cmd("LLEN")
             .arg(self.key("queue", source))
             .cmd("LLEN")
             .arg(self.key("processing", source))
+            .cmd("ZCARD")
+            .arg(self.key("delayed", source))
             .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        Ok(queued + processing)
+        Ok(queued + processing + delayed)
     }
 }
 
@@ -231,43 +513,28 @@ fn spool_err(e: impl std::fmt::Display) -> Unavailable {
     Unavailable::new("spool", e)
 }
 
-/// `<dir>/<source>/<nanos>-<seq>-<uuid>.json`, written to a `.tmp` file, fsynced, renamed and
-/// the directory fsynced, so a file that exists under its final name is complete. Names sort
-/// in arrival order; an index in memory (rebuilt from the directory at start-up) avoids
-/// listing the directory for every event. Refused events go to `<dir>/<source>/dead/`.
-pub struct SpoolOutbox {
-    dir: PathBuf,
-    queues: Mutex<HashMap<String, VecDeque<String>>>,
-    seq: AtomicU64,
-}
-
-impl SpoolOutbox {
-    pub fn new(dir: PathBuf) -> Self {
-        Self { dir, queues: Mutex::new(HashMap::new()), seq: AtomicU64::new(0) }
-    }
-
-    fn source_dir(&self, source: &str) -> PathBuf {
-        self.dir.join(source)
-    }
-
-    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<String>>> {
-        self.queues.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn front(&self, source: &str) -> Option<String> {
-        self.queues().get(source).and_then(|q| q.front().cloned())
-    }
-
-    fn forget(&self, source: &str, name: &str) {
-        if let Some(queue) = self.queues().get_mut(source) {
-            queue.retain(|n| n != name);
-        }
-    }
-}
-
 /// Makes a rename or removal in `dir` durable.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `data` to `dir/name` all or nothing: a `.tmp` file, fsynced, renamed over the
+/// name, the directory fsynced.
+fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -276,29 +543,198 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await.map_err(spool_err)?.map_err(spool_err)
 }
 
+/// The dead letters on disk: `<dir>/<source>/dead/<name>.json`, one [`DeadLetter`] per file
+/// (a bare event, as an earlier version wrote them, reads as one with an unknown reason).
+pub struct SpoolDeadLetters {
+    dir: PathBuf,
+}
+
+impl SpoolDeadLetters {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn dead_dir(&self, source: &str) -> PathBuf {
+        self.dir.join(source).join("dead")
+    }
+}
+
+fn read_letter(source: &str, data: &[u8]) -> DeadLetter {
+    serde_json::from_slice::<DeadLetter>(data).unwrap_or_else(|_| match serde_json::from_slice::<StoredEvent>(data) {
+        Ok(event) => DeadLetter { event, reason: "unknown".to_owned(), dead_at_ms: 0 },
+        Err(e) => DeadLetter { event: unreadable(source, data), reason: format!("unreadable: {e}"), dead_at_ms: 0 },
+    })
+}
+
+/// A dead letter's file name: its id when the id is a safe file name, else its digest.
+fn letter_file(id: &str) -> String {
+    if !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c)) {
+        format!("{id}.json")
+    } else {
+        use sha2::Digest as _;
+        format!("{}.json", hex::encode(sha2::Sha256::digest(id.as_bytes())))
+    }
+}
+
+#[async_trait]
+impl DeadLetters for SpoolDeadLetters {
+    async fn bury(&self, source: &str, letter: &DeadLetter) -> Result<(), Unavailable> {
+        let dir = self.dead_dir(source);
+        let data = serde_json::to_vec(letter).map_err(spool_err)?;
+        let name = letter_file(&letter.event.id);
+        let beside = format!("{}.{}.json", name.trim_end_matches(".json"), letter.dead_at_ms);
+        blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let name = if dir.join(&name).exists() { beside } else { name };
+            write_atomically(&dir, &name, &data)
+        })
+        .await
+    }
+
+    async fn list(&self, source: &str) -> Result<Vec<(String, DeadLetter)>, Unavailable> {
+        let dir = self.dead_dir(source);
+        let source = source.to_owned();
+        let mut letters = blocking(move || {
+            let mut letters = Vec::new();
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(letters),
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let file = entry.file_name().to_string_lossy().into_owned();
+                let Some(name) = file.strip_suffix(".json") else { continue };
+                letters.push((name.to_owned(), read_letter(&source, &std::fs::read(entry.path())?)));
+            }
+            Ok(letters)
+        })
+        .await?;
+        letters.sort_by(|a, b| (a.1.dead_at_ms, &a.0).cmp(&(b.1.dead_at_ms, &b.0)));
+        Ok(letters)
+    }
+
+    async fn take(&self, source: &str, name: &str) -> Result<Option<DeadLetter>, Unavailable> {
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Ok(None);
+        }
+        let (dir, name, source) = (self.dead_dir(source), format!("{name}.json"), source.to_owned());
+        blocking(move || {
+            let path = dir.join(&name);
+            let data = match std::fs::read(&path) {
+                Ok(data) => data,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            std::fs::remove_file(&path)?;
+            sync_dir(&dir)?;
+            Ok(Some(read_letter(&source, &data)))
+        })
+        .await
+    }
+}
+
+/// One source's files as this process knows them.
+#[derive(Default)]
+struct SpoolQueue {
+    /// Not yet claimed, in arrival order.
+    ready: VecDeque<String>,
+    claimed: HashSet<String>,
+    /// Deferred: (due, name), and what each waits as.
+    deferred: BTreeSet<(i64, String)>,
+    waiting: HashMap<String, Waiting>,
+}
+
+/// `<dir>/<source>/<nanos>-<seq>-<uuid>.json`, each written all or nothing, so a file that
+/// exists under its final name is complete. Names sort in arrival order; an index in memory
+/// (rebuilt from the directory at start-up) avoids listing the directory for every event. A
+/// deferred event is its file rewritten with `not_before_ms`; dead letters go to
+/// `<dir>/<source>/dead/` ([`SpoolDeadLetters`]).
+pub struct SpoolOutbox {
+    dir: PathBuf,
+    queues: Mutex<HashMap<String, SpoolQueue>>,
+    seq: AtomicU64,
+    dead: SpoolDeadLetters,
+}
+
+impl SpoolOutbox {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dead: SpoolDeadLetters::new(dir.clone()),
+            dir,
+            queues: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    fn source_dir(&self, source: &str) -> PathBuf {
+        self.dir.join(source)
+    }
+
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, SpoolQueue>> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A due deferred file, else the oldest ready one, marked claimed.
+    fn next(&self, source: &str) -> Option<String> {
+        let mut queues = self.queues();
+        let queue = queues.get_mut(source)?;
+        let now = now_ms();
+        let name = match queue.deferred.first() {
+            Some((due, _)) if *due <= now => queue.deferred.pop_first().map(|(_, name)| name),
+            _ => queue.ready.pop_front(),
+        }?;
+        queue.waiting.remove(&name);
+        queue.claimed.insert(name.clone());
+        Some(name)
+    }
+
+    fn forget(&self, source: &str, name: &str) {
+        if let Some(queue) = self.queues().get_mut(source) {
+            queue.claimed.remove(name);
+        }
+    }
+}
+
 #[async_trait]
 impl Outbox for SpoolOutbox {
     async fn recover(&self, source: &str) -> Result<u64, Unavailable> {
         let dir = self.source_dir(source);
-        let names = blocking(move || {
+        let files = blocking(move || {
             std::fs::create_dir_all(dir.join("dead"))?;
-            let mut names = Vec::new();
+            let mut files = Vec::new();
             for entry in std::fs::read_dir(&dir)? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".tmp") {
-                    // Never acknowledged to the sender, who will send it again.
+                    // Never acknowledged to the sender, who will send it again (or a rewrite
+                    // that never happened: the file under its name is still whole).
                     std::fs::remove_file(entry.path())?;
                 } else if name.ends_with(".json") && entry.file_type()?.is_file() {
-                    names.push(name);
+                    // Only a deferred event's time is needed; an unreadable file is found
+                    // out (and set aside) when it is claimed.
+                    let waiting = serde_json::from_slice::<StoredEvent>(&std::fs::read(entry.path())?)
+                        .ok()
+                        .and_then(|event| event.not_before_ms.map(|due| event.waiting(due)));
+                    files.push((name, waiting));
                 }
             }
-            names.sort();
-            Ok(names)
+            files.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(files)
         })
         .await?;
-        let count = names.len() as u64;
-        self.queues().insert(source.to_owned(), names.into());
+        let count = files.len() as u64;
+        let mut queue = SpoolQueue::default();
+        for (name, waiting) in files {
+            match waiting {
+                Some(waiting) => {
+                    queue.deferred.insert((waiting.due_ms, name.clone()));
+                    queue.waiting.insert(name, waiting);
+                }
+                None => queue.ready.push_back(name),
+            }
+        }
+        self.queues().insert(source.to_owned(), queue);
         Ok(count)
     }
 
@@ -309,34 +745,31 @@ impl Outbox for SpoolOutbox {
         let name = format!("{nanos:020}-{seq:010}-{}.json", uuid::Uuid::new_v4().simple());
         let dir = self.source_dir(&event.source);
         let final_name = name.clone();
-        blocking(move || {
-            let tmp = dir.join(format!("{final_name}.tmp"));
-            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            file.write_all(&data)?;
-            file.sync_all()?;
-            drop(file);
-            std::fs::rename(&tmp, dir.join(&final_name))?;
-            sync_dir(&dir)
-        })
-        .await?;
-        self.queues().entry(event.source.clone()).or_default().push_back(name);
+        blocking(move || write_atomically(&dir, &final_name, &data)).await?;
+        self.queues().entry(event.source.clone()).or_default().ready.push_back(name);
         Ok(())
     }
 
     async fn claim(&self, source: &str) -> Result<Option<Claimed>, Unavailable> {
         loop {
-            let Some(name) = self.front(source) else { return Ok(None) };
+            let Some(name) = self.next(source) else { return Ok(None) };
             let path = self.source_dir(source).join(&name);
-            let data = blocking(move || std::fs::read(path)).await?;
+            let data = match blocking(move || std::fs::read(path)).await {
+                Ok(data) => data,
+                Err(e) => {
+                    if let Some(queue) = self.queues().get_mut(source) {
+                        queue.claimed.remove(&name);
+                        queue.ready.push_front(name);
+                    }
+                    return Err(e);
+                }
+            };
             match serde_json::from_slice(&data) {
                 Ok(event) => return Ok(Some(Claimed { event, token: name })),
                 Err(e) => {
                     tracing::error!(source, file = %name, error = %e, "unreadable webhook spool file moved to dead/");
-                    let bad = Claimed {
-                        event: StoredEvent::new(String::new(), source.to_owned(), 0, None, Vec::new(), b""),
-                        token: name,
-                    };
-                    self.dead_letter(source, &bad).await?;
+                    let bad = Claimed { event: unreadable(source, &data), token: name };
+                    self.dead_letter(source, &bad, &format!("unreadable: {e}")).await?;
                 }
             }
         }
@@ -346,11 +779,7 @@ impl Outbox for SpoolOutbox {
         let dir = self.source_dir(source);
         let name = claimed.token.clone();
         blocking(move || {
-            match std::fs::remove_file(dir.join(&name)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
+            remove_if_present(&dir.join(&name))?;
             sync_dir(&dir)
         })
         .await?;
@@ -358,21 +787,54 @@ impl Outbox for SpoolOutbox {
         Ok(())
     }
 
-    async fn dead_letter(&self, source: &str, claimed: &Claimed) -> Result<(), Unavailable> {
-        let dir = self.source_dir(source);
-        let name = claimed.token.clone();
-        blocking(move || {
-            std::fs::rename(dir.join(&name), dir.join("dead").join(&name))?;
-            sync_dir(&dir)?;
-            sync_dir(&dir.join("dead"))
-        })
-        .await?;
-        self.forget(source, &claimed.token);
+    async fn defer(
+        &self,
+        source: &str,
+        claimed: &Claimed,
+        event: &StoredEvent,
+        delay: Delay,
+    ) -> Result<(), Unavailable> {
+        let due = due_after(delay.wait);
+        let mut stored = event.clone();
+        stored.not_before_ms = Some(due);
+        let data = serde_json::to_vec(&stored).map_err(spool_err)?;
+        let (dir, name) = (self.source_dir(source), claimed.token.clone());
+        blocking(move || write_atomically(&dir, &name, &data)).await?;
+        let mut queues = self.queues();
+        let queue = queues.entry(source.to_owned()).or_default();
+        queue.claimed.remove(&claimed.token);
+        queue.deferred.insert((due, claimed.token.clone()));
+        queue.waiting.insert(claimed.token.clone(), stored.waiting(due));
         Ok(())
     }
 
+    async fn dead_letter(&self, source: &str, claimed: &Claimed, reason: &str) -> Result<(), Unavailable> {
+        let letter = DeadLetter { event: claimed.event.clone(), reason: reason.to_owned(), dead_at_ms: now_ms() };
+        self.dead.bury(source, &letter).await?;
+        self.complete(source, claimed).await
+    }
+
+    async fn waiting(&self, source: &str) -> Result<Vec<Waiting>, Unavailable> {
+        Ok(self.queues().get(source).map(|q| q.waiting.values().cloned().collect()).unwrap_or_default())
+    }
+
+    fn dead_letters(&self) -> &dyn DeadLetters {
+        &self.dead
+    }
+
     async fn pending(&self, source: &str) -> Result<u64, Unavailable> {
-        Ok(self.queues().get(source).map_or(0, |q| q.len() as u64))
+        Ok(self.queues().get(source).map_or(0, |q| (q.ready.len() + q.claimed.len() + q.deferred.len()) as u64))
+    }
+
+    /// What was claimed goes back in front, in arrival order.
+    fn release(&self) {
+        for queue in self.queues().values_mut() {
+            let mut claimed: Vec<String> = queue.claimed.drain().collect();
+            claimed.sort();
+            for name in claimed.into_iter().rev() {
+                queue.ready.push_front(name);
+            }
+        }
     }
 }
 
@@ -412,7 +874,7 @@ mod tests {
         assert!(!dir.path().join("meta").join("zzz.json.tmp").exists());
         let second = again.claim("meta").await.unwrap().unwrap();
         assert_eq!(second.event.id, "b");
-        again.dead_letter("meta", &second).await.unwrap();
+        again.dead_letter("meta", &second, "refused").await.unwrap();
         assert_eq!(again.pending("meta").await.unwrap(), 1);
         assert_eq!(std::fs::read_dir(dir.path().join("meta").join("dead")).unwrap().count(), 1);
         assert_eq!(again.claim("meta").await.unwrap().unwrap().event.id, "c");
@@ -427,6 +889,9 @@ mod tests {
         assert_eq!(spool.recover("s").await.unwrap(), 1);
         spool.push(&event("s", "ok")).await.unwrap();
         assert_eq!(spool.claim("s").await.unwrap().unwrap().event.id, "ok");
-        assert!(dir.path().join("s").join("dead").join("0-broken.json").exists());
+        let dead = spool.dead_letters().list("s").await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].1.reason.starts_with("unreadable"), "{:?}", dead[0].1);
+        assert_eq!(dead[0].1.event.body().unwrap().as_ref(), b"not json", "the bytes are kept");
     }
 }

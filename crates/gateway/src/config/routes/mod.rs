@@ -2,6 +2,7 @@
 //! policy, and `[webhooks.<source>]`, parsed into typed structs and validated at start-up with
 //! errors that name the line. The table that picks a request's route is `crate::routing`.
 
+mod delivery;
 mod webhook;
 
 use std::{
@@ -12,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+pub use delivery::{Delivery, Envelope, KeyPart, OrderingKey};
 use platform::duration::parse_duration;
 use serde::Deserialize;
 use toml::Spanned;

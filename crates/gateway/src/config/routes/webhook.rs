@@ -10,7 +10,10 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{RoutesError, Source, SpannedList};
+use super::{
+    RoutesError, Source, SpannedList,
+    delivery::{self, Delivery, RawDelivery, RawOrderingKey},
+};
 use crate::domain::Upstream;
 
 /// How long a signed event stays acceptable, and how long its id or signature is remembered to
@@ -36,6 +39,8 @@ pub struct Webhook {
     /// The source's own limit on deliveries (all senders together); webhooks are not counted
     /// against the generic `IP_RATE_LIMIT`.
     pub rate_limit: Option<platform::rate::RateLimit>,
+    /// Ordering key, concurrency and retry schedule.
+    pub delivery: Delivery,
     pub line: usize,
 }
 
@@ -124,6 +129,11 @@ pub(super) struct RawWebhook {
     tolerance: Option<Spanned<String>>,
     allowed_ips: Option<SpannedList>,
     rate_limit: Option<Spanned<String>>,
+    ordering_key: Option<Spanned<RawOrderingKey>>,
+    concurrency: Option<Spanned<i64>>,
+    retry: Option<SpannedList>,
+    envelope: Option<Spanned<String>>,
+    delivery_secrets: Option<SpannedList>,
 }
 
 fn valid_source(name: &str) -> bool {
@@ -332,6 +342,18 @@ pub(super) fn build(
             platform::rate::RateLimit::parse(r.get_ref()).map_err(|e| source.error(r.span(), field("rate_limit"), e))
         })
         .transpose()?;
+    let delivery = delivery::build(
+        source,
+        source_name,
+        RawDelivery {
+            ordering_key: raw.ordering_key.as_ref(),
+            concurrency: raw.concurrency.as_ref(),
+            retry: raw.retry.as_ref(),
+            envelope: raw.envelope.as_ref(),
+            delivery_secrets: raw.delivery_secrets.as_ref(),
+            meta: matches!(profile, WebhookProfile::Meta { .. }),
+        },
+    )?;
     Ok(Webhook {
         source: source_name.to_owned(),
         profile,
@@ -340,6 +362,7 @@ pub(super) fn build(
         tolerance,
         allowed_ips,
         rate_limit,
+        delivery,
         line: source.position(name.span().start).0,
     })
 }

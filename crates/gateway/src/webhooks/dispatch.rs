@@ -1,0 +1,548 @@
+//! The dispatcher of one source (SPEC §6): takes events from the outbox and delivers up to
+//! `concurrency` at once, one at a time per ordering key in sequence order, never waiting on a
+//! gap: an event waits only behind an earlier event of its key that this dispatcher knows and
+//! that is not finished (in flight, deferred for a retry, or parked). A failed attempt is
+//! deferred for the next wait of the source's `retry` schedule (±20 % jitter) and leaves the
+//! queue meanwhile; after the last, the event goes to the dead letters.
+//!
+//! One dispatcher per source is active across gateway instances: with Redis, the one holding
+//! the source's lease ([`Lease`]); otherwise this process's. On becoming active it puts back
+//! what an earlier holder left claimed and learns from the deferred events which keys are busy.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use deadpool_redis::Pool;
+use http::Uri;
+use platform::{Unavailable, redis::client};
+use tokio::{
+    sync::{Notify, watch},
+    task::JoinSet,
+    time::Instant,
+};
+
+use super::{
+    deliver::{HttpClient, Outcome, RetryPolicy, deliver_once},
+    outbox::{Claimed, Delay, Outbox, StoredEvent, now_ms},
+    render::Render,
+};
+use crate::config::routes::Delivery;
+
+/// Jitter on each retry wait, in percent either way.
+const JITTER_PERCENT: u64 = 20;
+/// Where RabbitMQ parks an event behind an earlier one of its key: 1 s, doubling, at most 30 s.
+const PARK_FIRST: Duration = Duration::from_secs(1);
+const PARK_LAST: Duration = Duration::from_secs(30);
+/// Events held in memory behind earlier ones of their keys before claiming pauses.
+const MAX_PARKED: usize = 10_000;
+/// A deferred event that has not come back this long after it was due is taken to be gone
+/// (an operator purged a delay queue), so its key is not blocked for ever.
+const LOST_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The lease: how long it lasts, and how often its holder renews it.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+const LEASE_RENEW: Duration = Duration::from_secs(2);
+
+/// A wait of the schedule with jitter: `tier` ± [`JITTER_PERCENT`].
+pub fn jittered(tier: Duration) -> Delay {
+    let span = tier.as_millis().saturating_mul(u128::from(JITTER_PERCENT)) / 100;
+    let random = uuid::Uuid::new_v4().as_u128() % (span.saturating_mul(2).saturating_add(1));
+    let millis = tier.as_millis().saturating_sub(span).saturating_add(random);
+    Delay { wait: Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX)), tier }
+}
+
+/// The wait of a parked event on RabbitMQ, after it was parked `times` times before.
+fn park_delay(times: u32) -> Delay {
+    Delay::exactly(PARK_FIRST.saturating_mul(1 << times.min(5)).min(PARK_LAST))
+}
+
+/// One source's lease in Redis: `<prefix>webhooks:lease:<source>` holds the active
+/// instance's id for [`LEASE_TTL`], renewed every [`LEASE_RENEW`] by its holder.
+pub struct Lease {
+    pool: Pool,
+    key: String,
+    holder: String,
+    /// Active until then, as far as this instance can tell.
+    until: Option<Instant>,
+    checked: Option<Instant>,
+}
+
+/// Takes the lease when it is free, extends it when it is ours.
+const TAKE_LEASE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current == false or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0";
+
+const DROP_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
+
+impl Lease {
+    pub fn new(pool: Pool, key_prefix: &str, source: &str) -> Self {
+        Self {
+            pool,
+            key: format!("{key_prefix}webhooks:lease:{source}"),
+            holder: uuid::Uuid::new_v4().to_string(),
+            until: None,
+            checked: None,
+        }
+    }
+
+    async fn try_take(&self) -> Result<bool, Unavailable> {
+        let mut conn = self.pool.get().await.map_err(|e| Unavailable::new("redis", e))?;
+        client::Script::new(TAKE_LEASE)
+            .key(&self.key)
+            .arg(&self.holder)
+            .arg(u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX))
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|taken| taken == 1)
+            .map_err(|e| Unavailable::new("redis", e))
+    }
+
+    /// Whether this instance is the active one now, renewing when it is time.
+    async fn active(&mut self) -> bool {
+        let now = Instant::now();
+        if self.checked.is_none_or(|at| now.duration_since(at) >= LEASE_RENEW) {
+            self.checked = Some(now);
+            match self.try_take().await {
+                Ok(true) => self.until = Some(now + LEASE_TTL - LEASE_RENEW),
+                Ok(false) => self.until = None,
+                // Unknown: active only while the last renewal lasts.
+                Err(e) => tracing::warn!(key = %self.key, error = %e, "cannot renew the webhook dispatch lease"),
+            }
+        }
+        self.until.is_some_and(|until| now < until)
+    }
+
+    async fn drop_lease(&self) {
+        if let Ok(mut conn) = self.pool.get().await {
+            let _ =
+                client::Script::new(DROP_LEASE).key(&self.key).arg(&self.holder).invoke_async::<i64>(&mut conn).await;
+        }
+    }
+}
+
+/// Where an event of a busy key stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    InFlight,
+    /// Out of the queue until this unix millisecond (a retry, or parked on RabbitMQ).
+    Waiting(i64),
+    /// Claimed and held here until the events before it are done.
+    Parked,
+}
+
+/// One source's dispatcher; returns when `stop` turns true (or its sender is dropped).
+pub struct Dispatcher {
+    pub source: String,
+    pub url: Uri,
+    pub outbox: Arc<dyn Outbox>,
+    pub client: HttpClient,
+    pub render: Arc<Render>,
+    pub notify: Arc<Notify>,
+    pub stop: watch::Receiver<bool>,
+    pub policy: RetryPolicy,
+    pub delivery: Delivery,
+    pub lease: Option<Lease>,
+}
+
+/// What the dispatcher knows of its keys.
+#[derive(Default)]
+struct Lanes {
+    /// Per key, the unfinished events it knows, by sequence.
+    busy: HashMap<String, BTreeMap<u64, Stage>>,
+    /// Claimed events held behind earlier ones of their key (when the outbox allows it).
+    parked: HashMap<String, BTreeMap<u64, Claimed>>,
+    parked_count: usize,
+}
+
+impl Lanes {
+    /// Whether `event` may go now: no earlier event of its key is unfinished, and no copy of
+    /// it is already in flight.
+    fn may_go(&self, key: &str, sequence: u64) -> bool {
+        self.busy.get(key).is_none_or(|events| {
+            events.range(..sequence).next().is_none() && events.get(&sequence) != Some(&Stage::InFlight)
+        })
+    }
+
+    fn set(&mut self, key: &str, sequence: u64, stage: Stage) {
+        self.busy.entry(key.to_owned()).or_default().insert(sequence, stage);
+    }
+
+    fn finish(&mut self, key: &str, sequence: u64) {
+        if let Some(events) = self.busy.get_mut(key) {
+            events.remove(&sequence);
+            if events.is_empty() {
+                self.busy.remove(key);
+            }
+        }
+    }
+
+    /// The first parked event of `key`, if it may go now.
+    fn unpark(&mut self, key: &str) -> Option<Claimed> {
+        let sequence = *self.parked.get(key)?.keys().next()?;
+        if !self.may_go(key, sequence) {
+            return None;
+        }
+        let parked = self.parked.get_mut(key)?;
+        let claimed = parked.remove(&sequence)?;
+        if parked.is_empty() {
+            self.parked.remove(key);
+        }
+        self.parked_count -= 1;
+        self.set(key, sequence, Stage::InFlight);
+        Some(claimed)
+    }
+
+    /// Forgets waiting events long past their time.
+    fn drop_lost(&mut self, source: &str, now_ms: i64) {
+        let lost_ms = i64::try_from(LOST_AFTER.as_millis()).unwrap_or(i64::MAX);
+        for (key, events) in &mut self.busy {
+            events.retain(|sequence, stage| match stage {
+                Stage::Waiting(due) if now_ms.saturating_sub(*due) > lost_ms => {
+                    tracing::warn!(source, key = %key, sequence, "a deferred webhook event never came back; its key goes on without it");
+                    false
+                }
+                _ => true,
+            });
+        }
+        self.busy.retain(|_, events| !events.is_empty());
+    }
+}
+
+type Delivered = (Claimed, Outcome);
+
+impl Dispatcher {
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sleeps for `wait` unless told to stop first; `false` means stop.
+    async fn pause(&mut self, wait: Duration) -> bool {
+        if self.stopping() {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => true,
+            changed = self.stop.changed() => changed.is_ok() && !*self.stop.borrow(),
+        }
+    }
+
+    fn next_backoff(&self, backoff: Duration) -> Duration {
+        (backoff * 2).min(self.policy.max_backoff)
+    }
+
+    pub async fn run(mut self) {
+        let mut lanes = Lanes::default();
+        let mut inflight: JoinSet<Delivered> = JoinSet::new();
+        let mut active = false;
+        let mut backoff = self.policy.initial_backoff;
+        let mut next_due: Option<i64> = None;
+        loop {
+            if self.stopping() {
+                break;
+            }
+            let now_active = match self.lease.as_mut() {
+                Some(lease) => lease.active().await,
+                None => true,
+            };
+            if active && !now_active {
+                tracing::warn!(source = %self.source, "webhook dispatch lease lost; another instance delivers now");
+                inflight.abort_all();
+                lanes = Lanes::default();
+                self.outbox.release();
+            }
+            if now_active && !active {
+                match self.take_over().await {
+                    Ok(known) => lanes = known,
+                    Err(e) => {
+                        tracing::warn!(source = %self.source, error = %e, "webhook outbox unreadable; retrying");
+                        if !self.pause(backoff).await {
+                            break;
+                        }
+                        backoff = self.next_backoff(backoff);
+                        continue;
+                    }
+                }
+            }
+            active = now_active;
+            if !active {
+                if !self.pause(self.policy.poll_interval).await {
+                    break;
+                }
+                continue;
+            }
+
+            // Claim while a slot is free.
+            let mut idle = false;
+            while inflight.len() < self.delivery.concurrency && lanes.parked_count < MAX_PARKED {
+                match self.outbox.claim(&self.source).await {
+                    Ok(Some(claimed)) => {
+                        backoff = self.policy.initial_backoff;
+                        if let Some(due) = self.admit(claimed, &mut lanes, &mut inflight).await {
+                            next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                        }
+                    }
+                    Ok(None) => {
+                        idle = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %self.source, error = %e, "webhook outbox unreadable; retrying");
+                        idle = true;
+                        backoff = self.next_backoff(backoff);
+                        break;
+                    }
+                }
+            }
+            lanes.drop_lost(&self.source, now_ms());
+
+            // Wait for a delivery to end, a new event, a deferred one's time, or the poll.
+            let mut wait = if idle {
+                self.policy.poll_interval.max(backoff.min(self.policy.poll_interval))
+            } else {
+                Duration::ZERO
+            };
+            if let Some(due) = next_due {
+                let until = u64::try_from(due.saturating_sub(now_ms()).max(0)).unwrap_or(0);
+                wait = wait.min(Duration::from_millis(until));
+                if until == 0 {
+                    next_due = None;
+                }
+            }
+            let notify = self.notify.clone();
+            tokio::select! {
+                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                    if let Ok((claimed, outcome)) = done
+                        && let Some(due) = self.finish(claimed, outcome, &mut lanes, &mut inflight).await {
+                            next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                        }
+                }
+                () = notify.notified(), if inflight.len() < self.delivery.concurrency => {}
+                () = tokio::time::sleep(wait), if inflight.len() < self.delivery.concurrency => {}
+                changed = self.stop.changed() => if changed.is_err() || *self.stop.borrow() { break },
+            }
+        }
+        inflight.abort_all();
+        if let Some(lease) = &self.lease {
+            lease.drop_lease().await;
+        }
+    }
+
+    /// Becoming the active dispatcher: what an earlier one left claimed goes back to the
+    /// queue, and the deferred events say which keys are busy.
+    async fn take_over(&self) -> Result<Lanes, Unavailable> {
+        // Alone (no lease), the gateway recovered the source at start-up, before it served.
+        let pending = match self.lease {
+            Some(_) => self.outbox.recover(&self.source).await?,
+            None => self.outbox.pending(&self.source).await?,
+        };
+        let mut lanes = Lanes::default();
+        for waiting in self.outbox.waiting(&self.source).await? {
+            if let Some(key) = waiting.key {
+                lanes.set(&key, waiting.sequence, Stage::Waiting(waiting.due_ms));
+            }
+        }
+        if pending > 0 {
+            tracing::info!(source = %self.source, pending, "webhook events pending; delivering");
+        }
+        Ok(lanes)
+    }
+
+    fn spawn(&self, claimed: Claimed, inflight: &mut JoinSet<Delivered>) {
+        let (client, url, render, timeout) =
+            (self.client.clone(), self.url.clone(), self.render.clone(), self.policy.attempt_timeout);
+        inflight.spawn(async move {
+            let outcome = deliver_once(&client, &url, &render, &claimed.event, timeout).await;
+            (claimed, outcome)
+        });
+    }
+
+    /// Starts delivering `claimed`, or holds it behind an earlier event of its key; returns
+    /// when it is due back if it was deferred.
+    async fn admit(&mut self, claimed: Claimed, lanes: &mut Lanes, inflight: &mut JoinSet<Delivered>) -> Option<i64> {
+        let Some(key) = claimed.event.key.clone() else {
+            self.spawn(claimed, inflight);
+            return None;
+        };
+        let sequence = claimed.event.sequence;
+        if lanes.may_go(&key, sequence) {
+            lanes.set(&key, sequence, Stage::InFlight);
+            self.spawn(claimed, inflight);
+            return None;
+        }
+        if self.outbox.holds_claims() {
+            lanes.set(&key, sequence, Stage::Parked);
+            if lanes.parked.entry(key).or_default().insert(sequence, claimed).is_none() {
+                lanes.parked_count += 1;
+            }
+            return None;
+        }
+        // RabbitMQ: out of the channel for a while, then it comes back and is looked at again.
+        let mut event = claimed.event.clone();
+        let delay = park_delay(event.parked);
+        event.parked = event.parked.saturating_add(1);
+        let due = now_ms().saturating_add(i64::try_from(delay.wait.as_millis()).unwrap_or(i64::MAX));
+        if self.settle(&claimed, Step::Defer(event, delay)).await {
+            // A copy in flight keeps its stage; otherwise it waits until it is due back.
+            let stage = lanes.busy.entry(key).or_default().entry(sequence).or_insert(Stage::Waiting(due));
+            if *stage != Stage::InFlight {
+                *stage = Stage::Waiting(due);
+            }
+        }
+        Some(due)
+    }
+
+    /// Acts on a delivery's outcome; returns when the event is due back if it was deferred.
+    async fn finish(
+        &mut self,
+        claimed: Claimed,
+        outcome: Outcome,
+        lanes: &mut Lanes,
+        inflight: &mut JoinSet<Delivered>,
+    ) -> Option<i64> {
+        let event = claimed.event.clone();
+        let mut due = None;
+        match outcome {
+            Outcome::Delivered => {
+                tracing::info!(source = %self.source, id = %event.id, attempt = event.attempt + 1, "webhook event delivered");
+                self.settle(&claimed, Step::Complete).await;
+            }
+            Outcome::Refused(status) => {
+                tracing::error!(source = %self.source, id = %event.id, %status, "upstream refused a webhook event; kept in the dead letters");
+                self.settle(&claimed, Step::DeadLetter(format!("the upstream answered {status}"))).await;
+            }
+            Outcome::Retry(why) => match self.delivery.retry.get(event.attempt as usize) {
+                Some(tier) => {
+                    let delay = jittered(*tier);
+                    tracing::warn!(
+                        source = %self.source, id = %event.id, attempt = event.attempt + 1, error = %why,
+                        retry_in_ms = delay.wait.as_millis() as u64, "webhook delivery failed; will retry"
+                    );
+                    let mut next: StoredEvent = event.clone();
+                    next.attempt = next.attempt.saturating_add(1);
+                    next.parked = 0;
+                    let at = now_ms().saturating_add(i64::try_from(delay.wait.as_millis()).unwrap_or(i64::MAX));
+                    let deferred = self.settle(&claimed, Step::Defer(next, delay)).await;
+                    if let (true, Some(key)) = (deferred, &event.key) {
+                        lanes.set(key, event.sequence, Stage::Waiting(at));
+                    }
+                    due = Some(at);
+                    // Its key stays busy; nothing of it is released.
+                    return due;
+                }
+                None => {
+                    tracing::error!(source = %self.source, id = %event.id, attempts = event.attempt + 1, error = %why, "webhook delivery attempts exhausted; kept in the dead letters");
+                    let reason = format!("{} attempts failed; the last: {why}", event.attempt + 1);
+                    self.settle(&claimed, Step::DeadLetter(reason)).await;
+                }
+            },
+        }
+        if let Some(key) = &event.key {
+            lanes.finish(key, event.sequence);
+            if let Some(next) = lanes.unpark(key) {
+                self.spawn(next, inflight);
+            }
+        }
+        due
+    }
+
+    /// Applies `step` to `claimed` until the outbox takes it (the store may be down for a
+    /// while) or the dispatcher stops; `false` when it stopped first (the event stays stored,
+    /// and is delivered again later: at least once).
+    async fn settle(&mut self, claimed: &Claimed, step: Step) -> bool {
+        let mut wait = self.policy.initial_backoff;
+        loop {
+            let done = match &step {
+                Step::Complete => self.outbox.complete(&self.source, claimed).await,
+                Step::Defer(event, delay) => self.outbox.defer(&self.source, claimed, event, *delay).await,
+                Step::DeadLetter(reason) => self.outbox.dead_letter(&self.source, claimed, reason).await,
+            };
+            match done {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(source = %self.source, error = %e, "cannot update the webhook outbox; retrying");
+                    if !self.pause(wait).await {
+                        return false;
+                    }
+                    wait = self.next_backoff(wait);
+                }
+            }
+        }
+    }
+}
+
+/// What becomes of a claimed event.
+enum Step {
+    Complete,
+    Defer(StoredEvent, Delay),
+    DeadLetter(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_fifth_either_way_and_varies() {
+        let tier = Duration::from_secs(10);
+        let waits: Vec<Duration> = (0..2_000).map(|_| jittered(tier).wait).collect();
+        assert!(waits.iter().all(|w| *w >= Duration::from_secs(8) && *w <= Duration::from_secs(12)));
+        assert!(waits.iter().any(|w| *w < Duration::from_millis(8_500)));
+        assert!(waits.iter().any(|w| *w > Duration::from_millis(11_500)));
+        assert!(waits.iter().all(|w| jittered(tier).tier == tier && *w > Duration::ZERO));
+    }
+
+    #[test]
+    fn parking_waits_double_up_to_thirty_seconds() {
+        let waits: Vec<u64> = (0..8).map(|n| park_delay(n).wait.as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    fn claimed(key: &str, sequence: u64) -> Claimed {
+        let event = StoredEvent::new(format!("e{sequence}"), "s".into(), 0, None, Vec::new(), b"{}")
+            .ordered(Some(key.to_owned()), sequence);
+        Claimed::new(event, format!("t{sequence}"))
+    }
+
+    #[test]
+    fn an_event_waits_only_behind_earlier_unfinished_events_of_its_key() {
+        let mut lanes = Lanes::default();
+        assert!(lanes.may_go("k", 5), "nothing known: no gap is waited on");
+        lanes.set("k", 5, Stage::InFlight);
+        assert!(!lanes.may_go("k", 5), "a second copy waits for the first");
+        assert!(!lanes.may_go("k", 9));
+        assert!(lanes.may_go("k", 3), "an earlier one is not held back by a later one");
+        assert!(lanes.may_go("other", 9));
+        lanes.set("k", 9, Stage::Parked);
+        lanes.parked.entry("k".into()).or_default().insert(9, claimed("k", 9));
+        lanes.parked_count = 1;
+        assert!(lanes.unpark("k").is_none(), "5 is not finished");
+        lanes.set("k", 5, Stage::Waiting(now_ms()));
+        assert!(lanes.unpark("k").is_none(), "5 waits for a retry: still before 9");
+        lanes.finish("k", 5);
+        let next = lanes.unpark("k").expect("9 goes once 5 is done");
+        assert_eq!(next.event.sequence, 9);
+        assert_eq!(lanes.parked_count, 0);
+        assert!(!lanes.may_go("k", 10));
+        lanes.finish("k", 9);
+        assert!(lanes.busy.is_empty() && lanes.parked.is_empty());
+    }
+
+    #[test]
+    fn waiting_events_long_past_their_time_stop_blocking_their_key() {
+        let mut lanes = Lanes::default();
+        let lost = now_ms() - i64::try_from(LOST_AFTER.as_millis()).unwrap() - 1_000;
+        lanes.set("k", 1, Stage::Waiting(lost));
+        lanes.set("j", 1, Stage::Waiting(now_ms()));
+        lanes.drop_lost("s", now_ms());
+        assert!(lanes.may_go("k", 2));
+        assert!(!lanes.may_go("j", 2));
+    }
+}
