@@ -44,7 +44,7 @@ pub async fn start(config: GatewayConfig, deps: GatewayDeps) -> Result<Gateway, 
         WebhookDeps {
             redis: deps.redis.clone(),
             key_prefix: config.redis_key_prefix.clone(),
-            spool_dir: config.data_dir.join("webhooks"),
+            spool_dir: config.data_dir.join(crate::webhooks::SPOOL_DIR),
             limiter: limiter.clone(),
         },
         config.amqp.clone(),

@@ -21,7 +21,11 @@ mod webhooks;
 
 pub use app::{run, run_on_threads, start};
 pub use config::{
-    GatewayConfig, Mode, SecretOverrides,
+    GatewayConfig, Mode, SecretOverrides, WebhookStore,
     routes::{RoutesError, RoutesFile},
 };
 pub use state::{Gateway, GatewayDeps};
+pub use webhooks::{
+    admin::DeadLetterAdmin,
+    outbox::{DeadLetter, StoredEvent},
+};

@@ -26,6 +26,30 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_AUTH_SERVICE_URL: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_AUTH_HTTP_URL: &str = "http://127.0.0.1:4001";
 pub const DEFAULT_SOCKET_SERVICE_URL: &str = "http://127.0.0.1:4004";
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "portcullis:";
+pub const DEFAULT_DATA_DIR: &str = "./data";
+
+/// Where the webhook events are stored, read from the environment as the gateway reads it
+/// (`REDIS_URL`, `REDIS_KEY_PREFIX`, `DATA_DIR`, `AMQP_*`), for the operator's tools
+/// (`cargo xtask webhooks dead …`), which need no secrets.
+#[derive(Debug, Clone)]
+pub struct WebhookStore {
+    pub redis_url: Option<SecretString>,
+    pub redis_key_prefix: String,
+    pub data_dir: PathBuf,
+    pub amqp: Option<AmqpSettings>,
+}
+
+impl WebhookStore {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            redis_url: platform::config::redis_url(env, None)?,
+            redis_key_prefix: env.string_or("REDIS_KEY_PREFIX", DEFAULT_REDIS_KEY_PREFIX),
+            data_dir: PathBuf::from(env.string_or("DATA_DIR", DEFAULT_DATA_DIR)),
+            amqp: amqp(env)?,
+        })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -198,7 +222,7 @@ impl GatewayConfig {
             service_secret,
             context_signing_secret,
             redis_url,
-            redis_key_prefix: env.string_or("REDIS_KEY_PREFIX", "portcullis:"),
+            redis_key_prefix: env.string_or("REDIS_KEY_PREFIX", DEFAULT_REDIS_KEY_PREFIX),
             trusted_proxies: TrustedProxies::parse("TRUSTED_PROXIES", env.string("TRUSTED_PROXIES").as_deref())?,
             cors_origins: platform::config::origin_list(env, "CORS_ORIGIN")?,
             ip_allowlist_enabled: env.bool_or("IP_WHITELIST_ENABLED", true)?,
@@ -219,7 +243,7 @@ impl GatewayConfig {
                 .transpose()?
                 .unwrap_or(LimitMode::Exact),
             tenant_rate_limit_max: RateLimit::from_env(env, "TENANT_RATE_LIMIT_MAX")?,
-            data_dir: PathBuf::from(env.string_or("DATA_DIR", "./data")),
+            data_dir: PathBuf::from(env.string_or("DATA_DIR", DEFAULT_DATA_DIR)),
             amqp: amqp(env)?,
         })
     }

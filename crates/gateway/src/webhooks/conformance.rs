@@ -13,7 +13,7 @@ use secrecy::SecretString;
 
 use super::{
     amqp::{AmqpIndex, AmqpOutbox, AmqpSettings},
-    outbox::{Outbox, RedisOutbox, SpoolOutbox, StoredEvent},
+    outbox::{Delay, Outbox, RedisOutbox, SpoolOutbox, StoredEvent, replay},
 };
 
 /// The bound RabbitMQ queues get in these tests; the other tests stay below it.
@@ -198,6 +198,9 @@ on_every_outbox!(
     pending_counts_queued_and_in_flight,
     sources_do_not_mix,
     overflow_is_refused_at_the_bound,
+    several_claims_are_in_flight_at_once,
+    a_deferred_event_leaves_the_queue_until_its_time,
+    dead_letters_are_indexed_and_replayed_once,
 );
 
 async fn push_claim_complete(store: &Store) {
@@ -340,4 +343,99 @@ async fn overflow_is_refused_at_the_bound(store: &Store) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(drain(outbox.as_ref(), "billing").await, ["retried"]);
+}
+
+async fn several_claims_are_in_flight_at_once(store: &Store) {
+    let outbox = store.open();
+    outbox.recover("billing").await.unwrap();
+    for id in ["a", "b", "c"] {
+        outbox.push(&event("billing", id)).await.unwrap();
+    }
+    let first = outbox.claim("billing").await.unwrap().unwrap();
+    let second = outbox.claim("billing").await.unwrap().unwrap();
+    assert_eq!((first.event.id.as_str(), second.event.id.as_str()), ("a", "b"));
+    // Finished out of order: each on its own.
+    outbox.complete("billing", &second).await.unwrap();
+    assert_eq!(pending_eventually(outbox.as_ref(), "billing", 2).await, 2);
+    outbox.complete("billing", &first).await.unwrap();
+    assert_eq!(drain(outbox.as_ref(), "billing").await, ["c"]);
+}
+
+/// Claims until an event comes, or `within` passes.
+async fn claim_within(outbox: &dyn Outbox, source: &str, within: Duration) -> Option<super::outbox::Claimed> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(claimed) = outbox.claim(source).await.unwrap() {
+            return Some(claimed);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_deferred_event_leaves_the_queue_until_its_time(store: &Store) {
+    let outbox = store.open();
+    outbox.recover("billing").await.unwrap();
+    let keyed = event("billing", "retry-me").ordered(Some("conv-1".to_owned()), 41);
+    outbox.push(&keyed).await.unwrap();
+    outbox.push(&event("billing", "next")).await.unwrap();
+    let claimed = outbox.claim("billing").await.unwrap().unwrap();
+    assert_eq!(claimed.event, keyed);
+
+    let mut retried = keyed.clone();
+    retried.attempt = 1;
+    outbox.defer("billing", &claimed, &retried, Delay::exactly(Duration::from_millis(700))).await.unwrap();
+    let waiting = outbox.waiting("billing").await.unwrap();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!((waiting[0].key.as_deref(), waiting[0].sequence), (Some("conv-1"), 41));
+    assert_eq!(pending_eventually(outbox.as_ref(), "billing", 2).await, 2, "a deferred event is still pending");
+
+    // Meanwhile the queue goes on without it…
+    let next = outbox.claim("billing").await.unwrap().unwrap();
+    assert_eq!(next.event.id, "next");
+    outbox.complete("billing", &next).await.unwrap();
+    assert!(outbox.claim("billing").await.unwrap().is_none(), "not before its time");
+
+    // …and it comes back, as deferred, once its time has come.
+    let back = claim_within(outbox.as_ref(), "billing", Duration::from_secs(10)).await.expect("the deferred event");
+    assert_eq!(back.event, retried);
+    outbox.complete("billing", &back).await.unwrap();
+    assert!(outbox.waiting("billing").await.unwrap().is_empty());
+    assert_eq!(pending_eventually(outbox.as_ref(), "billing", 0).await, 0);
+}
+
+async fn dead_letters_are_indexed_and_replayed_once(store: &Store) {
+    let outbox = store.open();
+    outbox.recover("billing").await.unwrap();
+    outbox.push(&event("billing", "poison")).await.unwrap();
+    let claimed = outbox.claim("billing").await.unwrap().unwrap();
+    outbox.dead_letter("billing", &claimed, "the upstream answered 422").await.unwrap();
+
+    let letters = outbox.dead_letters().list("billing").await.unwrap();
+    assert_eq!(letters.len(), 1);
+    let (name, letter) = &letters[0];
+    assert_eq!(name, "poison");
+    assert_eq!(letter.event, event("billing", "poison"));
+    assert_eq!(letter.reason, "the upstream answered 422");
+    assert!(letter.dead_at_ms > 0);
+    assert!(outbox.dead_letters().list("meta").await.unwrap().is_empty(), "per source");
+
+    // The same id dead again is kept beside the first, not over it.
+    outbox.push(&event("billing", "poison")).await.unwrap();
+    let again = outbox.claim("billing").await.unwrap().unwrap();
+    outbox.dead_letter("billing", &again, "again").await.unwrap();
+    let letters = outbox.dead_letters().list("billing").await.unwrap();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(letters[1].0.starts_with("poison.") || letters[0].0.starts_with("poison."), "{letters:?}");
+
+    assert!(!replay(outbox.as_ref(), "billing", "nothing-of-that-name").await.unwrap());
+    assert!(replay(outbox.as_ref(), "billing", "poison").await.unwrap());
+    assert!(!replay(outbox.as_ref(), "billing", "poison").await.unwrap(), "replayed once");
+    let replayed = claim_within(outbox.as_ref(), "billing", Duration::from_secs(10)).await.expect("the replayed event");
+    assert_eq!(replayed.event.id, "poison");
+    assert_eq!(replayed.event.attempt, 0);
+    outbox.complete("billing", &replayed).await.unwrap();
+    assert_eq!(outbox.dead_letters().list("billing").await.unwrap().len(), 1);
 }

@@ -61,12 +61,28 @@ fn park_delay(times: u32) -> Delay {
 /// One source's lease in Redis: `<prefix>webhooks:lease:<source>` holds the active
 /// instance's id for [`LEASE_TTL`], renewed every [`LEASE_RENEW`] by its holder.
 pub struct Lease {
-    pool: Pool,
-    key: String,
-    holder: String,
+    id: Arc<LeaseId>,
     /// Active until then, as far as this instance can tell.
     until: Option<Instant>,
     checked: Option<Instant>,
+}
+
+/// Which lease, and this instance's name in it.
+pub struct LeaseId {
+    pool: Pool,
+    key: String,
+    holder: String,
+}
+
+impl LeaseId {
+    /// Lets the lease go if this instance holds it, so another takes over at once rather
+    /// than when it expires.
+    pub async fn release(&self) {
+        if let Ok(mut conn) = self.pool.get().await {
+            let _ =
+                client::Script::new(DROP_LEASE).key(&self.key).arg(&self.holder).invoke_async::<i64>(&mut conn).await;
+        }
+    }
 }
 
 /// Takes the lease when it is free, extends it when it is ours.
@@ -84,20 +100,24 @@ return 0";
 
 impl Lease {
     pub fn new(pool: Pool, key_prefix: &str, source: &str) -> Self {
-        Self {
+        let id = LeaseId {
             pool,
             key: format!("{key_prefix}webhooks:lease:{source}"),
             holder: uuid::Uuid::new_v4().to_string(),
-            until: None,
-            checked: None,
-        }
+        };
+        Self { id: Arc::new(id), until: None, checked: None }
+    }
+
+    /// What [`Webhooks::stop`](super::Webhooks::stop) releases.
+    pub fn id(&self) -> Arc<LeaseId> {
+        self.id.clone()
     }
 
     async fn try_take(&self) -> Result<bool, Unavailable> {
-        let mut conn = self.pool.get().await.map_err(|e| Unavailable::new("redis", e))?;
+        let mut conn = self.id.pool.get().await.map_err(|e| Unavailable::new("redis", e))?;
         client::Script::new(TAKE_LEASE)
-            .key(&self.key)
-            .arg(&self.holder)
+            .key(&self.id.key)
+            .arg(&self.id.holder)
             .arg(u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX))
             .invoke_async::<i64>(&mut conn)
             .await
@@ -114,17 +134,10 @@ impl Lease {
                 Ok(true) => self.until = Some(now + LEASE_TTL - LEASE_RENEW),
                 Ok(false) => self.until = None,
                 // Unknown: active only while the last renewal lasts.
-                Err(e) => tracing::warn!(key = %self.key, error = %e, "cannot renew the webhook dispatch lease"),
+                Err(e) => tracing::warn!(key = %self.id.key, error = %e, "cannot renew the webhook dispatch lease"),
             }
         }
         self.until.is_some_and(|until| now < until)
-    }
-
-    async fn drop_lease(&self) {
-        if let Ok(mut conn) = self.pool.get().await {
-            let _ =
-                client::Script::new(DROP_LEASE).key(&self.key).arg(&self.holder).invoke_async::<i64>(&mut conn).await;
-        }
     }
 }
 
@@ -331,7 +344,7 @@ impl Dispatcher {
         }
         inflight.abort_all();
         if let Some(lease) = &self.lease {
-            lease.drop_lease().await;
+            lease.id.release().await;
         }
     }
 

@@ -1147,3 +1147,38 @@ async fn token_profile_accepts_the_token_refuses_others_and_replays() {
     let ev1 = received.iter().find(|r| r.headers["webhook-id"] == "ev-1").unwrap();
     assert_eq!(ev1.path, "/hooks/genesys");
 }
+
+// ---- one active dispatcher per source across instances ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_dispatches_a_source_and_another_takes_over_when_it_stops() {
+    let Some(store) = Store::redis().await else { return };
+    // The same source on two instances, each pointing at an upstream of its own, so each
+    // delivery shows which instance made it.
+    let (first_upstream, first_port) = TestUpstream::start().await;
+    let (second_upstream, second_port) = TestUpstream::start().await;
+    let first = Gateway::start(&store, &hooks(first_port, "")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = Gateway::start(&store, &hooks(second_port, "")).await;
+
+    for i in 0..5 {
+        let id = format!("msg_lease_a{i}");
+        let (status, body) = second.post("billing", &standard_headers(&id, EVENT), EVENT).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    assert_eq!(first_upstream.wait_for(5).await.len(), 5, "the lease holder delivers what either instance accepted");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(second_upstream.received().is_empty(), "the other instance delivers nothing meanwhile");
+
+    // The holder stops and lets the lease go; the other one takes over.
+    first.webhooks.stop();
+    drop(first);
+    for i in 0..5 {
+        let id = format!("msg_lease_b{i}");
+        let (status, body) = second.post("billing", &standard_headers(&id, EVENT), EVENT).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    assert_eq!(second_upstream.wait_for(5).await.len(), 5);
+    assert_eq!(first_upstream.received().len(), 5, "nothing more reached the stopped instance's upstream");
+    assert_eq!(second.wait_pending("billing", 0).await, 0);
+}

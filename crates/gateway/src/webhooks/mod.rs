@@ -3,6 +3,7 @@
 //! it to the configured upstream. `GET` answers Meta's verification handshake.
 //! Design notes and operator guidance: `docs/webhooks.md`.
 
+pub mod admin;
 pub mod amqp;
 pub mod deliver;
 pub mod dispatch;
@@ -53,6 +54,8 @@ use self::{
 };
 use crate::{config::routes::Webhook, error::GatewayError, pipeline::ClientIp};
 
+/// The spool's directory under `DATA_DIR` (embedded mode).
+pub const SPOOL_DIR: &str = "webhooks";
 /// The path the gateway mounts.
 pub const PATH: &str = "/v1/webhooks/{source}";
 /// Largest accepted body; senders' own limits are below this (Meta and Standard Webhooks
@@ -104,6 +107,8 @@ pub struct Webhooks {
     limiter: Arc<crate::ratelimit::RateLimiter>,
     stop: watch::Sender<bool>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// The dispatch leases this instance may hold, let go on stop.
+    leases: Vec<Arc<dispatch::LeaseId>>,
 }
 
 fn unavailable(e: &Unavailable) -> GatewayError {
@@ -177,6 +182,7 @@ impl Webhooks {
         let client = deliver::client();
         let mut sources = BTreeMap::new();
         let mut workers = Vec::new();
+        let mut leases = Vec::new();
         for (name, hook) in hooks {
             let verifier = Verifier::new(hook)?;
             let render = Arc::new(Render::new(hook)?);
@@ -191,6 +197,7 @@ impl Webhooks {
             // With Redis, the instance holding a source's lease dispatches it and puts back
             // what an earlier holder left; alone, this process does so now.
             let lease = deps.redis.clone().map(|pool| Lease::new(pool, &deps.key_prefix, name));
+            leases.extend(lease.as_ref().map(Lease::id));
             if lease.is_none() {
                 let pending = outbox.recover(name).await.map_err(|e| format!("webhooks.{name}: {e}"))?;
                 if pending > 0 {
@@ -224,6 +231,7 @@ impl Webhooks {
             limiter: deps.limiter,
             stop,
             workers: Mutex::new(workers),
+            leases,
         }))
     }
 
@@ -238,6 +246,12 @@ impl Webhooks {
             worker.abort();
         }
         self.outbox.release();
+        // Another instance takes the sources over at once rather than when the leases expire.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            for lease in self.leases.clone() {
+                runtime.spawn(async move { lease.release().await });
+            }
+        }
     }
 
     /// Events waiting for delivery, for /metrics and tests.

@@ -655,7 +655,15 @@ pub struct SpoolOutbox {
     queues: Mutex<HashMap<String, SpoolQueue>>,
     seq: AtomicU64,
     dead: SpoolDeadLetters,
+    /// When each source's directory was last looked at for files written by another
+    /// process (an operator's replay).
+    scanned: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How often an idle source's directory is listed for files another process wrote.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+/// Files younger than this are left to the process writing them.
+const RESCAN_SETTLE: Duration = Duration::from_secs(1);
 
 impl SpoolOutbox {
     pub fn new(dir: PathBuf) -> Self {
@@ -664,6 +672,7 @@ impl SpoolOutbox {
             dir,
             queues: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
+            scanned: Mutex::new(HashMap::new()),
         }
     }
 
@@ -693,6 +702,50 @@ impl SpoolOutbox {
         if let Some(queue) = self.queues().get_mut(source) {
             queue.claimed.remove(name);
         }
+    }
+
+    /// Queues the files of `source` this process does not know yet (written by
+    /// `cargo xtask webhooks dead replay`), at most every [`RESCAN_EVERY`].
+    async fn rescan(&self, source: &str) -> Result<(), Unavailable> {
+        {
+            let mut scanned = self.scanned.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            if scanned.get(source).is_some_and(|at| now.duration_since(*at) < RESCAN_EVERY) {
+                return Ok(());
+            }
+            scanned.insert(source.to_owned(), now);
+        }
+        let dir = self.source_dir(source);
+        let mut names = blocking(move || {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(&dir)? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".json") {
+                    names.push(name);
+                }
+            }
+            Ok(names)
+        })
+        .await?;
+        names.sort();
+        let mut queues = self.queues();
+        let queue = queues.entry(source.to_owned()).or_default();
+        let known: HashSet<&String> =
+            queue.ready.iter().chain(queue.claimed.iter()).chain(queue.deferred.iter().map(|(_, n)| n)).collect();
+        // A file this process is pushing right now may be renamed before it is queued; names
+        // start with their write time, so the newest are left for a later look.
+        let settled = platform::clock::Clock::now(&platform::clock::SystemClock).unix_timestamp_nanos()
+            - i128::try_from(RESCAN_SETTLE.as_nanos()).unwrap_or(i128::MAX);
+        let new: Vec<String> = names
+            .into_iter()
+            .filter(|n| !known.contains(n))
+            .filter(|n| n.get(..20).and_then(|t| t.parse::<i128>().ok()).is_none_or(|written| written < settled))
+            .collect();
+        if !new.is_empty() {
+            tracing::info!(source, count = new.len(), "webhook events written by another process queued");
+        }
+        queue.ready.extend(new);
+        Ok(())
     }
 }
 
@@ -752,7 +805,16 @@ impl Outbox for SpoolOutbox {
 
     async fn claim(&self, source: &str) -> Result<Option<Claimed>, Unavailable> {
         loop {
-            let Some(name) = self.next(source) else { return Ok(None) };
+            let name = match self.next(source) {
+                Some(name) => name,
+                None => {
+                    self.rescan(source).await?;
+                    match self.next(source) {
+                        Some(name) => name,
+                        None => return Ok(None),
+                    }
+                }
+            };
             let path = self.source_dir(source).join(&name);
             let data = match blocking(move || std::fs::read(path)).await {
                 Ok(data) => data,
@@ -764,8 +826,12 @@ impl Outbox for SpoolOutbox {
                     return Err(e);
                 }
             };
-            match serde_json::from_slice(&data) {
-                Ok(event) => return Ok(Some(Claimed { event, token: name })),
+            match serde_json::from_slice::<StoredEvent>(&data) {
+                Ok(mut event) => {
+                    // Its time was a detail of how it waited here.
+                    event.not_before_ms = None;
+                    return Ok(Some(Claimed { event, token: name }));
+                }
                 Err(e) => {
                     tracing::error!(source, file = %name, error = %e, "unreadable webhook spool file moved to dead/");
                     let bad = Claimed { event: unreadable(source, &data), token: name };
@@ -878,6 +944,30 @@ mod tests {
         assert_eq!(again.pending("meta").await.unwrap(), 1);
         assert_eq!(std::fs::read_dir(dir.path().join("meta").join("dead")).unwrap().count(), 1);
         assert_eq!(again.claim("meta").await.unwrap().unwrap().event.id, "c");
+    }
+
+    #[tokio::test]
+    async fn spool_picks_up_files_another_process_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = SpoolOutbox::new(dir.path().to_owned());
+        running.recover("meta").await.unwrap();
+        assert!(running.claim("meta").await.unwrap().is_none());
+        // An operator's replay, from another process.
+        let operator = SpoolOutbox::new(dir.path().to_owned());
+        operator.push(&event("meta", "replayed")).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let claimed = loop {
+            if let Some(claimed) = running.claim("meta").await.unwrap() {
+                break claimed;
+            }
+            assert!(std::time::Instant::now() < deadline, "never picked up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(claimed.event.id, "replayed");
+        running.complete("meta", &claimed).await.unwrap();
+        // Known now: not queued twice.
+        tokio::time::sleep(RESCAN_EVERY + RESCAN_SETTLE).await;
+        assert!(running.claim("meta").await.unwrap().is_none());
     }
 
     #[tokio::test]
