@@ -64,6 +64,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const LAST_RETRY: Duration = Duration::from_secs(10);
 const DEAD_SUFFIX: &str = ".dead";
+/// The longest a delivery is held unacknowledged behind an earlier event of its key.
+const MAX_HOLD: Duration = Duration::from_secs(10 * 60);
 /// `<queue>.delay.<ms>`: one delay queue per tier of the retry schedule (and of parking).
 const DELAY_SUFFIX: &str = ".delay.";
 /// A delay queue's own TTL is its tier plus this share, the most jitter can add.
@@ -671,8 +673,9 @@ impl Outbox for AmqpOutbox {
         self.dead.as_ref()
     }
 
-    fn holds_claims(&self) -> bool {
-        false
+    /// Well under the broker's `consumer_timeout` (30 minutes by default).
+    fn max_hold(&self) -> Option<Duration> {
+        Some(MAX_HOLD)
     }
 
     async fn pending(&self, source: &str) -> Result<u64, Unavailable> {

@@ -33,9 +33,8 @@ use crate::config::routes::Delivery;
 
 /// Jitter on each retry wait, in percent either way.
 const JITTER_PERCENT: u64 = 20;
-/// Where RabbitMQ parks an event behind an earlier one of its key: 1 s, doubling, at most 30 s.
-const PARK_FIRST: Duration = Duration::from_secs(1);
-const PARK_LAST: Duration = Duration::from_secs(30);
+/// An event deferred behind an earlier one of its key comes back this long after it.
+const PARK_AFTER: Duration = Duration::from_secs(1);
 /// Events held in memory behind earlier ones of their keys before claiming pauses.
 const MAX_PARKED: usize = 10_000;
 /// A deferred event that has not come back this long after it was due is taken to be gone
@@ -53,9 +52,12 @@ pub fn jittered(tier: Duration) -> Delay {
     Delay { wait: Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX)), tier }
 }
 
-/// The wait of a parked event on RabbitMQ, after it was parked `times` times before.
-fn park_delay(times: u32) -> Delay {
-    Delay::exactly(PARK_FIRST.saturating_mul(1 << times.min(5)).min(PARK_LAST))
+/// The deferral of an event behind one of its key that is due back in `wait`: until just
+/// after it, in a delay queue of the next power of two seconds (so there are few of them).
+fn park_delay(wait: Duration) -> Delay {
+    let wait = wait.saturating_add(PARK_AFTER);
+    let tier = Duration::from_secs(wait.as_secs().saturating_add(1).next_power_of_two());
+    Delay { wait, tier }
 }
 
 /// One source's lease in Redis: `<prefix>webhooks:lease:<source>` holds the active
@@ -195,6 +197,27 @@ impl Lanes {
                 self.busy.remove(key);
             }
         }
+    }
+
+    /// How long until the events before `sequence` of `key` may be finished: zero when one
+    /// is in flight or held, else until the latest of the waiting ones is due.
+    fn blocked_for(&self, key: &str, sequence: u64, now_ms: i64) -> Duration {
+        let Some(events) = self.busy.get(key) else { return Duration::ZERO };
+        let mut due = now_ms;
+        for stage in events.range(..sequence).map(|(_, stage)| stage) {
+            match stage {
+                Stage::Waiting(at) => due = due.max(*at),
+                Stage::InFlight | Stage::Parked => return Duration::ZERO,
+            }
+        }
+        Duration::from_millis(u64::try_from(due - now_ms).unwrap_or(0))
+    }
+
+    /// Takes the held events of `key` out (to be deferred).
+    fn take_parked(&mut self, key: &str) -> Vec<Claimed> {
+        let taken: Vec<Claimed> = self.parked.remove(key).map(|p| p.into_values().collect()).unwrap_or_default();
+        self.parked_count -= taken.len();
+        taken
     }
 
     /// The first parked event of `key`, if it may go now.
@@ -390,17 +413,28 @@ impl Dispatcher {
             self.spawn(claimed, inflight);
             return None;
         }
-        if self.outbox.holds_claims() {
+        let now = now_ms();
+        let blocked_for = lanes.blocked_for(&key, sequence, now);
+        if self.outbox.max_hold().is_none_or(|hold| blocked_for < hold) {
+            // Held here, claimed, until the events before it are done.
             lanes.set(&key, sequence, Stage::Parked);
             if lanes.parked.entry(key).or_default().insert(sequence, claimed).is_none() {
                 lanes.parked_count += 1;
             }
             return None;
         }
-        // RabbitMQ: out of the channel for a while, then it comes back and is looked at again.
+        // Too long to hold a delivery (RabbitMQ): out of the queue until just after the event
+        // before it is due back, then looked at again.
+        self.park_out(claimed, blocked_for, lanes).await
+    }
+
+    /// Defers `claimed` for `blocked_for` and a little more, recording it as waiting.
+    async fn park_out(&mut self, claimed: Claimed, blocked_for: Duration, lanes: &mut Lanes) -> Option<i64> {
+        let key = claimed.event.key.clone()?;
+        let sequence = claimed.event.sequence;
         let mut event = claimed.event.clone();
-        let delay = park_delay(event.parked);
         event.parked = event.parked.saturating_add(1);
+        let delay = park_delay(blocked_for);
         let due = now_ms().saturating_add(i64::try_from(delay.wait.as_millis()).unwrap_or(i64::MAX));
         if self.settle(&claimed, Step::Defer(event, delay)).await {
             // A copy in flight keeps its stage; otherwise it waits until it is due back.
@@ -445,6 +479,13 @@ impl Dispatcher {
                     let deferred = self.settle(&claimed, Step::Defer(next, delay)).await;
                     if let (true, Some(key)) = (deferred, &event.key) {
                         lanes.set(key, event.sequence, Stage::Waiting(at));
+                        // What is held behind it would be held too long: out of the queue too.
+                        if self.outbox.max_hold().is_some_and(|hold| delay.wait >= hold) {
+                            for parked in lanes.take_parked(key) {
+                                let blocked_for = lanes.blocked_for(key, parked.event.sequence, now_ms());
+                                self.park_out(parked, blocked_for, lanes).await;
+                            }
+                        }
                     }
                     due = Some(at);
                     // Its key stays busy; nothing of it is released.
@@ -513,9 +554,25 @@ mod tests {
     }
 
     #[test]
-    fn parking_waits_double_up_to_thirty_seconds() {
-        let waits: Vec<u64> = (0..8).map(|n| park_delay(n).wait.as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+    fn an_event_parked_out_comes_back_just_after_the_one_before_it() {
+        let delay = park_delay(Duration::from_secs(1800));
+        assert_eq!(delay.wait, Duration::from_secs(1801));
+        assert_eq!(delay.tier, Duration::from_secs(2048));
+        assert_eq!(park_delay(Duration::ZERO).tier, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_key_is_blocked_until_its_latest_waiting_event_is_due() {
+        let mut lanes = Lanes::default();
+        let now = now_ms();
+        lanes.set("k", 1, Stage::Waiting(now + 5_000));
+        lanes.set("k", 2, Stage::Waiting(now + 9_000));
+        assert_eq!(lanes.blocked_for("k", 3, now), Duration::from_secs(9));
+        assert_eq!(lanes.blocked_for("k", 2, now), Duration::from_secs(5));
+        assert_eq!(lanes.blocked_for("k", 1, now), Duration::ZERO);
+        lanes.set("k", 0, Stage::InFlight);
+        assert_eq!(lanes.blocked_for("k", 3, now), Duration::ZERO, "one in flight may end any moment");
+        assert_eq!(lanes.blocked_for("other", 3, now), Duration::ZERO);
     }
 
     fn claimed(key: &str, sequence: u64) -> Claimed {

@@ -49,7 +49,7 @@ use self::{
     ordering::Sequencer,
     outbox::{DeadLetter, Outbox, RedisOutbox, SpoolOutbox, StoredEvent},
     render::Render,
-    replay::{MemoryReplayGuard, RedisReplayGuard, ReplayGuard},
+    replay::{MemoryReplayGuard, RedisReplayGuard, ReplayGuard, Seen},
     verify::Verifier,
 };
 use crate::{config::routes::Webhook, error::GatewayError, pipeline::ClientIp};
@@ -418,9 +418,15 @@ async fn ingest(
     // for twice the tolerance to outlive every moment a replay could still pass.
     let replay_key = format!("{name}:{}", verified.replay_key);
     let window = source.hook.tolerance.saturating_mul(2).max(Duration::from_secs(1));
-    if !webhooks.replay.first_seen(&replay_key, window).await.map_err(|e| unavailable(&e))? {
-        tracing::warn!(source = name, "webhook replay refused");
-        return Err(GatewayError::SignatureInvalid("this delivery was already received".into()));
+    match webhooks.replay.mark(&replay_key).await.map_err(|e| unavailable(&e))? {
+        Seen::New => {}
+        Seen::Replay => {
+            tracing::warn!(source = name, "webhook replay refused");
+            return Err(GatewayError::SignatureInvalid("this delivery was already received".into()));
+        }
+        // Another delivery of this event is being stored (or one was cut short): its outcome
+        // decides, so the sender tries again shortly.
+        Seen::Pending => return Err(GatewayError::Unavailable { dependency: "webhook outbox" }),
     }
 
     let id = verified.event_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -442,6 +448,11 @@ async fn ingest(
             tracing::warn!(source = name, error = %release, "cannot release the replay key of an unstored event");
         }
         return Err(unavailable(&e));
+    }
+    if let Err(e) = webhooks.replay.accept(&replay_key, window).await {
+        // Stored all the same: the pending mark expires, after which a replay would be
+        // stored again and delivered twice (upstreams dedupe on the id).
+        tracing::warn!(source = name, error = %e, "cannot record an accepted webhook event's replay key");
     }
     source.notify.notify_one();
     tracing::info!(source = name, id = %id, bytes = body.len(), "webhook event accepted");

@@ -137,6 +137,7 @@ pub struct Delay {
 }
 
 impl Delay {
+    #[cfg(test)]
     pub fn exactly(wait: Duration) -> Self {
         Self { wait, tier: wait }
     }
@@ -209,11 +210,11 @@ pub trait Outbox: Send + Sync {
     fn dead_letters(&self) -> &dyn DeadLetters;
     /// Events not yet delivered, in flight and deferred included.
     async fn pending(&self, source: &str) -> Result<u64, Unavailable>;
-    /// Whether a claimed event may stay claimed for as long as it has to wait behind an
-    /// earlier event of its key. RabbitMQ closes a channel that holds a delivery past its
-    /// consumer timeout, so there such events are deferred instead.
-    fn holds_claims(&self) -> bool {
-        true
+    /// How long a claimed event may stay claimed while it waits behind an earlier event of
+    /// its key; `None`: as long as it takes. RabbitMQ closes a channel that holds a delivery
+    /// past its consumer timeout, so there an event that would wait longer is deferred.
+    fn max_hold(&self) -> Option<Duration> {
+        None
     }
     /// Lets go of what this instance holds in flight, so another instance (or the next
     /// start) can take it; called when the workers stop. A later call works again.
