@@ -676,7 +676,13 @@ async fn one_keys_events_arrive_in_order_while_other_keys_pass(store: Store) {
 
 async fn attempts_run_out_into_the_dead_letters_and_a_replay_delivers(store: Store) {
     let (upstream, port) = TestUpstream::start().await;
-    let chat = format!("{}\nretry = [\"20ms\", \"40ms\"]", CHAT_SOURCE.replace("PORT", &port.to_string()));
+    // As many waits as the default schedule, compressed, each a tier of its own (on RabbitMQ
+    // a delay queue of its own).
+    let chat = format!(
+        "{}\nretry = [\"10ms\", \"20ms\", \"30ms\", \"40ms\", \"50ms\", \"60ms\", \"70ms\", \"80ms\", \"90ms\"]",
+        CHAT_SOURCE.replace("PORT", &port.to_string())
+    );
+    assert_eq!(crate::config::routes::Delivery::default().retry.len(), 9);
     let gw = Gateway::start(&store, &hooks(port, &chat)).await;
     upstream.fail_on("doomed");
     let body = chat_event("doomed", 1);
@@ -684,12 +690,12 @@ async fn attempts_run_out_into_the_dead_letters_and_a_replay_delivers(store: Sto
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let id = answer["id"].as_str().unwrap().to_owned();
     assert_eq!(gw.wait_pending("chat", 0).await, 0);
-    assert_eq!(upstream.received().len(), 3, "one attempt and two retries");
+    assert_eq!(upstream.received().len(), 10, "one attempt and a retry after each wait");
     let dead = gw.webhooks.dead_letters("chat").await.unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");
     let (name, letter) = &dead[0];
     assert_eq!(letter.event.id, id);
-    assert!(letter.reason.starts_with("3 attempts failed"), "{}", letter.reason);
+    assert!(letter.reason.starts_with("10 attempts failed"), "{}", letter.reason);
     assert_eq!(letter.event.key.as_deref(), Some("doomed"));
 
     // The upstream is fixed; the operator replays the event.
