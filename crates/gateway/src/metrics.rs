@@ -49,6 +49,8 @@ pub struct Snapshot {
     pub breakers: Vec<BreakerState>,
     /// Webhook events stored and not yet delivered, by source.
     pub webhooks_pending: Vec<(String, u64)>,
+    /// Families kept elsewhere (the webhook pipeline's), exposed with these.
+    pub families: Vec<prometheus::proto::MetricFamily>,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -190,8 +192,10 @@ impl Metrics {
         for (source, pending) in snapshot.webhooks_pending {
             self.webhooks_pending.with_label_values(&[source.as_str()]).set(i64::try_from(pending).unwrap_or(i64::MAX));
         }
+        let mut families = self.registry.gather();
+        families.extend(snapshot.families);
         let mut out = Vec::new();
-        if TextEncoder::new().encode(&self.registry.gather(), &mut out).is_err() {
+        if TextEncoder::new().encode(&families, &mut out).is_err() {
             return String::new();
         }
         String::from_utf8(out).unwrap_or_default()

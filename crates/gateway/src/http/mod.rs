@@ -69,8 +69,10 @@ pub async fn metrics(State(gateway): State<Gateway>) -> Response {
             webhooks_pending.push((source.clone(), pending));
         }
     }
+    let now = platform::clock::Clock::now(gateway.deps.clock.as_ref()).unix_timestamp();
     let text = gateway.metrics.render(Snapshot {
         webhooks_pending,
+        families: gateway.webhooks.metric_families(now),
         auth_lookups: gateway.auth.lookup_count(),
         auth_rpcs: gateway.auth.rpc_count(),
         rate_limit_degraded: gateway.limiter.degraded(),

@@ -26,6 +26,7 @@ use tokio::{
 
 use super::{
     deliver::{HttpClient, Outcome, RetryPolicy, deliver_once},
+    metrics::{Ages, Delivered as Counted, WebhookMetrics},
     outbox::{Claimed, Delay, Outbox, StoredEvent, now_ms},
     render::Render,
 };
@@ -165,6 +166,7 @@ pub struct Dispatcher {
     pub policy: RetryPolicy,
     pub delivery: Delivery,
     pub lease: Option<Lease>,
+    pub metrics: Arc<WebhookMetrics>,
 }
 
 /// What the dispatcher knows of its keys.
@@ -175,6 +177,8 @@ struct Lanes {
     /// Claimed events held behind earlier ones of their key (when the outbox allows it).
     parked: HashMap<String, BTreeMap<u64, Claimed>>,
     parked_count: usize,
+    /// Acceptance times of the events held here (in flight or parked).
+    ages: Ages,
 }
 
 impl Lanes {
@@ -217,6 +221,9 @@ impl Lanes {
     fn take_parked(&mut self, key: &str) -> Vec<Claimed> {
         let taken: Vec<Claimed> = self.parked.remove(key).map(|p| p.into_values().collect()).unwrap_or_default();
         self.parked_count -= taken.len();
+        for claimed in &taken {
+            self.ages.remove(claimed.event.received_at);
+        }
         taken
     }
 
@@ -338,6 +345,7 @@ impl Dispatcher {
                 }
             }
             lanes.drop_lost(&self.source, now_ms());
+            self.metrics.held_since(&self.source).store(lanes.ages.oldest(), std::sync::atomic::Ordering::Relaxed);
 
             // Wait for a delivery to end, a new event, a deferred one's time, or the poll.
             let mut wait = if idle {
@@ -404,12 +412,14 @@ impl Dispatcher {
     /// when it is due back if it was deferred.
     async fn admit(&mut self, claimed: Claimed, lanes: &mut Lanes, inflight: &mut JoinSet<Delivered>) -> Option<i64> {
         let Some(key) = claimed.event.key.clone() else {
+            lanes.ages.add(claimed.event.received_at);
             self.spawn(claimed, inflight);
             return None;
         };
         let sequence = claimed.event.sequence;
         if lanes.may_go(&key, sequence) {
             lanes.set(&key, sequence, Stage::InFlight);
+            lanes.ages.add(claimed.event.received_at);
             self.spawn(claimed, inflight);
             return None;
         }
@@ -418,8 +428,14 @@ impl Dispatcher {
         if self.outbox.max_hold().is_none_or(|hold| blocked_for < hold) {
             // Held here, claimed, until the events before it are done.
             lanes.set(&key, sequence, Stage::Parked);
-            if lanes.parked.entry(key).or_default().insert(sequence, claimed).is_none() {
-                lanes.parked_count += 1;
+            let received_at = claimed.event.received_at;
+            match lanes.parked.entry(key).or_default().insert(sequence, claimed) {
+                None => {
+                    lanes.parked_count += 1;
+                    lanes.ages.add(received_at);
+                }
+                // A second copy took the place of the first.
+                Some(_) => {}
             }
             return None;
         }
@@ -455,18 +471,22 @@ impl Dispatcher {
         inflight: &mut JoinSet<Delivered>,
     ) -> Option<i64> {
         let event = claimed.event.clone();
+        lanes.ages.remove(event.received_at);
         let mut due = None;
         match outcome {
             Outcome::Delivered => {
+                self.metrics.delivery(&self.source, Counted::Delivered);
                 tracing::info!(source = %self.source, id = %event.id, attempt = event.attempt + 1, "webhook event delivered");
                 self.settle(&claimed, Step::Complete).await;
             }
             Outcome::Refused(status) => {
+                self.metrics.delivery(&self.source, Counted::DeadLettered);
                 tracing::error!(source = %self.source, id = %event.id, %status, "upstream refused a webhook event; kept in the dead letters");
                 self.settle(&claimed, Step::DeadLetter(format!("the upstream answered {status}"))).await;
             }
             Outcome::Retry(why) => match self.delivery.retry.get(event.attempt as usize) {
                 Some(tier) => {
+                    self.metrics.delivery(&self.source, Counted::Retried);
                     let delay = jittered(*tier);
                     tracing::warn!(
                         source = %self.source, id = %event.id, attempt = event.attempt + 1, error = %why,
@@ -492,6 +512,7 @@ impl Dispatcher {
                     return due;
                 }
                 None => {
+                    self.metrics.delivery(&self.source, Counted::DeadLettered);
                     tracing::error!(source = %self.source, id = %event.id, attempts = event.attempt + 1, error = %why, "webhook delivery attempts exhausted; kept in the dead letters");
                     let reason = format!("{} attempts failed; the last: {why}", event.attempt + 1);
                     self.settle(&claimed, Step::DeadLetter(reason)).await;

@@ -332,6 +332,19 @@ impl Gateway {
         (status, answer)
     }
 
+    /// A counter or gauge of the pipeline's metrics with all of `labels`; 0 when absent.
+    fn metric(&self, name: &str, labels: &[&str]) -> u64 {
+        use prometheus::Encoder as _;
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new().encode(&self.webhooks.metric_families(now()), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        text.lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")) && labels.iter().all(|l| line.contains(l)))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|value| value as u64)
+            .sum()
+    }
+
     async fn wait_pending(&self, source: &str, expected: u64) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -524,6 +537,15 @@ async fn bad_signatures_are_refused_and_not_forwarded(store: Store) {
     assert!(streamed.starts_with("HTTP/1.1 413"), "{streamed}");
     assert!(streamed.contains("body_too_large"), "{streamed}");
 
+    // Each refusal counted by source and reason; nothing stored.
+    assert_eq!(
+        gw.metric("gateway_webhook_events_refused_total", &["reason=\"signature_invalid\"", "source=\"meta\""]),
+        2
+    );
+    assert_eq!(gw.metric("gateway_webhook_events_refused_total", &["reason=\"body_too_large\"", "source=\"meta\""]), 2);
+    assert_eq!(gw.metric("gateway_webhook_events_received_total", &["source=\"meta\""]), 4);
+    assert_eq!(gw.metric("gateway_webhook_events_stored_total", &["source=\"meta\""]), 0);
+
     // Other methods: a problem, not axum's plain text.
     let response = gw.http.put(format!("{}/meta", gw.base)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -661,6 +683,12 @@ async fn one_keys_events_arrive_in_order_while_other_keys_pass(store: Store) {
     assert_eq!(delivered.len(), 6);
     let slow: Vec<u64> = delivered.iter().map(conversation_of).filter(|(c, _)| c == "slow").map(|(_, n)| n).collect();
     assert_eq!(slow, [1, 2, 3], "in acceptance order");
+    let chat = "source=\"chat\"";
+    assert_eq!(gw.metric("gateway_webhook_events_received_total", &[chat]), 6);
+    assert_eq!(gw.metric("gateway_webhook_events_stored_total", &[chat]), 6);
+    assert_eq!(gw.metric("gateway_webhook_deliveries_total", &["outcome=\"delivered\"", chat]), 6);
+    let retried = gw.metric("gateway_webhook_deliveries_total", &["outcome=\"retried\"", chat]);
+    assert_eq!(retried as usize, upstream.received().len() - 6, "every failed attempt was retried");
     // Sequences strictly increase per key, zero-padded.
     for conversation in ["slow", "fast"] {
         let sequences: Vec<String> = delivered

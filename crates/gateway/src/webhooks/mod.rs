@@ -8,6 +8,7 @@ pub mod amqp;
 pub mod deliver;
 pub mod dispatch;
 mod encoding;
+pub mod metrics;
 pub mod ordering;
 pub mod outbox;
 pub mod render;
@@ -61,6 +62,8 @@ pub const PATH: &str = "/v1/webhooks/{source}";
 /// Largest accepted body; senders' own limits are below this (Meta and Standard Webhooks
 /// senders stay well under 1 MiB).
 pub const MAX_BODY: usize = 1 << 20;
+/// The refusal of a replay.
+const ALREADY_RECEIVED: &str = "this delivery was already received";
 /// Longest `hub.challenge` echoed back.
 const MAX_CHALLENGE: usize = 1024;
 
@@ -103,6 +106,7 @@ pub struct Webhooks {
     replay: Arc<dyn ReplayGuard>,
     outbox: Arc<dyn Outbox>,
     sequencer: Sequencer,
+    metrics: Arc<metrics::WebhookMetrics>,
     clock: Arc<dyn Clock>,
     limiter: Arc<crate::ratelimit::RateLimiter>,
     stop: watch::Sender<bool>,
@@ -180,6 +184,7 @@ impl Webhooks {
         };
         let (stop, stop_rx) = watch::channel(false);
         let client = deliver::client();
+        let metrics = Arc::new(metrics::WebhookMetrics::new(hooks.keys()));
         let mut sources = BTreeMap::new();
         let mut workers = Vec::new();
         let mut leases = Vec::new();
@@ -218,6 +223,7 @@ impl Webhooks {
                 policy: options.retry,
                 delivery: hook.delivery.clone(),
                 lease,
+                metrics: metrics.clone(),
             };
             workers.push(tokio::spawn(dispatcher.run()));
             sources.insert(name.clone(), Source { hook: hook.clone(), verifier, notify });
@@ -227,6 +233,7 @@ impl Webhooks {
             replay,
             outbox,
             sequencer: Sequencer::new(deps.redis.clone(), &deps.key_prefix),
+            metrics,
             clock: options.clock,
             limiter: deps.limiter,
             stop,
@@ -260,6 +267,11 @@ impl Webhooks {
             return Err(GatewayError::NotFound);
         }
         self.outbox.pending(source).await.map_err(|e| unavailable(&e))
+    }
+
+    /// The pipeline's metric families for `/metrics`, ages computed for `now` (unix seconds).
+    pub fn metric_families(&self, now: i64) -> Vec<prometheus::proto::MetricFamily> {
+        self.metrics.gather(now)
     }
 
     /// The source's dead letters, oldest first, each with the name it is indexed under.
@@ -383,7 +395,32 @@ async fn read_body(request: Request, coding: encoding::Coding) -> Result<bytes::
     inflater.finish().map(bytes::Bytes::from)
 }
 
+/// `POST`: [`accept`], counted per source (received, then stored or refused by reason).
 async fn ingest(
+    State(webhooks): State<Arc<Webhooks>>,
+    path: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> Result<Response, GatewayError> {
+    let source = match &path {
+        Ok(Path(name)) if webhooks.sources.contains_key(name) => Some(name.clone()),
+        _ => None,
+    };
+    let Some(source) = source else { return accept(State(webhooks), path, request).await };
+    let metrics = webhooks.metrics.clone();
+    metrics.received(&source);
+    let outcome = accept(State(webhooks), path, request).await;
+    match &outcome {
+        Ok(response) if response.status() == StatusCode::ACCEPTED => metrics.stored(&source),
+        Ok(_) => metrics.refused(&source, "unsupported_media_type"),
+        Err(GatewayError::SignatureInvalid(message)) if message == ALREADY_RECEIVED => {
+            metrics.refused(&source, metrics::REPLAY);
+        }
+        Err(e) => metrics.refused(&source, e.code()),
+    }
+    outcome
+}
+
+async fn accept(
     State(webhooks): State<Arc<Webhooks>>,
     path: Result<Path<String>, PathRejection>,
     request: Request,
@@ -422,7 +459,7 @@ async fn ingest(
         Seen::New => {}
         Seen::Replay => {
             tracing::warn!(source = name, "webhook replay refused");
-            return Err(GatewayError::SignatureInvalid("this delivery was already received".into()));
+            return Err(GatewayError::SignatureInvalid(ALREADY_RECEIVED.into()));
         }
         // Another delivery of this event is being stored (or one was cut short): its outcome
         // decides, so the sender tries again shortly.
