@@ -26,7 +26,7 @@ use tokio::{
 
 use super::{
     deliver::{HttpClient, Outcome, RetryPolicy, deliver_once},
-    metrics::{Ages, Delivered as Counted, WebhookMetrics},
+    metrics::{Ages, Attempt as Counted, WebhookMetrics},
     outbox::{Claimed, Delay, Outbox, StoredEvent, now_ms},
     render::Render,
 };
@@ -429,13 +429,10 @@ impl Dispatcher {
             // Held here, claimed, until the events before it are done.
             lanes.set(&key, sequence, Stage::Parked);
             let received_at = claimed.event.received_at;
-            match lanes.parked.entry(key).or_default().insert(sequence, claimed) {
-                None => {
-                    lanes.parked_count += 1;
-                    lanes.ages.add(received_at);
-                }
-                // A second copy took the place of the first.
-                Some(_) => {}
+            // A second copy takes the place of the first; a new one is counted.
+            if lanes.parked.entry(key).or_default().insert(sequence, claimed).is_none() {
+                lanes.parked_count += 1;
+                lanes.ages.add(received_at);
             }
             return None;
         }

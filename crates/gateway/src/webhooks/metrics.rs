@@ -31,13 +31,13 @@ pub struct WebhookMetrics {
 
 /// What became of one delivery attempt, as counted.
 #[derive(Debug, Clone, Copy)]
-pub enum Delivered {
+pub enum Attempt {
     Delivered,
     Retried,
     DeadLettered,
 }
 
-impl Delivered {
+impl Attempt {
     fn label(self) -> &'static str {
         match self {
             Self::Delivered => "delivered",
@@ -94,7 +94,7 @@ impl WebhookMetrics {
         self.stored.with_label_values(&[source]).inc();
     }
 
-    pub fn delivery(&self, source: &str, outcome: Delivered) {
+    pub fn delivery(&self, source: &str, outcome: Attempt) {
         self.deliveries.with_label_values(&[source, outcome.label()]).inc();
     }
 
@@ -171,7 +171,7 @@ mod tests {
         let metrics = WebhookMetrics::new(&["chat".to_owned()]);
         metrics.held_since("chat").store(1_000, Ordering::Relaxed);
         metrics.refused("chat", REPLAY);
-        metrics.delivery("chat", Delivered::Retried);
+        metrics.delivery("chat", Attempt::Retried);
         let text = text(&metrics, 1_042);
         assert!(text.contains("gateway_webhook_oldest_event_age_seconds{source=\"chat\"} 42"), "{text}");
         assert!(text.contains("gateway_webhook_events_refused_total{reason=\"replay\",source=\"chat\"} 1"), "{text}");
