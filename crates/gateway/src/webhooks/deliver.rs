@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::Full;
+use hyper_rustls::{ConfigBuilderExt as _, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -14,7 +15,7 @@ use hyper_util::{
 
 use super::{outbox::StoredEvent, render::Render};
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// How the dispatchers pace themselves (the retry schedule of an upstream that fails is the
 /// source's own `retry`).
@@ -41,11 +42,63 @@ impl Default for RetryPolicy {
     }
 }
 
-pub fn client() -> HttpClient {
+/// Where an https upstream's certificate must chain to.
+#[derive(Debug, Clone, Copy)]
+pub enum Roots<'a> {
+    /// The system's roots (the upstream is https without `ca_file`).
+    System,
+    /// The certificates of a PEM file (`ca_file`).
+    File(&'a std::path::Path),
+    /// None: the upstream is plain http, so no certificate is ever checked.
+    Unused,
+}
+
+// rustls deprecates its ring provider for lacking post-quantum key exchange, which only its
+// aws-lc-rs provider (C and assembly, a second provider in the workspace) has; ring stays the
+// one provider here, with X25519 and the NIST curves.
+#[allow(deprecated)]
+fn tls_config(roots: Roots<'_>) -> Result<rustls::ClientConfig, String> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let config = match roots {
+        Roots::System => builder
+            .with_native_roots()
+            .map_err(|e| format!("the system's root certificates cannot be read: {e}"))?
+            .with_no_client_auth(),
+        Roots::File(path) => {
+            use rustls_pki_types::{CertificateDer, pem::PemObject as _};
+            let mut store = rustls::RootCertStore::empty();
+            let certificates =
+                CertificateDer::pem_file_iter(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            for certificate in certificates {
+                let certificate = certificate.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                store.add(certificate).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            }
+            if store.is_empty() {
+                return Err(format!("ca_file {}: holds no certificate", path.display()));
+            }
+            builder.with_root_certificates(store).with_no_client_auth()
+        }
+        Roots::Unused => builder.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+/// The delivery client of one source: HTTP/1.1, plain or TLS (rustls) as the upstream's
+/// scheme says, with `roots` for its certificate.
+pub fn client(roots: Roots<'_>) -> Result<HttpClient, String> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(connector)
+    connector.enforce_http(false);
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(roots)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
 }
 
 /// What one attempt achieved.

@@ -1216,3 +1216,161 @@ async fn one_instance_dispatches_a_source_and_another_takes_over_when_it_stops()
     assert_eq!(first_upstream.received().len(), 5, "nothing more reached the stopped instance's upstream");
     assert_eq!(second.wait_pending("billing", 0).await, 0);
 }
+
+// ---- https upstreams ----
+
+/// A CA and a certificate for 127.0.0.1 it signed, made with the `openssl` command: (the CA's
+/// PEM file, the server's certificate chain and key).
+fn test_pki(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the openssl command");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    run(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ca.key"]);
+    run(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Portcullis test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "server.key"]);
+    run(&["req", "-new", "-key", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
+/// An https upstream on port 0 that records each body it is sent; returns its port.
+async fn https_upstream(cert: &std::path::Path, key: &std::path::Path, got: Arc<Mutex<Vec<Bytes>>>) -> u16 {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    let certs: Vec<_> = CertificateDer::pem_file_iter(cert).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, got) = (acceptor.clone(), got.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends the handshake here.
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let got = got.clone();
+                    async move {
+                        use http_body_util::BodyExt as _;
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        got.lock().unwrap().push(body);
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Empty::<Bytes>::new()))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified_against_ca_file_or_the_system_roots() {
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(pki.path());
+    let got: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+    let port = https_upstream(&cert, &key, got.clone()).await;
+    let sources = format!(
+        r#"
+[webhooks.private]
+profile = "generic"
+secrets = ["acme-secret"]
+header = "x-acme-signature"
+encoding = "base64"
+upstream = "https://127.0.0.1:{port}/hooks"
+envelope = "raw"
+ca_file = "{ca}"
+{FAST_RETRY}
+
+[webhooks.public]
+profile = "generic"
+secrets = ["acme-secret"]
+header = "x-acme-signature"
+encoding = "base64"
+upstream = "https://127.0.0.1:{port}/hooks"
+envelope = "raw"
+{FAST_RETRY}
+"#,
+        ca = ca.display()
+    );
+    let store = Store::spool();
+    let hooks = RoutesFile::parse(&sources).unwrap().webhooks;
+    let gw = Gateway::start(&store, &hooks).await;
+    // Trusted through its CA file: delivered over TLS.
+    let body = b"{\"over\":\"tls\"}".to_vec();
+    let (status, _, _) = gw.post_owned("private", &acme_headers(&body), body.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(gw.wait_pending("private", 0).await, 0);
+    assert_eq!(got.lock().unwrap().as_slice(), [Bytes::from(body)]);
+    // The same certificate against the system's roots: refused, so kept and retried.
+    let body = b"{\"over\":\"untrusted\"}".to_vec();
+    let (status, _, _) = gw.post_owned("public", &acme_headers(&body), body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gw.webhooks.pending("public").await.unwrap(), 1, "not delivered to an untrusted certificate");
+    assert!(gw.metric("gateway_webhook_deliveries_total", &["outcome=\"retried\"", "source=\"public\""]) >= 1);
+    assert_eq!(got.lock().unwrap().len(), 1);
+
+    // A CA file that cannot be used stops the start-up, naming it.
+    let missing = sources.replace(&ca.display().to_string(), "/nonexistent/ca.pem");
+    let hooks = RoutesFile::parse(&missing).unwrap().webhooks;
+    let Err(e) = Webhooks::launch(&hooks, store.deps(), None, options()).await else { panic!("started") };
+    assert!(e.contains("webhooks.private.ca_file"), "{e}");
+    // And a CA file for a plain http upstream is refused by the configuration.
+    let plain = sources.replacen("https://", "http://", 1);
+    let e = RoutesFile::parse(&plain).unwrap_err().to_string();
+    assert!(e.contains("ca_file") && e.contains("https upstream"), "{e}");
+}

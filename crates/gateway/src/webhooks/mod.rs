@@ -122,16 +122,20 @@ fn unavailable(e: &Unavailable) -> GatewayError {
 
 /// The URL events of `hook` are POSTed to: the upstream with its path, `/` when it has none.
 fn delivery_url(hook: &Webhook) -> Result<Uri, String> {
-    if hook.upstream.is_https() {
-        // The gateway's delivery client speaks plain HTTP; failing here beats piling events
-        // up for an upstream that can never be reached.
-        return Err(format!(
-            "webhooks.{}.upstream: https upstreams are not supported for webhook delivery yet",
-            hook.source
-        ));
-    }
     let path = if hook.upstream.base_path().is_empty() { "/" } else { "" };
     Uri::from_str(&hook.upstream.join(path)).map_err(|e| format!("webhooks.{}.upstream: {e}", hook.source))
+}
+
+/// The delivery client of `hook`: TLS to an https upstream, against its `ca_file` or the
+/// system's roots; a root that cannot be read stops the start-up naming the source.
+fn delivery_client(hook: &Webhook) -> Result<deliver::HttpClient, String> {
+    let roots = match (&hook.delivery.ca_file, hook.upstream.is_https()) {
+        (Some(file), _) => deliver::Roots::File(file),
+        (None, true) => deliver::Roots::System,
+        (None, false) => deliver::Roots::Unused,
+    };
+    let field = if hook.delivery.ca_file.is_some() { "ca_file" } else { "upstream" };
+    deliver::client(roots).map_err(|e| format!("webhooks.{}.{field}: {e}", hook.source))
 }
 
 impl Webhooks {
@@ -183,7 +187,6 @@ impl Webhooks {
             (None, None) => Arc::new(SpoolOutbox::new(deps.spool_dir.clone())),
         };
         let (stop, stop_rx) = watch::channel(false);
-        let client = deliver::client();
         let metrics = Arc::new(metrics::WebhookMetrics::new(hooks.keys()));
         let mut sources = BTreeMap::new();
         let mut workers = Vec::new();
@@ -192,6 +195,7 @@ impl Webhooks {
             let verifier = Verifier::new(hook)?;
             let render = Arc::new(Render::new(hook)?);
             let url = delivery_url(hook)?;
+            let client = delivery_client(hook)?;
             if !hook.delivery.envelope_chosen {
                 tracing::warn!(
                     source = %name,
@@ -216,7 +220,7 @@ impl Webhooks {
                 source: name.clone(),
                 url,
                 outbox: outbox.clone(),
-                client: client.clone(),
+                client,
                 render,
                 notify: notify.clone(),
                 stop: stop_rx.clone(),

@@ -88,6 +88,9 @@ pub struct Delivery {
     pub envelope_chosen: bool,
     /// When set, deliveries are signed by the gateway (Standard Webhooks) with each of them.
     pub delivery_secrets: Vec<SecretString>,
+    /// `ca_file`: the PEM roots an https upstream's certificate must chain to, instead of the
+    /// system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Delivery {
@@ -99,6 +102,7 @@ impl Default for Delivery {
             envelope: Envelope::default(),
             envelope_chosen: false,
             delivery_secrets: Vec::new(),
+            ca_file: None,
         }
     }
 }
@@ -113,6 +117,9 @@ pub(super) struct RawDelivery<'a> {
     pub retry: Option<&'a SpannedList>,
     pub envelope: Option<&'a Spanned<String>>,
     pub delivery_secrets: Option<&'a SpannedList>,
+    pub ca_file: Option<&'a Spanned<String>>,
+    /// Whether the upstream is https (`ca_file` applies only then).
+    pub https: bool,
     /// Meta sources are ordered per conversation unless they say otherwise.
     pub meta: bool,
 }
@@ -234,5 +241,23 @@ pub(super) fn build(source: &Source<'_>, source_name: &str, raw: RawDelivery<'_>
             })
             .collect::<Result<_, _>>()?,
     };
-    Ok(Delivery { ordering, concurrency, retry, envelope, envelope_chosen: raw.envelope.is_some(), delivery_secrets })
+    let ca_file = match raw.ca_file {
+        None => None,
+        Some(file) if !raw.https => {
+            return Err(source.error(file.span(), field("ca_file"), "applies only to an https upstream"));
+        }
+        Some(file) if file.get_ref().trim().is_empty() => {
+            return Err(source.error(file.span(), field("ca_file"), "must name a PEM file"));
+        }
+        Some(file) => Some(std::path::PathBuf::from(file.get_ref().trim())),
+    };
+    Ok(Delivery {
+        ordering,
+        concurrency,
+        retry,
+        envelope,
+        envelope_chosen: raw.envelope.is_some(),
+        delivery_secrets,
+        ca_file,
+    })
 }

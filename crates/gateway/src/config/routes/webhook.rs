@@ -134,6 +134,7 @@ pub(super) struct RawWebhook {
     retry: Option<SpannedList>,
     envelope: Option<Spanned<String>>,
     delivery_secrets: Option<SpannedList>,
+    ca_file: Option<Spanned<String>>,
 }
 
 fn valid_source(name: &str) -> bool {
@@ -351,6 +352,8 @@ pub(super) fn build(
             retry: raw.retry.as_ref(),
             envelope: raw.envelope.as_ref(),
             delivery_secrets: raw.delivery_secrets.as_ref(),
+            ca_file: raw.ca_file.as_ref(),
+            https: upstream.is_https(),
             meta: matches!(profile, WebhookProfile::Meta { .. }),
         },
     )?;
