@@ -261,3 +261,74 @@ pub(super) fn build(source: &Source<'_>, source_name: &str, raw: RawDelivery<'_>
         ca_file,
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::routes::RoutesFile;
+
+    fn parse(extra: &str) -> Result<Delivery, String> {
+        let text = format!(
+            "[webhooks.chat]\nprofile = \"standard\"\nsecrets = [\"s\"]\nupstream = \"http://127.0.0.1:9\"\n{extra}\n"
+        );
+        RoutesFile::parse(&text).map(|mut f| f.webhooks.remove("chat").unwrap().delivery).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_webhook_guides_examples_parse() {
+        let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/webhooks.md")).unwrap();
+        let blocks: Vec<&str> =
+            guide.split("```toml\n").skip(1).map(|rest| rest.split("```").next().unwrap_or_default()).collect();
+        assert!(blocks.len() >= 3, "the guide's TOML examples: {}", blocks.len());
+        for block in blocks {
+            RoutesFile::parse(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let delivery = parse("").unwrap();
+        assert_eq!(delivery.ordering, None, "standard sources are unordered unless they say");
+        assert_eq!(delivery.concurrency, 8);
+        assert_eq!(delivery.retry, DEFAULT_RETRY);
+        assert_eq!(delivery.envelope, Envelope::CloudEvents);
+        assert!(!delivery.envelope_chosen);
+    }
+
+    #[test]
+    fn ordering_keys_take_pointers_headers_alternatives_and_composites() {
+        let one = parse("ordering_key = \"/conversation\"").unwrap().ordering.unwrap();
+        assert_eq!(one.alternatives, [vec![KeyPart::Pointer("/conversation".into())]]);
+        let many = parse("ordering_key = [\"header:X-Conversation\", [\"/a\", \"/b\"]]").unwrap().ordering.unwrap();
+        assert_eq!(
+            many.alternatives,
+            [
+                vec![KeyPart::Header(HeaderName::from_static("x-conversation"))],
+                vec![KeyPart::Pointer("/a".into()), KeyPart::Pointer("/b".into())]
+            ]
+        );
+        assert_eq!(parse("ordering_key = \"\"").unwrap().ordering, None);
+    }
+
+    #[test]
+    fn bad_delivery_keys_are_refused_naming_them() {
+        for (extra, field) in [
+            ("ordering_key = \"conversation\"", "webhooks.chat.ordering_key"),
+            ("ordering_key = [[]]", "webhooks.chat.ordering_key"),
+            ("ordering_key = 5", "webhooks.chat.ordering_key"),
+            ("ordering_key = \"header:bad header\"", "webhooks.chat.ordering_key"),
+            ("concurrency = 0", "webhooks.chat.concurrency"),
+            ("concurrency = 257", "webhooks.chat.concurrency"),
+            ("retry = [\"1ms\"]", "webhooks.chat.retry[0]"),
+            ("retry = [\"10s\", \"soon\"]", "webhooks.chat.retry[1]"),
+            ("envelope = \"xml\"", "webhooks.chat.envelope"),
+            ("delivery_secrets = []", "webhooks.chat.delivery_secrets"),
+            ("delivery_secrets = [\" \"]", "webhooks.chat.delivery_secrets[0]"),
+            ("ca_file = \"/etc/ca.pem\"", "webhooks.chat.ca_file"),
+        ] {
+            let e = parse(extra).unwrap_err();
+            assert!(e.contains(field), "{extra}: {e}");
+        }
+    }
+}
