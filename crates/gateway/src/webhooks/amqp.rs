@@ -400,7 +400,6 @@ impl AmqpOutbox {
         message_id: &str,
         expiration: Option<Duration>,
     ) -> Result<(), Unavailable> {
-        let link = self.link().await?;
         let mut properties =
             BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
         if let Some(expiration) = expiration {
@@ -409,19 +408,77 @@ impl AmqpOutbox {
         if let Ok(id) = ShortString::try_new(message_id) {
             properties = properties.with_message_id(id);
         }
+        let returned = "its queue does not exist";
+        self.confirmed("".into(), queue, payload, properties, returned, "the queue is full").await
+    }
+
+    /// One persistent, `mandatory` publish, answered once the broker confirms it; a return
+    /// (no queue to route to) says `returned`, a nack `refused`.
+    async fn confirmed(
+        &self,
+        exchange: ShortString,
+        routing_key: ShortString,
+        payload: &[u8],
+        properties: BasicProperties,
+        returned: &str,
+        refused: &str,
+    ) -> Result<(), Unavailable> {
+        let link = self.link().await?;
         let options = BasicPublishOptions { mandatory: true, immediate: false };
         let confirm = self
-            .call("basic.publish", link.publish.basic_publish("".into(), queue, options, payload, properties))
+            .call("basic.publish", link.publish.basic_publish(exchange, routing_key, options, payload, properties))
             .await?;
         match self.call("publisher confirm", confirm).await? {
             Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(returned)) => Err(amqp_err(format!(
-                "the broker returned the event ({} {}): its queue does not exist",
-                returned.reply_code, returned.reply_text
+            Confirmation::Ack(Some(message)) => Err(amqp_err(format!(
+                "the broker returned the event ({} {}): {returned}",
+                message.reply_code, message.reply_text
             ))),
-            Confirmation::Nack(_) => Err(amqp_err("the broker refused the event: the queue is full")),
+            Confirmation::Nack(_) => Err(amqp_err(format!("the broker refused the event: {refused}"))),
             Confirmation::NotRequested => Err(amqp_err("publisher confirms are not enabled on the channel")),
         }
+    }
+
+    /// Hands a rendered event to broker consumers (`publish = { exchange, routing_key }`): a
+    /// persistent, `mandatory` publish with confirm, its content type, message id and headers
+    /// (`webhook-id`, `webhook-sequence`, the gateway's signature…) as the message's.
+    pub async fn publish_event(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message_id: &str,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+        body: &[u8],
+    ) -> Result<(), Unavailable> {
+        let short = |s: &str| ShortString::try_new(s.to_owned()).map_err(|e| amqp_err(format!("name: {e}")));
+        let mut table = FieldTable::default();
+        let mut properties = BasicProperties::default().with_delivery_mode(2).with_message_id(short(message_id)?);
+        for (name, value) in headers {
+            let Ok(text) = value.to_str() else { continue };
+            if name == http::header::CONTENT_TYPE {
+                properties = properties.with_content_type(short(text)?);
+            } else {
+                table.insert(short(name.as_str())?, AMQPValue::LongString(text.into()));
+            }
+        }
+        let properties = properties.with_headers(table);
+        let returned = format!("no queue is bound to exchange `{exchange}` for routing key `{routing_key}`");
+        self.confirmed(short(exchange)?, short(routing_key)?, body, properties, &returned, "a queue is full").await
+    }
+
+    /// Whether `exchange` exists (a passive declaration).
+    pub async fn check_exchange(&self, exchange: &str) -> Result<(), Unavailable> {
+        let name = ShortString::try_new(exchange.to_owned()).map_err(|e| amqp_err(format!("exchange name: {e}")))?;
+        let passive = lapin::options::ExchangeDeclareOptions { passive: true, ..Default::default() };
+        self.with_channel(|channel| async move {
+            self.call(
+                "exchange.declare",
+                channel.exchange_declare(name, lapin::ExchangeKind::Topic, passive, FieldTable::default()),
+            )
+            .await
+            .map(drop)
+        })
+        .await
     }
 
     /// The source's pulling channel, opened again (holding nothing) if it was closed.

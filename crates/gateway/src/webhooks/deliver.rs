@@ -13,7 +13,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
-use super::{outbox::StoredEvent, render::Render};
+use super::{amqp::AmqpOutbox, outbox::StoredEvent, render::Render};
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -112,8 +112,15 @@ pub enum Outcome {
     Refused(StatusCode),
 }
 
-fn build_request(url: &Uri, render: &Render, event: &StoredEvent) -> Result<Request<Full<Bytes>>, String> {
-    let rendered = render.render(event, platform::clock::Clock::now(&platform::clock::SystemClock).unix_timestamp())?;
+/// Where a source's events go.
+pub enum Target {
+    /// POSTed to the upstream.
+    Http { url: Uri, client: Box<HttpClient> },
+    /// Published to an exchange for broker consumers (`publish`).
+    Broker { broker: std::sync::Arc<AmqpOutbox>, exchange: String, routing_key: String },
+}
+
+fn build_request(url: &Uri, rendered: super::render::Rendered) -> Result<Request<Full<Bytes>>, String> {
     let mut request = Request::builder().method(Method::POST).uri(url.clone());
     let headers = request.headers_mut().ok_or("the upstream URL is not valid")?;
     for (name, value) in rendered.headers {
@@ -122,16 +129,31 @@ fn build_request(url: &Uri, render: &Render, event: &StoredEvent) -> Result<Requ
     request.body(Full::new(rendered.body)).map_err(|e| e.to_string())
 }
 
-pub async fn deliver_once(
-    client: &HttpClient,
-    url: &Uri,
-    render: &Render,
-    event: &StoredEvent,
-    timeout: Duration,
-) -> Outcome {
-    let request = match build_request(url, render, event) {
+/// One attempt to hand `event` to `target`.
+pub async fn deliver_once(target: &Target, render: &Render, event: &StoredEvent, timeout: Duration) -> Outcome {
+    let now = platform::clock::Clock::now(&platform::clock::SystemClock).unix_timestamp();
+    let rendered = match render.render(event, now) {
+        Ok(rendered) => rendered,
+        // A stored event that cannot even be rendered will never deliver.
+        Err(e) => {
+            tracing::error!(source = %event.source, id = %event.id, error = %e, "webhook event cannot be forwarded");
+            return Outcome::Refused(StatusCode::BAD_REQUEST);
+        }
+    };
+    let (url, client) = match target {
+        Target::Http { url, client } => (url, client),
+        Target::Broker { broker, exchange, routing_key } => {
+            // The broker's own calls are bounded; an unroutable or refused event is retried
+            // on the schedule like a down upstream (its consumers' queue may come).
+            return match broker.publish_event(exchange, routing_key, &event.id, &rendered.headers, &rendered.body).await
+            {
+                Ok(()) => Outcome::Delivered,
+                Err(e) => Outcome::Retry(e.to_string()),
+            };
+        }
+    };
+    let request = match build_request(url, rendered) {
         Ok(request) => request,
-        // A stored event that cannot even form a request will never deliver.
         Err(e) => {
             tracing::error!(source = %event.source, id = %event.id, error = %e, "webhook event cannot be forwarded");
             return Outcome::Refused(StatusCode::BAD_REQUEST);

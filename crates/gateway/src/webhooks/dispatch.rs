@@ -16,7 +16,6 @@ use std::{
 };
 
 use deadpool_redis::Pool;
-use http::Uri;
 use platform::{Unavailable, redis::client};
 use tokio::{
     sync::{Notify, watch},
@@ -25,7 +24,7 @@ use tokio::{
 };
 
 use super::{
-    deliver::{HttpClient, Outcome, RetryPolicy, deliver_once},
+    deliver::{Outcome, RetryPolicy, Target, deliver_once},
     metrics::{Ages, Attempt as Counted, WebhookMetrics},
     outbox::{Claimed, Delay, Outbox, StoredEvent, now_ms},
     render::Render,
@@ -157,9 +156,8 @@ enum Stage {
 /// One source's dispatcher; returns when `stop` turns true (or its sender is dropped).
 pub struct Dispatcher {
     pub source: String,
-    pub url: Uri,
+    pub target: Arc<Target>,
     pub outbox: Arc<dyn Outbox>,
-    pub client: HttpClient,
     pub render: Arc<Render>,
     pub notify: Arc<Notify>,
     pub stop: watch::Receiver<bool>,
@@ -400,10 +398,9 @@ impl Dispatcher {
     }
 
     fn spawn(&self, claimed: Claimed, inflight: &mut JoinSet<Delivered>) {
-        let (client, url, render, timeout) =
-            (self.client.clone(), self.url.clone(), self.render.clone(), self.policy.attempt_timeout);
+        let (target, render, timeout) = (self.target.clone(), self.render.clone(), self.policy.attempt_timeout);
         inflight.spawn(async move {
-            let outcome = deliver_once(&client, &url, &render, &claimed.event, timeout).await;
+            let outcome = deliver_once(&target, &render, &claimed.event, timeout).await;
             (claimed, outcome)
         });
     }

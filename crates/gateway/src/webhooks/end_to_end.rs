@@ -1374,3 +1374,69 @@ envelope = "raw"
     let e = RoutesFile::parse(&plain).unwrap_err().to_string();
     assert!(e.contains("ca_file") && e.contains("https upstream"), "{e}");
 }
+
+// ---- publishing to broker consumers ----
+
+#[path = "../../examples/webhook_consumer.rs"]
+mod webhook_consumer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_events_reach_a_broker_consumer_signed_and_in_order() {
+    let Some(store) = Store::amqp() else { return };
+    let url = testkit::amqp_url().unwrap();
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let (exchange, queue) = (format!("pc_test.{unique}.chat"), format!("pc_test.{unique}.archive"));
+    // The consumer exists first: it declares the exchange the gateway checks at start-up.
+    let mut consumer = webhook_consumer::Consumer::open(&url, &exchange, "whatsapp.#", &queue).await.unwrap();
+    let key = b"broker-delivery-key".to_vec();
+    let source = format!(
+        r#"
+[webhooks.chat]
+profile = "generic"
+secrets = ["acme-secret"]
+header = "x-acme-signature"
+encoding = "base64"
+publish = {{ exchange = "{exchange}", routing_key = "whatsapp.inbound" }}
+ordering_key = "/conversation"
+delivery_secrets = ["whsec_{}"]
+{FAST_RETRY}
+"#,
+        B64.encode(&key)
+    );
+    let hooks = RoutesFile::parse(&source).unwrap().webhooks;
+    let gw = Gateway::start(&store, &hooks).await;
+    for n in 0..5 {
+        let body = chat_event("c-9", n);
+        let (status, _, answer) = gw.post_owned("chat", &acme_headers(&body), body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let event = tokio::time::timeout(Duration::from_secs(15), consumer.next(std::slice::from_ref(&key), |_| true))
+            .await
+            .expect("an event within 15 s")
+            .unwrap();
+        assert_eq!(event.content_type, "application/cloudevents+json; charset=utf-8");
+        let cloud_event: Value = serde_json::from_slice(&event.body).unwrap();
+        assert_eq!(cloud_event["id"].as_str(), Some(event.id.as_str()));
+        assert_eq!(cloud_event["subject"], "c-9");
+        seen.push(cloud_event["data"]["n"].as_u64().unwrap());
+    }
+    assert_eq!(seen, [0, 1, 2, 3, 4], "one conversation, in acceptance order");
+    assert_eq!(gw.wait_pending("chat", 0).await, 0);
+    // A signature under another key does not verify.
+    let body = chat_event("c-9", 5);
+    gw.post_owned("chat", &acme_headers(&body), body).await;
+    let wrong = consumer.next(&[b"not-the-key".to_vec()], |_| true).await.unwrap_err();
+    assert!(wrong.contains("does not verify"), "{wrong}");
+    drop(gw);
+    consumer.delete(&queue).await.unwrap();
+    store.clean().await;
+
+    // Without the broker, or with an exchange that does not exist, the gateway does not start.
+    let e = Webhooks::launch(&hooks, Store::spool().deps(), None, options()).await.err().unwrap();
+    assert!(e.contains("webhooks.chat.publish") && e.contains("AMQP_URL"), "{e}");
+    let missing = RoutesFile::parse(&source.replace(&exchange, "pc_test.no-such-exchange")).unwrap().webhooks;
+    let e = Webhooks::launch(&missing, store.deps(), store.amqp.clone(), options()).await.err().unwrap();
+    assert!(e.contains("webhooks.chat.publish.exchange"), "{e}");
+}

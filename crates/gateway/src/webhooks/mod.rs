@@ -120,22 +120,35 @@ fn unavailable(e: &Unavailable) -> GatewayError {
     GatewayError::Unavailable { dependency: e.dependency }
 }
 
-/// The URL events of `hook` are POSTed to: the upstream with its path, `/` when it has none.
-fn delivery_url(hook: &Webhook) -> Result<Uri, String> {
-    let path = if hook.upstream.base_path().is_empty() { "/" } else { "" };
-    Uri::from_str(&hook.upstream.join(path)).map_err(|e| format!("webhooks.{}.upstream: {e}", hook.source))
-}
-
-/// The delivery client of `hook`: TLS to an https upstream, against its `ca_file` or the
-/// system's roots; a root that cannot be read stops the start-up naming the source.
-fn delivery_client(hook: &Webhook) -> Result<deliver::HttpClient, String> {
-    let roots = match (&hook.delivery.ca_file, hook.upstream.is_https()) {
+/// Where `hook`'s events go: its upstream (the path, `/` when it has none), with TLS to an
+/// https one against its `ca_file` or the system's roots; or the broker's exchange, which
+/// must exist. A root that cannot be read, a missing broker or exchange stops the start-up
+/// naming the key.
+async fn delivery_target(hook: &Webhook, broker: Option<&Arc<AmqpOutbox>>) -> Result<deliver::Target, String> {
+    let name = &hook.source;
+    if let Some(publish) = &hook.delivery.publish {
+        let broker = broker.ok_or_else(|| format!("webhooks.{name}.publish: needs AMQP_URL (the broker)"))?;
+        broker
+            .check_exchange(&publish.exchange)
+            .await
+            .map_err(|e| format!("webhooks.{name}.publish.exchange `{}`: {e}", publish.exchange))?;
+        return Ok(deliver::Target::Broker {
+            broker: broker.clone(),
+            exchange: publish.exchange.clone(),
+            routing_key: publish.routing_key.clone(),
+        });
+    }
+    let upstream = hook.upstream.as_ref().ok_or_else(|| format!("webhooks.{name}: no upstream"))?;
+    let path = if upstream.base_path().is_empty() { "/" } else { "" };
+    let url = Uri::from_str(&upstream.join(path)).map_err(|e| format!("webhooks.{name}.upstream: {e}"))?;
+    let roots = match (&hook.delivery.ca_file, upstream.is_https()) {
         (Some(file), _) => deliver::Roots::File(file),
         (None, true) => deliver::Roots::System,
         (None, false) => deliver::Roots::Unused,
     };
     let field = if hook.delivery.ca_file.is_some() { "ca_file" } else { "upstream" };
-    deliver::client(roots).map_err(|e| format!("webhooks.{}.{field}: {e}", hook.source))
+    let client = deliver::client(roots).map_err(|e| format!("webhooks.{name}.{field}: {e}"))?;
+    Ok(deliver::Target::Http { url, client: Box::new(client) })
 }
 
 impl Webhooks {
@@ -178,11 +191,15 @@ impl Webhooks {
             None => Arc::new(MemoryReplayGuard::new(options.clock.clone())),
         };
         // The broker, when configured, is the outbox; else Redis, else the spool.
-        let outbox: Arc<dyn Outbox> = match (amqp, deps.redis.clone()) {
-            (Some(settings), Some(pool)) => {
-                Arc::new(AmqpOutbox::new(&settings, AmqpIndex::Redis { pool, key_prefix: deps.key_prefix.clone() }))
-            }
-            (Some(settings), None) => Arc::new(AmqpOutbox::new(&settings, AmqpIndex::Spool(deps.spool_dir.clone()))),
+        let broker = amqp.map(|settings| {
+            let index = match deps.redis.clone() {
+                Some(pool) => AmqpIndex::Redis { pool, key_prefix: deps.key_prefix.clone() },
+                None => AmqpIndex::Spool(deps.spool_dir.clone()),
+            };
+            Arc::new(AmqpOutbox::new(&settings, index))
+        });
+        let outbox: Arc<dyn Outbox> = match (&broker, deps.redis.clone()) {
+            (Some(broker), _) => broker.clone(),
             (None, Some(pool)) => Arc::new(RedisOutbox::new(pool, &deps.key_prefix)),
             (None, None) => Arc::new(SpoolOutbox::new(deps.spool_dir.clone())),
         };
@@ -194,8 +211,7 @@ impl Webhooks {
         for (name, hook) in hooks {
             let verifier = Verifier::new(hook)?;
             let render = Arc::new(Render::new(hook)?);
-            let url = delivery_url(hook)?;
-            let client = delivery_client(hook)?;
+            let target = Arc::new(delivery_target(hook, broker.as_ref()).await?);
             if !hook.delivery.envelope_chosen {
                 tracing::warn!(
                     source = %name,
@@ -218,9 +234,8 @@ impl Webhooks {
             let notify = Arc::new(Notify::new());
             let dispatcher = Dispatcher {
                 source: name.clone(),
-                url,
+                target,
                 outbox: outbox.clone(),
-                client,
                 render,
                 notify: notify.clone(),
                 stop: stop_rx.clone(),

@@ -64,6 +64,24 @@ impl OrderingKey {
     }
 }
 
+/// `publish = { exchange, routing_key }`: events handed to broker consumers (RabbitMQ,
+/// `AMQP_URL`) instead of POSTed to an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPublish {
+    exchange: String,
+    routing_key: String,
+}
+
+/// Longest exchange name or routing key (AMQP short strings).
+const MAX_AMQP_NAME: usize = 255;
+
 /// What an upstream receives for each event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Envelope {
@@ -91,6 +109,8 @@ pub struct Delivery {
     /// `ca_file`: the PEM roots an https upstream's certificate must chain to, instead of the
     /// system's.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Set: events are published to this exchange instead of POSTed.
+    pub publish: Option<Publish>,
 }
 
 impl Default for Delivery {
@@ -103,6 +123,7 @@ impl Default for Delivery {
             envelope_chosen: false,
             delivery_secrets: Vec::new(),
             ca_file: None,
+            publish: None,
         }
     }
 }
@@ -120,6 +141,11 @@ pub(super) struct RawDelivery<'a> {
     pub ca_file: Option<&'a Spanned<String>>,
     /// Whether the upstream is https (`ca_file` applies only then).
     pub https: bool,
+    /// Whether the table names an `upstream`.
+    pub upstream: bool,
+    pub publish: Option<&'a Spanned<RawPublish>>,
+    /// The whole table, for a key it lacks.
+    pub table: Range<usize>,
     /// Meta sources are ordered per conversation unless they say otherwise.
     pub meta: bool,
 }
@@ -251,7 +277,35 @@ pub(super) fn build(source: &Source<'_>, source_name: &str, raw: RawDelivery<'_>
         }
         Some(file) => Some(std::path::PathBuf::from(file.get_ref().trim())),
     };
+    let publish = match (raw.publish, raw.upstream) {
+        (Some(publish), true) => {
+            return Err(source.error(publish.span(), field("publish"), "give either upstream or publish, not both"));
+        }
+        (None, false) => {
+            return Err(source.error(
+                raw.table,
+                field("upstream"),
+                "is required (or publish = { exchange, routing_key } to hand events to broker consumers)",
+            ));
+        }
+        (None, true) => None,
+        (Some(publish), false) => {
+            let RawPublish { exchange, routing_key } = publish.get_ref();
+            if exchange.is_empty() || exchange.starts_with("amq.") || exchange.len() > MAX_AMQP_NAME {
+                return Err(source.error(
+                    publish.span(),
+                    field("publish.exchange"),
+                    "must name an exchange of your own (not the default one, not amq.*), at most 255 bytes",
+                ));
+            }
+            if routing_key.len() > MAX_AMQP_NAME {
+                return Err(source.error(publish.span(), field("publish.routing_key"), "at most 255 bytes"));
+            }
+            Some(Publish { exchange: exchange.clone(), routing_key: routing_key.clone() })
+        }
+    };
     Ok(Delivery {
+        publish,
         ordering,
         concurrency,
         retry,

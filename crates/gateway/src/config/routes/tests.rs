@@ -52,7 +52,7 @@ fn spec_example_parses() {
     assert_eq!(meta.line, 13);
     assert!(matches!(&meta.profile, WebhookProfile::Meta { verify_token } if verify_token.expose_secret() == "…"));
     assert_eq!(meta.secrets.len(), 1);
-    assert_eq!(meta.upstream.base_path(), "/hooks/meta");
+    assert_eq!(meta.upstream.as_ref().unwrap().base_path(), "/hooks/meta");
     assert_eq!(meta.tolerance, webhook::DEFAULT_TOLERANCE);
     assert!(meta.ip_allowed("203.0.113.9".parse().unwrap()));
 }

@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use super::{
     RoutesError, Source, SpannedList,
-    delivery::{self, Delivery, RawDelivery, RawOrderingKey},
+    delivery::{self, Delivery, RawDelivery, RawOrderingKey, RawPublish},
 };
 use crate::domain::Upstream;
 
@@ -31,7 +31,9 @@ pub struct Webhook {
     pub profile: WebhookProfile,
     /// Every secret currently accepted; more than one while rotating.
     pub secrets: Vec<SecretString>,
-    pub upstream: Upstream,
+    /// Where events are POSTed; `None` when the source publishes to the broker instead
+    /// (`delivery.publish`).
+    pub upstream: Option<Upstream>,
     /// Timestamp tolerance and replay window.
     pub tolerance: Duration,
     /// Networks a delivery may come from; empty allows any address.
@@ -119,7 +121,8 @@ pub(super) struct RawWebhook {
     profile: Spanned<String>,
     secrets: SpannedList,
     verify_token: Option<Spanned<String>>,
-    upstream: Spanned<String>,
+    upstream: Option<Spanned<String>>,
+    publish: Option<Spanned<RawPublish>>,
     header: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
     encoding: Option<Spanned<String>>,
@@ -189,8 +192,11 @@ pub(super) fn build(
         secrets.push(SecretString::from(secret.get_ref().clone()));
     }
 
-    let upstream =
-        Upstream::parse(raw.upstream.get_ref()).map_err(|e| source.error(raw.upstream.span(), field("upstream"), e))?;
+    let upstream = raw
+        .upstream
+        .as_ref()
+        .map(|u| Upstream::parse(u.get_ref()).map_err(|e| source.error(u.span(), field("upstream"), e)))
+        .transpose()?;
 
     let profile = match raw.profile.get_ref().as_str() {
         "meta" => WebhookProfile::Meta {
@@ -353,7 +359,10 @@ pub(super) fn build(
             envelope: raw.envelope.as_ref(),
             delivery_secrets: raw.delivery_secrets.as_ref(),
             ca_file: raw.ca_file.as_ref(),
-            https: upstream.is_https(),
+            https: upstream.as_ref().is_some_and(Upstream::is_https),
+            upstream: upstream.is_some(),
+            publish: raw.publish.as_ref(),
+            table: table.span(),
             meta: matches!(profile, WebhookProfile::Meta { .. }),
         },
     )?;
