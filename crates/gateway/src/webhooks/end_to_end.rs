@@ -186,11 +186,16 @@ impl TestUpstream {
     }
 
     async fn wait_delivered(&self, count: usize) -> Vec<Received> {
+        self.wait_until(count, Self::delivered).await
+    }
+
+    /// `read` once it holds `count` requests, else what it holds after 20 s.
+    async fn wait_until(&self, count: usize, read: fn(&Self) -> Vec<Received>) -> Vec<Received> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let delivered = self.delivered();
-            if delivered.len() >= count || Instant::now() > deadline {
-                return delivered;
+            let got = read(self);
+            if got.len() >= count || Instant::now() > deadline {
+                return got;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -236,14 +241,7 @@ impl TestUpstream {
     }
 
     async fn wait_for(&self, count: usize) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let received = self.received();
-            if received.len() >= count || Instant::now() > deadline {
-                return received;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_until(count, Self::received).await
     }
 }
 
