@@ -594,6 +594,15 @@ impl AmqpOutbox {
         .await
     }
 
+    /// Closes the connection under the outbox, as a broker restart would (tests).
+    #[cfg(test)]
+    pub async fn sever(&self) {
+        let link = self.link.lock().await.link.clone();
+        if let Some(link) = link {
+            let _ = link.connection.close(320, "severed by a test".into()).await;
+        }
+    }
+
     /// Messages in the source's dead letters (tests).
     #[cfg(test)]
     pub async fn dead_count(&self, source: &str) -> Result<u64, Unavailable> {
@@ -789,14 +798,6 @@ mod tests {
 
     fn event(id: &str) -> StoredEvent {
         StoredEvent::new(id.to_owned(), "billing".to_owned(), 1_700_000_000, None, Vec::new(), b"{}")
-    }
-
-    impl AmqpOutbox {
-        /// Closes the connection under the outbox, as a broker restart would.
-        async fn sever(&self) {
-            let link = self.link.lock().await.link.clone().expect("connected");
-            link.connection.close(320, "severed by a test".into()).await.unwrap();
-        }
     }
 
     #[tokio::test]

@@ -65,7 +65,7 @@ impl Store {
     async fn clean(&self) {
         if let Some(settings) = &self.amqp {
             let admin = AmqpOutbox::new(settings, super::amqp::AmqpIndex::Spool(self.spool.clone()));
-            for source in ["billing", "meta", "acme"] {
+            for source in ["billing", "meta", "acme", "chat"] {
                 admin.delete_queues(source).await.unwrap();
             }
         }
@@ -164,11 +164,21 @@ struct TestUpstream {
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
     failing: Arc<Mutex<Vec<String>>>,
+    /// Every request waits for this before it is answered; a test holding it holds them.
+    gate: Arc<tokio::sync::Mutex<()>>,
+    /// Requests read, answered or not.
+    arrived: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestUpstream {
     fn new() -> Self {
-        Self { received: Arc::default(), status: Arc::new(AtomicU16::new(200)), failing: Arc::default() }
+        Self {
+            received: Arc::default(),
+            status: Arc::new(AtomicU16::new(200)),
+            failing: Arc::default(),
+            gate: Arc::default(),
+            arrived: Arc::default(),
+        }
     }
 
     /// Answers 503 to every body containing `marker` until [`Self::heal`].
@@ -206,6 +216,8 @@ impl TestUpstream {
             .fallback(|State(up): State<TestUpstream>, request: axum::extract::Request| async move {
                 let (parts, body) = request.into_parts();
                 let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                up.arrived.fetch_add(1, Ordering::SeqCst);
+                drop(up.gate.lock().await);
                 let text = String::from_utf8_lossy(&body).into_owned();
                 let failing = up.failing.lock().unwrap().iter().any(|marker| text.contains(marker.as_str()));
                 let status = if failing { 503 } else { up.status.load(Ordering::SeqCst) };
@@ -909,6 +921,66 @@ async fn full_queue_then_room(store: Store) {
     let received = upstream.wait_for(refused_at + 1).await;
     let last = received.last().unwrap();
     assert_eq!(last.headers["webhook-id"], format!("msg_full{refused_at}").as_str());
+}
+
+/// RabbitMQ only: the connection is lost while an event is being delivered, so the broker puts
+/// back everything this instance held, and the retry of the event in flight can no longer be
+/// deferred. The copies delivered again take over: the conversation is not held up, and its
+/// events still arrive in acceptance order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_a_connection_lost_mid_delivery_holds_no_conversation_up() {
+    use futures::FutureExt as _;
+    let Some(store) = Store::amqp() else { return };
+    let outcome = std::panic::AssertUnwindSafe(connection_lost_mid_delivery(store.clone())).catch_unwind().await;
+    store.clean().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn connection_lost_mid_delivery(store: Store) {
+    let (upstream, port) = TestUpstream::start().await;
+    let chat = format!("{}\n{FAST_RETRY}", CHAT_SOURCE.replace("PORT", &port.to_string()));
+    let gw = Gateway::start(&store, &hooks(port, &chat)).await;
+    // The first event's first attempt is held at the upstream, then fails.
+    upstream.fail_on(r#""n":0"#);
+    let held = upstream.gate.clone().lock_owned().await;
+    for n in 0..5 {
+        let body = chat_event("c1", n);
+        let (status, _, answer) = gw.post_owned("chat", &acme_headers(&body), body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upstream.arrived.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the first attempt never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The connection goes; the dispatcher claims what the broker put back.
+    gw.webhooks.broker.as_ref().expect("on RabbitMQ").sever().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upstream.received().iter().all(|r| r.status == 200) {
+        assert!(Instant::now() < deadline, "the held attempt never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    upstream.heal();
+
+    let first_deliveries = || {
+        let mut first: Vec<u64> = Vec::new();
+        for (_, n) in upstream.delivered().iter().map(conversation_of) {
+            if !first.contains(&n) {
+                first.push(n);
+            }
+        }
+        first
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while first_deliveries().len() < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(first_deliveries(), [0, 1, 2, 3, 4], "every event, first deliveries in acceptance order");
+    assert_eq!(gw.wait_pending("chat", 0).await, 0);
 }
 
 // ---- compressed bodies ----

@@ -113,6 +113,9 @@ pub struct Webhooks {
     workers: Mutex<Vec<JoinHandle<()>>>,
     /// The dispatch leases this instance may hold, let go on stop.
     leases: Vec<Arc<dispatch::LeaseId>>,
+    /// The outbox when it is RabbitMQ, for tests that cut its connection.
+    #[cfg(test)]
+    broker: Option<Arc<AmqpOutbox>>,
 }
 
 fn unavailable(e: &Unavailable) -> GatewayError {
@@ -258,6 +261,8 @@ impl Webhooks {
             stop,
             workers: Mutex::new(workers),
             leases,
+            #[cfg(test)]
+            broker,
         }))
     }
 
