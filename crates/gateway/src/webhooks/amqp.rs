@@ -52,7 +52,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 use tokio::time::Instant;
 
 use super::outbox::{
-    Claimed, DeadLetter, DeadLetters, Delay, Outbox, RedisDeadLetters, SpoolDeadLetters, StoredEvent, Waiting, now_ms,
+    Claimed, DeadLetter, DeadLetters, Delay, Outbox, RedisDeadLetters, Settled, SpoolDeadLetters, StoredEvent, Waiting,
+    now_ms,
 };
 
 /// `AMQP_QUEUE_PREFIX`'s default.
@@ -682,16 +683,17 @@ impl Outbox for AmqpOutbox {
         }
     }
 
-    async fn complete(&self, source: &str, claimed: &Claimed) -> Result<(), Unavailable> {
+    async fn complete(&self, source: &str, claimed: &Claimed) -> Result<Settled, Unavailable> {
         let state = self.source_state(source);
         let mut state = state.lock().await;
         let Some(tag) = Self::held_tag(&state, claimed) else {
             tracing::warn!(source, id = %claimed.event.id, "webhook event's channel closed before its ack; it will be delivered again");
-            return Ok(());
+            return Ok(Settled::Lapsed);
         };
-        self.ack(&mut state, tag).await?;
-        drop(state);
-        self.forget_waiting(source, &claimed.event).await
+        // The record of an earlier deferral goes first: an ack that fails after it puts the
+        // event back in the work queue, where no record is needed.
+        self.forget_waiting(source, &claimed.event).await?;
+        self.ack(&mut state, tag).await.map(|()| Settled::Done)
     }
 
     async fn defer(
@@ -700,13 +702,13 @@ impl Outbox for AmqpOutbox {
         claimed: &Claimed,
         event: &StoredEvent,
         delay: Delay,
-    ) -> Result<(), Unavailable> {
+    ) -> Result<Settled, Unavailable> {
         let queue = self.delay_queue(source, delay.tier).await?;
         let state = self.source_state(source);
         let mut state = state.lock().await;
         let Some(tag) = Self::held_tag(&state, claimed) else {
             tracing::warn!(source, id = %claimed.event.id, "webhook event's channel closed before it was deferred; it will be tried again");
-            return Ok(());
+            return Ok(Settled::Lapsed);
         };
         // Recorded first: a crash before the ack leaves the event in the queue as well, where
         // its own record does not hold it back.
@@ -714,21 +716,24 @@ impl Outbox for AmqpOutbox {
         self.ledger.record(source, &event.waiting(due)).await?;
         let payload = serde_json::to_vec(event).map_err(amqp_err)?;
         self.publish_with(queue, &payload, &event.id, Some(delay.wait)).await?;
-        self.ack(&mut state, tag).await
+        self.ack(&mut state, tag).await.map(|()| Settled::Done)
     }
 
-    async fn dead_letter(&self, source: &str, claimed: &Claimed, reason: &str) -> Result<(), Unavailable> {
+    async fn dead_letter(&self, source: &str, claimed: &Claimed, reason: &str) -> Result<Settled, Unavailable> {
         let state = self.source_state(source);
         let mut state = state.lock().await;
         let Some(tag) = Self::held_tag(&state, claimed) else {
             // Back in the queue: it is refused again, then set aside, on its next delivery.
             tracing::warn!(source, id = %claimed.event.id, "webhook event's channel closed before it was set aside; it will be tried again");
-            return Ok(());
+            return Ok(Settled::Lapsed);
         };
         let letter = DeadLetter { event: claimed.event.clone(), reason: reason.to_owned(), dead_at_ms: now_ms() };
-        self.dead_letter_held(&mut state, source, tag, &letter).await?;
-        drop(state);
-        self.forget_waiting(source, &claimed.event).await
+        self.forget_waiting(source, &claimed.event).await?;
+        self.dead_letter_held(&mut state, source, tag, &letter).await.map(|()| Settled::Done)
+    }
+
+    async fn holds(&self, source: &str, claimed: &Claimed) -> bool {
+        Self::held_tag(&*self.source_state(source).lock().await, claimed).is_some()
     }
 
     async fn waiting(&self, source: &str) -> Result<Vec<Waiting>, Unavailable> {
@@ -865,10 +870,12 @@ mod tests {
         outbox.push(&event("a")).await.unwrap();
         let claimed = outbox.claim("billing").await.unwrap().unwrap();
         assert_eq!(claimed.event.id, "a");
+        assert!(outbox.holds("billing", &claimed).await);
 
         outbox.sever().await;
         // The ack can no longer be given; the broker has the event back, so it is not lost.
-        outbox.complete("billing", &claimed).await.unwrap();
+        assert!(!outbox.holds("billing", &claimed).await);
+        assert_eq!(outbox.complete("billing", &claimed).await.unwrap(), Settled::Lapsed);
         outbox.push(&event("b")).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while outbox.pending("billing").await.unwrap() != 2 {
@@ -886,7 +893,7 @@ mod tests {
         outbox.push(&event("poison")).await.unwrap();
         let claimed = outbox.claim("billing").await.unwrap().unwrap();
         outbox.sever().await;
-        outbox.dead_letter("billing", &claimed, "refused").await.unwrap();
+        assert_eq!(outbox.dead_letter("billing", &claimed, "refused").await.unwrap(), Settled::Lapsed);
         let deadline = Instant::now() + Duration::from_secs(10);
         let again = loop {
             if let Some(again) = outbox.claim("billing").await.unwrap() {

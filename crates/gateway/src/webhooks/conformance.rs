@@ -13,7 +13,7 @@ use secrecy::SecretString;
 
 use super::{
     amqp::{AmqpIndex, AmqpOutbox, AmqpSettings},
-    outbox::{Delay, Outbox, RedisOutbox, SpoolOutbox, StoredEvent, replay},
+    outbox::{Delay, Outbox, RedisOutbox, Settled, SpoolOutbox, StoredEvent, replay},
 };
 
 /// The bound RabbitMQ queues get in these tests; the other tests stay below it.
@@ -136,7 +136,7 @@ async fn drain(outbox: &dyn Outbox, source: &str) -> Vec<String> {
     let mut ids = Vec::new();
     while let Some(claimed) = outbox.claim(source).await.unwrap() {
         ids.push(claimed.event.id.clone());
-        outbox.complete(source, &claimed).await.unwrap();
+        assert_eq!(outbox.complete(source, &claimed).await.unwrap(), Settled::Done);
         assert!(ids.len() <= 100, "the queue never empties: {ids:?}");
     }
     ids
@@ -212,7 +212,7 @@ async fn push_claim_complete(store: &Store) {
     let claimed = outbox.claim("billing").await.unwrap().expect("the pushed event");
     assert_eq!(claimed.event, event("billing", "a"));
     assert_eq!(claimed.event.body().unwrap().as_ref(), &[0, 159, 146, 150, b'{', b'}']);
-    outbox.complete("billing", &claimed).await.unwrap();
+    assert_eq!(outbox.complete("billing", &claimed).await.unwrap(), Settled::Done);
     assert_eq!(pending_eventually(outbox.as_ref(), "billing", 0).await, 0);
     assert!(outbox.claim("billing").await.unwrap().is_none());
     assert_eq!(store.dead("billing").await, 0);
@@ -235,7 +235,7 @@ async fn dead_letter_removes_and_keeps_aside(store: &Store) {
 
     let poison = outbox.claim("billing").await.unwrap().unwrap();
     assert_eq!(poison.event.id, "poison");
-    outbox.dead_letter("billing", &poison, "refused").await.unwrap();
+    assert_eq!(outbox.dead_letter("billing", &poison, "refused").await.unwrap(), Settled::Done);
     assert_eq!(pending_eventually(outbox.as_ref(), "billing", 1).await, 1);
     assert_eq!(store.dead("billing").await, 1);
 
@@ -282,10 +282,10 @@ async fn pending_counts_queued_and_in_flight(store: &Store) {
     assert_eq!(pending_eventually(outbox.as_ref(), "billing", 3).await, 3);
     let claimed = outbox.claim("billing").await.unwrap().unwrap();
     assert_eq!(outbox.pending("billing").await.unwrap(), 3, "in flight is still pending");
-    outbox.complete("billing", &claimed).await.unwrap();
+    assert_eq!(outbox.complete("billing", &claimed).await.unwrap(), Settled::Done);
     assert_eq!(pending_eventually(outbox.as_ref(), "billing", 2).await, 2);
     let claimed = outbox.claim("billing").await.unwrap().unwrap();
-    outbox.dead_letter("billing", &claimed, "refused").await.unwrap();
+    assert_eq!(outbox.dead_letter("billing", &claimed, "refused").await.unwrap(), Settled::Done);
     assert_eq!(pending_eventually(outbox.as_ref(), "billing", 1).await, 1);
     // A restart counts what is stored.
     outbox.release();
@@ -305,7 +305,7 @@ async fn sources_do_not_mix(store: &Store) {
 
     let meta = outbox.claim("meta").await.unwrap().unwrap();
     assert_eq!((meta.event.id.as_str(), meta.event.source.as_str()), ("m1", "meta"));
-    outbox.dead_letter("meta", &meta, "refused").await.unwrap();
+    assert_eq!(outbox.dead_letter("meta", &meta, "refused").await.unwrap(), Settled::Done);
     assert_eq!(store.dead("meta").await, 1);
     assert_eq!(store.dead("billing").await, 0);
     assert!(outbox.claim("meta").await.unwrap().is_none());
@@ -355,9 +355,9 @@ async fn several_claims_are_in_flight_at_once(store: &Store) {
     let second = outbox.claim("billing").await.unwrap().unwrap();
     assert_eq!((first.event.id.as_str(), second.event.id.as_str()), ("a", "b"));
     // Finished out of order: each on its own.
-    outbox.complete("billing", &second).await.unwrap();
+    assert_eq!(outbox.complete("billing", &second).await.unwrap(), Settled::Done);
     assert_eq!(pending_eventually(outbox.as_ref(), "billing", 2).await, 2);
-    outbox.complete("billing", &first).await.unwrap();
+    assert_eq!(outbox.complete("billing", &first).await.unwrap(), Settled::Done);
     assert_eq!(drain(outbox.as_ref(), "billing").await, ["c"]);
 }
 
@@ -386,7 +386,10 @@ async fn a_deferred_event_leaves_the_queue_until_its_time(store: &Store) {
 
     let mut retried = keyed.clone();
     retried.attempt = 1;
-    outbox.defer("billing", &claimed, &retried, Delay::exactly(Duration::from_millis(700))).await.unwrap();
+    assert_eq!(
+        outbox.defer("billing", &claimed, &retried, Delay::exactly(Duration::from_millis(700))).await.unwrap(),
+        Settled::Done
+    );
     let waiting = outbox.waiting("billing").await.unwrap();
     assert_eq!(waiting.len(), 1, "{waiting:?}");
     assert_eq!((waiting[0].key.as_deref(), waiting[0].sequence), (Some("conv-1"), 41));
@@ -395,13 +398,13 @@ async fn a_deferred_event_leaves_the_queue_until_its_time(store: &Store) {
     // Meanwhile the queue goes on without it…
     let next = outbox.claim("billing").await.unwrap().unwrap();
     assert_eq!(next.event.id, "next");
-    outbox.complete("billing", &next).await.unwrap();
+    assert_eq!(outbox.complete("billing", &next).await.unwrap(), Settled::Done);
     assert!(outbox.claim("billing").await.unwrap().is_none(), "not before its time");
 
     // …and it comes back, as deferred, once its time has come.
     let back = claim_within(outbox.as_ref(), "billing", Duration::from_secs(10)).await.expect("the deferred event");
     assert_eq!(back.event, retried);
-    outbox.complete("billing", &back).await.unwrap();
+    assert_eq!(outbox.complete("billing", &back).await.unwrap(), Settled::Done);
     assert!(outbox.waiting("billing").await.unwrap().is_empty());
     assert_eq!(pending_eventually(outbox.as_ref(), "billing", 0).await, 0);
 }
@@ -411,7 +414,7 @@ async fn dead_letters_are_indexed_and_replayed_once(store: &Store) {
     outbox.recover("billing").await.unwrap();
     outbox.push(&event("billing", "poison")).await.unwrap();
     let claimed = outbox.claim("billing").await.unwrap().unwrap();
-    outbox.dead_letter("billing", &claimed, "the upstream answered 422").await.unwrap();
+    assert_eq!(outbox.dead_letter("billing", &claimed, "the upstream answered 422").await.unwrap(), Settled::Done);
 
     let letters = outbox.dead_letters().list("billing").await.unwrap();
     assert_eq!(letters.len(), 1);
@@ -425,7 +428,7 @@ async fn dead_letters_are_indexed_and_replayed_once(store: &Store) {
     // The same id dead again is kept beside the first, not over it.
     outbox.push(&event("billing", "poison")).await.unwrap();
     let again = outbox.claim("billing").await.unwrap().unwrap();
-    outbox.dead_letter("billing", &again, "again").await.unwrap();
+    assert_eq!(outbox.dead_letter("billing", &again, "again").await.unwrap(), Settled::Done);
     let letters = outbox.dead_letters().list("billing").await.unwrap();
     assert_eq!(letters.len(), 2, "{letters:?}");
     assert!(letters[1].0.starts_with("poison.") || letters[0].0.starts_with("poison."), "{letters:?}");
@@ -436,6 +439,6 @@ async fn dead_letters_are_indexed_and_replayed_once(store: &Store) {
     let replayed = claim_within(outbox.as_ref(), "billing", Duration::from_secs(10)).await.expect("the replayed event");
     assert_eq!(replayed.event.id, "poison");
     assert_eq!(replayed.event.attempt, 0);
-    outbox.complete("billing", &replayed).await.unwrap();
+    assert_eq!(outbox.complete("billing", &replayed).await.unwrap(), Settled::Done);
     assert_eq!(outbox.dead_letters().list("billing").await.unwrap().len(), 1);
 }

@@ -26,7 +26,7 @@ use tokio::{
 use super::{
     deliver::{Outcome, RetryPolicy, Target, deliver_once},
     metrics::{Ages, Attempt as Counted, WebhookMetrics},
-    outbox::{Claimed, Delay, Outbox, StoredEvent, now_ms},
+    outbox::{Claimed, Delay, Outbox, Settled, StoredEvent, now_ms},
     render::Render,
 };
 use crate::config::routes::Delivery;
@@ -225,6 +225,42 @@ impl Lanes {
         taken
     }
 
+    /// Holds `claimed` behind the earlier events of its key. A copy of it in flight keeps
+    /// its stage; a copy already held is replaced and returned.
+    fn hold(&mut self, claimed: Claimed) -> Option<Claimed> {
+        let key = claimed.event.key.clone()?;
+        let sequence = claimed.event.sequence;
+        let stage = self.busy.entry(key.clone()).or_default().entry(sequence).or_insert(Stage::Parked);
+        if *stage != Stage::InFlight {
+            *stage = Stage::Parked;
+        }
+        let received_at = claimed.event.received_at;
+        let replaced = self.parked.entry(key).or_default().insert(sequence, claimed);
+        if replaced.is_none() {
+            self.parked_count += 1;
+            self.ages.add(received_at);
+        }
+        replaced
+    }
+
+    /// Takes the held copy of `key`'s event `sequence` out, if there is one.
+    fn take_copy(&mut self, key: &str, sequence: u64) -> Option<Claimed> {
+        let parked = self.parked.get_mut(key)?;
+        let claimed = parked.remove(&sequence)?;
+        if parked.is_empty() {
+            self.parked.remove(key);
+        }
+        self.parked_count -= 1;
+        self.ages.remove(claimed.event.received_at);
+        Some(claimed)
+    }
+
+    /// `key`'s event `sequence` is back in the queue (its claim lapsed): it is still before
+    /// the later events of its key, and due at once.
+    fn returned(&mut self, key: &str, sequence: u64, now_ms: i64) {
+        self.set(key, sequence, Stage::Waiting(now_ms));
+    }
+
     /// The first parked event of `key`, if it may go now.
     fn unpark(&mut self, key: &str) -> Option<Claimed> {
         let sequence = *self.parked.get(key)?.keys().next()?;
@@ -241,10 +277,12 @@ impl Lanes {
         Some(claimed)
     }
 
-    /// Forgets waiting events long past their time.
-    fn drop_lost(&mut self, source: &str, now_ms: i64) {
+    /// Forgets waiting events long past their time; returns the keys that lost one.
+    fn drop_lost(&mut self, source: &str, now_ms: i64) -> Vec<String> {
         let lost_ms = i64::try_from(LOST_AFTER.as_millis()).unwrap_or(i64::MAX);
+        let mut keys = Vec::new();
         for (key, events) in &mut self.busy {
+            let before = events.len();
             events.retain(|sequence, stage| match stage {
                 Stage::Waiting(due) if now_ms.saturating_sub(*due) > lost_ms => {
                     tracing::warn!(source, key = %key, sequence, "a deferred webhook event never came back; its key goes on without it");
@@ -252,8 +290,12 @@ impl Lanes {
                 }
                 _ => true,
             });
+            if events.len() < before {
+                keys.push(key.clone());
+            }
         }
         self.busy.retain(|_, events| !events.is_empty());
+        keys
     }
 }
 
@@ -342,7 +384,9 @@ impl Dispatcher {
                     }
                 }
             }
-            lanes.drop_lost(&self.source, now_ms());
+            for key in lanes.drop_lost(&self.source, now_ms()) {
+                self.release_next(&key, &mut lanes, &mut inflight).await;
+            }
             self.metrics.held_since(&self.source).store(lanes.ages.oldest(), std::sync::atomic::Ordering::Relaxed);
 
             // Wait for a delivery to end, a new event, a deferred one's time, or the poll.
@@ -423,13 +467,12 @@ impl Dispatcher {
         let now = now_ms();
         let blocked_for = lanes.blocked_for(&key, sequence, now);
         if self.outbox.max_hold().is_none_or(|hold| blocked_for < hold) {
-            // Held here, claimed, until the events before it are done.
-            lanes.set(&key, sequence, Stage::Parked);
-            let received_at = claimed.event.received_at;
-            // A second copy takes the place of the first; a new one is counted.
-            if lanes.parked.entry(key).or_default().insert(sequence, claimed).is_none() {
-                lanes.parked_count += 1;
-                lanes.ages.add(received_at);
+            // Held here, claimed, until the events before it are done. A second copy takes
+            // the place of the first, which is finished as the duplicate it is.
+            if let Some(replaced) = lanes.hold(claimed)
+                && self.outbox.holds(&self.source, &replaced).await
+            {
+                self.settle(&replaced, Step::Complete).await;
             }
             return None;
         }
@@ -446,14 +489,23 @@ impl Dispatcher {
         event.parked = event.parked.saturating_add(1);
         let delay = park_delay(blocked_for);
         let due = now_ms().saturating_add(i64::try_from(delay.wait.as_millis()).unwrap_or(i64::MAX));
-        if self.settle(&claimed, Step::Defer(event, delay)).await {
-            // A copy in flight keeps its stage; otherwise it waits until it is due back.
-            let stage = lanes.busy.entry(key).or_default().entry(sequence).or_insert(Stage::Waiting(due));
-            if *stage != Stage::InFlight {
-                *stage = Stage::Waiting(due);
+        match self.settle(&claimed, Step::Defer(event, delay)).await? {
+            Settled::Done => {
+                // A copy in flight keeps its stage; otherwise it waits until it is due back.
+                let stage = lanes.busy.entry(key).or_default().entry(sequence).or_insert(Stage::Waiting(due));
+                if *stage != Stage::InFlight {
+                    *stage = Stage::Waiting(due);
+                }
+                Some(due)
+            }
+            Settled::Lapsed => {
+                if lanes.busy.get(&key).and_then(|events| events.get(&sequence)) != Some(&Stage::InFlight) {
+                    lanes.returned(&key, sequence, now_ms());
+                }
+                self.forget_lapsed(lanes).await;
+                None
             }
         }
-        Some(due)
     }
 
     /// Acts on a delivery's outcome; returns when the event is due back if it was deferred.
@@ -466,17 +518,16 @@ impl Dispatcher {
     ) -> Option<i64> {
         let event = claimed.event.clone();
         lanes.ages.remove(event.received_at);
-        let mut due = None;
-        match outcome {
+        let (step, due) = match outcome {
             Outcome::Delivered => {
                 self.metrics.delivery(&self.source, Counted::Delivered);
                 tracing::info!(source = %self.source, id = %event.id, attempt = event.attempt + 1, "webhook event delivered");
-                self.settle(&claimed, Step::Complete).await;
+                (Step::Complete, None)
             }
             Outcome::Refused(status) => {
                 self.metrics.delivery(&self.source, Counted::DeadLettered);
                 tracing::error!(source = %self.source, id = %event.id, %status, "upstream refused a webhook event; kept in the dead letters");
-                self.settle(&claimed, Step::DeadLetter(format!("the upstream answered {status}"))).await;
+                (Step::DeadLetter(format!("the upstream answered {status}")), None)
             }
             Outcome::Retry(why) => match self.delivery.retry.get(event.attempt as usize) {
                 Some(tier) => {
@@ -490,42 +541,87 @@ impl Dispatcher {
                     next.attempt = next.attempt.saturating_add(1);
                     next.parked = 0;
                     let at = now_ms().saturating_add(i64::try_from(delay.wait.as_millis()).unwrap_or(i64::MAX));
-                    let deferred = self.settle(&claimed, Step::Defer(next, delay)).await;
-                    if let (true, Some(key)) = (deferred, &event.key) {
-                        lanes.set(key, event.sequence, Stage::Waiting(at));
-                        // What is held behind it would be held too long: out of the queue too.
-                        if self.outbox.max_hold().is_some_and(|hold| delay.wait >= hold) {
-                            for parked in lanes.take_parked(key) {
-                                let blocked_for = lanes.blocked_for(key, parked.event.sequence, now_ms());
-                                self.park_out(parked, blocked_for, lanes).await;
-                            }
-                        }
-                    }
-                    due = Some(at);
-                    // Its key stays busy; nothing of it is released.
-                    return due;
+                    (Step::Defer(next, delay), Some((at, delay)))
                 }
                 None => {
                     self.metrics.delivery(&self.source, Counted::DeadLettered);
                     tracing::error!(source = %self.source, id = %event.id, attempts = event.attempt + 1, error = %why, "webhook delivery attempts exhausted; kept in the dead letters");
-                    let reason = format!("{} attempts failed; the last: {why}", event.attempt + 1);
-                    self.settle(&claimed, Step::DeadLetter(reason)).await;
+                    (Step::DeadLetter(format!("{} attempts failed; the last: {why}", event.attempt + 1)), None)
                 }
             },
-        }
-        if let Some(key) = &event.key {
-            lanes.finish(key, event.sequence);
-            if let Some(next) = lanes.unpark(key) {
-                self.spawn(next, inflight);
+        };
+        let settled = self.settle(&claimed, step).await?;
+        let Some(key) = &event.key else { return due.filter(|_| settled == Settled::Done).map(|(at, _)| at) };
+        match (settled, due) {
+            (Settled::Done, Some((at, delay))) => {
+                // Its key stays busy until it is back and done; nothing of it is released.
+                lanes.set(key, event.sequence, Stage::Waiting(at));
+                // What is held behind it would be held too long: out of the queue too.
+                if self.outbox.max_hold().is_some_and(|hold| delay.wait >= hold) {
+                    for parked in lanes.take_parked(key) {
+                        let blocked_for = lanes.blocked_for(key, parked.event.sequence, now_ms());
+                        self.park_out(parked, blocked_for, lanes).await;
+                    }
+                }
+                return Some(at);
+            }
+            (Settled::Done, None) => {
+                lanes.finish(key, event.sequence);
+                // A copy of it held here is a duplicate of a finished event.
+                if let Some(copy) = lanes.take_copy(key, event.sequence)
+                    && self.outbox.holds(&self.source, &copy).await
+                {
+                    self.settle(&copy, Step::Complete).await;
+                }
+            }
+            // Back in the queue as it was, and so is everything its channel held: the copies
+            // claimed again take their places.
+            (Settled::Lapsed, _) => {
+                lanes.returned(key, event.sequence, now_ms());
+                self.forget_lapsed(lanes).await;
             }
         }
-        due
+        self.release_next(key, lanes, inflight).await;
+        None
+    }
+
+    /// Starts `key`'s next held event if it may go now. A held claim that has lapsed is not
+    /// delivered: its event is back in the queue, and still before the later ones.
+    async fn release_next(&mut self, key: &str, lanes: &mut Lanes, inflight: &mut JoinSet<Delivered>) {
+        while let Some(next) = lanes.unpark(key) {
+            if self.outbox.holds(&self.source, &next).await {
+                self.spawn(next, inflight);
+                return;
+            }
+            lanes.ages.remove(next.event.received_at);
+            lanes.returned(key, next.event.sequence, now_ms());
+            self.forget_lapsed(lanes).await;
+        }
+    }
+
+    /// Drops every held claim that has lapsed (its channel closed); each event stays known,
+    /// due at once, so the later events of its key keep waiting for it.
+    async fn forget_lapsed(&self, lanes: &mut Lanes) {
+        let held: Vec<(String, u64, Claimed)> = lanes
+            .parked
+            .iter()
+            .flat_map(|(key, parked)| parked.iter().map(|(sequence, c)| (key.clone(), *sequence, c.clone())))
+            .collect();
+        let now = now_ms();
+        for (key, sequence, claimed) in held {
+            if !self.outbox.holds(&self.source, &claimed).await {
+                lanes.take_copy(&key, sequence);
+                if lanes.busy.get(&key).and_then(|events| events.get(&sequence)) != Some(&Stage::InFlight) {
+                    lanes.returned(&key, sequence, now);
+                }
+            }
+        }
     }
 
     /// Applies `step` to `claimed` until the outbox takes it (the store may be down for a
-    /// while) or the dispatcher stops; `false` when it stopped first (the event stays stored,
+    /// while) or the dispatcher stops; `None` when it stopped first (the event stays stored,
     /// and is delivered again later: at least once).
-    async fn settle(&mut self, claimed: &Claimed, step: Step) -> bool {
+    async fn settle(&mut self, claimed: &Claimed, step: Step) -> Option<Settled> {
         let mut wait = self.policy.initial_backoff;
         loop {
             let done = match &step {
@@ -534,11 +630,11 @@ impl Dispatcher {
                 Step::DeadLetter(reason) => self.outbox.dead_letter(&self.source, claimed, reason).await,
             };
             match done {
-                Ok(()) => return true,
+                Ok(settled) => return Some(settled),
                 Err(e) => {
                     tracing::warn!(source = %self.source, error = %e, "cannot update the webhook outbox; retrying");
                     if !self.pause(wait).await {
-                        return false;
+                        return None;
                     }
                     wait = self.next_backoff(wait);
                 }
@@ -621,12 +717,35 @@ mod tests {
     }
 
     #[test]
+    fn a_second_copy_of_an_event_in_flight_is_held_without_taking_its_stage() {
+        let mut lanes = Lanes::default();
+        lanes.set("k", 1, Stage::InFlight);
+        assert!(lanes.hold(claimed("k", 1)).is_none());
+        assert!(lanes.hold(claimed("k", 2)).is_none());
+        assert_eq!(lanes.busy["k"][&1], Stage::InFlight, "the copy in flight keeps its stage");
+        assert!(lanes.unpark("k").is_none(), "nothing goes while the first copy is in flight");
+        assert!(lanes.hold(claimed("k", 2)).is_some(), "a second copy replaces the first");
+        assert_eq!(lanes.parked_count, 2);
+
+        // The copy in flight lapsed: the event is back in the queue, still before 2, and the
+        // copy held here goes in its place.
+        lanes.returned("k", 1, now_ms());
+        let next = lanes.unpark("k").expect("the held copy of 1 goes");
+        assert_eq!(next.event.sequence, 1);
+        assert!(lanes.unpark("k").is_none(), "2 waits for 1");
+        lanes.finish("k", 1);
+        assert_eq!(lanes.take_copy("k", 2).map(|c| c.event.sequence), Some(2));
+        assert_eq!(lanes.parked_count, 0);
+        assert!(lanes.parked.is_empty());
+    }
+
+    #[test]
     fn waiting_events_long_past_their_time_stop_blocking_their_key() {
         let mut lanes = Lanes::default();
         let lost = now_ms() - i64::try_from(LOST_AFTER.as_millis()).unwrap() - 1_000;
         lanes.set("k", 1, Stage::Waiting(lost));
         lanes.set("j", 1, Stage::Waiting(now_ms()));
-        lanes.drop_lost("s", now_ms());
+        assert_eq!(lanes.drop_lost("s", now_ms()), ["k"], "the key to look at again");
         assert!(lanes.may_go("k", 2));
         assert!(!lanes.may_go("j", 2));
     }

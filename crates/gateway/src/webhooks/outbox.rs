@@ -128,6 +128,18 @@ impl Claimed {
     }
 }
 
+/// What became of a step taken on a claimed event ([`Outbox::complete`], [`Outbox::defer`],
+/// [`Outbox::dead_letter`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Done as asked.
+    Done,
+    /// Not done: the claim had lapsed (on RabbitMQ its channel closed), so the event is back
+    /// in the queue as it was stored, with everything else that claim's channel held, and
+    /// will be claimed again.
+    Lapsed,
+}
+
 /// How long a deferred event stays out of the queue: `wait`, one step of a schedule whose
 /// nominal value is `tier` (RabbitMQ keeps one delay queue per tier).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +204,7 @@ pub trait Outbox: Send + Sync {
     /// the oldest in the queue; `None` when there is none. Several may be in flight at once.
     async fn claim(&self, source: &str) -> Result<Option<Claimed>, Unavailable>;
     /// Removes a delivered event.
-    async fn complete(&self, source: &str, claimed: &Claimed) -> Result<(), Unavailable>;
+    async fn complete(&self, source: &str, claimed: &Claimed) -> Result<Settled, Unavailable>;
     /// Takes a claimed event out of the queue, stored as `event` (its attempt or park count
     /// updated), until `delay` has passed; then [`Outbox::claim`] returns it again.
     async fn defer(
@@ -201,9 +213,14 @@ pub trait Outbox: Send + Sync {
         claimed: &Claimed,
         event: &StoredEvent,
         delay: Delay,
-    ) -> Result<(), Unavailable>;
+    ) -> Result<Settled, Unavailable>;
     /// Moves an event aside for good, kept in the dead letters for an operator.
-    async fn dead_letter(&self, source: &str, claimed: &Claimed, reason: &str) -> Result<(), Unavailable>;
+    async fn dead_letter(&self, source: &str, claimed: &Claimed, reason: &str) -> Result<Settled, Unavailable>;
+    /// Whether `claimed` is still this instance's to finish; `false` once its claim has
+    /// lapsed (see [`Settled::Lapsed`]). Claims in Redis and the spool hold until released.
+    async fn holds(&self, _source: &str, _claimed: &Claimed) -> bool {
+        true
+    }
     /// The deferred events (for the order of their keys after a restart or takeover).
     async fn waiting(&self, source: &str) -> Result<Vec<Waiting>, Unavailable>;
     /// The dead-letter index.
@@ -436,8 +453,8 @@ impl Outbox for RedisOutbox {
         }
     }
 
-    async fn complete(&self, source: &str, claimed: &Claimed) -> Result<(), Unavailable> {
-        self.unclaim(source, &claimed.token).await
+    async fn complete(&self, source: &str, claimed: &Claimed) -> Result<Settled, Unavailable> {
+        self.unclaim(source, &claimed.token).await.map(|()| Settled::Done)
     }
 
     async fn defer(
@@ -446,7 +463,7 @@ impl Outbox for RedisOutbox {
         claimed: &Claimed,
         event: &StoredEvent,
         delay: Delay,
-    ) -> Result<(), Unavailable> {
+    ) -> Result<Settled, Unavailable> {
         let item = serde_json::to_string(event).map_err(redis_err)?;
         let mut conn = self.conn().await?;
         client::pipe()
@@ -463,15 +480,16 @@ impl Outbox for RedisOutbox {
             .ignore()
             .query_async::<()>(&mut conn)
             .await
+            .map(|()| Settled::Done)
             .map_err(redis_err)
     }
 
-    async fn dead_letter(&self, source: &str, claimed: &Claimed, reason: &str) -> Result<(), Unavailable> {
+    async fn dead_letter(&self, source: &str, claimed: &Claimed, reason: &str) -> Result<Settled, Unavailable> {
         let letter = DeadLetter { event: claimed.event.clone(), reason: reason.to_owned(), dead_at_ms: now_ms() };
         // Buried first: a crash in between leaves it both buried and claimed, so it is
         // delivered or buried once more, never lost.
         self.dead.bury(source, &letter).await?;
-        self.unclaim(source, &claimed.token).await
+        self.unclaim(source, &claimed.token).await.map(|()| Settled::Done)
     }
 
     async fn waiting(&self, source: &str) -> Result<Vec<Waiting>, Unavailable> {
@@ -842,7 +860,7 @@ impl Outbox for SpoolOutbox {
         }
     }
 
-    async fn complete(&self, source: &str, claimed: &Claimed) -> Result<(), Unavailable> {
+    async fn complete(&self, source: &str, claimed: &Claimed) -> Result<Settled, Unavailable> {
         let dir = self.source_dir(source);
         let name = claimed.token.clone();
         blocking(move || {
@@ -851,7 +869,7 @@ impl Outbox for SpoolOutbox {
         })
         .await?;
         self.forget(source, &claimed.token);
-        Ok(())
+        Ok(Settled::Done)
     }
 
     async fn defer(
@@ -860,7 +878,7 @@ impl Outbox for SpoolOutbox {
         claimed: &Claimed,
         event: &StoredEvent,
         delay: Delay,
-    ) -> Result<(), Unavailable> {
+    ) -> Result<Settled, Unavailable> {
         let due = due_after(delay.wait);
         let mut stored = event.clone();
         stored.not_before_ms = Some(due);
@@ -872,10 +890,10 @@ impl Outbox for SpoolOutbox {
         queue.claimed.remove(&claimed.token);
         queue.deferred.insert((due, claimed.token.clone()));
         queue.waiting.insert(claimed.token.clone(), stored.waiting(due));
-        Ok(())
+        Ok(Settled::Done)
     }
 
-    async fn dead_letter(&self, source: &str, claimed: &Claimed, reason: &str) -> Result<(), Unavailable> {
+    async fn dead_letter(&self, source: &str, claimed: &Claimed, reason: &str) -> Result<Settled, Unavailable> {
         let letter = DeadLetter { event: claimed.event.clone(), reason: reason.to_owned(), dead_at_ms: now_ms() };
         self.dead.bury(source, &letter).await?;
         self.complete(source, claimed).await
