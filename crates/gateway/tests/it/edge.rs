@@ -212,11 +212,22 @@ async fn redis_down_keeps_authenticating_with_local_limits() {
 }
 
 fn rpcs(metrics: &str) -> u64 {
+    counter(metrics, "gateway_auth_rpcs_total")
+}
+
+/// Validations the cache could not answer, each one call to the auth service: unlike
+/// `gateway_auth_rpcs_total` it leaves out the origin-list refreshes an `auth:client.updated`
+/// brings (from any deployment sharing the bus) and service-token renewals.
+fn misses(metrics: &str) -> u64 {
+    counter(metrics, "gateway_auth_cache_misses_total")
+}
+
+fn counter(metrics: &str, name: &str) -> u64 {
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix("gateway_auth_rpcs_total "))
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|n| n.trim().parse().ok())
-        .expect("gateway_auth_rpcs_total")
+        .unwrap_or_else(|| panic!("{name} not exposed"))
 }
 
 /// Limits come before work (SPEC §6): `AUTH_FAILURE_LIMIT` is a per-IP reservation taken
@@ -238,14 +249,14 @@ async fn failed_authentications_are_limited_before_validation(backend: Backend) 
         expect_problem(bogus.unwrap(), 401, "token_invalid").await;
     }
     let metrics = || async { client().get(gw.at("/metrics")).send().await.unwrap().text().await.unwrap() };
-    let before = rpcs(&metrics().await);
+    let before = misses(&metrics().await);
     for i in 5..15 {
         let refused = client().get(gw.at("/v1/user/profile/me")).bearer_auth(format!("bogus-{i}")).send().await;
         let refused = refused.unwrap();
         assert!(refused.headers().contains_key("retry-after"));
         expect_problem(refused, 429, "rate_limited").await;
     }
-    assert_eq!(rpcs(&metrics().await), before, "refused credentials reached the auth service");
+    assert_eq!(misses(&metrics().await), before, "refused credentials reached the auth service");
     // A valid credential the cache already allows takes no reservation: it is no guess, and
     // costs no lookup, so it passes even while the IP's guesses are refused.
     let cached = client().get(gw.at("/v1/user/profile/me")).bearer_auth(&user.access).send().await.unwrap();
@@ -263,7 +274,9 @@ async fn failed_authentications_are_limited_before_validation(backend: Backend) 
 /// A burst of concurrent requests carrying one valid credential the cache does not hold yet
 /// (a new token, or one whose cached answer just expired) is one validation and one
 /// reservation, not one per request: with `AUTH_FAILURE_LIMIT=5/minute`, forty at once all
-/// pass, and the auth service is asked once.
+/// pass, and the auth service is asked once. Calls that are not validations (the origin list
+/// fetched again after a client changed, here or in another deployment on the same bus) are
+/// not counted as cache misses.
 async fn a_burst_of_one_uncached_valid_credential_takes_one_reservation(backend: Backend) {
     let auth = spawn_auth(backend).await;
     let upstream = spawn_upstream().await;
@@ -271,12 +284,24 @@ async fn a_burst_of_one_uncached_valid_credential_takes_one_reservation(backend:
     let gw = spawn_gateway(&auth, &routes, &[("AUTH_FAILURE_LIMIT", "5/minute")]).await;
     let user = auth.signup(&unique_email("gw-burst")).await;
     let metrics = || async { client().get(gw.at("/metrics")).send().await.unwrap().text().await.unwrap() };
-    let before = rpcs(&metrics().await);
+    let (before, rpcs_before) = {
+        let text = metrics().await;
+        (misses(&text), rpcs(&text))
+    };
+    // A client registered now makes the gateway fetch the origin list again: a call, not a miss.
+    auth.register_client(&user, json!({"name": "Burst", "allowed_origins": ["https://burst.example.com"]})).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while rpcs(&metrics().await) == rpcs_before {
+        assert!(Instant::now() < deadline, "the origin list was not fetched again after a client was registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let burst = (0..40).map(|_| client().get(gw.at("/v1/user/profile/me")).bearer_auth(&user.access).send());
     let statuses: Vec<u16> =
         futures::future::join_all(burst).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    assert_eq!(rpcs(&metrics().await) - before, 1, "one validation for the whole burst");
+    let after = metrics().await;
+    assert_eq!(misses(&after) - before, 1, "one validation for the whole burst");
+    assert!(rpcs(&after) - rpcs_before >= 2, "the origin refresh and the validation are both calls");
 }
 
 /// A peer that never finishes its request head, or idles on a kept-alive connection, is
