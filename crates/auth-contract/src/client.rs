@@ -211,6 +211,9 @@ struct Inner {
     breaker: Breaker,
     rpcs: AtomicU64,
     lookups: AtomicU64,
+    /// Lookups the cache could not answer, each one validation asked of the auth service
+    /// (concurrent identical misses count once).
+    misses: AtomicU64,
     /// Bumped by every revocation applied (and every flush). An answer fetched across a bump
     /// is used once and not cached: it may predate the revocation (CONVENTIONS, "every cache
     /// fed by events has a generation guard").
@@ -328,6 +331,7 @@ impl AuthClient {
                 breaker,
                 rpcs: AtomicU64::new(0),
                 lookups: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
                 generation: AtomicU64::new(0),
                 recent: std::sync::Mutex::default(),
             }),
@@ -342,6 +346,12 @@ impl AuthClient {
     /// Validations answered so far, from the cache or not.
     pub fn lookup_count(&self) -> u64 {
         self.inner.lookups.load(Ordering::Relaxed)
+    }
+
+    /// Validations the cache could not answer and asked the auth service for; unlike
+    /// [`Self::rpc_count`] it leaves out service-token renewals and other calls.
+    pub fn miss_count(&self) -> u64 {
+        self.inner.misses.load(Ordering::Relaxed)
     }
 
     /// Whether the breaker currently lets calls through.
@@ -531,6 +541,7 @@ impl AuthClient {
     ) -> Result<Decision, ClientError> {
         let started = self.inner.generation.load(Ordering::SeqCst);
         let guarded = async {
+            self.inner.misses.fetch_add(1, Ordering::Relaxed);
             let decision = ask.await?;
             if self.revoked_since(started, &decision) {
                 return Err(Miss::Uncacheable(decision));

@@ -32,11 +32,13 @@ pub struct Metrics {
     rate_limit_fallback_checks: IntCounter,
     auth_lookups: IntCounter,
     auth_rpcs: IntCounter,
+    auth_misses: IntCounter,
     auth_hit_ratio: prometheus::Gauge,
     breaker_open: IntGaugeVec,
     webhooks_pending: IntGaugeVec,
     seen_lookups: AtomicU64,
     seen_rpcs: AtomicU64,
+    seen_misses: AtomicU64,
     seen_fallbacks: AtomicU64,
 }
 
@@ -44,6 +46,8 @@ pub struct Metrics {
 pub struct Snapshot {
     pub auth_lookups: u64,
     pub auth_rpcs: u64,
+    /// Validations the cache could not answer (each one asked of the auth service).
+    pub auth_misses: u64,
     pub rate_limit_degraded: bool,
     pub rate_limit_fallbacks: u64,
     pub breakers: Vec<BreakerState>,
@@ -115,6 +119,14 @@ impl Metrics {
             &registry,
             IntCounter::new("gateway_auth_rpcs_total", "Calls made to the auth service").expect("metric"),
         );
+        let auth_misses = register(
+            &registry,
+            IntCounter::new(
+                "gateway_auth_cache_misses_total",
+                "Credential validations the cache could not answer, each asked of the auth service",
+            )
+            .expect("metric"),
+        );
         let auth_hit_ratio = register(
             &registry,
             prometheus::Gauge::new("gateway_auth_cache_hit_ratio", "Share of validations answered from the cache")
@@ -152,10 +164,12 @@ impl Metrics {
             rate_limit_fallback_checks,
             auth_lookups,
             auth_rpcs,
+            auth_misses,
             auth_hit_ratio,
             breaker_open,
             seen_lookups: AtomicU64::new(0),
             seen_rpcs: AtomicU64::new(0),
+            seen_misses: AtomicU64::new(0),
             seen_fallbacks: AtomicU64::new(0),
         }
     }
@@ -180,9 +194,10 @@ impl Metrics {
     pub fn render(&self, snapshot: Snapshot) -> String {
         Self::advance(&self.auth_lookups, &self.seen_lookups, snapshot.auth_lookups);
         Self::advance(&self.auth_rpcs, &self.seen_rpcs, snapshot.auth_rpcs);
+        Self::advance(&self.auth_misses, &self.seen_misses, snapshot.auth_misses);
         Self::advance(&self.rate_limit_fallback_checks, &self.seen_fallbacks, snapshot.rate_limit_fallbacks);
         if snapshot.auth_lookups > 0 {
-            let misses = snapshot.auth_rpcs.min(snapshot.auth_lookups);
+            let misses = snapshot.auth_misses.min(snapshot.auth_lookups);
             self.auth_hit_ratio.set(1.0 - misses as f64 / snapshot.auth_lookups as f64);
         }
         self.rate_limit_fallback.set(i64::from(snapshot.rate_limit_degraded));

@@ -75,6 +75,7 @@ pub async fn metrics(State(gateway): State<Gateway>) -> Response {
         families: gateway.webhooks.metric_families(now),
         auth_lookups: gateway.auth.lookup_count(),
         auth_rpcs: gateway.auth.rpc_count(),
+        auth_misses: gateway.auth.miss_count(),
         rate_limit_degraded: gateway.limiter.degraded(),
         rate_limit_fallbacks: gateway.limiter.fallbacks(),
         breakers: gateway.proxy.breaker_states(),
