@@ -10,11 +10,15 @@
 //!   forwarder, and the socket service's; see [`bench`]
 //! - `ssot-check`         prove only the auth service depends on a JWT library or reads `JWT_SECRET`
 //! - `codemap-check`      prove ARCHITECTURE.md's codemap names only real paths and every module
+//! - `keys retire --dir <deployment> [--dry-run]` take a public-key setup (`keys/*.pem`, the
+//!   `PUBLIC_KEY`-style variables in `.env*` and compose files, `keys` mounts) out of a
+//!   deployment, backed up first; see [`keys`]
 //! - `webhooks dead list <source> | show <source> <name> | replay <source> <name|--all>`
 //!   the dead letters of a webhook source, where the gateway keeps them; see [`webhooks`]
 
 mod bench;
 mod codemap;
+mod keys;
 mod ssot;
 #[cfg(test)]
 mod surface;
@@ -32,7 +36,7 @@ use platform::{
     env::{EnvExt, OsEnv},
 };
 
-const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets] [--quiet-logs] | bench --quick | ssot-check | codemap-check | webhooks dead <list|show|replay> <source> [name|--all]>";
+const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets] [--quiet-logs] | bench --quick | ssot-check | codemap-check | webhooks dead <list|show|replay> <source> [name|--all] | keys retire --dir <deployment> [--dry-run]>";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -95,6 +99,7 @@ async fn main() -> ExitCode {
         ["ssot-check"] => ssot::run(&workspace_root()),
         ["codemap-check"] => codemap::run(&workspace_root()),
         ["webhooks", rest @ ..] => webhooks::run(rest).await,
+        ["keys", rest @ ..] => keys::run(rest),
         _ => Err(USAGE.to_owned()),
     };
     match result {
