@@ -19,6 +19,8 @@
 mod bench;
 mod codemap;
 mod keys;
+#[cfg(test)]
+mod monitoring;
 mod ssot;
 #[cfg(test)]
 mod surface;

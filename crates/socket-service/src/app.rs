@@ -44,7 +44,10 @@ impl SocketService {
                     BusMessage::Event(event) if event.channel == service.inner.publish_channel => {
                         service.deliver(&event.payload);
                     }
-                    BusMessage::Event(event) => service.inner.hub.apply_auth_event(&event.channel, &event.payload),
+                    BusMessage::Event(event) => {
+                        let now = service.inner.deps.clock.now();
+                        service.inner.hub.apply_auth_event(&event.channel, &event.payload, now);
+                    }
                     BusMessage::Resubscribed => {
                         let service = service.clone();
                         tokio::spawn(async move {

@@ -355,7 +355,7 @@ impl Hub {
 
     /// Applies one `auth:*` event: account events go to the user's connections (before any
     /// close, so a device sees why), then the connections it ends close.
-    pub fn apply_auth_event(&self, channel: &str, payload: &str) {
+    pub fn apply_auth_event(&self, channel: &str, payload: &str, now: time::OffsetDateTime) {
         let mut event = match serde_json::from_str::<Value>(payload) {
             Ok(event @ Value::Object(_)) => event,
             _ => {
@@ -372,9 +372,21 @@ impl Hub {
             }
             self.to_owner(&user, &event);
         }
-        if let Some(revocation) = revocation {
+        if let Some(revocation) = revocation.filter(|r| !r.ended.is_empty()) {
             self.revoke(&revocation);
+            self.observe_lag(&event, now);
         }
+    }
+
+    /// Records how long after its `occurred_at` a revocation was applied here (an event
+    /// without a readable one, or from a clock ahead of this one, counts as no lag).
+    fn observe_lag(&self, event: &Value, now: time::OffsetDateTime) {
+        let occurred = event
+            .get("occurred_at")
+            .and_then(Value::as_str)
+            .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
+        let lag = occurred.map_or(0.0, |at| (now - at).as_seconds_f64().max(0.0));
+        self.metrics.revocation_lag.observe(lag);
     }
 }
 
@@ -406,13 +418,18 @@ mod tests {
         let hub = Hub::new(Metrics::new().unwrap());
         let (a, _ra) = hub.register("a".into(), context("u1", "s1", "j1"), None, None, 0).unwrap();
         let (b, mut rb) = hub.register("b".into(), context("u1", "s2", "j2"), None, None, 0).unwrap();
-        hub.apply_auth_event("auth:user.logout", r#"{"user_id":"u1","session_id":"s1","jti":"j1"}"#);
+        let now = time::OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_800_000_000);
+        let event = r#"{"user_id":"u1","session_id":"s1","jti":"j1","occurred_at":"2027-01-15T07:40:00Z"}"#;
+        hub.apply_auth_event("auth:user.logout", event, now);
         assert_eq!(a.close_requested(), Some(close::SESSION_ENDED));
         assert_eq!(b.close_requested(), None);
         let synced: Value = serde_json::from_str(rb.try_recv().unwrap().as_str()).unwrap();
         assert_eq!(synced["channel"], "user:u1");
         assert_eq!(synced["data"]["event"], "auth:user.logout");
         assert_eq!(synced["data"]["session_id"], "s1");
+        // `now` is 2027-01-15T08:00:00Z: applied 20 minutes after it occurred.
+        assert_eq!(hub.metrics.revocation_lag.get_sample_count(), 1);
+        assert!((hub.metrics.revocation_lag.get_sample_sum() - 1_200.0).abs() < 1e-6);
         hub.unregister(&a);
         hub.unregister(&b);
         assert!(hub.is_empty());

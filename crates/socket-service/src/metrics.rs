@@ -1,7 +1,7 @@
 //! Prometheus metrics of the socket service: open connections, messages, closes by code,
 //! revocations, refused handshakes and the background re-checks.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -16,6 +16,9 @@ pub struct Metrics {
     pub closes: IntCounterVec,
     /// Connections closed because their session or credential was revoked.
     pub revocations: IntCounter,
+    /// From a revocation's `occurred_at` to this node having applied it (its connections
+    /// asked to close): the revocation lag an operator alerts on.
+    pub revocation_lag: Histogram,
     /// Handshakes refused, by HTTP status.
     pub refused_handshakes: IntCounterVec,
     /// Background re-checks of open connections' contexts, by outcome (`live`, `ended`,
@@ -64,6 +67,16 @@ impl Metrics {
             revocations: registered(
                 &registry,
                 IntCounter::new("socket_revocations_total", "Connections closed because their session ended")?,
+            ),
+            revocation_lag: registered(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "socket_revocation_lag_seconds",
+                        "From a revocation event's occurred_at to this node applying it",
+                    )
+                    .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                )?,
             ),
             refused_handshakes: registered(
                 &registry,
