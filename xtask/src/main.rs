@@ -18,6 +18,8 @@
 
 mod bench;
 mod codemap;
+#[cfg(test)]
+mod compose;
 mod keys;
 #[cfg(test)]
 mod monitoring;

@@ -13,6 +13,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if platform::health::requested() {
+        let http = AuthConfig::from_env(&OsEnv, Mode::Distributed).map(|c| vec![SocketAddr::new(c.host, c.port)]);
+        return platform::health::probe_configured("auth-service", http);
+    }
     finish("auth-service", serve().await)
 }
 

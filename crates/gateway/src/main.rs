@@ -17,6 +17,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Requests are served on the edge's own threads (`TOKIO_WORKER_THREADS` of them, see
 /// `gateway::run_on_threads`); this runtime's one worker runs the background work.
 fn main() -> ExitCode {
+    if platform::health::requested() {
+        let addr = GatewayConfig::from_env(&OsEnv, Mode::Distributed).map(|c| vec![SocketAddr::new(c.host, c.port)]);
+        return platform::health::probe_configured("gateway", addr);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => return finish("gateway", Err(Failure::run("cannot start the runtime", err))),

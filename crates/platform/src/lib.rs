@@ -11,6 +11,7 @@ pub mod duration;
 pub mod env;
 pub mod exit;
 pub mod fs;
+pub mod health;
 pub mod media;
 pub mod net;
 pub mod origin;

@@ -13,6 +13,7 @@ use platform::{
     clock::SystemClock,
     env::{MapEnv, OsEnv, Overlay},
     exit::{Failure, finish},
+    health::reachable,
     shutdown::Shutdown,
 };
 use secrecy::ExposeSecret;
@@ -23,6 +24,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if platform::health::requested() {
+        return platform::health::probe_configured("portcullis", listeners());
+    }
     let config = AuthConfig::from_env(&OsEnv, Mode::Embedded).map_err(Failure::config);
     let outcome = match config {
         Ok(mut config) => {
@@ -40,6 +44,36 @@ async fn main() -> ExitCode {
     finish("portcullis", outcome)
 }
 
+/// The secrets the auth service resolved, handed to the gateway and the socket service.
+fn secrets_of(auth: &AuthConfig) -> (SecretOverrides, socket_service::SecretOverrides) {
+    let gateway = SecretOverrides {
+        service_secret: Some(auth.service_secret.clone()),
+        context_signing_secret: Some(auth.context_signing_secret.clone()),
+    };
+    let socket = socket_service::SecretOverrides {
+        service_secret: Some(auth.service_secret.clone()),
+        context_signing_secret: Some(auth.context_signing_secret.clone()),
+    };
+    (gateway, socket)
+}
+
+/// `portcullis health`: the addresses the three services are configured to listen on (fixed
+/// ports: with `0` the probe cannot know where they went). Secrets come from the auth
+/// service's configuration as when serving, so the probe reads what the running binary read.
+fn listeners() -> Result<Vec<SocketAddr>, String> {
+    let auth = AuthConfig::from_env(&OsEnv, Mode::Embedded).map_err(|e| e.to_string())?;
+    let (overrides, socket_overrides) = secrets_of(&auth);
+    let gateway =
+        GatewayConfig::from_env_with(&OsEnv, gateway::Mode::Embedded, overrides).map_err(|e| e.to_string())?;
+    let socket = SocketConfig::from_env_with(&OsEnv, socket_service::Mode::Embedded, socket_overrides)
+        .map_err(|e| e.to_string())?;
+    Ok(vec![
+        SocketAddr::new(auth.host, auth.port),
+        SocketAddr::new(gateway.host, gateway.port),
+        SocketAddr::new(socket.host, socket.port),
+    ])
+}
+
 async fn serve(config: AuthConfig) -> Result<(), String> {
     let backends = Backends::connect(&config).await.map_err(|e| format!("cannot start: {e}"))?;
     let (storage, redis_url) = match &config.backend {
@@ -53,14 +87,7 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
     let http_addr = SocketAddr::new(config.host, config.port);
     let grpc_addr = SocketAddr::new(config.host, config.grpc_port);
     let trusted_proxies = config.trusted_proxies.clone();
-    let overrides = SecretOverrides {
-        service_secret: Some(config.service_secret.clone()),
-        context_signing_secret: Some(config.context_signing_secret.clone()),
-    };
-    let socket_overrides = socket_service::SecretOverrides {
-        service_secret: Some(config.service_secret.clone()),
-        context_signing_secret: Some(config.context_signing_secret.clone()),
-    };
+    let (overrides, socket_overrides) = secrets_of(&config);
     let service =
         AuthService::new(config, backends.deps(Arc::new(SystemClock))).map_err(|e| format!("cannot start: {e}"))?;
     let listeners = auth_service::bind(http_addr, grpc_addr)
@@ -70,7 +97,7 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
     let grpc_addr = listeners.grpc.local_addr().map_err(|e| e.to_string())?;
 
     let auth_only =
-        Overlay { top: MapEnv::new([("AUTH_SERVICE_URL", format!("http://{}", local(grpc_addr)))]), base: &OsEnv };
+        Overlay { top: MapEnv::new([("AUTH_SERVICE_URL", format!("http://{}", reachable(grpc_addr)))]), base: &OsEnv };
     let mut socket_config = SocketConfig::from_env_with(&auth_only, socket_service::Mode::Embedded, socket_overrides)
         .map_err(|e| format!("socket service configuration: {e}"))?;
     let socket_deps = match &redis_url {
@@ -88,9 +115,9 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
 
     let neighbours = Overlay {
         top: MapEnv::new([
-            ("AUTH_SERVICE_URL", format!("http://{}", local(grpc_addr))),
-            ("AUTH_HTTP_URL", format!("http://{}", local(auth_addr))),
-            ("SOCKET_SERVICE_URL", format!("http://{}", local(socket_addr))),
+            ("AUTH_SERVICE_URL", format!("http://{}", reachable(grpc_addr))),
+            ("AUTH_HTTP_URL", format!("http://{}", reachable(auth_addr))),
+            ("SOCKET_SERVICE_URL", format!("http://{}", reachable(socket_addr))),
         ]),
         base: &OsEnv,
     };
@@ -117,16 +144,6 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
     let edge = gateway::run(gateway, gateway_listener, shutdown.wait());
     let socket = socket_service::run(sockets, socket_listener, shutdown.wait());
     tokio::try_join!(auth, edge, socket).map(drop).map_err(|e| format!("server error: {e}"))
-}
-
-/// A wildcard bind address is reached on loopback.
-fn local(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        let ip = if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
-        SocketAddr::new(ip, addr.port())
-    } else {
-        addr
-    }
 }
 
 /// Where each service ended up listening.

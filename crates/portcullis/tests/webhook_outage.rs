@@ -18,7 +18,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -29,6 +29,9 @@ use std::{
 use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
+use support::{Binary, free_port};
+
+mod support;
 
 const KEY: &[u8] = b"outage-test-standard-webhooks-key";
 const CONVERSATIONS: usize = 50;
@@ -40,42 +43,6 @@ enum Store {
     Spool,
     Redis { database_url: String, redis_url: String },
     Amqp { database_url: String, redis_url: String, amqp_url: String },
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The all-in-one binary, SIGKILLed when dropped.
-struct Binary {
-    child: Child,
-}
-
-impl Binary {
-    fn start(env: &[(String, String)], log: &Path) -> Self {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        Self { child }
-    }
-
-    /// SIGKILL: nothing is flushed or closed by the process itself.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 async fn wait_healthy(http: &reqwest::Client, port: u16, log: &Path) {

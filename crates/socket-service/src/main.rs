@@ -14,6 +14,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if platform::health::requested() {
+        let addr = SocketConfig::from_env(&OsEnv, Mode::Distributed).map(|c| vec![SocketAddr::new(c.host, c.port)]);
+        return platform::health::probe_configured("socket-service", addr);
+    }
     finish("socket-service", serve().await)
 }
 
