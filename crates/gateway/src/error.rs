@@ -40,6 +40,15 @@ impl Source {
     }
 }
 
+/// One rejected place of a well-formed request, as a `validation_failed` problem lists it in
+/// `errors` (the shape the auth service's validation errors have).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// Where: for a webhook payload, the failing instance path as a JSON pointer.
+    pub field: String,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     /// The auth service refused the credential or the request.
@@ -62,6 +71,10 @@ pub enum GatewayError {
     MalformedPath(&'static str),
     #[error("the body must be application/json")]
     UnsupportedMediaType,
+    /// Well-formed but invalid (`validation_failed`, 422), such as a webhook payload that
+    /// fails its source's schema; `errors` says where.
+    #[error("{detail}")]
+    Invalid { detail: String, errors: Vec<FieldError> },
     /// A webhook whose signature, timestamp or replay check failed (401).
     #[error("{0}")]
     SignatureInvalid(String),
@@ -104,6 +117,7 @@ impl GatewayError {
             Self::BadRequest(_) => ErrorCode::MalformedBody,
             Self::MalformedPath(_) => ErrorCode::MalformedPath,
             Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Self::Invalid { .. } => ErrorCode::ValidationFailed,
             Self::SignatureInvalid(_) => ErrorCode::WebhookSignatureInvalid,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::InsufficientScope(_) => ErrorCode::InsufficientScope,
@@ -162,6 +176,11 @@ impl IntoResponse for GatewayError {
             Problem::new(self.wire_code(), detail).with_request_id(REQUEST_ID.try_with(Clone::clone).ok());
         if let Some(seconds) = self.retry_after() {
             problem = problem.with_retry_after(seconds);
+        }
+        if let Self::Invalid { errors, .. } = &self
+            && !errors.is_empty()
+        {
+            problem = problem.with_errors(serde_json::to_value(errors).unwrap_or_default());
         }
         let mut response = problem.into_response();
         response.extensions_mut().insert(self.source());

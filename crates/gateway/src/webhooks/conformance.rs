@@ -201,6 +201,7 @@ on_every_outbox!(
     several_claims_are_in_flight_at_once,
     a_deferred_event_leaves_the_queue_until_its_time,
     dead_letters_are_indexed_and_replayed_once,
+    a_refusal_is_stored_with_its_event_and_lifted_by_a_replay,
 );
 
 async fn push_claim_complete(store: &Store) {
@@ -441,4 +442,24 @@ async fn dead_letters_are_indexed_and_replayed_once(store: &Store) {
     assert_eq!(replayed.event.attempt, 0);
     assert_eq!(outbox.complete("billing", &replayed).await.unwrap(), Settled::Done);
     assert_eq!(outbox.dead_letters().list("billing").await.unwrap().len(), 1);
+}
+
+async fn a_refusal_is_stored_with_its_event_and_lifted_by_a_replay(store: &Store) {
+    let outbox = store.open();
+    outbox.recover("billing").await.unwrap();
+    let reason = "schema: /type: value is not one of \"paid\" or \"refunded\"";
+    let refused = event("billing", "off-schema").refused(reason.to_owned());
+    outbox.push(&refused).await.unwrap();
+    let claimed = outbox.claim("billing").await.unwrap().expect("the pushed event");
+    assert_eq!(claimed.event, refused);
+    assert_eq!(outbox.dead_letter("billing", &claimed, reason).await.unwrap(), Settled::Done);
+    let letters = outbox.dead_letters().list("billing").await.unwrap();
+    assert_eq!((letters.len(), letters[0].1.reason.as_str()), (1, reason));
+    assert_eq!(letters[0].1.event.refusal.as_deref(), Some(reason));
+
+    assert!(replay(outbox.as_ref(), "billing", "off-schema").await.unwrap());
+    let replayed = claim_within(outbox.as_ref(), "billing", Duration::from_secs(10)).await.expect("the replayed event");
+    assert_eq!((replayed.event.id.as_str(), replayed.event.refusal.as_deref()), ("off-schema", None));
+    assert_eq!(outbox.complete("billing", &replayed).await.unwrap(), Settled::Done);
+    assert_eq!(pending_eventually(outbox.as_ref(), "billing", 0).await, 0);
 }

@@ -3,7 +3,9 @@
 //! gap: an event waits only behind an earlier event of its key that this dispatcher knows and
 //! that is not finished (in flight, deferred for a retry, or parked). A failed attempt is
 //! deferred for the next wait of the source's `retry` schedule (±20 % jitter) and leaves the
-//! queue meanwhile; after the last, the event goes to the dead letters.
+//! queue meanwhile; after the last, the event goes to the dead letters. An event stored with
+//! a refusal (its payload failed the source's schema under `on_schema_failure =
+//! "dead_letter"`) goes there as soon as it is claimed, undelivered.
 //!
 //! One dispatcher per source is active across gateway instances: with Redis, the one holding
 //! the source's lease ([`Lease`]); otherwise this process's. On becoming active it puts back
@@ -452,6 +454,10 @@ impl Dispatcher {
     /// Starts delivering `claimed`, or holds it behind an earlier event of its key; returns
     /// when it is due back if it was deferred.
     async fn admit(&mut self, claimed: Claimed, lanes: &mut Lanes, inflight: &mut JoinSet<Delivered>) -> Option<i64> {
+        if let Some(reason) = claimed.event.refusal.clone() {
+            self.set_aside(&claimed, reason, lanes).await;
+            return None;
+        }
         let Some(key) = claimed.event.key.clone() else {
             lanes.ages.add(claimed.event.received_at);
             self.spawn(claimed, inflight);
@@ -481,6 +487,22 @@ impl Dispatcher {
         self.park_out(claimed, blocked_for, lanes).await
     }
 
+    /// Moves an event stored only for the dead letters (its payload failed the source's
+    /// schema) straight there, undelivered. It never takes a place among its key's events: it
+    /// is not delivered, so the ones after it do not wait for it.
+    async fn set_aside(&mut self, claimed: &Claimed, reason: String, lanes: &mut Lanes) {
+        let id = claimed.event.id.clone();
+        match self.settle(claimed, Step::DeadLetter(reason.clone())).await {
+            Some(Settled::Done) => {
+                self.metrics.delivery(&self.source, Counted::DeadLettered);
+                tracing::warn!(source = %self.source, id = %id, reason = %reason, "webhook event kept in the dead letters without delivery");
+            }
+            // Back in the queue with what its channel held: set aside when claimed again.
+            Some(Settled::Lapsed) => self.forget_lapsed(lanes).await,
+            None => {}
+        }
+    }
+
     /// Defers `claimed` for `blocked_for` and a little more, recording it as waiting.
     async fn park_out(&mut self, claimed: Claimed, blocked_for: Duration, lanes: &mut Lanes) -> Option<i64> {
         let key = claimed.event.key.clone()?;
@@ -489,7 +511,7 @@ impl Dispatcher {
         event.parked = event.parked.saturating_add(1);
         let delay = park_delay(blocked_for);
         let due = now_ms().saturating_add(i64::try_from(delay.wait.as_millis()).unwrap_or(i64::MAX));
-        match self.settle(&claimed, Step::Defer(event, delay)).await? {
+        match self.settle(&claimed, Step::Defer(Box::new(event), delay)).await? {
             Settled::Done => {
                 // A copy in flight keeps its stage; otherwise it waits until it is due back.
                 let stage = lanes.busy.entry(key).or_default().entry(sequence).or_insert(Stage::Waiting(due));
@@ -541,7 +563,7 @@ impl Dispatcher {
                     next.attempt = next.attempt.saturating_add(1);
                     next.parked = 0;
                     let at = now_ms().saturating_add(i64::try_from(delay.wait.as_millis()).unwrap_or(i64::MAX));
-                    (Step::Defer(next, delay), Some((at, delay)))
+                    (Step::Defer(Box::new(next), delay), Some((at, delay)))
                 }
                 None => {
                     self.metrics.delivery(&self.source, Counted::DeadLettered);
@@ -646,7 +668,8 @@ impl Dispatcher {
 /// What becomes of a claimed event.
 enum Step {
     Complete,
-    Defer(StoredEvent, Delay),
+    /// Boxed: an event is far larger than the other steps.
+    Defer(Box<StoredEvent>, Delay),
     DeadLetter(String),
 }
 

@@ -65,7 +65,7 @@ impl Store {
     async fn clean(&self) {
         if let Some(settings) = &self.amqp {
             let admin = AmqpOutbox::new(settings, super::amqp::AmqpIndex::Spool(self.spool.clone()));
-            for source in ["billing", "meta", "acme", "chat"] {
+            for source in ["billing", "meta", "acme", "chat", "whatsapp"] {
                 admin.delete_queues(source).await.unwrap();
             }
         }
@@ -144,6 +144,8 @@ on_every_store!(
     upstream_down_then_up_receives_the_event,
     restart_delivers_what_was_pending,
     refused_event_is_set_aside_and_the_queue_moves_on,
+    schema_failures_are_refused_with_422_and_leave_no_replay_mark,
+    schema_failures_go_to_the_dead_letters_undelivered,
 );
 
 // ---- the test upstream ----
@@ -789,6 +791,134 @@ async fn refused_event_is_set_aside_and_the_queue_moves_on(store: Store) {
     assert_eq!(status, StatusCode::ACCEPTED);
     let received = upstream.wait_for(2).await;
     assert_eq!(received[1].headers["webhook-id"], "msg_next");
+}
+
+// ---- payload schemas ----
+
+/// A Standard Webhooks source whose payloads must match the built-in WhatsApp schema, ordered
+/// per conversation as a meta source is; `extra` adds keys.
+fn whatsapp_hooks(port: u16, extra: &str) -> BTreeMap<String, Webhook> {
+    let source = format!(
+        r#"
+[webhooks.whatsapp]
+profile = "standard"
+secrets = ["whsec_{key}"]
+upstream = "http://127.0.0.1:{port}/hooks/whatsapp"
+schema = "builtin:whatsapp"
+ordering_key = [["/entry/0/changes/0/value/metadata/phone_number_id", "/entry/0/changes/0/value/messages/0/from"]]
+envelope = "raw"
+{FAST_RETRY}
+{extra}
+"#,
+        key = B64.encode(STANDARD_KEY)
+    );
+    RoutesFile::parse(&source).unwrap().webhooks
+}
+
+/// Where a message's type is, in a WhatsApp notification.
+const MESSAGE_TYPE: &str = "/entry/0/changes/0/value/messages/0/type";
+
+/// The schema's text-message fixture (one conversation), saying `message <n>`, with `kind` as
+/// its message type (`text` passes the schema; an unknown type fails at [`MESSAGE_TYPE`]).
+fn whatsapp_message(n: u32, kind: &str) -> Vec<u8> {
+    let mut payload: Value = serde_json::from_str(include_str!("../../tests/fixtures/whatsapp/text.json")).unwrap();
+    let message = &mut payload["entry"][0]["changes"][0]["value"]["messages"][0];
+    message["type"] = kind.into();
+    message["text"]["body"] = format!("message {n}").into();
+    serde_json::to_vec(&payload).unwrap()
+}
+
+async fn schema_failures_are_refused_with_422_and_leave_no_replay_mark(store: Store) {
+    let (upstream, port) = TestUpstream::start().await;
+    let gw = Gateway::start(&store, &whatsapp_hooks(port, "")).await;
+    let source = "source=\"whatsapp\"";
+
+    let invalid = whatsapp_message(1, "carrier_pigeon");
+    let (status, headers, problem) =
+        gw.post_owned("whatsapp", &standard_headers("wamid_1", &invalid), invalid.clone()).await;
+    assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let errors = problem["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{problem}");
+    assert_eq!(errors[0]["field"], MESSAGE_TYPE, "{problem}");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(message.contains("\"text\"") && !message.contains("carrier_pigeon"), "values are not echoed: {message}");
+    // Nothing stored, and no replay mark: the same delivery again is checked again.
+    assert_eq!(gw.webhooks.pending("whatsapp").await.unwrap(), 0);
+    let (status, _, problem) = gw.post_owned("whatsapp", &standard_headers("wamid_1", &invalid), invalid).await;
+    assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    // A body that is not JSON fails as a whole.
+    let garbage = b"not json".to_vec();
+    let (status, _, problem) = gw.post_owned("whatsapp", &standard_headers("wamid_2", &garbage), garbage).await;
+    assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(problem["errors"][0]["field"], "", "{problem}");
+    assert_eq!(gw.webhooks.pending("whatsapp").await.unwrap(), 0);
+
+    // The sender's corrected delivery of the same event is accepted and delivered.
+    let valid = whatsapp_message(1, "text");
+    let (status, _, answer) = gw.post_owned("whatsapp", &standard_headers("wamid_1", &valid), valid.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["id"], "wamid_1");
+    let delivered = upstream.wait_delivered(1).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].headers["webhook-id"], "wamid_1");
+    assert_eq!(delivered[0].body.as_ref(), valid.as_slice());
+    // Accepted once, it is remembered: now the same event is a replay.
+    let (status, _, problem) = gw.post_owned("whatsapp", &standard_headers("wamid_1", &valid), valid).await;
+    assert_problem(status, &problem, StatusCode::UNAUTHORIZED, "signature_invalid");
+
+    assert_eq!(gw.metric("gateway_webhook_events_refused_total", &["reason=\"validation_failed\"", source]), 3);
+    assert_eq!(gw.metric("gateway_webhook_events_stored_total", &[source]), 1);
+    assert_eq!(gw.wait_pending("whatsapp", 0).await, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(upstream.received().len(), 1, "nothing refused is forwarded");
+    assert!(gw.webhooks.dead_letters("whatsapp").await.unwrap().is_empty());
+}
+
+async fn schema_failures_go_to_the_dead_letters_undelivered(store: Store) {
+    let (upstream, port) = TestUpstream::start().await;
+    let gw = Gateway::start(&store, &whatsapp_hooks(port, "on_schema_failure = \"dead_letter\"")).await;
+    let source = "source=\"whatsapp\"";
+
+    // One conversation: a valid message, one that fails the schema, and a valid one after it.
+    let events = [
+        ("wamid_a", whatsapp_message(1, "text")),
+        ("wamid_b", whatsapp_message(2, "carrier_pigeon")),
+        ("wamid_c", whatsapp_message(3, "text")),
+    ];
+    for (id, body) in &events {
+        let (status, _, answer) = gw.post_owned("whatsapp", &standard_headers(id, body), body.clone()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{id}: {answer}");
+        assert_eq!(answer["id"], *id);
+    }
+    // The valid ones are delivered in order; the one after the failure does not wait for it.
+    let delivered = upstream.wait_delivered(2).await;
+    let ids: Vec<&str> = delivered.iter().map(|r| r.headers["webhook-id"].to_str().unwrap()).collect();
+    assert_eq!(ids, ["wamid_a", "wamid_c"]);
+    assert_eq!(gw.wait_pending("whatsapp", 0).await, 0);
+
+    // The failing one is in the dead letters with the reason, never attempted.
+    let dead = gw.webhooks.dead_letters("whatsapp").await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (name, letter) = &dead[0];
+    assert_eq!(letter.event.id, "wamid_b");
+    assert!(letter.reason.starts_with(&format!("schema: {MESSAGE_TYPE}: ")), "{}", letter.reason);
+    assert!(!letter.reason.contains("carrier_pigeon"), "{}", letter.reason);
+    assert_eq!(letter.event.attempt, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(upstream.received().len(), 2, "the upstream never receives it");
+    assert_eq!(gw.metric("gateway_webhook_events_stored_total", &[source]), 3);
+    assert_eq!(gw.metric("gateway_webhook_events_refused_total", &[source]), 0);
+    assert_eq!(gw.metric("gateway_webhook_deliveries_total", &["outcome=\"dead_lettered\"", source]), 1);
+
+    // The operator's replay lifts the refusal: delivered as it came.
+    assert!(gw.webhooks.replay_dead_letter("whatsapp", name).await.unwrap());
+    let delivered = upstream.wait_delivered(3).await;
+    assert_eq!(delivered.len(), 3);
+    assert_eq!(delivered[2].headers["webhook-id"], "wamid_b");
+    assert_eq!(delivered[2].body.as_ref(), events[1].1.as_slice());
+    assert!(gw.webhooks.dead_letters("whatsapp").await.unwrap().is_empty());
+    assert_eq!(gw.wait_pending("whatsapp", 0).await, 0);
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Webhook ingestion (SPEC §6): `POST /v1/webhooks/{source}` verifies the sender's signature,
-//! refuses replays, stores the event durably and answers 202; a worker per source forwards
-//! it to the configured upstream. `GET` answers Meta's verification handshake.
+//! checks the payload against the source's schema, refuses replays, stores the event durably
+//! and answers 202; a worker per source forwards it to the configured upstream. `GET` answers
+//! Meta's verification handshake.
 //! Design notes and operator guidance: `docs/webhooks.md`.
 
 pub mod admin;
@@ -13,6 +14,7 @@ pub mod ordering;
 pub mod outbox;
 pub mod render;
 pub mod replay;
+pub mod schema;
 pub mod verify;
 
 use std::{
@@ -51,6 +53,7 @@ use self::{
     outbox::{DeadLetter, Outbox, RedisOutbox, SpoolOutbox, StoredEvent},
     render::Render,
     replay::{MemoryReplayGuard, RedisReplayGuard, ReplayGuard, Seen},
+    schema::OnSchemaFailure,
     verify::Verifier,
 };
 use crate::{config::routes::Webhook, error::GatewayError, pipeline::ClientIp};
@@ -475,6 +478,23 @@ async fn accept(
         tracing::warn!(source = name, error = %e, "webhook refused");
     })?;
 
+    // The body as JSON, parsed once for the schema and the ordering key.
+    let wants_json = source.hook.schema.is_some() || source.hook.delivery.ordering.is_some();
+    let json = wants_json.then(|| serde_json::from_slice::<serde_json::Value>(&body));
+    // Checked before the replay mark is taken: a refused payload leaves no mark, so the
+    // sender's corrected delivery of the same event is accepted.
+    let refusal = match (&source.hook.schema, &json) {
+        (Some(schema), Some(json)) => match schema.check(json.as_ref()) {
+            Ok(()) => None,
+            Err(failure) if schema.on_failure == OnSchemaFailure::Reject => {
+                tracing::warn!(source = name, failures = failure.total, first = %failure.reason(), "webhook refused: payload does not match the schema");
+                return Err(failure.into_error());
+            }
+            Err(failure) => Some(failure.reason()),
+        },
+        _ => None,
+    };
+
     // An event is acceptable for ±tolerance around its timestamp, so it must be remembered
     // for twice the tolerance to outlive every moment a replay could still pass.
     let replay_key = format!("{name}:{}", verified.replay_key);
@@ -492,14 +512,19 @@ async fn accept(
 
     let id = verified.event_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let key = source.hook.delivery.ordering.as_ref().and_then(|ordering| {
-        let json = serde_json::from_slice::<serde_json::Value>(&body).ok();
-        ordering::resolve(ordering, &headers, json.as_ref())
-    });
+    let payload = json.as_ref().and_then(|json| json.as_ref().ok());
+    let key =
+        source.hook.delivery.ordering.as_ref().and_then(|ordering| ordering::resolve(ordering, &headers, payload));
+    let refused = refusal.is_some();
     let stored = async {
         let sequence = webhooks.sequencer.next(name).await?;
-        let event = StoredEvent::new(id.clone(), name.to_owned(), now, content_type, verified.forward_headers, &body)
-            .ordered(key, sequence);
+        let mut event =
+            StoredEvent::new(id.clone(), name.to_owned(), now, content_type, verified.forward_headers, &body)
+                .ordered(key, sequence);
+        if let Some(reason) = refusal {
+            // Kept for an operator in the dead letters, never delivered as it is.
+            event = event.refused(reason);
+        }
         webhooks.outbox.push(&event).await
     }
     .await;
@@ -516,7 +541,11 @@ async fn accept(
         tracing::warn!(source = name, error = %e, "cannot record an accepted webhook event's replay key");
     }
     source.notify.notify_one();
-    tracing::info!(source = name, id = %id, bytes = body.len(), "webhook event accepted");
+    if refused {
+        tracing::warn!(source = name, id = %id, bytes = body.len(), "webhook event accepted for the dead letters: payload does not match the schema");
+    } else {
+        tracing::info!(source = name, id = %id, bytes = body.len(), "webhook event accepted");
+    }
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true, "id": id }))).into_response())
 }
 

@@ -51,6 +51,12 @@ pub struct StoredEvent {
     /// Unix milliseconds before which it is not delivered (a deferred event; spool only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<i64>,
+    /// Set when the event is stored only to be kept in the dead letters, undelivered: the
+    /// reason they record (its payload failed the source's schema under
+    /// `on_schema_failure = "dead_letter"`: `schema: <first failure>`). A replay clears it.
+    /// Absent in events stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -78,7 +84,15 @@ impl StoredEvent {
             attempt: 0,
             parked: 0,
             not_before_ms: None,
+            refusal: None,
         }
+    }
+
+    /// The same event kept for the dead letters with `reason`, never delivered as it is.
+    #[must_use]
+    pub fn refused(mut self, reason: String) -> Self {
+        self.refusal = Some(reason);
+        self
     }
 
     /// The same event ordered by `key` with its `sequence`.
@@ -98,12 +112,14 @@ impl StoredEvent {
         Waiting { key: self.key.clone(), sequence: self.sequence, due_ms }
     }
 
-    /// The same event as a dead letter gives it back for a replay: attempts start over.
+    /// The same event as a dead letter gives it back for a replay: attempts start over, and
+    /// a refusal is lifted (the operator's replay is the decision to deliver it).
     #[must_use]
     pub fn revived(mut self) -> Self {
         self.attempt = 0;
         self.parked = 0;
         self.not_before_ms = None;
+        self.refusal = None;
         self
     }
 }
@@ -166,8 +182,8 @@ pub struct Waiting {
     pub due_ms: i64,
 }
 
-/// An event given up on: the upstream refused it, its attempts ran out, or it could not be
-/// read. Kept until an operator replays or deletes it.
+/// An event given up on: the upstream refused it, its attempts ran out, its payload failed
+/// the source's schema ([`StoredEvent::refusal`]), or it could not be read. Kept until an operator replays or deletes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub event: StoredEvent,
@@ -963,6 +979,19 @@ mod tests {
         assert_eq!(again.pending("meta").await.unwrap(), 1);
         assert_eq!(std::fs::read_dir(dir.path().join("meta").join("dead")).unwrap().count(), 1);
         assert_eq!(again.claim("meta").await.unwrap().unwrap().event.id, "c");
+    }
+
+    #[test]
+    fn events_stored_before_refusals_existed_still_read_and_a_revival_lifts_one() {
+        let before = r#"{"id":"e1","source":"meta","received_at":1,"content_type":null,"headers":[],"body":"e30="}"#;
+        let event: StoredEvent = serde_json::from_str(before).unwrap();
+        assert_eq!((event.refusal.as_deref(), event.body().unwrap().as_ref()), (None, &b"{}"[..]));
+        assert!(!serde_json::to_string(&event).unwrap().contains("refusal"), "written as before when unset");
+
+        let refused = event.refused("schema: /type: value is not one of [\"a\"]".to_owned());
+        let read: StoredEvent = serde_json::from_str(&serde_json::to_string(&refused).unwrap()).unwrap();
+        assert_eq!(read, refused);
+        assert_eq!(read.revived().refusal, None);
     }
 
     #[tokio::test]

@@ -529,3 +529,65 @@ fn the_operator_page_example_parses() {
     assert_eq!(file.webhooks["genesys"].profile.name(), "token");
     assert_eq!(file.routes.match_route("/v1/user/ordersX").map(|r| r.prefix.as_str()), Some("/v1/user"));
 }
+
+#[test]
+fn webhook_schemas_are_compiled_at_start_up() {
+    use crate::webhooks::schema::OnSchemaFailure;
+    let hook = |fields: &str| {
+        parse(&webhook(&format!("profile = \"standard\"\nsecrets = [\"s\"]\n{HOOK_UP}\n{fields}"))).webhooks["src"]
+            .clone()
+    };
+    assert!(hook("").schema.is_none());
+    let builtin = hook("schema = \"builtin:whatsapp\"").schema.unwrap();
+    assert_eq!((builtin.origin.as_str(), builtin.on_failure), ("builtin:whatsapp", OnSchemaFailure::Reject));
+    let dead = hook("schema = \"builtin:whatsapp\"\non_schema_failure = \"dead_letter\"").schema.unwrap();
+    assert_eq!(dead.on_failure, OnSchemaFailure::DeadLetter);
+    assert_eq!(
+        hook("schema = \"builtin:whatsapp\"\non_schema_failure = \"reject\"").schema.unwrap().on_failure,
+        OnSchemaFailure::Reject
+    );
+    // A relative path is read from the working directory (the crate's, under cargo test), as
+    // `ca_file` is.
+    assert_eq!(hook("schema = \"schemas/whatsapp.json\"").schema.unwrap().origin, "schemas/whatsapp.json");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("local.json");
+    std::fs::write(&file, r##"{"$defs": {"n": {"type": "integer"}}, "properties": {"n": {"$ref": "#/$defs/n"}}}"##)
+        .unwrap();
+    assert!(hook(&format!("schema = \"{}\"", file.display())).schema.is_some());
+}
+
+#[test]
+fn unusable_webhook_schemas_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let not_json = write("not-json.json", "{\"type\": ");
+    let invalid = write("invalid.json", r#"{"type": "no-such-type"}"#);
+    let remote = write("remote.json", r#"{"properties": {"a": {"$ref": "https://example.com/a.json"}}}"#);
+    let relative = write("relative.json", r#"{"$ref": "other.json"}"#);
+    let draft7 = write("draft7.json", r#"{"$schema": "http://json-schema.org/draft-07/schema#"}"#);
+    let missing = dir.path().join("absent.json").display().to_string();
+    let head = format!("profile = \"standard\"\nsecrets = [\"s\"]\n{HOOK_UP}\n");
+    for (fields, line, field, message) in [
+        (format!("schema = \"{missing}\""), 9, "webhooks.src.schema", "cannot be read"),
+        (format!("schema = \"{not_json}\""), 9, "webhooks.src.schema", "is not JSON"),
+        (format!("schema = \"{invalid}\""), 9, "webhooks.src.schema", "not a valid JSON Schema 2020-12"),
+        (format!("schema = \"{remote}\""), 9, "webhooks.src.schema", "only local references"),
+        (format!("schema = \"{relative}\""), 9, "webhooks.src.schema", "only local references"),
+        (format!("schema = \"{draft7}\""), 9, "webhooks.src.schema", "only JSON Schema 2020-12"),
+        ("schema = \"builtin:slack\"".to_owned(), 9, "webhooks.src.schema", "not a built-in schema"),
+        ("schema = \" \"".to_owned(), 9, "webhooks.src.schema", "must name"),
+        ("on_schema_failure = \"dead_letter\"".to_owned(), 9, "webhooks.src.on_schema_failure", "only with a `schema`"),
+        (
+            "schema = \"builtin:whatsapp\"\non_schema_failure = \"drop\"".to_owned(),
+            10,
+            "webhooks.src.on_schema_failure",
+            "not reject or dead_letter",
+        ),
+    ] {
+        refused(&webhook(&format!("{head}{fields}")), line, field, message);
+    }
+}

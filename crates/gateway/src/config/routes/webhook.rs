@@ -1,5 +1,6 @@
 //! `[webhooks.<source>]` tables: how `POST /v1/webhooks/{source}` is verified (profile,
-//! secrets, replay tolerance, source IPs) and where accepted events go.
+//! secrets, replay tolerance, source IPs), the schema its payloads must match, and where
+//! accepted events go.
 
 use std::{net::IpAddr, ops::Range, str::FromStr, time::Duration};
 
@@ -14,7 +15,10 @@ use super::{
     RoutesError, Source, SpannedList,
     delivery::{self, Delivery, RawDelivery, RawOrderingKey, RawPublish},
 };
-use crate::domain::Upstream;
+use crate::{
+    domain::Upstream,
+    webhooks::schema::{OnSchemaFailure, PayloadSchema},
+};
 
 /// How long a signed event stays acceptable, and how long its id or signature is remembered to
 /// refuse a replay, unless the source says otherwise.
@@ -41,6 +45,9 @@ pub struct Webhook {
     /// The source's own limit on deliveries (all senders together); webhooks are not counted
     /// against the generic `IP_RATE_LIMIT`.
     pub rate_limit: Option<platform::rate::RateLimit>,
+    /// `schema`: what a payload must match, compiled at start-up, with its
+    /// `on_schema_failure`; `None` accepts any payload.
+    pub schema: Option<PayloadSchema>,
     /// Ordering key, concurrency and retry schedule.
     pub delivery: Delivery,
     pub line: usize,
@@ -138,6 +145,8 @@ pub(super) struct RawWebhook {
     envelope: Option<Spanned<String>>,
     delivery_secrets: Option<SpannedList>,
     ca_file: Option<Spanned<String>>,
+    schema: Option<Spanned<String>>,
+    on_schema_failure: Option<Spanned<String>>,
 }
 
 fn valid_source(name: &str) -> bool {
@@ -349,6 +358,7 @@ pub(super) fn build(
             platform::rate::RateLimit::parse(r.get_ref()).map_err(|e| source.error(r.span(), field("rate_limit"), e))
         })
         .transpose()?;
+    let schema = payload_schema(source, source_name, raw)?;
     let delivery = delivery::build(
         source,
         source_name,
@@ -374,7 +384,44 @@ pub(super) fn build(
         tolerance,
         allowed_ips,
         rate_limit,
+        schema,
         delivery,
         line: source.position(name.span().start).0,
     })
+}
+
+/// `schema` and `on_schema_failure`: the schema read and compiled now, so a file that cannot
+/// be read, is not JSON, is not a valid JSON Schema 2020-12 or refers outside itself stops the
+/// start-up naming `webhooks.<source>.schema`.
+fn payload_schema(
+    source: &Source<'_>,
+    source_name: &str,
+    raw: &RawWebhook,
+) -> Result<Option<PayloadSchema>, RoutesError> {
+    let field = |key: &str| format!("webhooks.{source_name}.{key}");
+    let on_failure = match &raw.on_schema_failure {
+        None => OnSchemaFailure::default(),
+        Some(value) => OnSchemaFailure::parse(value.get_ref().trim()).ok_or_else(|| {
+            source.error(
+                value.span(),
+                field("on_schema_failure"),
+                format!("`{}` is not reject or dead_letter", value.get_ref()),
+            )
+        })?,
+    };
+    let Some(schema) = &raw.schema else {
+        return match &raw.on_schema_failure {
+            Some(value) => Err(source.error(value.span(), field("on_schema_failure"), "applies only with a `schema`")),
+            None => Ok(None),
+        };
+    };
+    let origin = schema.get_ref().trim();
+    if origin.is_empty() {
+        return Err(source.error(
+            schema.span(),
+            field("schema"),
+            "must name a JSON Schema 2020-12 file or a built-in schema (builtin:whatsapp)",
+        ));
+    }
+    PayloadSchema::load(origin, on_failure).map(Some).map_err(|e| source.error(schema.span(), field("schema"), e))
 }
