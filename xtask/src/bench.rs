@@ -1,6 +1,6 @@
-//! `cargo xtask bench [auth | gateway [--pinned | --callgrind] [--record] | sockets]
-//! [--quiet-logs]`: the benchmarks of SPEC §10, every server in a process of its own, the load
-//! generator in another.
+//! `cargo xtask bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks
+//! [spool] [redis] [rabbitmq] [--record]] [--quiet-logs]`: the benchmarks of SPEC §10, every
+//! server in a process of its own, the load generator in another.
 //!
 //! - `auth`: the criterion benches of `auth-service` against the all-in-one binary.
 //! - `gateway`: the gateway scenario judged as issue 12 says (the load generator and its
@@ -24,15 +24,19 @@
 //! - `sockets`: `crates/socket-service/benches/sockets.rs` against the all-in-one binary's
 //!   socket service: connect + validate, revocation → close, memory per idle connection
 //!   (the server's RSS, read from `/proc/<pid>/status`).
-//! - none named: all three, one after the other.
-//! - `--quick` (run by CI): the gateway scenario on the debug build, each target asked once;
-//!   see [`quick`].
+//! - `webhooks`: webhook ingestion on the spool, Redis and RabbitMQ (or the backends named),
+//!   the upstream fast and down (the load generator: `crates/gateway/benches/webhooks/`); see
+//!   [`webhooks`].
+//! - none named: all four, one after the other.
+//! - `--quick` (run by CI): the gateway scenario on the debug build, each target asked once,
+//!   and a webhook smoke on the spool; see [`quick`].
 //!
-//! `--quiet-logs` runs the gateway scenario's servers with `RUST_LOG=warn`, so the gateway
-//! writes no per-request access log line; by default they log as in production (`info`,
-//! `LOG_FORMAT=json`, to a file in the scratch directory). Every child process is killed when
-//! the scenario returns, fails or panics (a guard's `Drop`), then its database is dropped and
-//! its Redis keys deleted; Ctrl-C reaches them through the process group.
+//! `--quiet-logs` runs the gateway and webhook scenarios' servers with `RUST_LOG=warn`, so the
+//! gateway writes no per-request (or per-event) log line; by default they log as in production
+//! (`info`, `LOG_FORMAT=json`, to a file in the scratch directory). Every child process is
+//! killed when the scenario returns, fails or panics (a guard's `Drop`), then its database is
+//! dropped, its Redis keys and RabbitMQ queues deleted; Ctrl-C reaches them through the
+//! process group.
 
 use std::{
     net::TcpStream,
@@ -45,6 +49,10 @@ use auth_contract::proto::{IssueServiceTokenRequest, auth_internal_client::AuthI
 
 use crate::workspace_root;
 
+mod webhooks;
+
+const USAGE: &str = "usage: cargo xtask bench [auth | gateway [--pinned | --callgrind] [--record] | sockets \
+                     | webhooks [spool] [redis] [rabbitmq] [--record]] [--quiet-logs] | bench --quick";
 const SECRET: &str = "bench-service-secret-0123456789abcdef0123";
 /// The gateway route the scenario measures; the load generator asks for a path beneath it.
 const ROUTE_PREFIX: &str = "/v1/user/bench";
@@ -64,16 +72,16 @@ pub async fn run(args: &[&str]) -> Result<(), String> {
         [] if !gateway_only => {
             auth()?;
             gateway(&options).await?;
-            sockets()
+            sockets()?;
+            webhooks::run(&[], options.quiet_logs, false)
         }
         ["gateway"] | [] => gateway(&options).await,
         ["auth"] => auth(),
         ["sockets"] => sockets(),
-        _ => Err(
-            "usage: cargo xtask bench [auth | gateway [--pinned | --callgrind] [--record] | sockets] [--quiet-logs] \
-                  | bench --quick"
-                .to_owned(),
-        ),
+        ["webhooks", backends @ ..] if !options.pinned && !options.callgrind => {
+            webhooks::run(backends, options.quiet_logs, options.record)
+        }
+        _ => Err(USAGE.to_owned()),
     }
 }
 
@@ -262,6 +270,8 @@ struct Binaries {
     gateway: PathBuf,
     /// `crates/gateway/benches/proxy`: the load generator, the upstream and the forwarder.
     bench: PathBuf,
+    /// `crates/gateway/benches/webhooks`: the webhook load generator and its fast upstream.
+    webhooks: PathBuf,
 }
 
 /// Builds the servers and the bench binary (`--release`, or the debug build reusing the test
@@ -271,11 +281,11 @@ fn build_binaries(root: &Path, release: bool) -> Result<Binaries, String> {
     command.current_dir(root);
     if release {
         command.args(["build", "--release", "-p", "portcullis", "-p", "auth-service", "-p", "gateway", "--bins"]);
-        command.args(["--bench", "proxy"]);
+        command.args(["--bench", "proxy", "--bench", "webhooks"]);
     } else {
         // The whole workspace's binaries with its tests, so the features are unified as the
-        // test run unified them and only the binaries and the bench itself are compiled.
-        command.args(["build", "--workspace", "--bins", "--tests", "--bench", "proxy"]);
+        // test run unified them and only the binaries and the benches themselves are compiled.
+        command.args(["build", "--workspace", "--bins", "--tests", "--bench", "proxy", "--bench", "webhooks"]);
     }
     let output = command
         .args(["--message-format=json-render-diagnostics"])
@@ -285,18 +295,22 @@ fn build_binaries(root: &Path, release: bool) -> Result<Binaries, String> {
     if !output.status.success() {
         return Err("building the gateway scenario failed".to_owned());
     }
-    let bench = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "proxy")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| "cargo did not name the proxy bench executable".to_owned())?;
+    let messages = String::from_utf8_lossy(&output.stdout);
+    let executable = |name: &str| {
+        messages
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .ok_or_else(|| format!("cargo did not name the {name} bench executable"))
+    };
     let dir = target_dir(root).join(if release { "release" } else { "debug" });
     Ok(Binaries {
         portcullis: dir.join("portcullis"),
         auth_service: dir.join("auth-service"),
         gateway: dir.join("gateway"),
-        bench,
+        bench: executable("proxy")?,
+        webhooks: executable("webhooks")?,
     })
 }
 
@@ -582,6 +596,111 @@ fn logs(command: &mut Command, quiet: bool, log: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The auth service's ports.
+#[derive(Clone, Copy)]
+struct AuthPorts {
+    http: u16,
+    grpc: u16,
+}
+
+/// Starts the standalone auth service (pinned to `cpus` when given) on `database`, with
+/// `redis`'s key prefix, logging to `auth-service.log` in `dir`; answers its ports once both
+/// listen.
+fn start_auth_service(
+    children: &mut Children,
+    bins: &Binaries,
+    cpus: Option<&str>,
+    database: &Database,
+    redis: &RedisPrefix,
+    dir: &Path,
+    quiet_logs: bool,
+) -> Result<AuthPorts, String> {
+    let ports = AuthPorts { http: free_port()?, grpc: free_port()? };
+    let mut auth = pinned(&bins.auth_service, cpus);
+    auth.env("HOST", "127.0.0.1")
+        .env("PORT", ports.http.to_string())
+        .env("GRPC_PORT", ports.grpc.to_string())
+        .env("DATABASE_URL", database.url())
+        .env("REDIS_URL", format!("redis://{}", redis_address()))
+        .env("REDIS_KEY_PREFIX", &redis.0)
+        .env("JWT_SECRET", JWT_SECRET)
+        .env("SERVICE_SECRET", SECRET)
+        .env("CONTEXT_SIGNING_SECRET", CONTEXT_SECRET)
+        .env("TRUSTED_PROXIES", "127.0.0.1/32")
+        .env("JWT_EXPIRES_IN", "1h")
+        .env("SERVICE_TOKEN_EXPIRES_IN", "1h");
+    logs(&mut auth, quiet_logs, &dir.join("auth-service.log"))?;
+    children.spawn("the auth service", &mut auth)?;
+    children.wait_for(ports.http)?;
+    children.wait_for(ports.grpc)?;
+    Ok(ports)
+}
+
+/// What every standalone gateway of a scenario is given: the auth service, the Redis key
+/// prefix, the routes file, the scratch directory, its workers and its log level.
+struct GatewaySetup<'a> {
+    auth: AuthPorts,
+    redis: &'a RedisPrefix,
+    routes: &'a Path,
+    dir: &'a Path,
+    workers: u32,
+    quiet_logs: bool,
+}
+
+impl GatewaySetup<'_> {
+    /// `gateway` (the binary itself, pinned or under callgrind) as the standalone gateway
+    /// `name` on `port`, its data directory and log file named after it in the scratch
+    /// directory. An inherited `AMQP_URL` is removed: the caller sets one when it wants it.
+    fn command(&self, mut gateway: Command, name: &str, port: u16) -> Result<Command, String> {
+        gateway
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("AUTH_SERVICE_URL", format!("http://127.0.0.1:{}", self.auth.grpc))
+            .env("AUTH_HTTP_URL", format!("http://127.0.0.1:{}", self.auth.http))
+            .env("REDIS_URL", format!("redis://{}", redis_address()))
+            .env("REDIS_KEY_PREFIX", &self.redis.0)
+            .env("SERVICE_SECRET", SECRET)
+            .env("CONTEXT_SIGNING_SECRET", CONTEXT_SECRET)
+            .env("GATEWAY_CONFIG", self.routes)
+            .env("DATA_DIR", self.dir.join(format!("{name}-data")))
+            .env("TOKIO_WORKER_THREADS", self.workers.to_string())
+            .env_remove("AMQP_URL");
+        logs(&mut gateway, self.quiet_logs, &self.dir.join(format!("{name}.log")))?;
+        Ok(gateway)
+    }
+}
+
+/// The all-in-one binary in embedded mode (SQLite and the spool under `data`), its auth
+/// service on `auth`'s ports and its gateway on `port` with `routes`. `DATABASE_URL`,
+/// `REDIS_URL` and `AMQP_URL` are removed, so none inherited from the shell makes it
+/// distributed.
+fn all_in_one_command(
+    program: &Path,
+    auth: &AuthPorts,
+    port: u16,
+    routes: &Path,
+    data: &Path,
+    workers: u32,
+) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env("DATA_DIR", data)
+        .env("AUTH_PORT", auth.http.to_string())
+        .env("AUTH_GRPC_PORT", auth.grpc.to_string())
+        .env("GATEWAY_PORT", port.to_string())
+        .env("GATEWAY_CONFIG", routes)
+        .env("SOCKET_PORT", "0")
+        .env("SERVICE_SECRET", SECRET)
+        .env("CONTEXT_SIGNING_SECRET", CONTEXT_SECRET)
+        .env("SERVICE_TOKEN_EXPIRES_IN", "1h")
+        .env("JWT_EXPIRES_IN", "1h")
+        .env("TOKIO_WORKER_THREADS", workers.to_string())
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("AMQP_URL");
+    command
+}
+
 /// The servers of one pass of the gateway scenario, running until dropped, and the plan the
 /// load generator is given.
 struct Scenario {
@@ -590,6 +709,7 @@ struct Scenario {
     _children: Children,
     _database: Option<Database>,
     _redis: Option<RedisPrefix>,
+    _queues: Option<webhooks::QueuePrefix>,
     scratch: Scratch,
     plan: serde_json::Value,
 }
@@ -677,42 +797,11 @@ async fn start_scenario(bins: &Binaries, pass: Pass, quiet_logs: bool) -> Result
     // The distributed pair: the auth service (idle on cache hits) and the judged gateway.
     let database = Database::create()?;
     let redis = RedisPrefix::new()?;
-    let (auth_http, auth_grpc, edge) = (free_port()?, free_port()?, free_port()?);
-    let redis_url = format!("redis://{}", redis_address());
-    let mut auth = pinned(&bins.auth_service, rest_cpus);
-    auth.env("HOST", "127.0.0.1")
-        .env("PORT", auth_http.to_string())
-        .env("GRPC_PORT", auth_grpc.to_string())
-        .env("DATABASE_URL", database.url())
-        .env("REDIS_URL", &redis_url)
-        .env("REDIS_KEY_PREFIX", &redis.0)
-        .env("JWT_SECRET", JWT_SECRET)
-        .env("SERVICE_SECRET", SECRET)
-        .env("CONTEXT_SIGNING_SECRET", CONTEXT_SECRET)
-        .env("TRUSTED_PROXIES", "127.0.0.1/32")
-        .env("JWT_EXPIRES_IN", "1h")
-        .env("SERVICE_TOKEN_EXPIRES_IN", "1h");
-    logs(&mut auth, quiet_logs, &dir.join("auth-service.log"))?;
-    children.spawn("the auth service", &mut auth)?;
-    children.wait_for(auth_http)?;
-    children.wait_for(auth_grpc)?;
-
-    let gateway_command = |name: &str, port: u16, mut gateway: Command| -> Result<Command, String> {
-        gateway
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("AUTH_SERVICE_URL", format!("http://127.0.0.1:{auth_grpc}"))
-            .env("AUTH_HTTP_URL", format!("http://127.0.0.1:{auth_http}"))
-            .env("REDIS_URL", &redis_url)
-            .env("REDIS_KEY_PREFIX", &redis.0)
-            .env("SERVICE_SECRET", SECRET)
-            .env("CONTEXT_SIGNING_SECRET", CONTEXT_SECRET)
-            .env("GATEWAY_CONFIG", &routes_file)
-            .env("DATA_DIR", dir.join(format!("{name}-data")))
-            .env("TOKIO_WORKER_THREADS", workers.to_string());
-        logs(&mut gateway, quiet_logs, &dir.join(format!("{name}.log")))?;
-        Ok(gateway)
-    };
+    let edge = free_port()?;
+    let auth = start_auth_service(&mut children, bins, rest_cpus, &database, &redis, &dir, quiet_logs)?;
+    let auth_http = auth.http;
+    let setup = GatewaySetup { auth, redis: &redis, routes: &routes_file, dir: &dir, workers, quiet_logs };
+    let gateway_command = |name: &str, port: u16, gateway: Command| setup.command(gateway, name, port);
     let gateway = match pass {
         Pass::Callgrind => under_callgrind(&bins.gateway, &dir.join("callgrind.gateway.out")),
         _ => pinned(&bins.gateway, proxy_cpus),
@@ -752,19 +841,9 @@ async fn start_scenario(bins: &Binaries, pass: Pass, quiet_logs: bool) -> Result
     let mut all_in_one = None;
     if pass.every_peer() {
         let (http, grpc, port) = (free_port()?, free_port()?, free_port()?);
-        let mut portcullis = Command::new(&bins.portcullis);
-        portcullis
-            .env("DATA_DIR", dir.join("data"))
-            .env("AUTH_PORT", http.to_string())
-            .env("AUTH_GRPC_PORT", grpc.to_string())
-            .env("GATEWAY_PORT", port.to_string())
-            .env("GATEWAY_CONFIG", &routes_file)
-            .env("SOCKET_PORT", "0")
-            .env("SERVICE_SECRET", SECRET)
-            .env("CONTEXT_SIGNING_SECRET", CONTEXT_SECRET)
-            .env("SERVICE_TOKEN_EXPIRES_IN", "1h")
-            .env("JWT_EXPIRES_IN", "1h")
-            .env("TOKIO_WORKER_THREADS", workers.to_string());
+        let auth = AuthPorts { http, grpc };
+        let mut portcullis =
+            all_in_one_command(&bins.portcullis, &auth, port, &routes_file, &dir.join("data"), workers);
         logs(&mut portcullis, quiet_logs, &dir.join("all-in-one.log"))?;
         children.spawn("the all-in-one server", &mut portcullis)?;
         children.wait_for(grpc)?;
@@ -894,21 +973,34 @@ async fn start_scenario(bins: &Binaries, pass: Pass, quiet_logs: bool) -> Result
         ),
     };
     let plan = serde_json::json!({ "layout": layout, "targets": targets });
-    Ok(Scenario { _children: children, _database: Some(database), _redis: Some(redis), scratch, plan })
+    Ok(Scenario { _children: children, _database: Some(database), _redis: Some(redis), _queues: None, scratch, plan })
 }
 
-/// Runs the bench binary against a started scenario with `env`, pinned to `cpus` when given.
+/// Runs the gateway bench binary against a started scenario with `env`, pinned to `cpus`
+/// when given.
 fn run_load(bins: &Binaries, scenario: &Scenario, cpus: Option<&str>, env: &[(&str, String)]) -> Result<(), String> {
+    run_plan(&bins.bench, "the gateway benchmark", scenario, cpus, env)
+}
+
+/// Runs the load generator `bench` (`what`, for the message when it fails) with the
+/// scenario's plan (`BENCH_PLAN`) and `env`, pinned to `cpus` when given.
+fn run_plan(
+    bench: &Path,
+    what: &str,
+    scenario: &Scenario,
+    cpus: Option<&str>,
+    env: &[(&str, String)],
+) -> Result<(), String> {
     let plan = scenario.scratch.0.join("plan.json");
     std::fs::write(&plan, serde_json::to_vec_pretty(&scenario.plan).map_err(|e| e.to_string())?)
         .map_err(|e| format!("{}: {e}", plan.display()))?;
-    let mut command = pinned(&bins.bench, cpus);
+    let mut command = pinned(bench, cpus);
     command.env("BENCH_PLAN", &plan);
     for (name, value) in env {
         command.env(name, value);
     }
-    let status = command.status().map_err(|e| format!("{}: {e}", bins.bench.display()))?;
-    if status.success() { Ok(()) } else { Err("the gateway benchmark FAILED (see above)".to_owned()) }
+    let status = command.status().map_err(|e| format!("{}: {e}", bench.display()))?;
+    if status.success() { Ok(()) } else { Err(format!("{what} FAILED (see above)")) }
 }
 
 /// What `cargo xtask bench gateway` was asked for.
@@ -974,11 +1066,14 @@ async fn gateway(options: &GatewayOptions) -> Result<(), String> {
 /// `cargo xtask bench --quick` (run by CI): the gateway scenario on the debug build (the
 /// distributed pair on PostgreSQL and Redis included), every target asked once for a GET and
 /// a POST with a user's Bearer token, each expected to answer the upstream's `200 ok` (through
-/// the gateways, the upstream's verifying port checks the signed context). It proves the
-/// scenario runs; it measures nothing and judges no speed.
+/// the gateways, the upstream's verifying port checks the signed context); then the webhook
+/// smoke ([`webhooks::quick`]). It proves the scenarios run; it measures nothing and judges
+/// no speed.
 pub async fn quick() -> Result<(), String> {
     let root = workspace_root();
     let bins = build_binaries(&root, false)?;
     let scenario = start_scenario(&bins, Pass::Quick, true).await?;
-    run_load(&bins, &scenario, None, &[("BENCH_CHECK_ONLY", "1".to_owned())])
+    let gateway = run_load(&bins, &scenario, None, &[("BENCH_CHECK_ONLY", "1".to_owned())]);
+    drop(scenario);
+    gateway.and(webhooks::quick(&bins))
 }

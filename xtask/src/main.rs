@@ -4,10 +4,11 @@
 //!   embedded SQLite file under `DATA_DIR`)
 //! - `cleanup [--dry-run]` delete expired sessions, refresh tokens and revocations; print counts
 //! - `users set-role <email> <member|admin>` change a user's role
-//! - `bench [auth | gateway [--pinned | --callgrind] [--record] | sockets] [--quiet-logs]` and
-//!   `bench --quick` run the benchmarks of SPEC §10 (all by default): the auth service's
-//!   criterion benches, the gateway scenario judged against its peers and a bare hyper
-//!   forwarder, and the socket service's; see [`bench`]
+//! - `bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool]
+//!   [redis] [rabbitmq] [--record]] [--quiet-logs]` and `bench --quick` run the benchmarks of
+//!   SPEC §10 (all by default): the auth service's criterion benches, the gateway scenario
+//!   judged against its peers and a bare hyper forwarder, the socket service's, and webhook
+//!   ingestion per backend; see [`bench`]
 //! - `ssot-check`         prove only the auth service depends on a JWT library or reads `JWT_SECRET`
 //! - `codemap-check`      prove ARCHITECTURE.md's codemap names only real paths and every module
 //! - `keys retire --dir <deployment> [--dry-run]` take a public-key setup (`keys/*.pem`, the
@@ -40,7 +41,7 @@ use platform::{
     env::{EnvExt, OsEnv},
 };
 
-const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets] [--quiet-logs] | bench --quick | ssot-check | codemap-check | webhooks dead <list|show|replay> <source> [name|--all] | keys retire --dir <deployment> [--dry-run]>";
+const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool] [redis] [rabbitmq] [--record]] [--quiet-logs] | bench --quick | ssot-check | codemap-check | webhooks dead <list|show|replay> <source> [name|--all] | keys retire --dir <deployment> [--dry-run]>";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)

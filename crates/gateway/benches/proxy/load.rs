@@ -14,21 +14,16 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 
-use crate::{EXPECTED_BODY, POST_BODY_LEN, cpu};
+use crate::{
+    EXPECTED_BODY, POST_BODY_LEN,
+    support::{Failures, Sender, WARM_UP, cpu, quantile},
+};
 
-pub const WARM_UP: Duration = Duration::from_secs(1);
 /// Connections the open-loop load spreads over.
 pub const OPEN_LOOP_CONNECTIONS: usize = 64;
 /// How long unanswered requests are awaited once an open-loop run stops releasing them.
 const DRAIN: Duration = Duration::from_secs(3);
-/// Failure messages kept per figure (all are counted).
-const KEPT_MESSAGES: usize = 3;
-
-pub type Sender = SendRequest<Full<Bytes>>;
-
 /// Where a target is asked, and with what.
 #[derive(Clone)]
 pub struct Target {
@@ -42,37 +37,8 @@ pub struct Target {
     pub post_body: Bytes,
 }
 
-/// Failed requests of one figure: a count and the first few descriptions.
-#[derive(Clone, Default)]
-pub struct Failures(Arc<Mutex<(u64, Vec<String>)>>);
-
-impl Failures {
-    pub fn record(&self, what: String) {
-        let mut inner = self.0.lock().expect("failures");
-        inner.0 += 1;
-        if inner.1.len() < KEPT_MESSAGES {
-            inner.1.push(what);
-        }
-    }
-
-    pub fn count(&self) -> u64 {
-        self.0.lock().expect("failures").0
-    }
-
-    pub fn messages(&self) -> Vec<String> {
-        self.0.lock().expect("failures").1.clone()
-    }
-}
-
 pub async fn connect(target: &Target) -> Result<Sender, String> {
-    let stream = tokio::net::TcpStream::connect(&target.authority)
-        .await
-        .map_err(|e| format!("connect to {}: {e}", target.authority))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(connection);
-    Ok(sender)
+    crate::support::connect(&target.authority).await
 }
 
 /// One request (a POST with the 1 KiB body when `post`, else a GET), its answer read to the
@@ -163,16 +129,7 @@ pub async fn max_throughput(target: &Target, connections: usize, seconds: Durati
         }));
     }
     // The target's CPU over exactly the counted window.
-    let pids = target.pids.clone();
-    let cpu = tokio::spawn(async move {
-        if pids.is_empty() {
-            return None;
-        }
-        tokio::time::sleep_until(start.into()).await;
-        let before = cpu::tree_ticks(&pids)?;
-        tokio::time::sleep_until(end.into()).await;
-        Some(cpu::tree_ticks(&pids)?.saturating_sub(before))
-    });
+    let cpu = tokio::spawn(cpu::ticks_between(target.pids.clone(), start, end));
     for task in tasks {
         task.await.expect("load task");
     }
@@ -180,9 +137,7 @@ pub async fn max_throughput(target: &Target, connections: usize, seconds: Durati
     let ticks = cpu.await.expect("cpu task");
     Throughput {
         per_second: answered as f64 / seconds.as_secs_f64(),
-        cpu_us_per_request: ticks
-            .filter(|_| answered > 0)
-            .map(|ticks| ticks as f64 / cpu::clock_ticks() * 1e6 / answered as f64),
+        cpu_us_per_request: cpu::micros_each(ticks, answered),
     }
 }
 
@@ -300,19 +255,12 @@ pub async fn latency_at(target: &Target, rate: f64, seconds: Duration, failures:
     let mut samples = std::mem::take(&mut *samples.lock().expect("samples"));
     samples.sort_unstable();
     let released = released.load(Ordering::Relaxed);
-    let quantile = |q: f64| -> Duration {
-        if samples.is_empty() {
-            return Duration::ZERO;
-        }
-        let index = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-        samples[index]
-    };
     Latency {
         offered: rate,
         achieved: samples.len() as f64 / seconds.as_secs_f64(),
-        p50: quantile(0.50),
-        p90: quantile(0.90),
-        p99: quantile(0.99),
+        p50: quantile(&samples, 0.50),
+        p90: quantile(&samples, 0.90),
+        p99: quantile(&samples, 0.99),
         max: samples.last().copied().unwrap_or_default(),
         unanswered: released.saturating_sub(samples.len() as u64 + failed.load(Ordering::Relaxed)),
     }

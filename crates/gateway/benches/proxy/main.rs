@@ -43,10 +43,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cpu;
 mod load;
 mod report;
 mod serve;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::{collections::HashMap, path::Path, process::ExitCode, time::Duration};
 
@@ -54,7 +55,10 @@ use http::HeaderValue;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::load::{Failures, Target};
+use crate::{
+    load::Target,
+    support::{Failures, WARM_UP, load_average, machine, micros},
+};
 
 /// The gateway binaries use mimalloc; the forwarder is judged with the same allocator.
 #[global_allocator]
@@ -269,7 +273,7 @@ async fn callgrind(plan: &Plan, targets: &[(PlannedTarget, Target)], requests: u
     if let Some(ratio) = ratio {
         println!("  gateway instructions per request ÷ bare forwarder's: {ratio:.2}");
     }
-    let summary = json!({"layout": plan.layout, "machine": report::machine(), "callgrind": rows,
+    let summary = json!({"layout": plan.layout, "machine": machine(), "callgrind": rows,
         "gateway_vs_forwarder": ratio.map(|r| (r * 1000.0).round() / 1000.0)});
     if let Ok(path) = std::env::var("BENCH_SUMMARY") {
         std::fs::write(&path, serde_json::to_string_pretty(&summary).expect("json")).map_err(|e| e.to_string())?;
@@ -294,14 +298,14 @@ async fn measure(plan: &Plan, targets: Vec<(PlannedTarget, Target)>) -> Result<(
         connections,
         seconds,
         rate,
-        load_before: report::load_average(),
+        load_before: load_average(),
     };
     println!(
         "gateway scenario: {}; {}; {rounds} rounds; {connections} connections closed loop, {} s (+{} s warm-up) per figure, open loop at {rate:.0} /s; load average {}",
-        report::machine(),
+        machine(),
         plan.layout,
         seconds.as_secs(),
-        load::WARM_UP.as_secs(),
+        WARM_UP.as_secs(),
         settings.load_before
     );
     let mut rows: Vec<report::Row> = targets
@@ -346,7 +350,7 @@ async fn measure(plan: &Plan, targets: Vec<(PlannedTarget, Target)>) -> Result<(
             row.rounds.push(figure);
         }
     }
-    let summary = report::Summary { settings, rows, failures, load_after: report::load_average() };
+    let summary = report::Summary { settings, rows, failures, load_after: load_average() };
     let (json, markdown, svg) = (summary.json(), summary.markdown(), summary.svg());
     println!("\n{markdown}");
     if let Ok(path) = std::env::var("BENCH_SUMMARY") {
@@ -378,7 +382,6 @@ fn report_failures(all: &mut Vec<report::Failed>, round: usize, target: &str, fi
 }
 
 fn print_latency(name: &str, l: &load::Latency) {
-    let micros = report::micros;
     println!(
         "  latency         {:<40} offered {:>6.0}/s answered {:>6.0}/s  p50 {:>7.0} µs  p90 {:>7.0} µs  p99 {:>7.0} µs  max {:>7.0} µs  ({} unanswered){}",
         name,

@@ -5,33 +5,13 @@ use std::{fmt::Write as _, time::Duration};
 
 use serde_json::{Value, json};
 
-use crate::load::{Latency, OPEN_LOOP_CONNECTIONS};
-
-pub fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-pub fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    // The machine's processors, not this process's share (`taskset` narrows that).
-    let cores = std::fs::read_to_string("/proc/cpuinfo")
-        .map(|info| info.lines().filter(|l| l.starts_with("processor")).count())
-        .unwrap_or(0);
-    format!("{cores} × {cpu}")
-}
-
-pub fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
+use crate::{
+    load::{Latency, OPEN_LOOP_CONNECTIONS},
+    support::{
+        chart::{self, Bar, Panel},
+        machine, micros,
+    },
+};
 
 pub struct Settings {
     pub layout: String,
@@ -337,55 +317,31 @@ impl Summary {
     pub fn svg(&self) -> String {
         let rows: Vec<(&Row, Medians)> =
             self.rows.iter().filter(|r| r.group == "main").map(|r| (r, self.medians(r))).collect();
-        let (label_width, bar_width, line, top) = (260.0, 360.0, 22.0, 56.0);
-        let panel_height = top + line * rows.len() as f64 + 16.0;
-        let width = label_width + bar_width + 120.0;
-        let mut svg = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"13\">\n\
-             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
-            panel_height * 2.0
-        );
         let panels: [(&str, Figure, &str); 2] = [
             ("CPU per request (µs, median; lower is better)", |m| m.cpu_us, "µs"),
             ("Max throughput (requests/s, median)", |m| m.throughput, "/s"),
         ];
-        for (p, (title, value, unit)) in panels.iter().enumerate() {
-            let y0 = panel_height * p as f64;
-            let max = rows.iter().filter_map(|(_, m)| value(m)).fold(0.0, f64::max).max(1e-9);
-            let _ = writeln!(svg, "<text x=\"10\" y=\"{}\" font-weight=\"bold\">{}</text>", y0 + 28.0, escape(title));
-            for (i, (row, m)) in rows.iter().enumerate() {
-                let y = y0 + top + line * i as f64;
-                let colour = match row.role.as_str() {
-                    "judged" => "#c0392b",
-                    "nginx" => "#27ae60",
-                    "forwarder" => "#2980b9",
-                    "direct" => "#7f8c8d",
-                    _ => "#95a5a6",
-                };
-                let _ = writeln!(
-                    svg,
-                    "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-                    label_width - 8.0,
-                    y + 14.0,
-                    escape(&row.name)
-                );
-                let Some(v) = value(m) else { continue };
-                let w = (v / max * bar_width).max(1.0);
-                let _ = writeln!(
-                    svg,
-                    "<rect x=\"{label_width}\" y=\"{}\" width=\"{w:.1}\" height=\"16\" fill=\"{colour}\"/>\n\
-                     <text x=\"{:.1}\" y=\"{}\">{v:.1} {unit}</text>",
-                    y + 2.0,
-                    label_width + w + 6.0,
-                    y + 14.0
-                );
-            }
-        }
-        svg.push_str("</svg>\n");
-        svg
+        let panels: Vec<Panel> = panels
+            .into_iter()
+            .map(|(title, value, unit)| Panel {
+                title,
+                unit,
+                bars: rows
+                    .iter()
+                    .map(|(row, m)| Bar {
+                        label: row.name.clone(),
+                        colour: match row.role.as_str() {
+                            "judged" => "#c0392b",
+                            "nginx" => "#27ae60",
+                            "forwarder" => "#2980b9",
+                            "direct" => "#7f8c8d",
+                            _ => "#95a5a6",
+                        },
+                        value: value(m),
+                    })
+                    .collect(),
+            })
+            .collect();
+        chart::bars(&panels)
     }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

@@ -8,7 +8,7 @@
 //! that did not authenticate and sign fails. With a spin it burns that much of its thread's
 //! CPU per request before answering (a busy upstream, not a sleeping one).
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use auth_contract::{
     Kind,
@@ -24,7 +24,7 @@ use hyper_util::{
 };
 use platform::clock::{Clock as _, SystemClock};
 
-use crate::{EXPECTED_BODY, POST_BODY_LEN};
+use crate::{EXPECTED_BODY, POST_BODY_LEN, support::serve};
 
 fn runtime() -> tokio::runtime::Runtime {
     // The worker count comes from `TOKIO_WORKER_THREADS`, which xtask sets like every peer's.
@@ -56,19 +56,11 @@ pub fn upstream(plain: u16, verifying: Option<(u16, String)>, spin: Duration) {
 }
 
 async fn serve_upstream(port: u16, checks: Arc<Checks>) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the upstream");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let _ = stream.set_nodelay(true);
+    serve(port, move |request| {
         let checks = checks.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let checks = checks.clone();
-                async move { Ok::<_, Infallible>(answer(request, &checks).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
+        async move { answer(request, &checks).await }
+    })
+    .await;
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -1,5 +1,7 @@
 //! CPU time of process trees from `/proc`: what a target costs over a counted window.
 
+use std::time::Instant;
+
 /// Clock ticks per second of `/proc/<pid>/stat`'s CPU times.
 pub fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
@@ -37,4 +39,21 @@ pub fn tree_ticks(roots: &[u32]) -> Option<u64> {
         }
     }
     Some(processes.iter().filter(|(pid, _, _)| counted.contains(pid)).map(|(_, _, ticks)| ticks).sum())
+}
+
+/// The CPU ticks `pids` (with their descendants) spend from `start` to `end`, read at those
+/// instants; `None` without pids or when `/proc` cannot be read.
+pub async fn ticks_between(pids: Vec<u32>, start: Instant, end: Instant) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    tokio::time::sleep_until(start.into()).await;
+    let before = tree_ticks(&pids)?;
+    tokio::time::sleep_until(end.into()).await;
+    Some(tree_ticks(&pids)?.saturating_sub(before))
+}
+
+/// `ticks` as microseconds of CPU per one of `count` (`None` when nothing was counted).
+pub fn micros_each(ticks: Option<u64>, count: u64) -> Option<f64> {
+    ticks.filter(|_| count > 0).map(|ticks| ticks as f64 / clock_ticks() * 1e6 / count as f64)
 }
