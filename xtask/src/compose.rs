@@ -12,19 +12,22 @@ use std::{
 
 /// A compose service as far as these checks need it.
 #[derive(Default, Debug)]
-struct Service {
+pub struct Service {
     built: bool,
     health_check: Option<Vec<String>>,
     /// Lines under `depends_on:`, trimmed.
     depends_on: Vec<String>,
+    /// The names its `environment:` map sets.
+    pub environment: BTreeSet<String>,
 }
 
 /// The services of a compose file, read line by line (two-space indentation).
-fn services(compose: &str) -> BTreeMap<String, Service> {
+pub fn services(compose: &str) -> BTreeMap<String, Service> {
     let mut found: BTreeMap<String, Service> = BTreeMap::new();
     let mut in_services = false;
     let mut current: Option<String> = None;
     let mut in_depends = false;
+    let mut in_environment = false;
     for line in compose.lines() {
         let content = line.trim();
         if content.is_empty() || content.starts_with('#') {
@@ -42,14 +45,18 @@ fn services(compose: &str) -> BTreeMap<String, Service> {
         if indent == 2 {
             current = content.strip_suffix(':').map(str::to_owned);
             in_depends = false;
+            in_environment = false;
             continue;
         }
         let Some(service) = current.as_ref().map(|name| found.entry(name.clone()).or_default()) else { continue };
         if indent == 4 {
             in_depends = content == "depends_on:";
+            in_environment = content == "environment:";
             service.built |= content.starts_with("build:");
         } else if in_depends {
             service.depends_on.push(content.to_owned());
+        } else if let Some((name, _)) = content.split_once(':').filter(|_| in_environment && indent == 6) {
+            service.environment.insert(name.to_owned());
         }
         if let Some(test) = content.strip_prefix("test:") {
             service.health_check = serde_json::from_str(test.trim()).ok();
@@ -79,7 +86,7 @@ fn variables(compose: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn read(root: &Path, file: &str) -> String {
+pub fn read(root: &Path, file: &str) -> String {
     fs::read_to_string(root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
@@ -125,9 +132,10 @@ fn every_variable_compose_reads_is_documented_in_the_env_example() {
 
 #[test]
 fn the_readers_see_what_is_written() {
-    let compose = "services:\n  a:\n    build: .\n    healthcheck:\n      test: [\"CMD\", \"a\", \"health\"]\n    depends_on:\n      b:\n        condition: service_started\n  b:\n    image: x\nvolumes:\n  v:\n";
+    let compose = "services:\n  a:\n    build: .\n    environment:\n      PORT: \"1\"\n      URL: http://x:1\n    healthcheck:\n      test: [\"CMD\", \"a\", \"health\"]\n    depends_on:\n      b:\n        condition: service_started\n  b:\n    image: x\nvolumes:\n  v:\n";
     let found = services(compose);
     assert!(found["a"].built && !found["b"].built);
+    assert_eq!(found["a"].environment, BTreeSet::from(["PORT".into(), "URL".into()]));
     assert_eq!(found["a"].health_check.as_deref(), Some(&["CMD".to_owned(), "a".to_owned(), "health".to_owned()][..]));
     assert_eq!(found["a"].depends_on, ["b:", "condition: service_started"]);
     assert_eq!(variables("x: ${A:-1} ${B:?no} ${C}"), BTreeSet::from(["A".into(), "B".into(), "C".into()]));

@@ -20,7 +20,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-const USAGE: &str = "usage: cargo xtask keys retire --dir <deployment> [--dry-run]";
+const USAGE: &str = "usage: cargo xtask keys retire --dir <deployment> [--dry-run] | keys rotate (--env-file <path> | --data-dir <dir>) (--stage | --promote | --prune) [--only jwt|service|context]...";
 
 /// The variables of the public-key setup.
 const RETIRED: [&str; 6] =
@@ -30,6 +30,9 @@ const RETIRED: [&str; 6] =
 const SKIPPED_DIRS: [&str; 4] = [".git", "node_modules", "target", "backups"];
 
 pub fn run(args: &[&str]) -> Result<(), String> {
+    if let ["rotate", rest @ ..] = args {
+        return rotate(rest);
+    }
     let (dir, dry_run) = match args {
         ["retire", "--dir", dir] => (*dir, false),
         ["retire", "--dir", dir, "--dry-run"] | ["retire", "--dry-run", "--dir", dir] => (*dir, true),
@@ -41,6 +44,56 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `keys rotate (--env-file <path> | --data-dir <dir>) (--stage | --promote | --prune) [--only
+/// jwt|service|context]...`: the auth service's rotation ([`auth_service::rotation`]) on a
+/// deployment's env file or the embedded mode's `DATA_DIR`; the step's report is printed.
+fn rotate(args: &[&str]) -> Result<(), String> {
+    use auth_service::rotation::{Place, Secret, Step};
+    let mut place = None;
+    let mut step = None;
+    let mut secrets = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match *arg {
+            "--env-file" | "--data-dir" => {
+                let path = PathBuf::from(rest.next().ok_or(ROTATE_USAGE)?);
+                let chosen = if *arg == "--env-file" { Place::EnvFile(path) } else { Place::DataDir(path) };
+                if place.replace(chosen).is_some() {
+                    return Err(ROTATE_USAGE.to_owned());
+                }
+            }
+            "--stage" | "--promote" | "--prune" => {
+                let chosen = match *arg {
+                    "--stage" => Step::Stage,
+                    "--promote" => Step::Promote,
+                    _ => Step::Prune,
+                };
+                if step.replace(chosen).is_some() {
+                    return Err(ROTATE_USAGE.to_owned());
+                }
+            }
+            "--only" => {
+                let name = rest.next().ok_or(ROTATE_USAGE)?;
+                secrets.push(Secret::parse(name).ok_or_else(|| format!("--only {name}: not jwt, service or context"))?);
+            }
+            _ => return Err(ROTATE_USAGE.to_owned()),
+        }
+    }
+    let (Some(place), Some(step)) = (place, step) else { return Err(ROTATE_USAGE.to_owned()) };
+    if secrets.is_empty() {
+        secrets = Secret::ALL.to_vec();
+    }
+    let now = platform::clock::Clock::now(&platform::clock::SystemClock);
+    let report = auth_service::rotation::rotate(&place, step, &secrets, &platform::env::OsEnv, now)
+        .map_err(|e| e.to_string())?;
+    for line in report {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+const ROTATE_USAGE: &str = "usage: cargo xtask keys rotate (--env-file <path> | --data-dir <dir>) (--stage | --promote | --prune) [--only jwt|service|context]...";
 
 /// Lines `start..=end` (0-based) of a file, removed for `what`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -549,6 +602,27 @@ fn value_end_in(lines: &[Line], start: usize, rest: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotate_takes_a_place_a_step_and_optional_secrets() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let env = dir.path().join(".env");
+        let secret = "a-secret-of-at-least-32-bytes-0123456789abcdef";
+        fs::write(&env, format!("JWT_SECRET={secret}\nSERVICE_SECRET={secret}x\n")).unwrap_or_else(|e| panic!("{e}"));
+        let path = env.to_string_lossy().to_string();
+        for wrong in [
+            vec!["rotate", "--env-file", path.as_str()],
+            vec!["rotate", "--stage"],
+            vec!["rotate", "--env-file", path.as_str(), "--stage", "--prune"],
+            vec!["rotate", "--env-file", path.as_str(), "--stage", "--only", "all"],
+        ] {
+            assert!(run(&wrong).is_err(), "{wrong:?}");
+        }
+        run(&["rotate", "--env-file", &path, "--stage", "--only", "jwt"]).unwrap_or_else(|e| panic!("{e}"));
+        let text = fs::read_to_string(&env).unwrap_or_default();
+        assert!(text.contains("\nJWT_PREVIOUS_SECRETS="), "{text}");
+        assert!(!text.contains("SERVICE_PREVIOUS_SECRETS"), "--only jwt leaves the others alone: {text}");
+    }
 
     const TODAY: time::Date = match time::Date::from_calendar_date(2026, time::Month::December, 5) {
         Ok(date) => date,

@@ -11,6 +11,9 @@
 //!   ingestion per backend; see [`bench`]
 //! - `ssot-check`         prove only the auth service depends on a JWT library or reads `JWT_SECRET`
 //! - `codemap-check`      prove ARCHITECTURE.md's codemap names only real paths and every module
+//! - `keys rotate (--env-file <path> | --data-dir <dir>) (--stage | --promote | --prune)
+//!   [--only jwt|service|context]` rotate the auth service's secrets without downtime, in a
+//!   deployment's env file or the embedded mode's `DATA_DIR`; see [`auth_service::rotation`]
 //! - `keys retire --dir <deployment> [--dry-run]` take a public-key setup (`keys/*.pem`, the
 //!   `PUBLIC_KEY`-style variables in `.env*` and compose files, `keys` mounts) out of a
 //!   deployment, backed up first; see [`keys`]
@@ -27,6 +30,8 @@ mod monitoring;
 mod ssot;
 #[cfg(test)]
 mod surface;
+#[cfg(test)]
+mod variables;
 mod webhooks;
 
 use std::{
@@ -41,7 +46,7 @@ use platform::{
     env::{EnvExt, OsEnv},
 };
 
-const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool] [redis] [rabbitmq] [--record]] [--quiet-logs] | bench --quick | ssot-check | codemap-check | webhooks dead <list|show|replay> <source> [name|--all] | keys retire --dir <deployment> [--dry-run]>";
+const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool] [redis] [rabbitmq] [--record]] [--quiet-logs] | bench --quick | ssot-check | codemap-check | webhooks dead <list|show|replay> <source> [name|--all] | keys rotate (--env-file <path> | --data-dir <dir>) (--stage | --promote | --prune) [--only jwt|service|context] | keys retire --dir <deployment> [--dry-run]>";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)

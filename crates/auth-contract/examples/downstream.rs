@@ -41,11 +41,14 @@ async fn main() -> std::io::Result<()> {
         eprintln!("downstream: CONTEXT_SIGNING_SECRET must be the gateway's value (at least 32 bytes)");
         std::process::exit(2);
     }
+    // During a rotation the gateway may still sign with an older secret for a while.
+    let previous = std::env::var("CONTEXT_SIGNING_PREVIOUS_SECRETS").unwrap_or_default();
+    let key = ContextKey::with_previous(&secret, previous.split(',').map(str::trim).filter(|s| !s.is_empty()));
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9001);
     let app = Router::new()
         .route("/v1/user/orders", get(list_orders))
         .route("/v1/user/orders/cancel", axum::routing::post(cancel_order))
-        .with_state(ContextKey::new(&secret));
+        .with_state(key);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("downstream service on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await

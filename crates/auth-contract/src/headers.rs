@@ -79,16 +79,30 @@ const VERSION: &str = "v1";
 const SIGNATURE_PREFIX: &str = "v1=";
 
 /// The `CONTEXT_SIGNING_SECRET`, held as the keyed HMAC state so it is derived once at start-up
-/// and cloned cheaply per request. Its `Debug` never shows the secret.
+/// and cloned cheaply per request, with the previous secrets a rotation still accepts
+/// (`CONTEXT_SIGNING_PREVIOUS_SECRETS`): it signs with the current one and verifies with any.
+/// Its `Debug` never shows a secret.
 #[derive(Clone)]
 pub struct ContextKey {
     mac: Arc<HmacSha256>,
+    previous: Arc<[HmacSha256]>,
 }
 
 impl ContextKey {
     /// Any length is accepted, as HMAC allows; the service's configuration should refuse a
     /// short or empty secret before it gets here.
     pub fn new(secret: &str) -> Self {
+        Self { mac: Arc::new(Self::keyed(secret)), previous: Arc::new([]) }
+    }
+
+    /// Signs with `current`; [`verify_context`] also accepts a signature by any of `previous`,
+    /// so every service can be restarted with a new secret one at a time.
+    pub fn with_previous<'a>(current: &str, previous: impl IntoIterator<Item = &'a str>) -> Self {
+        let previous: Vec<HmacSha256> = previous.into_iter().map(Self::keyed).collect();
+        Self { mac: Arc::new(Self::keyed(current)), previous: previous.into() }
+    }
+
+    fn keyed(secret: &str) -> HmacSha256 {
         // RFC 2104 §2: a key longer than the hash block is hashed first, a shorter one is padded
         // with zeros to the block. Doing that here lets us use the fixed-size, infallible
         // constructor instead of carrying an error branch that can never be taken.
@@ -103,7 +117,7 @@ impl ContextKey {
         let mac = <HmacSha256 as KeyInit>::new(&block);
         // Do not leave a plain copy of the key on the stack for longer than needed.
         block.iter_mut().for_each(|b| *b = 0);
-        Self { mac: Arc::new(mac) }
+        mac
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -493,11 +507,17 @@ pub fn verify_context(
     let timestamp_text = single(headers, &X_CONTEXT_TIMESTAMP)?.ok_or(ContextError::MissingTimestamp)?;
 
     let expected = parse_signature(signature)?;
-    let mut mac = key.mac();
-    let signed_values = values.iter().map(|value| value.unwrap_or("").as_bytes());
-    feed_signing_input(&mut mac, timestamp_text, method.as_str(), path_and_query, signed_values);
-    // `verify_slice` compares in constant time, so the mismatch position does not leak.
-    mac.verify_slice(&expected).map_err(|_| ContextError::SignatureMismatch)?;
+    // The current secret first, then those a rotation still accepts.
+    let signed_by = |keyed: &HmacSha256| {
+        let mut mac = keyed.clone();
+        let signed_values = values.iter().map(|value| value.unwrap_or("").as_bytes());
+        feed_signing_input(&mut mac, timestamp_text, method.as_str(), path_and_query, signed_values);
+        // `verify_slice` compares in constant time, so the mismatch position does not leak.
+        mac.verify_slice(&expected).is_ok()
+    };
+    if !std::iter::once(&*key.mac).chain(key.previous.iter()).any(signed_by) {
+        return Err(ContextError::SignatureMismatch);
+    }
 
     let timestamp = parse_timestamp(timestamp_text)?;
     let age = now.saturating_sub(timestamp);
@@ -869,6 +889,24 @@ mod tests {
         let headers = sign(&user());
         let other = ContextKey::new("another-secret");
         assert_eq!(verify_context(&other, &headers, &Method::GET, PATH, NOW), Err(ContextError::SignatureMismatch));
+    }
+
+    #[test]
+    fn a_rotation_verifies_with_previous_secrets_and_signs_with_the_current_one() {
+        let by_old = sign(&user());
+        let rotated = ContextKey::with_previous("the-new-secret", [SECRET]);
+        assert!(verify_context(&rotated, &by_old, &Method::GET, PATH, NOW).is_ok(), "the old secret is still accepted");
+        let by_new = sign_context(&rotated, &user(), &Method::GET, PATH, "req-1", NOW).expect("sign");
+        assert!(verify_context(&ContextKey::new("the-new-secret"), &by_new, &Method::GET, PATH, NOW).is_ok());
+        assert_eq!(
+            verify_context(&key(), &by_new, &Method::GET, PATH, NOW),
+            Err(ContextError::SignatureMismatch),
+            "signed with the current secret, not a previous one"
+        );
+        let staged = ContextKey::with_previous(SECRET, ["the-new-secret"]);
+        assert!(verify_context(&staged, &by_new, &Method::GET, PATH, NOW).is_ok(), "a staged secret is accepted");
+        let unrelated = ContextKey::with_previous("x", ["y"]);
+        assert_eq!(verify_context(&unrelated, &by_old, &Method::GET, PATH, NOW), Err(ContextError::SignatureMismatch));
     }
 
     #[test]

@@ -10,13 +10,163 @@ use std::{
 pub use platform::config::Mode;
 use platform::{
     config::checked_secret,
-    env::{ConfigError, Env, EnvExt},
+    env::{ConfigError, Env, EnvExt, Fallback, Var, Variables},
     net::TrustedProxies,
 };
 use secrecy::SecretString;
-const JWT_SECRET_FILE: &str = "jwt_secret";
-const SERVICE_SECRET_FILE: &str = "service_secret";
-const CONTEXT_SECRET_FILE: &str = "context_signing_secret";
+
+/// Every variable the auth service reads (SPEC §8), in `docs/configuration.md` by a test.
+pub static VARIABLES: Variables =
+    Variables { binary: "auth-service", groups: &[AUTH_VARIABLES, platform::config::COMMON_VARIABLES] };
+
+const GENERATED: Fallback = Fallback::Required { embedded: "generated under `DATA_DIR` (mode 0600)" };
+
+const AUTH_VARIABLES: &[Var] = &[
+    Var::new(
+        "DATABASE_URL",
+        Fallback::Required { embedded: "unset: SQLite `portcullis.db` under `DATA_DIR`" },
+        "PostgreSQL URL; with `REDIS_URL`, switches the all-in-one binary to PostgreSQL + Redis",
+    )
+    .secret(),
+    Var::new(
+        "REDIS_URL",
+        Fallback::Required { embedded: "unset: the in-process bus and counters" },
+        "Redis URL for the bus and rate-limit counters; set together with `DATABASE_URL`",
+    )
+    .secret(),
+    Var::new(
+        "DATA_DIR",
+        Fallback::Value("./data"),
+        "embedded mode: the SQLite file `portcullis.db`, the generated secrets, the webhook spool",
+    ),
+    Var::new("JWT_SECRET", GENERATED, "HS256 signing secret, at least 32 bytes").secret(),
+    Var::new(
+        "JWT_PREVIOUS_SECRETS",
+        Fallback::Unset,
+        "comma-separated older secrets still accepted for verification (rotation; embedded: kept under `DATA_DIR` by `keys rotate` when unset)",
+    )
+    .secret(),
+    Var::new(
+        "SERVICE_SECRET",
+        GENERATED,
+        "at least 32 bytes; what internal services prove to obtain a service token",
+    )
+    .secret(),
+    Var::new(
+        "SERVICE_PREVIOUS_SECRETS",
+        Fallback::Unset,
+        "comma-separated older service secrets still accepted when a service token is asked for (rotation)",
+    )
+    .secret(),
+    Var::new(
+        "CONTEXT_SIGNING_SECRET",
+        GENERATED,
+        "at least 32 bytes; signs context headers (forward-auth mirrors, gateway)",
+    )
+    .secret(),
+    Var::new(
+        "CONTEXT_SIGNING_PREVIOUS_SECRETS",
+        Fallback::Described("kept under `DATA_DIR` by `keys rotate`"),
+        "older context secrets the all-in-one binary's socket service still accepts (rotation)",
+    )
+    .secret()
+    .only(Mode::Embedded),
+    Var::new("PORT", Fallback::Value("4001"), "HTTP port; `0` picks a free one (printed at start-up)")
+        .only(Mode::Distributed),
+    Var::new("AUTH_PORT", Fallback::Value("4001"), "the auth service's HTTP port; `0` picks a free one")
+        .only(Mode::Embedded),
+    Var::new("GRPC_PORT", Fallback::Value("50051"), "gRPC port; `0` picks a free one").only(Mode::Distributed),
+    Var::new("AUTH_GRPC_PORT", Fallback::Value("50051"), "the auth service's gRPC port; `0` picks a free one")
+        .only(Mode::Embedded),
+    Var::new("JWT_ISSUER", Fallback::Value("portcullis"), "`iss` set and required"),
+    Var::new("JWT_AUDIENCE", Fallback::Value("portcullis"), "`aud` set and required"),
+    Var::new("JWT_EXPIRES_IN", Fallback::Value("15m"), "access-token lifetime (`30s`, `15m`, `1h`, `7d` form)"),
+    Var::new("JWT_REFRESH_EXPIRES_IN", Fallback::Value("7d"), "refresh-token lifetime"),
+    Var::new("SESSION_TIMEOUT_MINUTES", Fallback::Value("30"), "idle timeout"),
+    Var::new("SESSION_LIFETIME_HOURS", Fallback::Value("168"), "absolute session lifetime"),
+    Var::new("MAX_SESSIONS_PER_USER", Fallback::Value("5"), "live sessions per user; the oldest is ended beyond it"),
+    Var::new(
+        "REFRESH_REUSE_GRACE_SECONDS",
+        Fallback::Value("10"),
+        "a spent refresh token within this window gets 409, later it ends the session",
+    ),
+    Var::new("PASSWORD_MIN_LENGTH", Fallback::Value("8"), "8–256"),
+    Var::new(
+        "PASSWORD_HASH_CONCURRENCY",
+        Fallback::Described("cores − 1 (≥ 1)"),
+        "Argon2id jobs at once; a started hash holds its slot to the end, even if its client hung up",
+    ),
+    Var::new(
+        "PASSWORD_HASH_QUEUE",
+        Fallback::Described("4 × `PASSWORD_HASH_CONCURRENCY`"),
+        "hashes that may wait for a slot; past that, signup, login and password change answer 503 `unavailable` with `Retry-After` (not counted against the login limits)",
+    ),
+    Var::new(
+        "TENANT_RATE_LIMIT_MAX",
+        Fallback::Unset,
+        "the fastest limit a client may set as its own (`10000/minute`); `PUT /client/{id}/rate-limit` above it is 422",
+    ),
+    Var::new("CLEANUP_INTERVAL", Fallback::Value("1h"), "background deletion of expired rows"),
+    Var::new("IP_WHITELIST_ENABLED", Fallback::Value("true"), "enforce clients' IP allowlists for API keys"),
+    Var::new(
+        "ORIGIN_VALIDATION_ENABLED",
+        Fallback::Value("true"),
+        "enforce clients' origins for API keys and SDK tokens",
+    ),
+    Var::new(
+        "PAT_MAX_PER_USER",
+        Fallback::Value("50"),
+        "live (unrevoked, unexpired) personal access tokens per user",
+    ),
+    Var::new(
+        "SDK_TOKEN_EXPIRES_IN",
+        Fallback::Value("15m"),
+        "SDK access-token lifetime (never past the SDK session's end)",
+    ),
+    Var::new("SERVICE_TOKEN_EXPIRES_IN", Fallback::Value("10m"), "service-token lifetime"),
+    Var::new(
+        "INTERNAL_LOOPBACK_ONLY",
+        Fallback::Value("false"),
+        "the internal HTTP mirrors accept unforwarded loopback callers without a service token",
+    ),
+];
+/// Where embedded mode keeps each generated secret, under `DATA_DIR`.
+pub(crate) const JWT_SECRET_FILE: &str = "jwt_secret";
+pub(crate) const SERVICE_SECRET_FILE: &str = "service_secret";
+pub(crate) const CONTEXT_SECRET_FILE: &str = "context_signing_secret";
+
+/// The lifetimes of the tokens signed with `JWT_SECRET` (access and SDK tokens; refresh
+/// tokens are opaque): a retired secret must be accepted for the longest of them.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenLifetimes {
+    /// `JWT_EXPIRES_IN`.
+    pub access: Duration,
+    /// `SDK_TOKEN_EXPIRES_IN`.
+    pub sdk: Duration,
+}
+
+impl TokenLifetimes {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let env = &VARIABLES.scope(env)?;
+        Ok(Self {
+            access: at_least_a_second(env, "JWT_EXPIRES_IN", Duration::from_secs(15 * 60))?,
+            sdk: at_least_a_second(env, "SDK_TOKEN_EXPIRES_IN", Duration::from_secs(15 * 60))?,
+        })
+    }
+
+    /// How long a token signed now may be presented.
+    pub fn longest(&self) -> Duration {
+        self.access.max(self.sdk)
+    }
+}
+
+fn at_least_a_second(env: &dyn Env, variable: &str, default: Duration) -> Result<Duration, ConfigError> {
+    let ttl = env.duration_or(variable, default)?;
+    if ttl < Duration::from_secs(1) {
+        return Err(ConfigError::new(variable, "must be at least 1s"));
+    }
+    Ok(ttl)
+}
 
 /// Where state lives.
 #[derive(Debug, Clone)]
@@ -73,6 +223,11 @@ pub struct AuthConfig {
     pub sdk_token_ttl: Duration,
     /// `SERVICE_SECRET`: what an internal service proves to obtain a service token.
     pub service_secret: SecretString,
+    /// `SERVICE_PREVIOUS_SECRETS`: older service secrets still accepted during a rotation.
+    pub service_previous_secrets: Vec<SecretString>,
+    /// `CONTEXT_SIGNING_PREVIOUS_SECRETS` (all-in-one binary only): older context secrets the
+    /// binary hands to the socket service, which verifies context headers.
+    pub context_signing_previous_secrets: Vec<SecretString>,
     /// `SERVICE_TOKEN_EXPIRES_IN`: service-token lifetime.
     pub service_token_ttl: Duration,
     /// `CONTEXT_SIGNING_SECRET`: signs the context headers of the forward-auth mirror.
@@ -139,6 +294,7 @@ impl AuthConfig {
     }
 
     pub fn from_env(env: &dyn Env, mode: Mode) -> Result<Self, ConfigError> {
+        let env = &VARIABLES.scope(env)?;
         let (port_var, grpc_port_var, default_host) = match mode {
             Mode::Embedded => ("AUTH_PORT", "AUTH_GRPC_PORT", "127.0.0.1"),
             Mode::Distributed => ("PORT", "GRPC_PORT", "0.0.0.0"),
@@ -173,24 +329,20 @@ impl AuthConfig {
         let secret = secret_or_generated("JWT_SECRET", JWT_SECRET_FILE)?;
         let service_secret = secret_or_generated("SERVICE_SECRET", SERVICE_SECRET_FILE)?;
         let context_signing_secret = secret_or_generated("CONTEXT_SIGNING_SECRET", CONTEXT_SECRET_FILE)?;
-        let previous_secrets = env
-            .string("JWT_PREVIOUS_SECRETS")
-            .map(|raw| {
-                raw.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| checked_secret("JWT_PREVIOUS_SECRETS", SecretString::from(s.to_owned())))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?
-            .unwrap_or_default();
-        let access_ttl = env.duration_or("JWT_EXPIRES_IN", Duration::from_secs(15 * 60))?;
-        let refresh_ttl = env.duration_or("JWT_REFRESH_EXPIRES_IN", Duration::from_secs(7 * 86_400))?;
-        for (var, ttl) in [("JWT_EXPIRES_IN", access_ttl), ("JWT_REFRESH_EXPIRES_IN", refresh_ttl)] {
-            if ttl < Duration::from_secs(1) {
-                return Err(ConfigError::new(var, "must be at least 1s"));
-            }
-        }
+        // Embedded, a rotation's previous secrets are kept under `DATA_DIR` unless the
+        // variable names them.
+        let previous_or_kept = |variable: &str, file: &str| match (env.string(variable), mode) {
+            (None, Mode::Embedded) => crate::rotation::kept_previous(&data_dir, file),
+            _ => platform::config::previous_secrets(env, variable),
+        };
+        let previous_secrets = previous_or_kept("JWT_PREVIOUS_SECRETS", JWT_SECRET_FILE)?;
+        let service_previous_secrets = previous_or_kept("SERVICE_PREVIOUS_SECRETS", SERVICE_SECRET_FILE)?;
+        let context_signing_previous_secrets = match mode {
+            Mode::Embedded => previous_or_kept("CONTEXT_SIGNING_PREVIOUS_SECRETS", CONTEXT_SECRET_FILE)?,
+            Mode::Distributed => Vec::new(),
+        };
+        let lifetimes = TokenLifetimes::from_env(env)?;
+        let refresh_ttl = at_least_a_second(env, "JWT_REFRESH_EXPIRES_IN", Duration::from_secs(7 * 86_400))?;
         let timeout_minutes: u64 = env.parsed_or("SESSION_TIMEOUT_MINUTES", 30)?;
         let lifetime_hours: u64 = env.parsed_or("SESSION_LIFETIME_HOURS", 168)?;
         if timeout_minutes == 0 {
@@ -225,7 +377,7 @@ impl AuthConfig {
                 previous_secrets,
                 issuer: env.string_or("JWT_ISSUER", "portcullis"),
                 audience: env.string_or("JWT_AUDIENCE", "portcullis"),
-                access_ttl,
+                access_ttl: lifetimes.access,
                 refresh_ttl,
             },
             session_idle_timeout: Duration::from_secs(timeout_minutes.saturating_mul(60)),
@@ -246,8 +398,10 @@ impl AuthConfig {
             ip_allowlist_enabled: env.bool_or("IP_WHITELIST_ENABLED", true)?,
             origin_validation_enabled: env.bool_or("ORIGIN_VALIDATION_ENABLED", true)?,
             pat_max_per_user: env.parsed_or("PAT_MAX_PER_USER", 50)?,
-            sdk_token_ttl: env.duration_or("SDK_TOKEN_EXPIRES_IN", Duration::from_secs(15 * 60))?,
+            sdk_token_ttl: lifetimes.sdk,
             service_secret,
+            service_previous_secrets,
+            context_signing_previous_secrets,
             service_token_ttl: env.duration_or("SERVICE_TOKEN_EXPIRES_IN", Duration::from_secs(10 * 60))?,
             context_signing_secret,
             grpc_port: env.parsed_or(grpc_port_var, 50051)?,
@@ -278,6 +432,58 @@ mod tests {
             env.set(*k, *v);
         }
         AuthConfig::from_env(&env, Mode::Distributed)
+    }
+
+    #[test]
+    fn the_table_declares_every_variable_read_and_its_defaults() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let data_dir = dir.path().to_string_lossy().to_string();
+        let problems = platform::env::check_table(
+            &VARIABLES,
+            |mode| match mode {
+                Mode::Distributed => MapEnv::new([
+                    ("DATABASE_URL", "postgres://x"),
+                    ("REDIS_URL", "redis://x"),
+                    ("JWT_SECRET", GOOD),
+                    ("SERVICE_SECRET", GOOD),
+                    ("CONTEXT_SIGNING_SECRET", GOOD),
+                ]),
+                Mode::Embedded => MapEnv::new([("DATA_DIR", data_dir.as_str())]),
+            },
+            AuthConfig::from_env,
+        );
+        assert_eq!(problems, Vec::<String>::new());
+    }
+
+    #[test]
+    fn secrets_may_come_from_files_but_not_both_ways() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("jwt");
+        std::fs::write(&file, format!("{GOOD}-from-a-file\n")).unwrap_or_else(|e| panic!("{e}"));
+        let path = file.to_string_lossy().to_string();
+        let mut env = MapEnv::new([
+            ("DATABASE_URL", "postgres://x"),
+            ("REDIS_URL", "redis://x"),
+            ("JWT_SECRET_FILE", path.as_str()),
+            ("SERVICE_SECRET", GOOD),
+            ("CONTEXT_SIGNING_SECRET", GOOD),
+        ]);
+        let config = AuthConfig::from_env(&env, Mode::Distributed).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.jwt.secret.expose_secret(), format!("{GOOD}-from-a-file"), "the newline is trimmed");
+        env.set("JWT_SECRET", GOOD);
+        let both = AuthConfig::from_env(&env, Mode::Distributed).unwrap_err();
+        assert_eq!(both.variable, "JWT_SECRET");
+        assert!(both.message.contains("JWT_SECRET_FILE"), "{both}");
+        env.0.remove("JWT_SECRET");
+        env.set("JWT_SECRET_FILE", dir.path().join("missing").to_string_lossy().to_string());
+        assert_eq!(AuthConfig::from_env(&env, Mode::Distributed).unwrap_err().variable, "JWT_SECRET_FILE");
+        std::fs::write(&file, "\n").unwrap_or_else(|e| panic!("{e}"));
+        env.set("JWT_SECRET_FILE", path.as_str());
+        assert_eq!(AuthConfig::from_env(&env, Mode::Distributed).unwrap_err().variable, "JWT_SECRET_FILE");
+        env.set("DATABASE_URL_FILE", path.as_str());
+        env.0.remove("JWT_SECRET_FILE");
+        env.set("JWT_SECRET", GOOD);
+        assert_eq!(AuthConfig::from_env(&env, Mode::Distributed).unwrap_err().variable, "DATABASE_URL");
     }
 
     #[test]

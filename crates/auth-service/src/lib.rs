@@ -18,11 +18,12 @@ mod events;
 mod grpc;
 mod http;
 mod metrics;
+pub mod rotation;
 mod service;
 pub mod store;
 
 pub use app::{Backends, Listeners, SQLITE_FILE, bind, build, run};
-pub use config::{AuthConfig, Backend, Mode};
+pub use config::{AuthConfig, Backend, Mode, VARIABLES};
 pub use error::Error;
 pub use grpc::MAX_BATCH;
 pub use service::{AuthService, ClientMeta, Deps};

@@ -21,7 +21,7 @@ mod webhooks;
 
 pub use app::{run, run_on_threads, start};
 pub use config::{
-    GatewayConfig, Mode, SecretOverrides, WebhookStore,
+    GatewayConfig, Mode, SecretOverrides, VARIABLES, WebhookStore,
     routes::{RoutesError, RoutesFile},
 };
 pub use state::{Gateway, GatewayDeps};

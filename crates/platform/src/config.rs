@@ -4,9 +4,60 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    env::{ConfigError, Env, EnvExt},
+    env::{ConfigError, Env, EnvExt, Fallback, Var},
     origin::Origin,
 };
+
+/// The variables every service reads alike, part of each service's table.
+pub const COMMON_VARIABLES: &[Var] = &[
+    Var::new("HOST", Fallback::PerMode { distributed: "0.0.0.0", embedded: "127.0.0.1" }, "listen address"),
+    Var::new(
+        "LOG_FORMAT",
+        Fallback::PerMode { distributed: "json", embedded: "text" },
+        "log lines as `json` or `text`; lines are buffered and written every 100 ms, at 64 KiB, at once for a warning or error, and on exit (a process killed outright loses at most the last 100 ms)",
+    ),
+    Var::new(
+        "TRUSTED_PROXIES",
+        Fallback::Unset,
+        "CIDRs or addresses whose `X-Forwarded-For` is believed (every line of the header is read, as one list); a service alone behind the gateway warns when it is empty",
+    ),
+    Var::new(
+        "REDIS_KEY_PREFIX",
+        Fallback::Value("portcullis:"),
+        "prefix of every Redis key written (and of the socket service's own bus channel)",
+    ),
+    Var::new(
+        "AUTH_FAILURE_LIMIT",
+        Fallback::Value("60/minute"),
+        "invalid credentials per client IP (IPv6 by its /64): a credential reserves one before it is validated and gives it back when valid (at the gateway, one the contract cache already allows takes none); past the limit, 429 `rate_limited` before any lookup",
+    ),
+    Var::new(
+        "HTTP_HEADER_READ_TIMEOUT",
+        Fallback::Value("10s"),
+        "how long a client has to send a request head, counted from the connection's opening or the previous response, so it also closes idle keep-alive connections (not upgraded WebSockets)",
+    ),
+    Var::new(
+        "HTTP_MAX_CONNECTIONS",
+        Fallback::Described("(`RLIMIT_NOFILE` − 256) per listener, halved for the gateway"),
+        "connections held at once, upgraded ones included; past it new connections wait in the kernel's backlog",
+    ),
+];
+
+/// The secrets the gateway and the socket service share with the auth service.
+pub const SHARED_SECRET_VARIABLES: &[Var] = &[
+    Var::new(
+        "SERVICE_SECRET",
+        Fallback::Required { embedded: "the auth service's" },
+        "the auth service's `SERVICE_SECRET`, proved to obtain a service token",
+    )
+    .secret(),
+    Var::new(
+        "CONTEXT_SIGNING_SECRET",
+        Fallback::Required { embedded: "the auth service's" },
+        "the auth service's `CONTEXT_SIGNING_SECRET`: signs (gateway) or verifies (socket service) the context headers",
+    )
+    .secret(),
+];
 
 /// How a service is deployed, which decides its defaults and what is mandatory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +114,19 @@ pub fn shared_secret(
         )),
         None => Err(ConfigError::new(variable, "is not set and was not passed in by the all-in-one binary")),
     }
+}
+
+/// A comma-separated list of older secrets a rotation still accepts (`JWT_PREVIOUS_SECRETS`,
+/// `SERVICE_PREVIOUS_SECRETS`, `CONTEXT_SIGNING_PREVIOUS_SECRETS`), each as long as a secret
+/// must be.
+pub fn previous_secrets(env: &dyn Env, variable: &str) -> Result<Vec<SecretString>, ConfigError> {
+    env.string(variable)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| checked_secret(variable, SecretString::from(s.to_owned())))
+        .collect()
 }
 
 /// `LOG_FORMAT`: `json` or `text` (`pretty`), else `default_json`.

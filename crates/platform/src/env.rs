@@ -1,7 +1,18 @@
 //! Reading configuration from the environment through a small trait, so config parsing is
-//! unit-tested with a map instead of mutating the process environment.
+//! unit-tested with a map instead of mutating the process environment; and the tables of
+//! variables ([`Variables`]) each service declares, through which alone it reads: every name,
+//! default and meaning is written once, in its table, and `docs/configuration.md`, compose and
+//! the source are checked against the tables.
 
-use std::{collections::HashMap, fmt::Display, str::FromStr, time::Duration};
+use std::{
+    cell::RefCell,
+    collections::{BTreeSet, HashMap},
+    fmt::Display,
+    str::FromStr,
+    time::Duration,
+};
+
+use crate::config::Mode;
 
 use secrecy::SecretString;
 
@@ -67,6 +78,267 @@ impl ConfigError {
         Self { variable: variable.to_owned(), message: message.to_string() }
     }
 }
+
+/// What a variable is when it is unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Unset means off, or none.
+    Unset,
+    /// This value, in both modes (checked: setting it changes nothing).
+    Value(&'static str),
+    /// A value per mode (checked like [`Fallback::Value`]).
+    PerMode { distributed: &'static str, embedded: &'static str },
+    /// Computed at start-up, as described.
+    Described(&'static str),
+    /// Required when the service runs alone; in the all-in-one binary, as described.
+    Required { embedded: &'static str },
+}
+
+/// One environment variable a service reads: its name, default and meaning, written once.
+#[derive(Debug, Clone, Copy)]
+pub struct Var {
+    pub name: &'static str,
+    pub fallback: Fallback,
+    /// What it does, for `docs/configuration.md` (Markdown, one line).
+    pub doc: &'static str,
+    /// Holds a secret: it may be given as a file instead, named by `<name>_FILE` (Docker and
+    /// Kubernetes secrets), and is never echoed.
+    pub secret: bool,
+    /// Read only in this mode (`PORT` by the service's own binary, `AUTH_PORT` by the
+    /// all-in-one binary); `None` for both.
+    pub only: Option<Mode>,
+}
+
+impl Var {
+    pub const fn new(name: &'static str, fallback: Fallback, doc: &'static str) -> Self {
+        Self { name, fallback, doc, secret: false, only: None }
+    }
+
+    /// Marks the variable as a secret (see [`Var::secret`]).
+    pub const fn secret(self) -> Self {
+        Self { secret: true, ..self }
+    }
+
+    /// Read only in `mode`.
+    pub const fn only(self, mode: Mode) -> Self {
+        Self { only: Some(mode), ..self }
+    }
+
+    /// Whether a service in `mode` reads it.
+    pub fn read_in(&self, mode: Mode) -> bool {
+        self.only.is_none_or(|only| only == mode)
+    }
+
+    /// The value it takes when unset in `mode`, where that is a literal.
+    pub fn literal_default(&self, mode: Mode) -> Option<&'static str> {
+        match (self.fallback, mode) {
+            (Fallback::Value(value), _) => Some(value),
+            (Fallback::PerMode { distributed, .. }, Mode::Distributed) => Some(distributed),
+            (Fallback::PerMode { embedded, .. }, Mode::Embedded) => Some(embedded),
+            _ => None,
+        }
+    }
+
+    /// The name of the variable that may name a file holding this secret's value.
+    pub fn file_variable(&self) -> Option<String> {
+        self.secret.then(|| format!("{}_FILE", self.name))
+    }
+}
+
+/// The variables one service reads, in groups (its own and the ones shared through
+/// `platform`), and the binary that reads them when the service runs alone.
+#[derive(Debug)]
+pub struct Variables {
+    /// The service's own binary (`auth-service`, `gateway`, `socket-service`); the all-in-one
+    /// binary `portcullis` reads the embedded-mode variables of every table.
+    pub binary: &'static str,
+    pub groups: &'static [&'static [Var]],
+}
+
+/// The all-in-one binary, which reads every table's variables in embedded mode.
+pub const ALL_IN_ONE: &str = "portcullis";
+
+/// The reader of [`LIBRARY_VARIABLES`].
+pub const EVERY_BINARY: &str = "every binary";
+
+impl Variables {
+    pub fn iter(&self) -> impl Iterator<Item = &'static Var> + '_ {
+        self.groups.iter().flat_map(|group| group.iter())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'static Var> {
+        self.iter().find(|var| var.name == name)
+    }
+
+    /// The binaries that read `var`, for the documentation.
+    pub fn readers(&self, var: &Var) -> Vec<&'static str> {
+        if self.binary == EVERY_BINARY {
+            return vec![EVERY_BINARY];
+        }
+        [(Mode::Distributed, self.binary), (Mode::Embedded, ALL_IN_ONE)]
+            .into_iter()
+            .filter(|(mode, _)| var.read_in(*mode))
+            .map(|(_, binary)| binary)
+            .collect()
+    }
+
+    /// `env` as this service may read it: only the table's variables, a secret from the file
+    /// its `<name>_FILE` names when that is set (read now; an unreadable file, or both forms
+    /// set, is an error naming the variable).
+    pub fn scope<'a>(&'static self, env: &'a dyn Env) -> Result<Scoped<'a>, ConfigError> {
+        let mut files = HashMap::new();
+        for var in self.iter() {
+            let Some(file_variable) = var.file_variable() else { continue };
+            let Some(path) = env.string(&file_variable) else { continue };
+            if env.string(var.name).is_some() {
+                return Err(ConfigError::new(
+                    var.name,
+                    format!("is set and so is {file_variable}: give the value one way only"),
+                ));
+            }
+            let value = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::new(&file_variable, format!("cannot read {path}: {e}")))?;
+            let value = value.trim_end_matches(['\n', '\r']).to_owned();
+            if value.trim().is_empty() {
+                return Err(ConfigError::new(&file_variable, format!("{path} is empty")));
+            }
+            files.insert(var.name, value);
+        }
+        Ok(Scoped { table: self, base: env, files })
+    }
+
+    /// The Markdown table of `docs/configuration.md` for these variables.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("| variable | default | read by | meaning |\n|---|---|---|---|\n");
+        for var in self.iter() {
+            let name = match var.file_variable() {
+                Some(file) => format!("`{}` (or `{file}`)", var.name),
+                None => format!("`{}`", var.name),
+            };
+            let fallback = match var.fallback {
+                Fallback::Unset => "—".to_owned(),
+                Fallback::Value(value) => format!("`{value}`"),
+                Fallback::PerMode { distributed, embedded } => {
+                    format!("`{distributed}` ({}), `{embedded}` ({ALL_IN_ONE})", self.binary)
+                }
+                Fallback::Described(text) => text.to_owned(),
+                Fallback::Required { embedded } => format!("required ({}); {embedded} ({ALL_IN_ONE})", self.binary),
+            };
+            let readers = self.readers(var).join(", ");
+            out.push_str(&format!("| {name} | {fallback} | {readers} | {} |\n", var.doc));
+        }
+        out
+    }
+}
+
+/// An [`Env`] limited to one service's [`Variables`]. Reading a variable the table does not
+/// declare is a defect: debug builds (and so every test) panic, release builds see it unset.
+pub struct Scoped<'a> {
+    table: &'static Variables,
+    base: &'a dyn Env,
+    files: HashMap<&'static str, String>,
+}
+
+impl Env for Scoped<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        // A secret's file was read when the scope was made: its value is the secret's own, so
+        // a scope made over this one sees no file left to read.
+        let resolved_file =
+            name.strip_suffix("_FILE").and_then(|secret| self.table.get(secret)).is_some_and(|v| v.secret);
+        if resolved_file {
+            return None;
+        }
+        let Some(var) = self.table.get(name) else {
+            debug_assert!(false, "{name} is read but not declared in the {} table of variables", self.table.binary);
+            return None;
+        };
+        self.files.get(var.name).cloned().or_else(|| self.base.var(name))
+    }
+}
+
+/// An [`Env`] that remembers every name asked of it: tests prove with it that a service
+/// reads each variable its table declares.
+pub struct Recorder<'a> {
+    base: &'a dyn Env,
+    asked: RefCell<BTreeSet<String>>,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(base: &'a dyn Env) -> Self {
+        Self { base, asked: RefCell::default() }
+    }
+
+    /// The names asked so far, `*_FILE` lookups left out.
+    pub fn asked(&self) -> BTreeSet<String> {
+        self.asked.borrow().iter().filter(|name| !name.ends_with("_FILE")).cloned().collect()
+    }
+}
+
+impl Env for Recorder<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.asked.borrow_mut().insert(name.to_owned());
+        self.base.var(name)
+    }
+}
+
+/// Checks a service's table against what its configuration reads: `parse` is run in both
+/// modes on `base(mode)` (an environment it accepts), and every variable it reads must be
+/// declared (the [`Scoped`] guard panics otherwise) and every declared one read; then every
+/// literal default, set explicitly, must give the same configuration as leaving it unset.
+/// Returns what disagrees, for the test to print.
+pub fn check_table<C: std::fmt::Debug>(
+    table: &'static Variables,
+    base: impl Fn(Mode) -> MapEnv,
+    parse: impl Fn(&dyn Env, Mode) -> Result<C, ConfigError>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut asked = BTreeSet::new();
+    for mode in [Mode::Distributed, Mode::Embedded] {
+        let env = base(mode);
+        let recorder = Recorder::new(&env);
+        let reference = match parse(&recorder, mode) {
+            Ok(config) => format!("{config:?}"),
+            Err(e) => {
+                problems.push(format!("{mode:?}: the base environment is refused: {e}"));
+                continue;
+            }
+        };
+        asked.extend(recorder.asked());
+        for var in table.iter().filter(|var| var.read_in(mode) && env.var(var.name).is_none()) {
+            let Some(default) = var.literal_default(mode) else { continue };
+            let mut explicit = env.clone();
+            explicit.set(var.name, default);
+            match parse(&explicit, mode) {
+                Ok(config) if format!("{config:?}") == reference => {}
+                Ok(_) => problems.push(format!(
+                    "{mode:?}: {}={default} (its documented default) changes the configuration",
+                    var.name
+                )),
+                Err(e) => {
+                    problems.push(format!("{mode:?}: {}={default} (its documented default) is refused: {e}", var.name))
+                }
+            }
+        }
+    }
+    for var in table.iter().filter(|var| !asked.contains(var.name)) {
+        problems.push(format!("{} is declared but never read", var.name));
+    }
+    problems
+}
+
+/// Variables read by libraries rather than through a table: listed so the documentation and
+/// the source scan know them.
+pub static LIBRARY_VARIABLES: Variables = Variables {
+    binary: EVERY_BINARY,
+    groups: &[&[
+        Var::new("RUST_LOG", Fallback::Value("info"), "log filter (`tracing-subscriber`'s `EnvFilter` syntax)"),
+        Var::new(
+            "TOKIO_WORKER_THREADS",
+            Fallback::Described("the CPUs"),
+            "threads of the async runtime (tokio reads it; for the standalone gateway see its table)",
+        ),
+    ]],
+};
 
 /// Typed accessors over any [`Env`]; empty values count as unset.
 pub trait EnvExt: Env {

@@ -87,6 +87,9 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
     let http_addr = SocketAddr::new(config.host, config.port);
     let grpc_addr = SocketAddr::new(config.host, config.grpc_port);
     let trusted_proxies = config.trusted_proxies.clone();
+    // A rotation's previous context secrets (the variable, or kept under DATA_DIR by `cargo
+    // xtask keys rotate`), as the auth service resolved them, for the socket service to verify.
+    let context_previous = config.context_signing_previous_secrets.clone();
     let (overrides, socket_overrides) = secrets_of(&config);
     let service =
         AuthService::new(config, backends.deps(Arc::new(SystemClock))).map_err(|e| format!("cannot start: {e}"))?;
@@ -108,6 +111,7 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
     };
     let socket_addr = SocketAddr::new(socket_config.host, socket_config.port);
     socket_config.trusted_proxies = trusted_proxies;
+    socket_config.context_signing_previous_secrets = context_previous;
     let sockets = SocketService::new(socket_config, socket_deps).map_err(|e| format!("cannot start: {e}"))?;
     let socket_listener =
         tokio::net::TcpListener::bind(socket_addr).await.map_err(|e| format!("cannot listen on {socket_addr}: {e}"))?;

@@ -4,7 +4,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use platform::{
-    env::{ConfigError, Env, EnvExt},
+    env::{ConfigError, Env, EnvExt, Fallback, Var, Variables},
     net::TrustedProxies,
     origin::Origin,
 };
@@ -20,6 +20,56 @@ pub const DEFAULT_RECHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// SPEC §7: every connection is re-checked at least once a minute.
 pub const MAX_RECHECK_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Every variable the socket service reads (SPEC §8), in `docs/configuration.md` by a test.
+pub static VARIABLES: Variables = Variables {
+    binary: "socket-service",
+    groups: &[SOCKET_VARIABLES, platform::config::SHARED_SECRET_VARIABLES, platform::config::COMMON_VARIABLES],
+};
+
+const SOCKET_VARIABLES: &[Var] = &[
+    Var::new("PORT", Fallback::Value("4004"), "HTTP port; `0` picks a free one").only(Mode::Distributed),
+    Var::new("SOCKET_PORT", Fallback::Value("4004"), "the socket service's HTTP port; `0` picks a free one")
+        .only(Mode::Embedded),
+    Var::new(
+        "AUTH_SERVICE_URL",
+        Fallback::Required { embedded: "the auth service's bound address" },
+        "the auth service's gRPC address",
+    ),
+    Var::new(
+        "REDIS_URL",
+        Fallback::Required { embedded: "unset: in-process contexts, tickets and bus" },
+        "connection contexts, tickets and the bus",
+    )
+    .secret(),
+    Var::new(
+        "SOCKET_ALLOWED_ORIGINS",
+        Fallback::Unset,
+        "comma-separated exact origins for user, PAT and service credentials (SDK tokens and API keys use their tenant's)",
+    ),
+    Var::new(
+        "CONTEXT_SIGNING_PREVIOUS_SECRETS",
+        Fallback::Unset,
+        "comma-separated older context secrets whose signatures `POST /ticket` still accepts (rotation)",
+    )
+    .secret(),
+    Var::new("SOCKET_MESSAGES_PER_MINUTE", Fallback::Value("120"), "messages one connection may send per minute; ≥ 1"),
+    Var::new(
+        "SOCKET_HEARTBEAT_INTERVAL",
+        Fallback::Value("30s"),
+        "server ping and stored-context TTL refresh; a peer silent for two intervals is closed with 4408; ≥ 100 ms",
+    ),
+    Var::new(
+        "SOCKET_RECHECK_INTERVAL",
+        Fallback::Value("30s"),
+        "how often every open connection's context is re-checked (`CheckContext`); 100 ms to 60 s",
+    ),
+    Var::new(
+        "SOCKET_SEND_TIMEOUT",
+        Fallback::Value("10s"),
+        "a frame the peer has not taken within this drops the connection; ≥ 10 ms",
+    ),
+];
+
 #[derive(Debug, Clone)]
 pub struct SocketConfig {
     pub mode: Mode,
@@ -33,6 +83,8 @@ pub struct SocketConfig {
     pub service_secret: SecretString,
     /// `CONTEXT_SIGNING_SECRET`: verifies the gateway's context headers on `POST /ticket`.
     pub context_signing_secret: SecretString,
+    /// `CONTEXT_SIGNING_PREVIOUS_SECRETS`: older context secrets still accepted (rotation).
+    pub context_signing_previous_secrets: Vec<SecretString>,
     /// `REDIS_URL`: connection contexts, tickets and the bus; `None` only in embedded mode.
     pub redis_url: Option<SecretString>,
     /// `REDIS_KEY_PREFIX`: prefix of every Redis key and of this service's own bus channel.
@@ -101,6 +153,7 @@ impl SocketConfig {
 
     /// Reads the configuration, taking secrets from `overrides` where given.
     pub fn from_env_with(env: &dyn Env, mode: Mode, overrides: SecretOverrides) -> Result<Self, ConfigError> {
+        let env = &VARIABLES.scope(env)?;
         let (port_var, default_host) = match mode {
             Mode::Embedded => ("SOCKET_PORT", "127.0.0.1"),
             Mode::Distributed => ("PORT", "0.0.0.0"),
@@ -123,6 +176,10 @@ impl SocketConfig {
             auth_service_url: auth_service_url(env, mode)?,
             service_secret: secret(env, mode, "SERVICE_SECRET", overrides.service_secret)?,
             context_signing_secret: secret(env, mode, "CONTEXT_SIGNING_SECRET", overrides.context_signing_secret)?,
+            context_signing_previous_secrets: platform::config::previous_secrets(
+                env,
+                "CONTEXT_SIGNING_PREVIOUS_SECRETS",
+            )?,
             redis_url: redis_url(env, mode)?,
             redis_key_prefix: env.string_or("REDIS_KEY_PREFIX", "portcullis:"),
             allowed_origins: platform::config::origin_list(env, "SOCKET_ALLOWED_ORIGINS")?,
@@ -182,6 +239,31 @@ mod tests {
             context_signing_secret: Some(SecretString::from(OTHER)),
         };
         SocketConfig::from_env_with(&MapEnv::new(pairs.iter().copied()), Mode::Embedded, overrides)
+    }
+
+    #[test]
+    fn the_table_declares_every_variable_read_and_its_defaults() {
+        let base = MapEnv::new([
+            ("AUTH_SERVICE_URL", "http://auth:50051"),
+            ("SERVICE_SECRET", GOOD),
+            ("CONTEXT_SIGNING_SECRET", OTHER),
+            ("REDIS_URL", "redis://redis:6379"),
+        ]);
+        let problems = platform::env::check_table(
+            &VARIABLES,
+            |mode| if mode == Mode::Distributed { base.clone() } else { MapEnv::default() },
+            |env, mode| {
+                let overrides = match mode {
+                    Mode::Distributed => SecretOverrides::default(),
+                    Mode::Embedded => SecretOverrides {
+                        service_secret: Some(SecretString::from(GOOD)),
+                        context_signing_secret: Some(SecretString::from(OTHER)),
+                    },
+                };
+                SocketConfig::from_env_with(env, mode, overrides)
+            },
+        );
+        assert_eq!(problems, Vec::<String>::new());
     }
 
     #[test]

@@ -21,5 +21,5 @@ mod service;
 mod store;
 
 pub use app::run;
-pub use config::{Mode, SecretOverrides, SocketConfig};
+pub use config::{Mode, SecretOverrides, SocketConfig, VARIABLES};
 pub use service::{Deps, SocketService, StartError, Target};

@@ -143,7 +143,10 @@ impl SocketService {
             config.service_secret.clone(),
         ))?;
         let metrics = Metrics::new()?;
-        let context_key = ContextKey::new(config.context_signing_secret.expose_secret());
+        let context_key = ContextKey::with_previous(
+            config.context_signing_secret.expose_secret(),
+            config.context_signing_previous_secrets.iter().map(|s| s.expose_secret()),
+        );
         let publish_channel = format!("{}ws:publish", config.redis_key_prefix);
         let auth_failures = platform::counters::FailureGuard::new(deps.counters.clone(), config.auth_failure_limit);
         Ok(Self {

@@ -52,9 +52,16 @@ impl AuthService {
         service_name: &str,
         secret: &str,
     ) -> Result<(String, OffsetDateTime), Error> {
-        // Compared as digests: equal lengths, so not even the secret's length leaks.
-        let expected = Sha256::digest(self.inner.config.service_secret.expose_secret().as_bytes());
-        if !bool::from(expected.ct_eq(&Sha256::digest(secret.as_bytes()))) {
+        // Compared as digests: equal lengths, so not even the secret's length leaks. The
+        // previous secrets of a rotation are accepted too, each compared the same way.
+        let offered = Sha256::digest(secret.as_bytes());
+        let config = &self.inner.config;
+        let accepted = std::iter::once(&config.service_secret)
+            .chain(&config.service_previous_secrets)
+            .fold(false, |found, known| {
+                found | bool::from(Sha256::digest(known.expose_secret().as_bytes()).ct_eq(&offered))
+            });
+        if !accepted {
             self.inner.metrics.operation("service_token", false);
             tracing::warn!(service = %service_name.chars().take(MAX_SERVICE_NAME).collect::<String>(), "service token refused: wrong secret");
             return Err(Error::InvalidCredentials);

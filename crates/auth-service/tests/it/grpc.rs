@@ -80,6 +80,26 @@ async fn calls_need_a_service_token(backend: Backend) {
     assert!(ok.valid);
 }
 
+/// During a rotation the auth service issues service tokens for the current secret and for
+/// every one in `SERVICE_PREVIOUS_SECRETS` (staged or retired), and only those.
+async fn a_rotation_accepts_previous_service_secrets(backend: Backend) {
+    let staged = "a-staged-service-secret-of-at-least-32-bytes";
+    let retired = "a-retired-service-secret-of-at-least-32-bytes";
+    let previous = format!("{staged},{retired}");
+    let app = crate::helpers::spawn_app_with(backend, &[("SERVICE_PREVIOUS_SECRETS", previous.as_str())]).await;
+    let mut grpc = client(&app).await;
+    for secret in [SERVICE_SECRET, staged, retired] {
+        let request = proto::IssueServiceTokenRequest { service_name: "gateway".into(), service_secret: secret.into() };
+        let issued = grpc.issue_service_token(request).await.expect("accepted secret").into_inner();
+        assert!(issued.token.starts_with("pcs_"));
+    }
+    let request = proto::IssueServiceTokenRequest {
+        service_name: "gateway".into(),
+        service_secret: format!("{staged},{retired}"),
+    };
+    assert_eq!(grpc.issue_service_token(request).await.expect_err("the list itself").code(), Code::Unauthenticated);
+}
+
 /// `Validate` answers every credential kind, and refuses bad ones with the right code.
 async fn validate_every_kind(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -389,6 +409,7 @@ async fn health_and_reflection(backend: Backend) {
 
 crate::on_both_backends!(
     calls_need_a_service_token,
+    a_rotation_accepts_previous_service_secrets,
     validate_every_kind,
     batch_keeps_order,
     check_context_follows_revocations,

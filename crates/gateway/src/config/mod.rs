@@ -10,7 +10,7 @@ use std::{
 };
 
 use platform::{
-    env::{ConfigError, Env, EnvExt},
+    env::{ConfigError, Env, EnvExt, Fallback, Var, Variables},
     net::TrustedProxies,
 };
 use secrecy::SecretString;
@@ -29,6 +29,88 @@ pub const DEFAULT_SOCKET_SERVICE_URL: &str = "http://127.0.0.1:4004";
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "portcullis:";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
+/// Every variable the gateway reads (SPEC §8), in `docs/configuration.md` by a test.
+pub static VARIABLES: Variables = Variables {
+    binary: "gateway",
+    groups: &[GATEWAY_VARIABLES, platform::config::SHARED_SECRET_VARIABLES, platform::config::COMMON_VARIABLES],
+};
+
+const GATEWAY_VARIABLES: &[Var] = &[
+    Var::new("PORT", Fallback::Value("8080"), "HTTP port; `0` picks a free one").only(Mode::Distributed),
+    Var::new("GATEWAY_PORT", Fallback::Value("8080"), "the gateway's HTTP port; `0` picks a free one")
+        .only(Mode::Embedded),
+    Var::new(
+        "AUTH_SERVICE_URL",
+        Fallback::Required { embedded: "the auth service's bound address" },
+        "the auth service's gRPC address",
+    ),
+    Var::new(
+        "AUTH_HTTP_URL",
+        Fallback::Required { embedded: "the auth service's bound address" },
+        "the auth service's REST base, for `/v1/auth` and `/v1/client(s)`",
+    ),
+    Var::new(
+        "SOCKET_SERVICE_URL",
+        Fallback::Value("http://127.0.0.1:4004"),
+        "the socket service, for `/v1/socket` and `/v1/socket/ticket` (the all-in-one binary passes its bound address)",
+    ),
+    Var::new(
+        "REDIS_URL",
+        Fallback::Required { embedded: "unset: in-process counters and the webhook spool" },
+        "`redis://`, `rediss://` or `unix://`; rate limits, replay guards, events and webhook queues shared by every gateway instance",
+    )
+    .secret(),
+    Var::new(
+        "CORS_ORIGIN",
+        Fallback::Unset,
+        "comma-separated exact origins (`scheme://host[:port]`) allowed for every preflight, on top of each client's own origins",
+    ),
+    Var::new("IP_WHITELIST_ENABLED", Fallback::Value("true"), "enforce clients' IP allowlists"),
+    Var::new("ORIGIN_VALIDATION_ENABLED", Fallback::Value("true"), "enforce clients' allowed origins"),
+    Var::new(
+        "GATEWAY_CONFIG",
+        Fallback::Unset,
+        "path of the routes file ([gateway.md](gateway.md)); without one, only the built-in routes are served",
+    ),
+    Var::new(
+        "TOKIO_WORKER_THREADS",
+        Fallback::Described("the CPUs"),
+        "the standalone gateway serves on this many threads, each a single-threaded runtime with its own upstream pool; the all-in-one binary serves on its shared runtime",
+    ),
+    Var::new(
+        "IP_RATE_LIMIT",
+        Fallback::Unset,
+        "a limit per client IP (IPv6 by its /64) on every request but webhooks (`600/minute`), counted before authentication",
+    ),
+    Var::new(
+        "RATE_LIMIT_MODE",
+        Fallback::Value("exact"),
+        "`exact`: every rate-limit check asks Redis; `synced`: local copies reconciled with Redis every 100 ms ([gateway.md](gateway.md))",
+    ),
+    Var::new(
+        "TENANT_RATE_LIMIT_MAX",
+        Fallback::Unset,
+        "the fastest a tenant's own limit may be; a larger one set earlier is applied as this",
+    ),
+    Var::new("DATA_DIR", Fallback::Value("./data"), "where webhook events are spooled without Redis or RabbitMQ (`DATA_DIR/webhooks`)"),
+    Var::new(
+        "AMQP_URL",
+        Fallback::Unset,
+        "`amqp://user:password@host:port/vhost`: the webhook outbox on RabbitMQ quorum queues instead of Redis or the spool ([webhooks.md](webhooks.md)); `amqps://` is refused",
+    )
+    .secret(),
+    Var::new(
+        "AMQP_QUEUE_PREFIX",
+        Fallback::Value("portcullis.webhooks."),
+        "a source's queue is this prefix and the source name; at most 180 printable characters, not `amq.`",
+    ),
+    Var::new(
+        "AMQP_MAX_LENGTH",
+        Fallback::Value("100000"),
+        "events one source's queue holds; beyond it a webhook gets 503 with `Retry-After`. Fixed when the queue is first declared",
+    ),
+];
+
 /// Where the webhook events are stored, read from the environment as the gateway reads it
 /// (`REDIS_URL`, `REDIS_KEY_PREFIX`, `DATA_DIR`, `AMQP_*`), for the operator's tools
 /// (`cargo xtask webhooks dead …`), which need no secrets.
@@ -42,6 +124,7 @@ pub struct WebhookStore {
 
 impl WebhookStore {
     pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let env = &VARIABLES.scope(env)?;
         Ok(Self {
             redis_url: platform::config::redis_url(env, None)?,
             redis_key_prefix: env.string_or("REDIS_KEY_PREFIX", DEFAULT_REDIS_KEY_PREFIX),
@@ -197,6 +280,7 @@ impl GatewayConfig {
     /// Reads the configuration, taking secrets from `overrides` where given (see
     /// [`SecretOverrides`]), and loads the routes file if `GATEWAY_CONFIG` names one.
     pub fn from_env_with(env: &dyn Env, mode: Mode, overrides: SecretOverrides) -> Result<Self, ConfigError> {
+        let env = &VARIABLES.scope(env)?;
         let (port_var, default_host, local_default) = match mode {
             Mode::Embedded => ("GATEWAY_PORT", "127.0.0.1", true),
             Mode::Distributed => ("PORT", "0.0.0.0", false),
@@ -295,6 +379,26 @@ mod tests {
             context_signing_secret: Some(SecretString::from(OTHER)),
         };
         GatewayConfig::from_env_with(&MapEnv::new(pairs.iter().copied()), Mode::Embedded, overrides)
+    }
+
+    #[test]
+    fn the_table_declares_every_variable_read_and_its_defaults() {
+        let problems = platform::env::check_table(
+            &VARIABLES,
+            |mode| if mode == Mode::Distributed { distributed_env(&[]) } else { MapEnv::default() },
+            |env, mode| match mode {
+                Mode::Distributed => GatewayConfig::from_env(env, mode),
+                Mode::Embedded => GatewayConfig::from_env_with(
+                    env,
+                    mode,
+                    SecretOverrides {
+                        service_secret: Some(SecretString::from(GOOD)),
+                        context_signing_secret: Some(SecretString::from(OTHER)),
+                    },
+                ),
+            },
+        );
+        assert_eq!(problems, Vec::<String>::new());
     }
 
     #[test]
