@@ -4,16 +4,15 @@
 //! listed metric (a histogram's `_bucket`, `_sum` and `_count` included); and the alerts
 //! table names exactly the alerts of `alerts.yml`.
 
-use std::{
-    collections::BTreeSet,
-    fs,
-    path::{Path, PathBuf},
-};
+#[cfg(test)]
+use std::path::PathBuf;
+use std::{collections::BTreeSet, fs, path::Path};
 
 /// The services' metric name prefixes.
 const PREFIXES: [&str; 3] = ["auth_", "gateway_", "socket_"];
 
 /// The series a histogram exposes besides its name.
+#[cfg(test)]
 const HISTOGRAM_SERIES: [&str; 3] = ["_bucket", "_sum", "_count"];
 
 fn is_metric_name(text: &str) -> bool {
@@ -31,10 +30,12 @@ fn names_in(text: &str) -> BTreeSet<String> {
 }
 
 /// The string literals of `source` that are metric names.
+#[cfg(test)]
 fn literals_in(source: &str) -> BTreeSet<String> {
     source.split('"').skip(1).step_by(2).filter(|text| is_metric_name(text)).map(str::to_owned).collect()
 }
 
+#[cfg(test)]
 fn metrics_files(dir: &Path, found: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
@@ -48,6 +49,7 @@ fn metrics_files(dir: &Path, found: &mut Vec<PathBuf>) {
 }
 
 /// Metric names defined in the services' code.
+#[cfg(test)]
 fn defined(root: &Path) -> BTreeSet<String> {
     let mut files = Vec::new();
     metrics_files(&root.join("crates"), &mut files);
@@ -55,6 +57,7 @@ fn defined(root: &Path) -> BTreeSet<String> {
 }
 
 /// The first backticked cell of each table row, in the rows whose cell passes `keep`.
+#[cfg(test)]
 fn first_cells(markdown: &str, keep: impl Fn(&str) -> bool) -> BTreeSet<String> {
     markdown
         .lines()
@@ -66,6 +69,7 @@ fn first_cells(markdown: &str, keep: impl Fn(&str) -> bool) -> BTreeSet<String> 
 }
 
 /// A series name read by a query, as the metric it belongs to.
+#[cfg(test)]
 fn metric_of(series: &str, documented: &BTreeSet<String>) -> String {
     if documented.contains(series) {
         return series.to_owned();
@@ -86,6 +90,7 @@ fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+#[cfg(test)]
 fn alert_names(alerts: &str) -> BTreeSet<String> {
     alerts
         .lines()
@@ -94,6 +99,19 @@ fn alert_names(alerts: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Every series the dashboard's and the alerts' queries read, for the distributed scenario to
+/// find in a real scrape (`cargo xtask run --distributed --scenario`).
+pub(crate) fn watched_series(root: &Path) -> Result<BTreeSet<String>, String> {
+    let docs = root.join("docs/monitoring");
+    let text = |file: &str| fs::read_to_string(docs.join(file)).map_err(|e| format!("docs/monitoring/{file}: {e}"));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&text("grafana-dashboard.json")?).map_err(|e| format!("the dashboard: {e}"))?;
+    let mut series = names_in(&dashboard_queries(&dashboard).join("\n"));
+    series.extend(names_in(&text("alerts.yml")?));
+    Ok(series)
+}
+
+#[cfg(test)]
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
