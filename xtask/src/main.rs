@@ -11,6 +11,8 @@
 //!   ingestion per backend; see [`bench`]
 //! - `ssot-check`         prove only the auth service depends on a JWT library or reads `JWT_SECRET`
 //! - `codemap-check`      prove ARCHITECTURE.md's codemap names only real paths and every module
+//! - `doc-blocks [--run]` list (and run) the fenced shell blocks of the README and `docs/`,
+//!   as their fences say; see [`docblocks`]
 //! - `run --distributed [--scenario]` the three binaries as separate processes on the local
 //!   PostgreSQL, Redis and RabbitMQ (fresh database, own prefixes, free ports); with
 //!   `--scenario`, a user's path through them and a scrape of every dashboard metric; see
@@ -28,6 +30,7 @@ mod bench;
 mod codemap;
 #[cfg(test)]
 mod compose;
+mod docblocks;
 mod keys;
 mod monitoring;
 mod run;
@@ -50,7 +53,7 @@ use platform::{
     env::{EnvExt, OsEnv},
 };
 
-const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool] [redis] [rabbitmq] [--record]] [--quiet-logs] | bench --quick | ssot-check | codemap-check | webhooks dead <list|show|replay> <source> [name|--all] | run --distributed [--scenario] | keys rotate (--env-file <path> | --data-dir <dir>) (--stage | --promote | --prune) [--only jwt|service|context] | keys retire --dir <deployment> [--dry-run]>";
+const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool] [redis] [rabbitmq] [--record]] [--quiet-logs] | bench --quick | ssot-check | codemap-check | webhooks dead <list|show|replay> <source> [name|--all] | run --distributed [--scenario] | doc-blocks [--run] | keys rotate (--env-file <path> | --data-dir <dir>) (--stage | --promote | --prune) [--only jwt|service|context] | keys retire --dir <deployment> [--dry-run]>";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -115,6 +118,7 @@ async fn main() -> ExitCode {
         ["webhooks", rest @ ..] => webhooks::run(rest).await,
         ["keys", rest @ ..] => keys::run(rest),
         ["run", rest @ ..] => run::run(rest).await,
+        ["doc-blocks", rest @ ..] => docblocks::run(rest).await,
         _ => Err(USAGE.to_owned()),
     };
     match result {
