@@ -71,3 +71,23 @@ fn health_exits_zero_only_while_every_service_answers() {
     binary.kill();
     assert_eq!(health(&env).status.code(), Some(1), "healthy after the binary was killed");
 }
+
+#[test]
+fn a_bad_variable_of_any_service_is_a_configuration_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data").display().to_string();
+    for (variable, value) in
+        [("JWT_EXPIRES_IN", "soon"), ("IP_RATE_LIMIT", "lots"), ("SOCKET_MESSAGES_PER_MINUTE", "0")]
+    {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .env_clear()
+            .env("DATA_DIR", &data_dir)
+            .env("AUTH_PORT", free_port().to_string())
+            .env(variable, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{variable}: {stderr}");
+        assert!(stderr.contains(variable), "{variable} is named: {stderr}");
+    }
+}
