@@ -27,7 +27,12 @@ async fn main() -> ExitCode {
     if platform::health::requested() {
         return platform::health::probe_configured("portcullis", listeners());
     }
-    let config = AuthConfig::from_env(&OsEnv, Mode::Embedded).map_err(Failure::config);
+    // Every service's configuration is read before anything starts, so a bad variable of any
+    // of them is a configuration error (exit 2) naming it.
+    let config = AuthConfig::from_env(&OsEnv, Mode::Embedded)
+        .map_err(|e| e.to_string())
+        .and_then(|auth| neighbours_of(&auth).map(|_| auth))
+        .map_err(Failure::config);
     let outcome = match config {
         Ok(mut config) => {
             // The gateway runs in this process and forwards from loopback: the auth and socket
@@ -57,16 +62,23 @@ fn secrets_of(auth: &AuthConfig) -> (SecretOverrides, socket_service::SecretOver
     (gateway, socket)
 }
 
+/// The gateway's and the socket service's configurations as the environment and the auth
+/// service's secrets give them (their neighbours' addresses are filled in once bound).
+fn neighbours_of(auth: &AuthConfig) -> Result<(GatewayConfig, SocketConfig), String> {
+    let (overrides, socket_overrides) = secrets_of(auth);
+    let gateway = GatewayConfig::from_env_with(&OsEnv, gateway::Mode::Embedded, overrides)
+        .map_err(|e| format!("gateway configuration: {e}"))?;
+    let socket = SocketConfig::from_env_with(&OsEnv, socket_service::Mode::Embedded, socket_overrides)
+        .map_err(|e| format!("socket service configuration: {e}"))?;
+    Ok((gateway, socket))
+}
+
 /// `portcullis health`: the addresses the three services are configured to listen on (fixed
 /// ports: with `0` the probe cannot know where they went). Secrets come from the auth
 /// service's configuration as when serving, so the probe reads what the running binary read.
 fn listeners() -> Result<Vec<SocketAddr>, String> {
     let auth = AuthConfig::from_env(&OsEnv, Mode::Embedded).map_err(|e| e.to_string())?;
-    let (overrides, socket_overrides) = secrets_of(&auth);
-    let gateway =
-        GatewayConfig::from_env_with(&OsEnv, gateway::Mode::Embedded, overrides).map_err(|e| e.to_string())?;
-    let socket = SocketConfig::from_env_with(&OsEnv, socket_service::Mode::Embedded, socket_overrides)
-        .map_err(|e| e.to_string())?;
+    let (gateway, socket) = neighbours_of(&auth)?;
     Ok(vec![
         SocketAddr::new(auth.host, auth.port),
         SocketAddr::new(gateway.host, gateway.port),
