@@ -88,23 +88,11 @@ fn blocks_in(file: &Path, markdown: &str) -> Vec<Block> {
     found
 }
 
-fn markdown_files(dir: &Path, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            markdown_files(&path, found);
-        } else if path.extension().is_some_and(|ext| ext == "md") {
-            found.push(path);
-        }
-    }
-}
-
 /// Every shell block of `README.md` and `docs/`, paths relative to `root`.
 fn all_blocks(root: &Path) -> Result<Vec<Block>, String> {
     let mut files = vec![root.join("README.md")];
-    markdown_files(&root.join("docs"), &mut files);
+    let is_markdown = |path: &Path| path.extension().is_some_and(|ext| ext == "md");
+    crate::files_under(&root.join("docs"), &is_markdown, &mut files);
     let mut blocks = Vec::new();
     for file in files {
         let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;

@@ -4,8 +4,6 @@
 //! listed metric (a histogram's `_bucket`, `_sum` and `_count` included); and the alerts
 //! table names exactly the alerts of `alerts.yml`.
 
-#[cfg(test)]
-use std::path::PathBuf;
 use std::{collections::BTreeSet, fs, path::Path};
 
 /// The services' metric name prefixes.
@@ -35,24 +33,12 @@ fn literals_in(source: &str) -> BTreeSet<String> {
     source.split('"').skip(1).step_by(2).filter(|text| is_metric_name(text)).map(str::to_owned).collect()
 }
 
-#[cfg(test)]
-fn metrics_files(dir: &Path, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            metrics_files(&path, found);
-        } else if path.file_name().is_some_and(|n| n == "metrics.rs") {
-            found.push(path);
-        }
-    }
-}
-
 /// Metric names defined in the services' code.
 #[cfg(test)]
 fn defined(root: &Path) -> BTreeSet<String> {
     let mut files = Vec::new();
-    metrics_files(&root.join("crates"), &mut files);
+    let is_metrics = |path: &Path| path.file_name().is_some_and(|n| n == "metrics.rs");
+    crate::files_under(&root.join("crates"), &is_metrics, &mut files);
     files.iter().flat_map(|f| literals_in(&fs::read_to_string(f).unwrap_or_default())).collect()
 }
 

@@ -3,10 +3,7 @@
 //! with `UPDATE_DOCS=1`), compose sets every variable a service requires alone and nothing a
 //! service does not read, and no source file reads the environment but `platform::env`.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-};
+use std::{fs, path::Path};
 
 use platform::{
     config::Mode,
@@ -79,19 +76,6 @@ fn compose_sets_what_each_service_requires_and_only_what_it_reads() {
     }
 }
 
-/// The `.rs` files under `dir`, recursively.
-fn sources(dir: &Path, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            sources(&path, found);
-        } else if path.extension().is_some_and(|ext| ext == "rs") {
-            found.push(path);
-        }
-    }
-}
-
 /// The code of a file before its test module (`#[cfg(test)]` followed by `mod`), which may
 /// read the test environment (`REDIS_URL`, `CI`) directly.
 fn before_tests(source: &str) -> &str {
@@ -117,7 +101,8 @@ fn no_service_reads_the_environment_but_through_its_table() {
     for krate in fs::read_dir(root.join("crates")).unwrap_or_else(|e| panic!("{e}")).flatten() {
         // The test kit reads the test environment (`DATABASE_URL`, `REDIS_URL`, `CI`).
         if krate.file_name() != "testkit" {
-            sources(&krate.path().join("src"), &mut files);
+            let is_rust = |path: &Path| path.extension().is_some_and(|ext| ext == "rs");
+            crate::files_under(&krate.path().join("src"), &is_rust, &mut files);
         }
     }
     assert!(files.len() > 50, "the scan found only {} files", files.len());

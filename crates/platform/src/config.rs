@@ -43,8 +43,14 @@ pub const COMMON_VARIABLES: &[Var] = &[
     ),
 ];
 
-/// The secrets the gateway and the socket service share with the auth service.
-pub const SHARED_SECRET_VARIABLES: &[Var] = &[
+/// What the gateway and the socket service need to reach the auth service: its address and
+/// the secrets they share with it.
+pub const AUTH_CLIENT_VARIABLES: &[Var] = &[
+    Var::new(
+        "AUTH_SERVICE_URL",
+        Fallback::Required { embedded: "the auth service's bound address" },
+        "the auth service's gRPC address",
+    ),
     Var::new(
         "SERVICE_SECRET",
         Fallback::Required { embedded: "the auth service's" },

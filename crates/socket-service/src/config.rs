@@ -23,18 +23,13 @@ pub const MAX_RECHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// Every variable the socket service reads (SPEC §8), in `docs/configuration.md` by a test.
 pub static VARIABLES: Variables = Variables {
     binary: "socket-service",
-    groups: &[SOCKET_VARIABLES, platform::config::SHARED_SECRET_VARIABLES, platform::config::COMMON_VARIABLES],
+    groups: &[SOCKET_VARIABLES, platform::config::AUTH_CLIENT_VARIABLES, platform::config::COMMON_VARIABLES],
 };
 
 const SOCKET_VARIABLES: &[Var] = &[
     Var::new("PORT", Fallback::Value("4004"), "HTTP port; `0` picks a free one").only(Mode::Distributed),
     Var::new("SOCKET_PORT", Fallback::Value("4004"), "the socket service's HTTP port; `0` picks a free one")
         .only(Mode::Embedded),
-    Var::new(
-        "AUTH_SERVICE_URL",
-        Fallback::Required { embedded: "the auth service's bound address" },
-        "the auth service's gRPC address",
-    ),
     Var::new(
         "REDIS_URL",
         Fallback::Required { embedded: "unset: in-process contexts, tickets and bus" },

@@ -32,18 +32,13 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Every variable the gateway reads (SPEC §8), in `docs/configuration.md` by a test.
 pub static VARIABLES: Variables = Variables {
     binary: "gateway",
-    groups: &[GATEWAY_VARIABLES, platform::config::SHARED_SECRET_VARIABLES, platform::config::COMMON_VARIABLES],
+    groups: &[GATEWAY_VARIABLES, platform::config::AUTH_CLIENT_VARIABLES, platform::config::COMMON_VARIABLES],
 };
 
 const GATEWAY_VARIABLES: &[Var] = &[
     Var::new("PORT", Fallback::Value("8080"), "HTTP port; `0` picks a free one").only(Mode::Distributed),
     Var::new("GATEWAY_PORT", Fallback::Value("8080"), "the gateway's HTTP port; `0` picks a free one")
         .only(Mode::Embedded),
-    Var::new(
-        "AUTH_SERVICE_URL",
-        Fallback::Required { embedded: "the auth service's bound address" },
-        "the auth service's gRPC address",
-    ),
     Var::new(
         "AUTH_HTTP_URL",
         Fallback::Required { embedded: "the auth service's bound address" },
