@@ -2,6 +2,8 @@
 //!
 //! - `migrate`            apply migrations (PostgreSQL when `DATABASE_URL` is set, else the
 //!   embedded SQLite file under `DATA_DIR`)
+//! - `migrate --database-url <url>` apply migrations to that database alone (`postgres://…`,
+//!   `sqlite:<file>` or a file path), reading no other configuration; prints what it applied
 //! - `cleanup [--dry-run]` delete expired sessions, refresh tokens and revocations; print counts
 //! - `users set-role <email> <member|admin>` change a user's role
 //! - `bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool]
@@ -41,7 +43,7 @@ use platform::{
     env::{EnvExt, OsEnv},
 };
 
-const USAGE: &str = "usage: cargo xtask <migrate | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool] [redis] [rabbitmq] [--record]] [--quiet-logs] | bench --quick | ssot-check | codemap-check | webhooks dead <list|show|replay> <source> [name|--all] | keys retire --dir <deployment> [--dry-run]>";
+const USAGE: &str = "usage: cargo xtask <migrate [--database-url <url>] | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool] [redis] [rabbitmq] [--record]] [--quiet-logs] | bench --quick | ssot-check | codemap-check | webhooks dead <list|show|replay> <source> [name|--all] | keys retire --dir <deployment> [--dry-run]>";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -61,6 +63,18 @@ async fn open_service() -> Result<(AuthService, Mode), String> {
     println!("{storage}: migrations applied");
     let service = AuthService::new(config, backends.deps(Arc::new(SystemClock))).map_err(|e| e.to_string())?;
     Ok((service, mode))
+}
+
+/// `migrate --database-url <url>`: the migrations alone, on the database the URL names; what
+/// was applied, one line each, then the counts.
+async fn migrate_url(url: &str) -> Result<String, String> {
+    let migrated = auth_service::store::migrate(url).await.map_err(|e| e.to_string())?;
+    let mut out = format!("{}\n", migrated.database);
+    for migration in &migrated.applied {
+        out.push_str(&format!("  applied {migration}\n"));
+    }
+    out.push_str(&format!("{} applied, {} already there\n", migrated.applied.len(), migrated.already_applied));
+    Ok(out)
 }
 
 async fn cleanup(dry_run: bool) -> Result<(), String> {
@@ -97,6 +111,10 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["migrate"] => open_service().await.map(drop),
+        ["migrate", "--database-url", url] => migrate_url(url).await.map(|out| print!("{out}")),
+        ["migrate", flag] if flag.starts_with("--database-url=") => {
+            migrate_url(&flag["--database-url=".len()..]).await.map(|out| print!("{out}"))
+        }
         ["cleanup"] => cleanup(false).await,
         ["cleanup", "--dry-run"] => cleanup(true).await,
         ["users", "set-role", email, role] => set_role(email, role).await,
@@ -113,5 +131,98 @@ async fn main() -> ExitCode {
             eprintln!("xtask: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use auth_service::store::{PostgresStore, SqliteStore, Store};
+
+    use super::*;
+
+    /// The migration files of one dialect, as `migrate` names them.
+    fn migration_files(dialect: &str) -> Vec<String> {
+        let dir = workspace_root().join("migrations").join(dialect);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("migrations")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".sql").map(str::to_owned))
+            .collect();
+        names.sort();
+        assert!(names.len() >= 3, "{names:?}");
+        names
+    }
+
+    /// Migrating twice: the first run applies every file and names it, the second nothing;
+    /// then the schema serves the store.
+    async fn migrates_once(url: &str, dialect: &str) -> Arc<dyn Store> {
+        let files = migration_files(dialect);
+        let first = migrate_url(url).await.unwrap_or_else(|e| panic!("{e}"));
+        let applied: Vec<&str> = first.lines().filter_map(|l| l.trim().strip_prefix("applied ")).collect();
+        assert_eq!(applied, files, "{first}");
+        assert!(first.ends_with(&format!("{} applied, 0 already there\n", files.len())), "{first}");
+        let second = migrate_url(url).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(second.lines().count(), 2, "{second}");
+        assert!(second.ends_with(&format!("0 applied, {} already there\n", files.len())), "{second}");
+        let store: Arc<dyn Store> = if dialect == "sqlite" {
+            let file = url.strip_prefix("sqlite:").unwrap_or(url);
+            Arc::new(SqliteStore::open(Path::new(file)).await.expect("sqlite"))
+        } else {
+            Arc::new(PostgresStore::connect(url, 1).await.expect("postgres"))
+        };
+        let user = auth_service::store::User {
+            id: uuid::Uuid::new_v4(),
+            name: "Migrated".to_owned(),
+            email: "migrated@example.com".to_owned(),
+            password_hash: "x".to_owned(),
+            role: auth_contract::Role::Member,
+            disabled: false,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        store.insert_user(&user).await.expect("the users table is there");
+        assert_eq!(store.user_by_email(&user.email).await.expect("read"), Some(user));
+        store
+    }
+
+    #[tokio::test]
+    async fn migrate_a_sqlite_file_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fresh.db");
+        let first = migrate_url(&file.to_string_lossy()).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(first.starts_with(&format!("SQLite {}\n", file.display())), "{first}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "a new database file is its owner's alone");
+        }
+        // The same database by its `sqlite:` URL: already current.
+        let again = migrate_url(&format!("sqlite:{}", file.display())).await.unwrap_or_else(|e| panic!("{e}"));
+        let files = migration_files("sqlite").len();
+        assert!(again.ends_with(&format!("\n0 applied, {files} already there\n")), "{again}");
+        let other = dir.path().join("other.db");
+        migrates_once(&format!("sqlite:{}", other.display()), "sqlite").await;
+    }
+
+    #[tokio::test]
+    async fn migrate_a_fresh_postgres_database_twice() {
+        let Some(testkit::Backend::Postgres { database_url, .. }) = testkit::Backend::shared() else { return };
+        let url = testkit::fresh_postgres_database(&database_url).await;
+        let first = migrate_url(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        let name = url.rsplit('/').next().unwrap_or_default();
+        assert!(first.starts_with(&format!("PostgreSQL database {name} on ")), "{first}");
+        // `first` applied everything already; a fresh one for the full check.
+        let url = testkit::fresh_postgres_database(&database_url).await;
+        migrates_once(&url, "postgres").await;
+    }
+
+    #[tokio::test]
+    async fn bad_database_urls_are_clear_errors() {
+        let err = migrate_url("mysql://root:hunter2@127.0.0.1/app").await.unwrap_err();
+        assert!(err.contains("unsupported database URL") && !err.contains("hunter2"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let err = migrate_url(&dir.path().join("missing/x.db").to_string_lossy()).await.unwrap_err();
+        assert!(err.contains("cannot create"), "{err}");
     }
 }

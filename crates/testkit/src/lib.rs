@@ -144,7 +144,8 @@ fn with_database(url: &str, database: &str) -> String {
     }
 }
 
-async fn fresh_postgres_database(url: &str) -> String {
+/// A new, empty PostgreSQL database on the server `url` names; its URL.
+pub async fn fresh_postgres_database(url: &str) -> String {
     use sqlx::Connection as _;
     let name = format!("pc_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(url)

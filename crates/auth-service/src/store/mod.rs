@@ -6,6 +6,7 @@
 //! backends, so ordering and comparison mean the same thing everywhere.
 
 mod cache;
+mod migrate;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 use auth_contract::{role::Role, scope::Scopes};
 
 pub use cache::CachedStore;
+pub use migrate::{Migrated, Migration, migrate};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
