@@ -78,6 +78,7 @@ impl AuthService {
             expires_at: expires_in_days.map(|d| now + time::Duration::days(d)),
             last_used_at: None,
             revoked_at: None,
+            legacy_id: None,
         };
         self.store().insert_pat(&pat).await?;
         self.inner.metrics.token_issued("pat");

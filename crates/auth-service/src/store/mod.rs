@@ -111,6 +111,9 @@ pub struct PersonalAccessToken {
     pub expires_at: Option<OffsetDateTime>,
     pub last_used_at: Option<OffsetDateTime>,
     pub revoked_at: Option<OffsetDateTime>,
+    /// Set for a token imported from the system a team ran before (`cargo xtask
+    /// import-pats`): its id there. `None` for tokens issued here.
+    pub legacy_id: Option<String>,
 }
 
 /// A tenant's own request budget, applied by the gateway instead of the route default.
