@@ -9,8 +9,7 @@ use uuid::Uuid;
 use super::{Affected as _, Dialect, Sql};
 use crate::store::{PersonalAccessToken, StoreError, StoreResult, from_ms, map_sqlx, parse_uuid, to_ms};
 
-const PAT_COLUMNS: &str =
-    "id, user_id, name, token_hash, prefix, last_four, scopes, created_at, expires_at, last_used_at, revoked_at, legacy_id";
+const PAT_COLUMNS: &str = "id, user_id, name, token_hash, prefix, last_four, scopes, created_at, expires_at, last_used_at, revoked_at, legacy_id";
 
 /// A `personal_access_tokens` row as stored.
 #[derive(sqlx::FromRow)]
