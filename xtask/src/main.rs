@@ -6,6 +6,10 @@
 //!   `sqlite:<file>` or a file path), reading no other configuration; prints what it applied
 //! - `cleanup [--dry-run]` delete expired sessions, refresh tokens and revocations; print counts
 //! - `users set-role <email> <member|admin>` change a user's role
+//! - `import-pats --csv <file> --users <file>` import the personal access tokens exported from
+//!   the system a team ran before (seed 002; `docs/migration.md`): each line that maps to an
+//!   existing account becomes a PAT of it, accepted until `LEGACY_PAT_ACCEPT_UNTIL`; prints
+//!   every line not imported with its reason, then the counts
 //! - `bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool]
 //!   [redis] [rabbitmq] [--record]] [--quiet-logs]` and `bench --quick` run the benchmarks of
 //!   SPEC §10 (all by default): the auth service's criterion benches, the gateway scenario
@@ -43,7 +47,7 @@ use platform::{
     env::{EnvExt, OsEnv},
 };
 
-const USAGE: &str = "usage: cargo xtask <migrate [--database-url <url>] | cleanup [--dry-run] | users set-role <email> <role> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool] [redis] [rabbitmq] [--record]] [--quiet-logs] | bench --quick | ssot-check | codemap-check | webhooks dead <list|show|replay> <source> [name|--all] | keys retire --dir <deployment> [--dry-run]>";
+const USAGE: &str = "usage: cargo xtask <migrate [--database-url <url>] | cleanup [--dry-run] | users set-role <email> <role> | import-pats --csv <file> --users <file> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool] [redis] [rabbitmq] [--record]] [--quiet-logs] | bench --quick | ssot-check | codemap-check | webhooks dead <list|show|replay> <source> [name|--all] | keys retire --dir <deployment> [--dry-run]>";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -106,6 +110,63 @@ async fn set_role(email: &str, role: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `import-pats`' two files, from `--csv <file> --users <file>` in either order.
+fn import_args<'a>(args: &[&'a str]) -> Option<(&'a str, &'a str)> {
+    let (mut csv, mut users) = (None, None);
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let slot = match *flag {
+            "--csv" => &mut csv,
+            "--users" => &mut users,
+            _ => return None,
+        };
+        if slot.replace(*rest.next()?).is_some() {
+            return None;
+        }
+    }
+    csv.zip(users)
+}
+
+fn read_file(path: &str, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read the {what} file {path}: {e}"))
+}
+
+/// The report as printed: every line not imported, the counts, and when the tokens stop
+/// working. No line carries a token.
+fn render_import(report: &auth_service::legacy_import::ImportReport) -> String {
+    use auth_service::legacy_import::Outcome;
+    let mut out = String::new();
+    for line in report.lines.iter().filter(|l| l.outcome != Outcome::Imported) {
+        out.push_str(&format!("{line}\n"));
+    }
+    let total = report.imported() + report.already_imported() + report.skipped();
+    out.push_str(&format!(
+        "{} imported, {} already imported, {} skipped, of {total} token lines; {} users lines map nobody\n",
+        report.imported(),
+        report.already_imported(),
+        report.skipped(),
+        report.unusable_users(),
+    ));
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    match report.accepted_until {
+        Some(until) => out.push_str(&format!(
+            "imported tokens are accepted until {} (LEGACY_PAT_ACCEPT_UNTIL)\n",
+            until.format(rfc3339).unwrap_or_default()
+        )),
+        None => out
+            .push_str("LEGACY_PAT_ACCEPT_UNTIL is unset: the auth service accepts no imported token until it is set\n"),
+    }
+    out
+}
+
+async fn import_pats(csv: &str, users: &str) -> Result<(), String> {
+    let (tokens, users) = (read_file(csv, "tokens")?, read_file(users, "users")?);
+    let (service, _) = open_service().await?;
+    let report = service.import_legacy_pats(&tokens, &users).await.map_err(|e| e.to_string())?;
+    print!("{}", render_import(&report));
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -118,6 +179,10 @@ async fn main() -> ExitCode {
         ["cleanup"] => cleanup(false).await,
         ["cleanup", "--dry-run"] => cleanup(true).await,
         ["users", "set-role", email, role] => set_role(email, role).await,
+        ["import-pats", rest @ ..] => match import_args(rest) {
+            Some((csv, users)) => import_pats(csv, users).await,
+            None => Err(USAGE.to_owned()),
+        },
         ["bench", rest @ ..] => bench::run(rest).await,
         ["ssot-check"] => ssot::run(&workspace_root()),
         ["codemap-check"] => codemap::run(&workspace_root()),
@@ -215,6 +280,49 @@ mod tests {
         // `first` applied everything already; a fresh one for the full check.
         let url = testkit::fresh_postgres_database(&database_url).await;
         migrates_once(&url, "postgres").await;
+    }
+
+    #[test]
+    fn import_pats_takes_both_files_in_either_order() {
+        assert_eq!(import_args(&["--csv", "a.csv", "--users", "u.csv"]), Some(("a.csv", "u.csv")));
+        assert_eq!(import_args(&["--users", "u.csv", "--csv", "a.csv"]), Some(("a.csv", "u.csv")));
+        for bad in [
+            &["--csv", "a.csv"][..],
+            &["--csv", "a.csv", "--users"],
+            &["--csv", "a.csv", "--csv", "b.csv", "--users", "u.csv"],
+            &["--csv", "a.csv", "--users", "u.csv", "--force"],
+            &[],
+        ] {
+            assert_eq!(import_args(bad), None, "{bad:?}");
+        }
+        let err = read_file("/nonexistent/pats.csv", "tokens").unwrap_err();
+        assert!(err.starts_with("cannot read the tokens file /nonexistent/pats.csv"), "{err}");
+    }
+
+    #[test]
+    fn the_import_report_prints_what_was_not_imported_and_the_counts() {
+        use auth_service::legacy_import::{ImportFile, ImportReason, ImportReport, ImportedLine, Outcome};
+        let line = |file, line, outcome| ImportedLine { file, line, outcome };
+        let report = ImportReport {
+            lines: vec![
+                line(ImportFile::Users, 3, Outcome::Skipped(ImportReason::Malformed("userId is empty".into()))),
+                line(ImportFile::Tokens, 2, Outcome::Imported),
+                line(ImportFile::Tokens, 3, Outcome::AlreadyImported),
+                line(ImportFile::Tokens, 4, Outcome::Skipped(ImportReason::NoAccount("ada@example.com".into()))),
+            ],
+            accepted_until: None,
+        };
+        assert_eq!(
+            render_import(&report),
+            "users line 3: skipped: malformed row: userId is empty\n\
+             tokens line 3: already imported\n\
+             tokens line 4: skipped: no Portcullis account has the email `ada@example.com`\n\
+             1 imported, 1 already imported, 1 skipped, of 3 token lines; 1 users lines map nobody\n\
+             LEGACY_PAT_ACCEPT_UNTIL is unset: the auth service accepts no imported token until it is set\n"
+        );
+        let until = time::macros::datetime!(2026-03-31 00:00 UTC);
+        let report = ImportReport { lines: vec![], accepted_until: Some(until) };
+        assert!(render_import(&report).ends_with("accepted until 2026-03-31T00:00:00Z (LEGACY_PAT_ACCEPT_UNTIL)\n"));
     }
 
     #[tokio::test]
