@@ -51,8 +51,22 @@ impl Opaque {
     }
 }
 
-/// Shortest and longest text taken for an unprefixed personal access token.
-const LEGACY_LEN: std::ops::RangeInclusive<usize> = 20..=256;
+/// The prefixes of the personal access tokens of the system a team ran before Portcullis
+/// (seed 002's backend, whose `tokenService.ts` issued `af_live_` tokens and documented
+/// `af_test_` ones). `cargo xtask import-pats` imports those tokens by their hash.
+pub const LEGACY_PAT_PREFIXES: [&str; 2] = ["af_live_", "af_test_"];
+/// What follows a legacy prefix: exactly this many base62 characters (`0-9A-Za-z`).
+pub const LEGACY_PAT_BODY_LEN: usize = 32;
+
+/// Whether `token` has the legacy shape: a [`LEGACY_PAT_PREFIXES`] prefix, then
+/// [`LEGACY_PAT_BODY_LEN`] base62 characters, nothing else (40 characters in all).
+fn is_legacy_pat(token: &str) -> bool {
+    LEGACY_PAT_PREFIXES.iter().any(|prefix| {
+        token
+            .strip_prefix(prefix)
+            .is_some_and(|body| body.len() == LEGACY_PAT_BODY_LEN && body.bytes().all(|b| b.is_ascii_alphanumeric()))
+    })
+}
 
 /// What a presented token looks like before anything is looked up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +75,9 @@ pub enum Shape {
     Jwt,
     /// A Portcullis opaque credential, by its prefix.
     Opaque(Opaque),
-    /// An opaque token without a Portcullis prefix: a personal access token imported from
-    /// the system a team ran before (the operations tooling imports those by their hash), the
-    /// one unprefixed credential there is. Visible ASCII without `.`, of a plausible length.
+    /// A personal access token of the system a team ran before (no Portcullis prefix; see
+    /// [`LEGACY_PAT_PREFIXES`]): the operations tooling imports those by their hash, and the
+    /// auth service accepts them until `LEGACY_PAT_ACCEPT_UNTIL`.
     LegacyPat,
 }
 
@@ -73,13 +87,13 @@ impl Shape {
         if let Some(kind) = Opaque::of(token) {
             return Some(Self::Opaque(kind));
         }
+        if is_legacy_pat(token) {
+            return Some(Self::LegacyPat);
+        }
         let base64url = |part: &str| part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         let parts: Vec<&str> = token.split('.').collect();
-        if parts.len() == 3 && parts[..2].iter().all(|p| !p.is_empty()) && parts.iter().all(|p| base64url(p)) {
-            return Some(Self::Jwt);
-        }
-        let legacy = LEGACY_LEN.contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic() && b != b'.');
-        legacy.then_some(Self::LegacyPat)
+        let jwt = parts.len() == 3 && parts[..2].iter().all(|p| !p.is_empty()) && parts.iter().all(|p| base64url(p));
+        jwt.then_some(Self::Jwt)
     }
 }
 
@@ -236,7 +250,9 @@ mod tests {
         assert_eq!(Shape::of("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln"), Some(Shape::Jwt));
         assert_eq!(Shape::of("pcp_0123456789abcdef"), Some(Shape::Opaque(Opaque::Pat)));
         assert_eq!(Shape::of("pck_x"), Some(Shape::Opaque(Opaque::ApiKey)));
-        assert_eq!(Shape::of("ghp_16C7e42F292c6912E7710c838347Ae178B4a"), Some(Shape::LegacyPat));
+        let body = "0123456789ABCDEFGHIJKLMNOPQRSTUv";
+        assert_eq!(Shape::of(&format!("af_live_{body}")), Some(Shape::LegacyPat));
+        assert_eq!(Shape::of(&format!("af_test_{body}")), Some(Shape::LegacyPat));
         for garbage in [
             "",
             "short",
@@ -245,6 +261,16 @@ mod tests {
             "has space in it, long enough",
             &"x".repeat(257),
             "tok\u{e9}n-but-long-enough-here",
+            // Other vendors' tokens and near misses of the legacy shape are nothing.
+            "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+            &format!("af_live_{}", &body[1..]),
+            &format!("af_live_{body}0"),
+            &format!("af_live_{}-", &body[1..]),
+            &format!("AF_LIVE_{body}"),
+            &format!("af_prod_{body}"),
+            &format!(" af_live_{body}"),
+            &format!("af_live_{}\u{e9}", &body[2..]),
+            body,
         ] {
             assert_eq!(Shape::of(garbage), None, "{garbage}");
         }

@@ -116,7 +116,12 @@ const AUTH_VARIABLES: &[Var] = &[
     Var::new(
         "PAT_MAX_PER_USER",
         Fallback::Value("50"),
-        "live (unrevoked, unexpired) personal access tokens per user",
+        "live (unrevoked, unexpired) personal access tokens per user; imported legacy tokens do not count",
+    ),
+    Var::new(
+        "LEGACY_PAT_ACCEPT_UNTIL",
+        Fallback::Unset,
+        "RFC 3339 instant with its offset (`2026-03-31T00:00:00Z`): personal access tokens imported with `cargo xtask import-pats` ([migration.md](migration.md)) are accepted as PATs of their users strictly before it, by the service's clock; unset or past, they get the 401 `token_invalid` of an unknown token",
     ),
     Var::new(
         "SDK_TOKEN_EXPIRES_IN",
@@ -237,6 +242,18 @@ pub struct AuthConfig {
     /// `INTERNAL_LOOPBACK_ONLY`: the internal HTTP mirrors accept unforwarded loopback callers
     /// without a service token.
     pub internal_loopback_only: bool,
+    /// `LEGACY_PAT_ACCEPT_UNTIL` (RFC 3339): personal access tokens imported from the system a
+    /// team ran before are accepted strictly before this instant; unset, never.
+    pub legacy_pat_accept_until: Option<time::OffsetDateTime>,
+}
+
+/// `LEGACY_PAT_ACCEPT_UNTIL`: an RFC 3339 instant (`2026-03-31T00:00:00Z`), or unset.
+fn legacy_pat_accept_until(env: &dyn Env) -> Result<Option<time::OffsetDateTime>, ConfigError> {
+    const VARIABLE: &str = "LEGACY_PAT_ACCEPT_UNTIL";
+    let Some(raw) = env.string(VARIABLE).filter(|v| !v.trim().is_empty()) else { return Ok(None) };
+    time::OffsetDateTime::parse(raw.trim(), &time::format_description::well_known::Rfc3339).map(Some).map_err(|_| {
+        ConfigError::new(VARIABLE, "must be an RFC 3339 date and time with its offset, like 2026-03-31T00:00:00Z")
+    })
 }
 
 fn default_hash_concurrency() -> usize {
@@ -406,6 +423,7 @@ impl AuthConfig {
             context_signing_secret,
             grpc_port: env.parsed_or(grpc_port_var, 50051)?,
             internal_loopback_only: env.bool_or("INTERNAL_LOOPBACK_ONLY", false)?,
+            legacy_pat_accept_until: legacy_pat_accept_until(env)?,
         })
     }
 }
@@ -529,6 +547,9 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("IP_WHITELIST_ENABLED", "sometimes"),
             ("SDK_TOKEN_EXPIRES_IN", "15"),
+            ("LEGACY_PAT_ACCEPT_UNTIL", "2026-03-31"),
+            ("LEGACY_PAT_ACCEPT_UNTIL", "2026-03-31T00:00:00"),
+            ("LEGACY_PAT_ACCEPT_UNTIL", "next spring"),
         ] {
             assert_eq!(distributed(&[(var, value)]).unwrap_err().variable, var);
         }
@@ -545,6 +566,14 @@ mod tests {
         assert_eq!(c.refresh_reuse_grace, Duration::from_secs(10));
         assert_eq!(c.port, 4001);
         assert_eq!(c.jwt.issuer, "portcullis");
+        assert_eq!(c.legacy_pat_accept_until, None, "legacy tokens are never accepted unless asked for");
+    }
+
+    #[test]
+    fn the_legacy_cutoff_is_an_instant() {
+        let c = distributed(&[("LEGACY_PAT_ACCEPT_UNTIL", "2026-03-31T02:00:00+02:00")]).unwrap();
+        assert_eq!(c.legacy_pat_accept_until, Some(time::macros::datetime!(2026-03-31 00:00:00 UTC)));
+        assert_eq!(distributed(&[("LEGACY_PAT_ACCEPT_UNTIL", " ")]).unwrap().legacy_pat_accept_until, None);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! binary, `cargo xtask` and the tests share. Its door: [`AuthConfig`] from the environment,
 //! [`Backends::connect`] for the [`Deps`] (the `store` trait and its implementations are
 //! public as part of them), [`AuthService::new`], [`bind`] and [`run`]; operators' work
-//! ([`AuthService::cleanup`], [`AuthService::set_role_as_operator`]) goes through the service
-//! too.
+//! ([`AuthService::cleanup`], [`AuthService::set_role_as_operator`],
+//! [`AuthService::import_legacy_pats`] with its report in [`legacy_import`]) goes through the
+//! service too, and [`store::migrate`] applies the migrations alone.
 //!
 //! Layout: `domain/` (types that validate by parsing: email, password, credentials, JWT key
 //! ring), `store/` (the storage trait, PostgreSQL and SQLite), `service/` (the operations),
@@ -35,5 +36,13 @@ pub mod tokens {
     pub use crate::domain::{
         credential::{Credential, Kind, sha256_hex},
         jwt::{KeyRing, NewToken, TokenType, kid_for},
+    };
+}
+
+/// What an import of legacy personal access tokens ([`AuthService::import_legacy_pats`])
+/// reports, line by line, and why it may stop.
+pub mod legacy_import {
+    pub use crate::service::import::{
+        ExportError, ImportError, ImportFile, ImportReason, ImportReport, ImportedLine, Outcome,
     };
 }

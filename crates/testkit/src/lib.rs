@@ -144,7 +144,8 @@ fn with_database(url: &str, database: &str) -> String {
     }
 }
 
-async fn fresh_postgres_database(url: &str) -> String {
+/// A new, empty PostgreSQL database on the server `url` names; its URL.
+pub async fn fresh_postgres_database(url: &str) -> String {
     use sqlx::Connection as _;
     let name = format!("pc_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(url)
@@ -386,7 +387,7 @@ impl TestApp {
             "SELECT id || '|' || token_hash || '|' || session_id || '|' || session_kind || '|' || COALESCE(user_id, '') AS t FROM refresh_tokens",
             "SELECT jti AS t FROM revoked_jtis",
             "SELECT COALESCE(user_id, '') || '|' || action || '|' || outcome || '|' || COALESCE(ip, '') || '|' || detail AS t FROM audit_log",
-            "SELECT id || '|' || user_id || '|' || name || '|' || token_hash || '|' || prefix || '|' || last_four || '|' || scopes AS t FROM personal_access_tokens",
+            "SELECT id || '|' || user_id || '|' || name || '|' || token_hash || '|' || prefix || '|' || last_four || '|' || scopes || '|' || COALESCE(legacy_id, '') AS t FROM personal_access_tokens",
             "SELECT id || '|' || owner_id || '|' || name || '|' || ip_allowlist || '|' || allowed_origins AS t FROM clients",
             "SELECT id || '|' || client_id || '|' || name || '|' || key_hash || '|' || prefix || '|' || last_four || '|' || scopes AS t FROM api_keys",
             "SELECT id || '|' || client_id || '|' || api_key_id || '|' || external_user_id || '|' || scopes || '|' || ip AS t FROM sdk_sessions",

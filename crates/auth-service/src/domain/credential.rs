@@ -115,6 +115,35 @@ impl Credential {
     }
 }
 
+/// A personal access token of the system a team ran before Portcullis, shape-checked
+/// ([`credential::Shape::LegacyPat`]: `af_live_` or `af_test_`, then 32 base62 characters).
+/// It carries no checksum, so only its stored hash, the SHA-256 every PAT is kept as, tells a
+/// real one from a forgery.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LegacyPat(String);
+
+impl std::fmt::Debug for LegacyPat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LegacyPat({})", platform::telemetry::mask(&self.0))
+    }
+}
+
+impl LegacyPat {
+    pub fn parse(text: &str) -> Option<Self> {
+        (credential::Shape::of(text) == Some(credential::Shape::LegacyPat)).then(|| Self(text.to_owned()))
+    }
+
+    /// The secret, for the display parts only (prefix and last four).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What storage keeps: the same hash as a native PAT's.
+    pub fn hash(&self) -> String {
+        sha256_hex(&self.0)
+    }
+}
+
 pub fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
@@ -148,6 +177,17 @@ mod tests {
         }
         s.reverse();
         assert_eq!(checksum("pcr_", &random).as_bytes(), s.as_slice());
+    }
+
+    #[test]
+    fn legacy_tokens_are_hashed_like_pats() {
+        let text = "af_live_0123456789ABCDEFGHIJKLMNOPQRSTUv";
+        let legacy = LegacyPat::parse(text).unwrap_or_else(|| panic!("legacy shape refused"));
+        assert_eq!(legacy.hash(), sha256_hex(text));
+        assert!(!format!("{legacy:?}").contains(&text[8..]), "Debug shows the secret");
+        let native = Credential::generate(Kind::PersonalAccess);
+        assert!(LegacyPat::parse(native.expose()).is_none(), "a pcp_ token is not a legacy one");
+        assert!(LegacyPat::parse(&text[1..]).is_none());
     }
 
     #[test]

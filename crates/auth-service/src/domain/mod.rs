@@ -6,6 +6,7 @@ pub mod credential;
 pub mod device;
 pub mod email;
 pub mod jwt;
+pub mod legacy_export;
 pub mod name;
 pub mod password;
 pub mod role;

@@ -1,13 +1,17 @@
 //! Personal access tokens (`pcp_…`): named, scoped, optionally expiring (at most a year),
-//! at most `PAT_MAX_PER_USER` live per user, `last_used_at` written lazily.
+//! at most `PAT_MAX_PER_USER` live per user, `last_used_at` written lazily. Tokens imported
+//! from the system a team ran before (`af_live_…`, `cargo xtask import-pats`) are PATs too,
+//! accepted only before `LEGACY_PAT_ACCEPT_UNTIL`.
 
+use auth_contract::credential::{Opaque, Shape};
 use serde_json::json;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{AuthService, ClientMeta, Principal, clients::display_parts};
 use crate::{
     domain::{
-        credential::{Credential, Kind},
+        credential::{Credential, Kind, LegacyPat},
         name::Name,
         scope::{self, Scopes},
     },
@@ -78,6 +82,7 @@ impl AuthService {
             expires_at: expires_in_days.map(|d| now + time::Duration::days(d)),
             last_used_at: None,
             revoked_at: None,
+            legacy_id: None,
         };
         self.store().insert_pat(&pat).await?;
         self.inner.metrics.token_issued("pat");
@@ -96,7 +101,8 @@ impl AuthService {
         usize::try_from(self.inner.config.pat_max_per_user).unwrap_or(usize::MAX)
     }
 
-    /// Not revoked and not expired.
+    /// Not revoked and not expired, issued here: imported legacy tokens do not count against
+    /// `PAT_MAX_PER_USER`, so a user holding many can still create the ones replacing them.
     async fn live_pats(&self, user_id: Uuid) -> Result<Vec<PersonalAccessToken>, Error> {
         let now = self.now();
         Ok(self
@@ -104,8 +110,14 @@ impl AuthService {
             .pats_for_user(user_id)
             .await?
             .into_iter()
-            .filter(|p| p.expires_at.is_none_or(|e| e > now))
+            .filter(|p| p.legacy_id.is_none() && p.expires_at.is_none_or(|e| e > now))
             .collect())
+    }
+
+    /// Whether imported legacy PATs are accepted at `now`: strictly before
+    /// `LEGACY_PAT_ACCEPT_UNTIL`, never when it is unset.
+    pub(super) fn legacy_pats_accepted(&self, now: OffsetDateTime) -> bool {
+        self.inner.config.legacy_pat_accept_until.is_some_and(|until| now < until)
     }
 
     /// The caller's PATs that are not revoked (expired ones included, so they can be seen).
@@ -132,17 +144,35 @@ impl AuthService {
         Ok(())
     }
 
-    /// Verifies a PAT: checksum, existence, revocation, expiry and the user's state.
+    /// Verifies a PAT: checksum, existence, revocation, expiry and the user's state. An
+    /// imported legacy token (`af_live_…`) is looked up only while legacy tokens are accepted;
+    /// otherwise it is refused as unknown, the same answer as a token never imported.
     pub async fn authenticate_pat(&self, token: &str) -> Result<(User, PersonalAccessToken), Error> {
-        let credential =
-            Credential::parse(Kind::PersonalAccess, token).ok_or(Error::TokenInvalid(Invalid::Malformed))?;
-        let pat = self.store().pat_by_hash(&credential.hash()).await?.ok_or(Error::TokenInvalid(Invalid::Unknown))?;
-        self.live_pat(&pat, self.now()).await.map(|user| (user, pat))
+        let now = self.now();
+        let (hash, legacy) = match LegacyPat::parse(token) {
+            Some(_) if !self.legacy_pats_accepted(now) => return Err(Error::TokenInvalid(Invalid::Unknown)),
+            Some(legacy) => (legacy.hash(), true),
+            None => {
+                let credential =
+                    Credential::parse(Kind::PersonalAccess, token).ok_or(Error::TokenInvalid(Invalid::Malformed))?;
+                (credential.hash(), false)
+            }
+        };
+        let pat = self
+            .store()
+            .pat_by_hash(&hash)
+            .await?
+            .filter(|pat| pat.legacy_id.is_some() == legacy)
+            .ok_or(Error::TokenInvalid(Invalid::Unknown))?;
+        self.live_pat(&pat, now).await.map(|user| (user, pat))
     }
 
     /// What keeps a PAT's context valid, for its validation and its later re-checks alike:
     /// not revoked, not expired, its user enabled. Records its use (at most once a minute).
-    pub(super) async fn live_pat(&self, pat: &PersonalAccessToken, now: time::OffsetDateTime) -> Result<User, Error> {
+    pub(super) async fn live_pat(&self, pat: &PersonalAccessToken, now: OffsetDateTime) -> Result<User, Error> {
+        if pat.legacy_id.is_some() && !self.legacy_pats_accepted(now) {
+            return Err(Error::TokenInvalid(Invalid::Unknown));
+        }
         if pat.revoked_at.is_some() {
             return Err(Error::TokenRevoked);
         }
@@ -159,13 +189,28 @@ impl AuthService {
         Ok(user)
     }
 
-    /// An access token or a PAT, told apart by the PAT prefix.
+    /// When an imported PAT stops being accepted (`LEGACY_PAT_ACCEPT_UNTIL`), or a native
+    /// one's expiry: whichever comes first.
+    pub(super) fn pat_deadline(&self, pat: &PersonalAccessToken) -> Option<OffsetDateTime> {
+        let cutoff = pat.legacy_id.as_ref().and(self.inner.config.legacy_pat_accept_until);
+        match (pat.expires_at, cutoff) {
+            (Some(expires), Some(cutoff)) => Some(expires.min(cutoff)),
+            (expires, cutoff) => expires.or(cutoff),
+        }
+    }
+
+    /// An access token or a PAT (`pcp_…` or an imported legacy one), told apart by shape.
     pub async fn authenticate_user(&self, token: &str) -> Result<UserPrincipal, Error> {
-        if token.starts_with(Kind::PersonalAccess.prefix()) {
+        if is_pat(token) {
             let (user, pat) = self.authenticate_pat(token).await?;
             Ok(UserPrincipal::Pat(Box::new((user, pat))))
         } else {
             Ok(UserPrincipal::Access(Box::new(self.authenticate(token).await?)))
         }
     }
+}
+
+/// Whether a presented token is a PAT by its shape: the `pcp_` prefix, or the legacy shape.
+pub(super) fn is_pat(token: &str) -> bool {
+    matches!(Shape::of(token), Some(Shape::Opaque(Opaque::Pat) | Shape::LegacyPat))
 }

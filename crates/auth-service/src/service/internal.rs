@@ -203,7 +203,7 @@ impl AuthService {
                 },
             });
         }
-        if credential.starts_with(CredentialKind::PersonalAccess.prefix()) {
+        if super::credentials::is_pat(credential) {
             let (user, pat) = self.authenticate_pat(credential).await?;
             return Ok(self.pat_context(&user, &pat));
         }
@@ -215,9 +215,12 @@ impl AuthService {
         }
     }
 
+    /// An imported PAT's context ends at `LEGACY_PAT_ACCEPT_UNTIL` at the latest, and no
+    /// caller caches it past then.
     fn pat_context(&self, user: &User, pat: &PersonalAccessToken) -> Validated {
+        let deadline = self.pat_deadline(pat);
         Validated {
-            cache_ttl: self.cache_ttl(&[pat.expires_at]),
+            cache_ttl: self.cache_ttl(&[deadline]),
             context: AuthContext {
                 subject: user.id.to_string(),
                 kind: Kind::Pat,
@@ -228,7 +231,7 @@ impl AuthService {
                 credential_id: Some(pat.id.to_string()),
                 role: Some(user.role),
                 scopes: pat.scopes.clone(),
-                expires_at: pat.expires_at.map(OffsetDateTime::unix_timestamp),
+                expires_at: deadline.map(OffsetDateTime::unix_timestamp),
                 rate_limit: None,
             },
         }

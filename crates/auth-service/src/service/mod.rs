@@ -5,6 +5,7 @@ pub mod admin;
 mod clients;
 mod credentials;
 mod identity;
+pub mod import;
 pub mod internal;
 mod limits;
 mod sdk;

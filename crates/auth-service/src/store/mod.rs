@@ -6,6 +6,7 @@
 //! backends, so ordering and comparison mean the same thing everywhere.
 
 mod cache;
+mod migrate;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 use auth_contract::{role::Role, scope::Scopes};
 
 pub use cache::CachedStore;
+pub use migrate::{Migrated, Migration, migrate};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -109,6 +111,9 @@ pub struct PersonalAccessToken {
     pub expires_at: Option<OffsetDateTime>,
     pub last_used_at: Option<OffsetDateTime>,
     pub revoked_at: Option<OffsetDateTime>,
+    /// Set for a token imported from the system a team ran before (`cargo xtask
+    /// import-pats`): its id there. `None` for tokens issued here.
+    pub legacy_id: Option<String>,
 }
 
 /// A tenant's own request budget, applied by the gateway instead of the route default.

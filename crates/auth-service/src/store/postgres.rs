@@ -1,12 +1,15 @@
 //! PostgreSQL storage for distributed mode.
 
-use std::time::Duration;
+use std::{str::FromStr, time::Duration};
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+};
 
 use super::{StoreError, StoreResult};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -16,14 +19,24 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects and applies pending migrations.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let pool = Self::open_pool(options, max_connections).await?;
+        super::migrate::apply(&MIGRATOR, &pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// A pool on `options`, not migrated.
+    pub(super) async fn open_pool(options: PgConnectOptions, max_connections: u32) -> StoreResult<PgPool> {
+        PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Other(e.to_string()))?;
-        Ok(Self { pool })
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    pub(super) fn migrator() -> &'static Migrator {
+        &MIGRATOR
     }
 
     pub fn pool(&self) -> &PgPool {

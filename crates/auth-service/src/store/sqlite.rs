@@ -1,13 +1,16 @@
 //! SQLite storage for embedded mode: one file under `DATA_DIR`, WAL journal, a busy timeout
 //! so concurrent writers queue instead of failing.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{path::Path, time::Duration};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{
+    migrate::Migrator,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+};
 
 use super::{StoreError, StoreResult};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -17,22 +20,30 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub async fn open(path: &Path) -> StoreResult<Self> {
-        let url = format!("sqlite://{}", path.display());
-        let options = SqliteConnectOptions::from_str(&url)
-            .map_err(|e| StoreError::Other(e.to_string()))?
+        let pool = Self::open_pool(path).await?;
+        super::migrate::apply(&MIGRATOR, &pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// A pool on the file (created if missing), not migrated.
+    pub(super) async fn open_pool(path: &Path) -> StoreResult<SqlitePool> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
+        SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Other(e.to_string()))?;
-        Ok(Self { pool })
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    pub(super) fn migrator() -> &'static Migrator {
+        &MIGRATOR
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -161,6 +161,7 @@ async fn personal_access_tokens(store: &dyn Store, t: OffsetDateTime) {
         expires_at: Some(at + Duration::days(30)),
         last_used_at: None,
         revoked_at: None,
+        legacy_id: None,
     };
     let (older, newer) = (pat(t - Duration::minutes(1)), pat(t));
     store.insert_pat(&older).await.expect("pat");
@@ -176,6 +177,19 @@ async fn personal_access_tokens(store: &dyn Store, t: OffsetDateTime) {
     let listed: Vec<Uuid> = store.pats_for_user(owner.id).await.expect("list").iter().map(|p| p.id).collect();
     assert_eq!(listed, [newer.id], "revoked ones are not listed");
     assert_eq!(store.pat_by_hash(&older.token_hash).await.expect("read").and_then(|p| p.revoked_at), Some(t));
+
+    // An imported one keeps its legacy id and when it was last used; a second token with the
+    // same hash is a conflict (what makes an import idempotent).
+    let imported = PersonalAccessToken {
+        legacy_id: Some("clx0legacy0id".into()),
+        last_used_at: Some(t - Duration::days(3)),
+        expires_at: None,
+        ..pat(t - Duration::days(90))
+    };
+    store.insert_pat(&imported).await.expect("imported pat");
+    assert_eq!(store.pat_by_hash(&imported.token_hash).await.expect("read"), Some(imported.clone()));
+    let again = PersonalAccessToken { id: Uuid::new_v4(), ..imported.clone() };
+    assert!(matches!(store.insert_pat(&again).await, Err(StoreError::Conflict(_))), "same hash stored twice");
 }
 
 async fn clients_keys_and_sdk_sessions(store: &dyn Store, t: OffsetDateTime) {

@@ -19,6 +19,7 @@ mod faults;
 mod flows;
 mod forward_auth;
 mod grpc;
+mod legacy_pats;
 mod limits;
 mod listeners;
 mod schema;

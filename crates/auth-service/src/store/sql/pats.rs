@@ -9,8 +9,7 @@ use uuid::Uuid;
 use super::{Affected as _, Dialect, Sql};
 use crate::store::{PersonalAccessToken, StoreError, StoreResult, from_ms, map_sqlx, parse_uuid, to_ms};
 
-const PAT_COLUMNS: &str =
-    "id, user_id, name, token_hash, prefix, last_four, scopes, created_at, expires_at, last_used_at, revoked_at";
+const PAT_COLUMNS: &str = "id, user_id, name, token_hash, prefix, last_four, scopes, created_at, expires_at, last_used_at, revoked_at, legacy_id";
 
 /// A `personal_access_tokens` row as stored.
 #[derive(sqlx::FromRow)]
@@ -26,6 +25,7 @@ struct PatRow {
     expires_at: Option<i64>,
     last_used_at: Option<i64>,
     revoked_at: Option<i64>,
+    legacy_id: Option<String>,
 }
 
 impl TryFrom<PatRow> for PersonalAccessToken {
@@ -44,6 +44,7 @@ impl TryFrom<PatRow> for PersonalAccessToken {
             expires_at: row.expires_at.map(from_ms),
             last_used_at: row.last_used_at.map(from_ms),
             revoked_at: row.revoked_at.map(from_ms),
+            legacy_id: row.legacy_id,
         })
     }
 }
@@ -61,8 +62,9 @@ where
 {
     pub(crate) async fn insert_pat(&self, pat: &PersonalAccessToken) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO personal_access_tokens (id, user_id, name, token_hash, prefix, last_four, scopes, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO personal_access_tokens \
+             (id, user_id, name, token_hash, prefix, last_four, scopes, created_at, expires_at, last_used_at, legacy_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(pat.id.to_string())
         .bind(pat.user_id.to_string())
@@ -73,6 +75,8 @@ where
         .bind(pat.scopes.to_text())
         .bind(to_ms(pat.created_at))
         .bind(pat.expires_at.map(to_ms))
+        .bind(pat.last_used_at.map(to_ms))
+        .bind(pat.legacy_id.clone())
         .execute(self.pool)
         .await
         .map(drop)
