@@ -13,5 +13,13 @@ fi
 # as the rabbitmq user. Checked on its AMQP port, which opens once it has booted.
 if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
   rabbitmq-server -detached
+elif command -v rabbitmq-diagnostics >/dev/null 2>&1 &&
+  ! { rabbitmq-diagnostics -q check_running && rabbitmq-diagnostics -q check_local_alarms; } >/dev/null 2>&1; then
+  # A broker that is listening but not fully running, or that raised a resource alarm (a disk
+  # that once filled up, say), refuses the tests' connections: it is restarted once.
+  echo "RabbitMQ is not healthy (not running or in alarm): restarting it" >&2
+  rabbitmqctl -q stop >/dev/null 2>&1 || pkill -f beam.smp || true
+  for _ in $(seq 1 30); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null || break; sleep 1; done
+  rabbitmq-server -detached
 fi
 echo "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379 AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f"
