@@ -182,7 +182,32 @@ async fn actual_responses_reflect_only_the_callers_own_origins(backend: Backend)
     assert_eq!(app.headers()["access-control-allow-credentials"], "true");
 }
 
+/// SPEC §6: a caller's `traceparent` is continued only from `TRUSTED_PROXIES`; anyone else's
+/// starts a new trace (linked to theirs when spans are exported), so a client cannot choose
+/// the trace its request joins.
+async fn only_a_trusted_proxys_trace_is_continued(backend: Backend) {
+    let auth = spawn_auth(backend).await;
+    let upstream = spawn_upstream().await;
+    let routes = standard_routes(&upstream.url());
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{caller_trace}-00f067aa0ba902b7-01");
+    let forwarded = |upstream: &crate::harness::Upstream| {
+        let last = upstream.seen.lock().unwrap().last().cloned().unwrap();
+        last["traceparent"].to_str().unwrap().to_owned()
+    };
+    for (trusted, vars) in [(false, &[][..]), (true, &[("TRUSTED_PROXIES", "127.0.0.1/32")][..])] {
+        let gw = spawn_gateway(&auth, &routes, vars).await;
+        let response = client().get(gw.at("/v1/open/x")).header("traceparent", &traceparent).send().await.unwrap();
+        expect_status(response, StatusCode::OK).await;
+        let seen = forwarded(&upstream);
+        let parts: Vec<&str> = seen.split('-').collect();
+        assert_eq!(parts.len(), 4, "{seen}");
+        assert_eq!(parts[1] == caller_trace, trusted, "trusted proxy: {trusted}; forwarded {seen}");
+    }
+}
+
 testkit::on_both_backends!(
+    only_a_trusted_proxys_trace_is_continued,
     actual_responses_reflect_only_the_callers_own_origins,
     connection_cannot_remove_the_gateways_headers,
     credentials_stop_at_the_edge,
