@@ -432,6 +432,12 @@ impl AuthClient {
             .parse()
             .map_err(|_| ClientError::Unavailable("unusable service token".to_owned()))?;
         request.metadata_mut().insert("authorization", value);
+        // The caller's trace goes on to the auth service (while spans are exported).
+        if let Some(traceparent) = platform::otel::current_traceparent()
+            && let Ok(value) = tonic::metadata::MetadataValue::try_from(traceparent.as_bytes())
+        {
+            request.metadata_mut().insert("traceparent", value);
+        }
         Ok(request)
     }
 

@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
 
 async fn serve() -> Result<(), Failure> {
     let config = AuthConfig::from_env(&OsEnv, Mode::Distributed).map_err(Failure::config)?;
-    platform::telemetry::init(config.log_json);
+    platform::telemetry::start(config.log_json, &OsEnv, "portcullis-auth")?;
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
 
 async fn serve() -> Result<(), Failure> {
     let config = GatewayConfig::from_env(&OsEnv, Mode::Distributed).map_err(Failure::config)?;
-    platform::telemetry::init(config.log_json);
+    platform::telemetry::start(config.log_json, &OsEnv, "portcullis-gateway")?;
     let url = config.redis_url.as_ref().ok_or(Failure::config("REDIS_URL is required"))?.expose_secret().to_owned();
     let pool = platform::redis::connect(&url).await.map_err(|e| Failure::run("cannot start", e))?;
     let bus = RedisBus::new(&url, pool.clone()).map_err(|e| Failure::run("cannot start", e))?;

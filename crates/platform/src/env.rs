@@ -330,14 +330,17 @@ pub fn check_table<C: std::fmt::Debug>(
 /// the source scan know them.
 pub static LIBRARY_VARIABLES: Variables = Variables {
     binary: EVERY_BINARY,
-    groups: &[&[
-        Var::new("RUST_LOG", Fallback::Value("info"), "log filter (`tracing-subscriber`'s `EnvFilter` syntax)"),
-        Var::new(
-            "TOKIO_WORKER_THREADS",
-            Fallback::Described("the CPUs"),
-            "threads of the async runtime (tokio reads it; for the standalone gateway see its table)",
-        ),
-    ]],
+    groups: &[
+        &[
+            Var::new("RUST_LOG", Fallback::Value("info"), "log filter (`tracing-subscriber`'s `EnvFilter` syntax)"),
+            Var::new(
+                "TOKIO_WORKER_THREADS",
+                Fallback::Described("the CPUs"),
+                "threads of the async runtime (tokio reads it; for the standalone gateway see its table)",
+            ),
+        ],
+        crate::otel::VARIABLES,
+    ],
 };
 
 /// Typed accessors over any [`Env`]; empty values count as unset.

@@ -15,6 +15,7 @@ pub mod health;
 pub mod media;
 pub mod net;
 pub mod origin;
+pub mod otel;
 pub mod rate;
 pub mod redis;
 pub mod request_id;

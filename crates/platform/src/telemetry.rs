@@ -1,5 +1,5 @@
-//! Logging set-up (JSON lines or human-readable, `LOG_FORMAT`) and masking of secrets that
-//! must never reach a log line in full.
+//! Logging set-up (JSON lines or human-readable, `LOG_FORMAT`; spans exported too when
+//! `crate::otel` says so) and masking of secrets that must never reach a log line in full.
 //!
 //! Lines are formatted on the thread that logs and appended to one buffer in memory; a writer
 //! thread writes the buffer to standard output every [`FLUSH_EVERY`], or as soon as it holds
@@ -119,19 +119,38 @@ fn buffered<W: Write + Send + 'static>(out: W) -> Buffered<W> {
 /// The process's log buffer, for [`flush`].
 static STDOUT: OnceLock<Buffered<std::io::Stdout>> = OnceLock::new();
 
+/// How every binary sets up logging and tracing: [`init`] with the tracing export the
+/// standard `OTEL_*` variables of `env` ask for (`service_name` unless `OTEL_SERVICE_NAME`
+/// says otherwise). A bad variable is a configuration error.
+pub fn start(json: bool, env: &dyn crate::env::Env, service_name: &str) -> Result<(), crate::exit::Failure> {
+    let export = crate::otel::Export::from_env(env, service_name).map_err(crate::exit::Failure::config)?;
+    init(json, export.as_ref()).map_err(|e| crate::exit::Failure::run("cannot start tracing", e))
+}
+
 /// Installs the global subscriber once; later calls (tests, embedded services) are no-ops.
-pub fn init(json: bool) {
+/// With `export`, spans are also exported over OTLP (`crate::otel`); call it then inside the
+/// Tokio runtime.
+pub fn init(json: bool, export: Option<&crate::otel::Export>) -> Result<(), String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let writer = STDOUT.get_or_init(|| buffered(std::io::stdout())).clone();
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = if json {
-        registry.with(fmt::layer().json().flatten_event(true).with_current_span(true).with_writer(writer)).try_init()
+    let lines = if json {
+        fmt::layer().json().flatten_event(true).with_current_span(true).with_writer(writer).boxed()
     } else {
-        registry.with(fmt::layer().compact().with_writer(writer)).try_init()
+        fmt::layer().compact().with_writer(writer).boxed()
     };
+    // The log filter is the log lines' own, so `RUST_LOG=warn` still exports every span.
+    let mut layers = vec![lines.with_filter(filter).boxed()];
+    if let Some(export) = export {
+        layers.push(crate::otel::layer(export)?);
+    }
+    let result = tracing_subscriber::registry().with(layers).try_init();
+    if result.is_ok() && export.is_some() {
+        crate::otel::started();
+    }
     if result.is_ok() && json {
         JSON_LINES.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    Ok(())
 }
 
 /// Set when [`init`] installed the JSON format: [`JsonLine`]s then go straight to the buffer.
@@ -218,8 +237,9 @@ impl JsonLine {
     }
 }
 
-/// Writes every line still waiting.
+/// Writes every line still waiting, and exports the spans still waiting.
 pub fn flush() {
+    crate::otel::shutdown();
     if let Some(Buffered(shared)) = STDOUT.get() {
         shared.write_out(&mut Vec::new());
     }

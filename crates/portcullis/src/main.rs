@@ -38,11 +38,15 @@ async fn main() -> ExitCode {
             // The gateway runs in this process and forwards from loopback: the auth and socket
             // services believe its `X-Forwarded-For` (the gateway itself keeps TRUSTED_PROXIES as set).
             config.trusted_proxies = config.trusted_proxies.clone().with_loopback();
-            platform::telemetry::init(config.log_json);
-            for warning in config.warnings() {
-                tracing::warn!("{warning}");
+            match platform::telemetry::start(config.log_json, &OsEnv, "portcullis") {
+                Ok(()) => {
+                    for warning in config.warnings() {
+                        tracing::warn!("{warning}");
+                    }
+                    serve(config).await.map_err(Failure::Run)
+                }
+                Err(failure) => Err(failure),
             }
-            serve(config).await.map_err(Failure::Run)
         }
         Err(failure) => Err(failure),
     };

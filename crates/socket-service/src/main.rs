@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
 
 async fn serve() -> Result<(), Failure> {
     let config = SocketConfig::from_env(&OsEnv, Mode::Distributed).map_err(Failure::config)?;
-    platform::telemetry::init(config.log_json);
+    platform::telemetry::start(config.log_json, &OsEnv, "portcullis-sockets")?;
     if config.trusted_proxies.is_empty() {
         tracing::warn!(
             "TRUSTED_PROXIES is empty: behind the gateway every socket client looks like the gateway (IP allowlists \

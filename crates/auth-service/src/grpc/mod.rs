@@ -241,6 +241,26 @@ impl AuthInternal for Internal {
     }
 }
 
+/// The span of one call, while spans are exported: named by the method, continuing the
+/// caller's trace. The gRPC port is the services' own (every call proves a service token, and
+/// compose keeps it on the internal network), so its callers' traces are trusted.
+fn call_span(request: &http::Request<()>) -> tracing::Span {
+    if !platform::otel::exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: "auth_service::grpc",
+        parent: None,
+        "grpc",
+        otel.kind = "server",
+        otel.name = request.uri().path(),
+        rpc.system = "grpc",
+        portcullis.component = "auth",
+    );
+    platform::otel::continue_trace(&span, request.headers().get(platform::otel::TRACEPARENT), true);
+    span
+}
+
 /// Serves gRPC (with health and reflection) on `listener` until `shutdown` resolves.
 pub async fn serve(
     service: AuthService,
@@ -252,7 +272,7 @@ pub async fn serve(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1();
-    let mut server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder().trace_fn(call_span);
     let router = server.add_service(health_service).add_service(AuthInternalServer::new(Internal::new(service)));
     let router = match reflection {
         Ok(reflection) => router.add_service(reflection),

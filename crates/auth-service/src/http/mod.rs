@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Instant};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Request},
+    extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request},
     http::{HeaderName, HeaderValue, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -127,12 +127,27 @@ async fn request_context(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
-    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    // The span's fields are what a trace exports: the route's template, never the path a
+    // client wrote.
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        %method,
+        http.route = %route,
+        otel.kind = "server",
+        portcullis.component = "auth",
+    );
+    if platform::otel::exporting() {
+        let peer = request.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        let trusted = peer.is_some_and(|ip| service.config().trusted_proxies.contains(ip));
+        platform::otel::continue_trace(&span, request.headers().get(platform::otel::TRACEPARENT), trusted);
+    }
     let mut response =
         error::REQUEST_ID.scope(id.clone(), tracing::Instrument::instrument(next.run(request), span.clone())).await;
     let status = response.status();
     span.in_scope(|| {
-        tracing::info!(status = status.as_u16(), latency_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
+        tracing::info!(%path, status = status.as_u16(), latency_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
     });
     service.metrics().http_requests.with_label_values(&[method.as_str(), status.as_str()]).inc();
     if let Ok(value) = HeaderValue::from_str(&id) {

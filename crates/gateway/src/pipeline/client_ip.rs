@@ -16,13 +16,14 @@ pub fn resolve_from(trusted: &TrustedProxies, peer: SocketAddr, headers: &http::
     ClientIp(trusted.client_ip_from_headers(peer.ip(), headers))
 }
 
-/// The client IP of a request from the listener (its peer is in the extensions).
+/// The TCP peer of a request from the listener (in the extensions; `0.0.0.0:0` without).
+pub fn peer(request: &Request) -> SocketAddr {
+    request.extensions().get::<ConnectInfo<SocketAddr>>().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0)
+}
+
+/// The client IP of a request from the listener.
 pub fn resolve(trusted: &TrustedProxies, request: &Request) -> ClientIp {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |ConnectInfo(addr)| *addr);
-    resolve_from(trusted, peer, request.headers())
+    resolve_from(trusted, peer(request), request.headers())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! One request through the edge, as plain functions called in order from [`handle`] (SPEC
-//! §6): the client's hop-by-hop headers removed → request id and trace context → the path
+//! §6): the client's hop-by-hop headers removed → request id and trace context (the
+//! request's span, while spans are exported) → the path
 //! normalised (client-supplied context headers dropped) → client IP → CORS preflight → then
 //! either a built-in route (`crate::http`) or the proxied path: IP limit → route →
 //! authentication (with the auth-failure limit, allowlist and origin decided by the auth
@@ -26,6 +27,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use tower::ServiceExt as _;
+use tracing::Instrument as _;
 
 pub use self::{
     access_log::label,
@@ -45,9 +47,12 @@ use crate::{
 pub async fn handle(gateway: &Gateway, built_in: &Router, mut request: Request) -> Response {
     let mut log = access_log::Entry::begin(&request);
     let websocket = headers::strip_incoming(&mut request);
-    let id = request_id::assign(request.headers_mut());
-    let mut response = REQUEST_ID.scope(id.clone(), routed(gateway, built_in, request, websocket, &mut log)).await;
-    request_id::answer(response.headers_mut(), &id);
+    let trusted = gateway.config.trusted_proxies.contains(client_ip::peer(&request).ip());
+    let (id, span) = request_id::assign(request.headers_mut(), trusted);
+    let routed = REQUEST_ID.scope(id.clone(), routed(gateway, built_in, request, websocket, &mut log));
+    let mut response = routed.instrument(span.clone()).await;
+    let status = response.status();
+    request_id::answer(response.headers_mut(), &id, &span, status);
     headers::secure(response.headers_mut());
     log.finish(gateway, &response, &id);
     response

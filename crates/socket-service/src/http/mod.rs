@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     Router,
-    extract::{ConnectInfo, FromRequestParts, Request},
+    extract::{ConnectInfo, FromRequestParts, MatchedPath, Request},
     http::{HeaderMap, HeaderValue, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -37,12 +37,30 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
-/// Assigns or keeps `X-Request-Id`, echoes it on the response and opens a span with it.
-async fn request_id(mut request: Request, next: Next) -> Response {
+/// Assigns or keeps `X-Request-Id`, echoes it on the response and opens a span with it (the
+/// route's template, never the path a client wrote), which continues a trusted proxy's trace
+/// while spans are exported.
+async fn request_id(
+    axum::extract::State(service): axum::extract::State<SocketService>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let id = platform::request_id::keep_or_new(request.headers());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let span =
-        tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        http.route = %route,
+        otel.kind = "server",
+        portcullis.component = "sockets",
+    );
+    if platform::otel::exporting() {
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let trusted = peer.is_some_and(|ip| service.config().trusted_proxies.contains(ip));
+        platform::otel::continue_trace(&span, request.headers().get(platform::otel::TRACEPARENT), trusted);
+    }
     let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID, value);
@@ -88,6 +106,6 @@ pub fn router(service: SocketService) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(service.clone(), request_id))
         .with_state(service)
 }
