@@ -39,6 +39,7 @@ mod compose;
 mod docblocks;
 mod keys;
 mod monitoring;
+mod otlp;
 mod run;
 mod ssot;
 #[cfg(test)]

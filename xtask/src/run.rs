@@ -11,7 +11,11 @@
 //! authenticated route (the upstream verifies the signed context), open a WebSocket through
 //! the gateway, log out (the socket is closed with 4409), send a webhook (it is delivered
 //! through RabbitMQ); then every metric the dashboard and the alerts read must appear in a
-//! scrape of the three services' `/metrics`.
+//! scrape of the three services' `/metrics`, and the traces the services exported to an OTLP
+//! receiver (the auth and socket services over gRPC, the gateway over HTTP) must show the
+//! authenticated call as one trace across the gateway and the auth service — a new trace
+//! linked to the client's, since the client is no trusted proxy — with no credential,
+//! password, email or secret in any exported text.
 
 use std::{
     collections::BTreeSet,
@@ -32,6 +36,8 @@ use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _, pr
 const USAGE: &str = "usage: cargo xtask run --distributed [--scenario]";
 const WEBHOOK_SOURCE: &str = "runcheck";
 const WEBHOOK_TOKEN: &str = "a-webhook-token-for-the-distributed-run";
+/// The trace the scenario's client says its authenticated call belongs to.
+const CLIENT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 /// How long a service has to answer `/ready` after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long any one scenario step may take.
@@ -46,12 +52,14 @@ pub async fn run(args: &[&str]) -> Result<(), String> {
     let root = crate::workspace_root();
     let binaries = build(&root).await?;
     let upstream = Upstream::start().await?;
+    let receiver = crate::otlp::Receiver::start().await?;
     let mut deployment = Deployment::prepare(upstream.addr).await?;
     let outcome = async {
-        deployment.start(&binaries).await?;
+        deployment.start(&binaries, &receiver).await?;
         if scenario {
-            play(&deployment, &upstream).await?;
-            check_scrapes(&root, &deployment).await
+            let sensitive = play(&deployment, &upstream).await?;
+            check_scrapes(&root, &deployment).await?;
+            check_traces(&deployment, &upstream, &receiver.received, &sensitive).await
         } else {
             deployment.describe();
             println!("Ctrl-C ends the three services.");
@@ -188,6 +196,8 @@ impl Deployment {
             ("HOST", "127.0.0.1".to_owned()),
             ("TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
             ("LOG_FORMAT", "text".to_owned()),
+            // Finished spans leave within a fifth of a second, so the scenario need not wait.
+            ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
             ("RUST_LOG", var("RUST_LOG", "warn")),
             ("AUTH_SERVICE_URL", format!("http://{auth_grpc}")),
             ("AUTH_HTTP_URL", format!("http://{auth}")),
@@ -216,21 +226,46 @@ impl Deployment {
     }
 
     /// Starts the auth service, then the socket service, then the gateway, each once the one
-    /// before is ready.
-    async fn start(&mut self, binaries: &Path) -> Result<(), String> {
-        let services = [
-            ("auth-service", self.auth, [("PORT", self.auth.port()), ("GRPC_PORT", self.auth_grpc.port())].to_vec()),
-            ("socket-service", self.socket, [("PORT", self.socket.port())].to_vec()),
-            ("gateway", self.gateway, [("PORT", self.gateway.port())].to_vec()),
+    /// before is ready. The auth and socket services export spans to `receiver` over gRPC, the
+    /// gateway over HTTP; the gateway trusts no proxy, so the scenario's client is untrusted.
+    async fn start(&mut self, binaries: &Path, receiver: &crate::otlp::Receiver) -> Result<(), String> {
+        let grpc = [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", receiver.grpc)),
         ];
-        for (binary, addr, ports) in services {
+        let services = [
+            (
+                "auth-service",
+                self.auth,
+                [("PORT", self.auth.port().to_string()), ("GRPC_PORT", self.auth_grpc.port().to_string())]
+                    .into_iter()
+                    .chain(grpc.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "socket-service",
+                self.socket,
+                [("PORT", self.socket.port().to_string())].into_iter().chain(grpc).collect(),
+            ),
+            (
+                "gateway",
+                self.gateway,
+                vec![
+                    ("PORT", self.gateway.port().to_string()),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", receiver.http)),
+                    ("TRUSTED_PROXIES", "192.0.2.1/32".to_owned()),
+                ],
+            ),
+        ];
+        for (binary, addr, own) in services {
             let mut command = Command::new(binaries.join(binary));
             command.env_clear().envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             if let Some(path) = std::env::var_os("PATH") {
                 command.env("PATH", path);
             }
-            for (name, port) in ports {
-                command.env(name, port.to_string());
+            for (name, value) in own {
+                command.env(name, value);
             }
             let child = command
                 .stdin(Stdio::null())
@@ -316,6 +351,8 @@ impl Deployment {
 #[derive(Default)]
 struct Seen {
     users: Vec<String>,
+    /// The `traceparent` of each authenticated call.
+    traceparents: Vec<String>,
     deliveries: Vec<(Option<String>, Value)>,
 }
 
@@ -360,8 +397,10 @@ impl Upstream {
                     match verify_context(&key, &headers, &method, &path, now) {
                         Ok(verified) => {
                             let user = headers.get(X_USER_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                            let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
                             let mut seen = seen_by_route.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                             seen.users.push(user.to_owned());
+                            seen.traceparents.push(traceparent.unwrap_or_default().to_owned());
                             (StatusCode::OK, json!({"user": verified.user_id}).to_string())
                         }
                         Err(e) => (StatusCode::UNAUTHORIZED, e.to_string()),
@@ -403,20 +442,29 @@ async fn json_of(response: reqwest::Response, expected: u16, step: &str) -> Resu
 }
 
 /// The scenario, step by step; the first step that does not get its answer fails the run.
-async fn play(deployment: &Deployment, upstream: &Upstream) -> Result<(), String> {
+/// Returns what no exported span may contain: the user's email, password and tokens.
+async fn play(deployment: &Deployment, upstream: &Upstream) -> Result<Vec<String>, String> {
     *upstream.key.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
         Some(ContextKey::new(&deployment.context_secret));
     let http = reqwest::Client::builder().timeout(STEP_TIMEOUT).build().map_err(|e| e.to_string())?;
 
     let email = format!("run-{}@example.com", deployment.id);
-    let body = json!({"name": "Distributed Run", "email": email, "password": "correct horse battery staple"});
+    let password = "correct horse battery staple";
+    let body = json!({"name": "Distributed Run", "email": email, "password": password});
     let signup = http.post(deployment.gateway_url("/v1/auth/signup")).json(&body).send().await;
     let signed_up = json_of(signup.map_err(|e| format!("signup: {e}"))?, 201, "signup").await?;
     let access = signed_up["access_token"].as_str().ok_or("signup: no access_token")?.to_owned();
     let user_id = signed_up["user"]["id"].as_str().ok_or("signup: no user id")?.to_owned();
+    let refresh = signed_up["refresh_token"].as_str().unwrap_or_default().to_owned();
     println!("1. signed up through the gateway as {email}");
 
-    let call = http.get(deployment.gateway_url("/v1/user/run?x=1")).bearer_auth(&access).send().await;
+    let client_traceparent = format!("00-{CLIENT_TRACE}-b7ad6b7169203331-01");
+    let call = http
+        .get(deployment.gateway_url("/v1/user/run?x=1"))
+        .bearer_auth(&access)
+        .header("traceparent", client_traceparent)
+        .send()
+        .await;
     let answered = json_of(call.map_err(|e| format!("authenticated call: {e}"))?, 200, "authenticated call").await?;
     if answered["user"] != json!(user_id) || upstream.seen(|s| s.users.last() != Some(&user_id)) {
         return Err(format!("authenticated call: the upstream saw {answered}, not user {user_id}"));
@@ -492,7 +540,85 @@ async fn play(deployment: &Deployment, upstream: &Upstream) -> Result<(), String
     })
     .await?;
     println!("5. a webhook was accepted and delivered through RabbitMQ (and a forged one refused)");
+    Ok([email, password.to_owned(), access, refresh].into_iter().filter(|s| !s.is_empty()).collect())
+}
+
+/// The exported traces: the authenticated call is one trace from the gateway to the auth
+/// service and on to the upstream, new and linked to the client's; every service exported
+/// spans with its component; no exported text holds a credential, password, email or secret.
+async fn check_traces(
+    deployment: &Deployment,
+    upstream: &Upstream,
+    received: &crate::otlp::Received,
+    sensitive: &[String],
+) -> Result<(), String> {
+    let mut call = None;
+    eventually("the authenticated call's trace across the gateway and the auth service", || {
+        let spans = received.spans();
+        let request =
+            spans.iter().find(|s| s.service == "portcullis-gateway" && s.links.iter().any(|l| l == CLIENT_TRACE));
+        call = request.and_then(|request| {
+            let validated = spans.iter().find(|s| {
+                s.service == "portcullis-auth"
+                    && s.trace_id == request.trace_id
+                    && s.parent_span_id == request.span_id
+                    && s.attribute("rpc.system") == Some("grpc")
+            })?;
+            Some((request.clone(), validated.clone()))
+        });
+        call.is_some()
+    })
+    .await?;
+    let Some((request, validated)) = call else { return Err("no trace".to_owned()) };
+    if request.trace_id == CLIENT_TRACE {
+        return Err("the gateway continued an untrusted client's trace".to_owned());
+    }
+    let forwarded = upstream.seen(|s| s.traceparents.first().cloned()).unwrap_or_default();
+    if forwarded.split('-').nth(1) != Some(request.trace_id.as_str()) {
+        return Err(format!("the upstream got traceparent {forwarded}, not the gateway's trace {}", request.trace_id));
+    }
+    let components =
+        [("portcullis-gateway", "gateway"), ("portcullis-auth", "auth"), ("portcullis-sockets", "sockets")];
+    let spans = received.spans();
+    for (service, component) in components {
+        if !spans.iter().any(|s| s.service == service && s.attribute("portcullis.component") == Some(component)) {
+            return Err(format!("{service} exported no span with portcullis.component = {component}"));
+        }
+    }
+    let secrets = ["JWT_SECRET", "SERVICE_SECRET", "CONTEXT_SIGNING_SECRET"]
+        .iter()
+        .filter_map(|name| deployment.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
+    let forbidden: Vec<String> = sensitive.iter().cloned().chain(secrets).chain([WEBHOOK_TOKEN.to_owned()]).collect();
+    if let Some(leak) = leak(&spans, &forbidden) {
+        return Err(leak);
+    }
+    println!(
+        "7. {} spans exported (gateway over HTTP, auth and sockets over gRPC): the authenticated call is trace {} \
+         from the gateway ({}) to the auth service ({}) and the upstream, linked to the client's untrusted trace; \
+         no credential, password, email or secret in any of them",
+        spans.len(),
+        request.trace_id,
+        request.name,
+        validated.name
+    );
     Ok(())
+}
+
+/// The first exported span holding one of `forbidden`, a JWT (service tokens included) or an
+/// `Authorization` value, named (the secret itself is not repeated).
+fn leak(spans: &[crate::otlp::Span], forbidden: &[String]) -> Option<String> {
+    spans.iter().find_map(|span| {
+        span.texts.iter().find_map(|text| {
+            let item = forbidden.iter().position(|secret| text.contains(secret.as_str()));
+            let leaked = item.is_some() || text.contains("eyJ") || text.to_ascii_lowercase().contains("bearer ");
+            leaked.then(|| {
+                format!(
+                    "{}'s span {:?} exports a credential, password, email or secret (item {item:?})",
+                    span.service, span.name
+                )
+            })
+        })
+    })
 }
 
 /// The metric names a Prometheus text scrape carries: `# TYPE` families and sample names.
@@ -537,5 +663,25 @@ mod tests {
         assert_eq!(with_database("postgres://u@h:5432/postgres", "d"), "postgres://u@h:5432/d");
         assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "d"), "postgres://u@h/d?sslmode=disable");
         assert_eq!(random_hex(4).len(), 8);
+    }
+
+    #[test]
+    fn a_secret_anywhere_in_a_span_is_a_leak() {
+        let span = |texts: &[&str]| crate::otlp::Span {
+            service: "portcullis-auth".to_owned(),
+            name: "request".to_owned(),
+            trace_id: String::new(),
+            span_id: String::new(),
+            parent_span_id: String::new(),
+            links: Vec::new(),
+            attributes: Vec::new(),
+            texts: texts.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        let forbidden = vec!["a@example.com".to_owned(), "hunter2-hunter2".to_owned()];
+        assert_eq!(leak(&[span(&["request", "http.route", "/login"])], &forbidden), None);
+        for bad in ["to a@example.com", "pw hunter2-hunter2!", "eyJhbGciOi.x.y", "Bearer pcr_x"] {
+            let found = leak(&[span(&["request"]), span(&["k", bad])], &forbidden);
+            assert!(found.is_some_and(|m| !m.contains(bad)), "{bad}");
+        }
     }
 }
