@@ -239,13 +239,19 @@ fn render(context: &SpanContext) -> Option<HeaderValue> {
 }
 
 /// A new trace's `traceparent` (`00-<trace id>-<parent id>-01`), for a request whose trace
-/// is not continued while spans are not exported.
+/// is not continued while spans are not exported; written on the stack (every request that
+/// brings none takes one).
 pub fn new_traceparent() -> HeaderValue {
-    let trace = TraceId::from_bytes(*uuid::Uuid::new_v4().as_bytes());
-    let span = SpanId::from_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([1; 8]));
-    let context = SpanContext::new(trace, span, TraceFlags::SAMPLED, false, TraceState::NONE);
+    let mut text = [0u8; 55];
+    text[..3].copy_from_slice(b"00-");
+    uuid::Uuid::new_v4().simple().encode_lower(&mut text[3..35]);
+    text[35] = b'-';
+    let mut parent = [0u8; 32];
+    uuid::Uuid::new_v4().simple().encode_lower(&mut parent);
+    text[36..52].copy_from_slice(&parent[..16]);
+    text[52..].copy_from_slice(b"-01");
     // Lower-case hex and dashes only: always a valid header value.
-    render(&context).unwrap_or_else(|| HeaderValue::from_static(""))
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Makes `span` the continuation of the caller's trace (`traceparent`) when the caller is

@@ -357,6 +357,19 @@ impl Gateway {
             .sum()
     }
 
+    /// [`Self::metric`] once it reads `expected`, or after 5 s: a delivery is counted just
+    /// after the upstream answers it, so a test that saw the delivery may look a moment early.
+    async fn wait_metric(&self, name: &str, labels: &[&str], expected: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let value = self.metric(name, labels);
+            if value == expected || Instant::now() > deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn wait_pending(&self, source: &str, expected: u64) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -698,7 +711,7 @@ async fn one_keys_events_arrive_in_order_while_other_keys_pass(store: Store) {
     let chat = "source=\"chat\"";
     assert_eq!(gw.metric("gateway_webhook_events_received_total", &[chat]), 6);
     assert_eq!(gw.metric("gateway_webhook_events_stored_total", &[chat]), 6);
-    assert_eq!(gw.metric("gateway_webhook_deliveries_total", &["outcome=\"delivered\"", chat]), 6);
+    assert_eq!(gw.wait_metric("gateway_webhook_deliveries_total", &["outcome=\"delivered\"", chat], 6).await, 6);
     let retried = gw.metric("gateway_webhook_deliveries_total", &["outcome=\"retried\"", chat]);
     assert_eq!(retried as usize, upstream.received().len() - 6, "every failed attempt was retried");
     // Sequences strictly increase per key, zero-padded.
@@ -909,7 +922,7 @@ async fn schema_failures_go_to_the_dead_letters_undelivered(store: Store) {
     assert_eq!(upstream.received().len(), 2, "the upstream never receives it");
     assert_eq!(gw.metric("gateway_webhook_events_stored_total", &[source]), 3);
     assert_eq!(gw.metric("gateway_webhook_events_refused_total", &[source]), 0);
-    assert_eq!(gw.metric("gateway_webhook_deliveries_total", &["outcome=\"dead_lettered\"", source]), 1);
+    assert_eq!(gw.wait_metric("gateway_webhook_deliveries_total", &["outcome=\"dead_lettered\"", source], 1).await, 1);
 
     // The operator's replay lifts the refusal: delivered as it came.
     assert!(gw.webhooks.replay_dead_letter("whatsapp", name).await.unwrap());
