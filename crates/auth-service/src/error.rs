@@ -209,6 +209,15 @@ impl Error {
     pub fn internal(err: impl std::fmt::Display) -> Self {
         Self::Internal(err.to_string())
     }
+
+    /// The error with its cause, for an operator's log or a start-up failure (a client's
+    /// answer never carries the cause of an internal error or an unavailable dependency).
+    pub fn with_cause(&self) -> String {
+        match self {
+            Self::Internal(cause) | Self::Unavailable(cause) => format!("{self}: {cause}"),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl From<auth_contract::CredentialError> for Error {

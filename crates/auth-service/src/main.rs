@@ -28,7 +28,7 @@ async fn serve() -> Result<(), Failure> {
     }
     let http_addr = SocketAddr::new(config.host, config.port);
     let grpc_addr = SocketAddr::new(config.host, config.grpc_port);
-    let service = auth_service::build(config).await.map_err(|e| Failure::run("cannot start", e))?;
+    let service = auth_service::build(config).await.map_err(|e| Failure::run("cannot start", e.with_cause()))?;
     let listeners = auth_service::bind(http_addr, grpc_addr).await.map_err(|e| Failure::run("cannot listen", e))?;
     tracing::info!(http = ?listeners.http.local_addr().ok(), grpc = ?listeners.grpc.local_addr().ok(), "auth-service listening");
     auth_service::run(service, listeners, platform::shutdown::signal())

@@ -91,7 +91,7 @@ fn listeners() -> Result<Vec<SocketAddr>, String> {
 }
 
 async fn serve(config: AuthConfig) -> Result<(), String> {
-    let backends = Backends::connect(&config).await.map_err(|e| format!("cannot start: {e}"))?;
+    let backends = Backends::connect(&config).await.map_err(|e| format!("cannot start: {}", e.with_cause()))?;
     let (storage, redis_url) = match &config.backend {
         auth_service::Backend::Embedded { data_dir } => {
             (format!("SQLite at {}", data_dir.join(auth_service::SQLITE_FILE).display()), None)
@@ -107,8 +107,8 @@ async fn serve(config: AuthConfig) -> Result<(), String> {
     // xtask keys rotate`), as the auth service resolved them, for the socket service to verify.
     let context_previous = config.context_signing_previous_secrets.clone();
     let (overrides, socket_overrides) = secrets_of(&config);
-    let service =
-        AuthService::new(config, backends.deps(Arc::new(SystemClock))).map_err(|e| format!("cannot start: {e}"))?;
+    let service = AuthService::new(config, backends.deps(Arc::new(SystemClock)))
+        .map_err(|e| format!("cannot start: {}", e.with_cause()))?;
     let listeners = auth_service::bind(http_addr, grpc_addr)
         .await
         .map_err(|e| format!("cannot listen on {http_addr} / {grpc_addr}: {e}"))?;
