@@ -1,6 +1,9 @@
-//! Media types every HTTP surface checks the same way.
+//! Media types every HTTP surface checks the same way, and where it serves its OpenAPI document.
 
 use http::{HeaderMap, header};
+
+/// Where every HTTP surface that has an OpenAPI document serves it.
+pub const OPENAPI_PATH: &str = "/openapi.json";
 
 /// Whether the body is declared JSON: `application/json` or any `application/*+json`,
 /// parameters (`; charset=utf-8`) and case aside.
