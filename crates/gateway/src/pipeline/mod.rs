@@ -78,8 +78,8 @@ async fn routed(
     response
 }
 
-/// The gateway's own routes, behind the per-IP limit except for health, readiness, metrics
-/// and webhooks (whose sources have their own limits).
+/// The gateway's own routes, behind the per-IP limit except for health, readiness, metrics,
+/// the OpenAPI document and webhooks (whose sources have their own limits).
 async fn built_in_route(
     gateway: &Gateway,
     built_in: &Router,
@@ -88,7 +88,8 @@ async fn built_in_route(
     websocket: Option<WebSocketRequest>,
 ) -> Response {
     let path = request.uri().path();
-    let unlimited = ["/health", "/ready", "/metrics"].contains(&path) || routing::is_under(path, "/v1/webhooks");
+    let unlimited = ["/health", "/ready", "/metrics", platform::media::OPENAPI_PATH].contains(&path)
+        || routing::is_under(path, "/v1/webhooks");
     let decision = if unlimited {
         None
     } else {
