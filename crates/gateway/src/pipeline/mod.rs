@@ -180,4 +180,18 @@ mod tests {
         let limit = if cfg!(debug_assertions) { 24 * 1024 } else { 8 * 1024 };
         assert!(size <= limit, "the request future is {size} bytes (at most {limit})");
     }
+
+    /// RFC 9110 §15.5.6: a 405 names the methods the target does allow.
+    #[tokio::test]
+    async fn the_ticket_route_refuses_other_methods_naming_post() {
+        use tower::ServiceExt as _;
+        let app = crate::app::router(crate::app::test_gateway("").await);
+        for method in ["GET", "TRACE", "DELETE"] {
+            let request =
+                Request::builder().method(method).uri("/v1/socket/ticket").body(axum::body::Body::empty()).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), 405, "{method}");
+            assert_eq!(response.headers().get(http::header::ALLOW).unwrap(), "POST", "{method}");
+        }
+    }
 }
