@@ -231,9 +231,10 @@ pub fn router(gateway: Gateway) -> Router {
         .fallback(|| async { GatewayError::NotFound })
 }
 
-/// Unknown methods on built-in routes answer in the problem shape too.
+/// Unknown methods on built-in routes answer in the problem shape too (the router adds
+/// `Allow`).
 pub async fn method_not_allowed() -> Response {
-    GatewayError::MethodNotAllowed.into_response()
+    GatewayError::MethodNotAllowed { allow: None }.into_response()
 }
 
 #[cfg(test)]

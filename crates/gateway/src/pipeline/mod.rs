@@ -153,7 +153,7 @@ async fn proxied_stages(
     *tightest = ratelimit::ip_limit(gateway, ip).await?;
     let matched = gateway.routes.find(request.uri().path())?;
     if matched.upstream_path.is_some() && request.method() != http::Method::POST {
-        return Err(GatewayError::MethodNotAllowed);
+        return Err(GatewayError::MethodNotAllowed { allow: Some("POST") });
     }
     if !matched.policy.auth.is_public() {
         let verified = authn::validate(gateway, request.headers(), ip).await?;
