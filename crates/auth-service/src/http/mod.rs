@@ -21,7 +21,8 @@ use tower_http::{catch_panic::CatchPanicLayer, set_header::SetResponseHeaderLaye
 use utoipa::{
     Modify, OpenApi, ToResponse,
     openapi::{
-        Ref, RefOr,
+        Ref, RefOr, Schema, SchemaFormat,
+        path::ParameterIn,
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
@@ -52,13 +53,14 @@ impl Modify for BearerScheme {
 )]
 struct ApiDoc;
 
-/// The statuses a route answers because of what it shares with others (the layers, and the
-/// extractors its shape implies) rather than because of its handler, each the shared
+/// What a route answers because of what it shares with others (the layers, and the extractors
+/// its shape implies) rather than because of its handler. Statuses, each the shared
 /// [`error::Problem`] response: every route may fail as 500; a route with a credential as
 /// 401, and as 429 once its caller has failed too often; a route with a JSON body as 400
 /// (malformed), 413 (too large), 415 (not JSON) and 422 (invalid); a route with an id in its
-/// path as 404.
-fn add_shared_responses(openapi: &mut utoipa::openapi::OpenApi) {
+/// path as 404. And every parameter in a path is an id, a UUID (anything else names nothing:
+/// 404).
+fn add_shared_rules(openapi: &mut utoipa::openapi::OpenApi) {
     let problem = || RefOr::Ref(Ref::from_response_name(<error::Problem as ToResponse>::response().0));
     for (path, item) in openapi.paths.paths.iter_mut() {
         let operations = [
@@ -72,6 +74,14 @@ fn add_shared_responses(openapi: &mut utoipa::openapi::OpenApi) {
             &mut item.trace,
         ];
         for operation in operations.into_iter().flatten() {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if let RefOr::T(parameter) = parameter
+                    && parameter.parameter_in == ParameterIn::Path
+                    && let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema
+                {
+                    schema.format = Some(SchemaFormat::Custom("uuid".to_owned()));
+                }
+            }
             let mut statuses = vec!["500"];
             if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 statuses.extend(["401", "429"]);
@@ -97,7 +107,7 @@ fn documented_routes() -> (Router<AuthService>, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::system::ready))
         .routes(routes!(routes::system::metrics))
         .split_for_parts();
-    add_shared_responses(&mut openapi);
+    add_shared_rules(&mut openapi);
     (router, openapi)
 }
 
@@ -237,5 +247,7 @@ mod tests {
         for status in ["401", "404", "429", "500"] {
             assert!(revoke.contains(&status.to_owned()), "token revocation lacks {status}: {revoke:?}");
         }
+        let id = &document["paths"]["/api/v1/auth/tokens/{id}"]["delete"]["parameters"][0];
+        assert_eq!((&id["in"], &id["schema"]["format"]), (&Value::from("path"), &Value::from("uuid")), "{id}");
     }
 }
