@@ -62,6 +62,30 @@ mod tests {
         assert!(matches!(parse_json::<Body>(b"[]"), Err(JsonBodyError::Shape(_))));
     }
 
+    /// JSON Schema's `integer` is any number with a zero fraction (`264.0` included), and RFC
+    /// 8259 does not tell `264` from `264.0`: a client that writes either means the same.
+    #[test]
+    fn a_number_with_a_zero_fraction_is_the_integer_it_equals() {
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        struct Limit {
+            requests: u64,
+            offset: Option<i32>,
+            list: Vec<u8>,
+        }
+        assert_eq!(
+            parse_json::<Limit>(br#"{"requests": 264.0, "offset": -3.0, "list": [1.0, 2e0]}"#),
+            Ok(Limit { requests: 264, offset: Some(-3), list: vec![1, 2] })
+        );
+        for fraction in [&br#"{"requests": 264.5, "list": []}"#[..], br#"{"requests": 1e30, "list": []}"#] {
+            assert!(matches!(parse_json::<Limit>(fraction), Err(JsonBodyError::Shape(_))));
+        }
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        struct Ratio {
+            ratio: f64,
+        }
+        assert_eq!(parse_json::<Ratio>(br#"{"ratio": 2.0}"#), Ok(Ratio { ratio: 2.0 }));
+    }
+
     #[test]
     fn json_content_types() {
         let mut h = HeaderMap::new();
