@@ -29,18 +29,47 @@ pub enum JsonBodyError {
 }
 
 /// The one JSON-body reader: UTF-8 first (RFC 8259 §8.1; serde_json would skip an ignored
-/// string unchecked), then the expected shape.
+/// string unchecked), then the expected shape, where a number with a zero fraction is the
+/// integer it equals (JSON Schema's `integer` includes `264.0`, and the OpenAPI documents
+/// promise JSON Schema's types). A body that reads as it is is never rewritten.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonBodyError> {
+    use serde_json::error::Category;
     let text = std::str::from_utf8(bytes).map_err(|e| JsonBodyError::NotUtf8(e.valid_up_to()))?;
-    serde_json::from_str(text).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => JsonBodyError::Shape(e.to_string()),
-            Category::Syntax | Category::Eof | Category::Io => {
-                JsonBodyError::Syntax { line: e.line(), column: e.column() }
+    let error = match serde_json::from_str(text) {
+        Ok(parsed) => return Ok(parsed),
+        Err(e) => e,
+    };
+    match error.classify() {
+        Category::Data => {
+            let mut value: serde_json::Value =
+                serde_json::from_str(text).map_err(|_| JsonBodyError::Shape(error.to_string()))?;
+            integral_numbers_as_integers(&mut value);
+            T::deserialize(value).map_err(|_| JsonBodyError::Shape(error.to_string()))
+        }
+        Category::Syntax | Category::Eof | Category::Io => {
+            Err(JsonBodyError::Syntax { line: error.line(), column: error.column() })
+        }
+    }
+}
+
+/// Rewrites every float with a zero fraction that an `i64` or `u64` holds as that integer.
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|f| number.is_f64() && f.fract() == 0.0) {
+                // Exactly representable bounds: -2^63 and 2^64.
+                if (-9_223_372_036_854_775_808.0..0.0).contains(&float) {
+                    *number = (float as i64).into();
+                } else if (0.0..18_446_744_073_709_551_616.0).contains(&float) {
+                    *number = (float as u64).into();
+                }
             }
         }
-    })
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers_as_integers),
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
+    }
 }
 
 #[cfg(test)]
