@@ -17,6 +17,8 @@
 //!   ingestion per backend; see [`bench`]
 //! - `ssot-check`         prove only the auth service depends on a JWT library or reads `JWT_SECRET`
 //! - `codemap-check`      prove ARCHITECTURE.md's codemap names only real paths and every module
+//! - `openapi`            write the gateway's OpenAPI document, `crates/gateway/openapi.json`,
+//!   from the auth service's and the gateway's own paths; see [`openapi`]
 //! - `doc-blocks [--run]` list (and run) the fenced shell blocks of the README and `docs/`,
 //!   as their fences say; see [`docblocks`]
 //! - `run --distributed [--scenario]` the three binaries as separate processes on the local
@@ -39,6 +41,7 @@ mod compose;
 mod docblocks;
 mod keys;
 mod monitoring;
+mod openapi;
 mod otlp;
 mod run;
 mod ssot;
@@ -60,7 +63,7 @@ use platform::{
     env::{EnvExt, OsEnv},
 };
 
-const USAGE: &str = "usage: cargo xtask <migrate [--database-url <url>] | cleanup [--dry-run] | users set-role <email> <role> | import-pats --csv <file> --users <file> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool] [redis] [rabbitmq] [--record]] [--quiet-logs] | bench --quick | ssot-check | codemap-check | webhooks dead <list|show|replay> <source> [name|--all] | run --distributed [--scenario] | doc-blocks [--run] | keys rotate (--env-file <path> | --data-dir <dir>) (--stage | --promote | --prune) [--only jwt|service|context] | keys retire --dir <deployment> [--dry-run]>";
+const USAGE: &str = "usage: cargo xtask <migrate [--database-url <url>] | cleanup [--dry-run] | users set-role <email> <role> | import-pats --csv <file> --users <file> | bench [auth | gateway [--pinned | --callgrind] [--record] | sockets | webhooks [spool] [redis] [rabbitmq] [--record]] [--quiet-logs] | bench --quick | ssot-check | codemap-check | openapi | webhooks dead <list|show|replay> <source> [name|--all] | run --distributed [--scenario] | doc-blocks [--run] | keys rotate (--env-file <path> | --data-dir <dir>) (--stage | --promote | --prune) [--only jwt|service|context] | keys retire --dir <deployment> [--dry-run]>";
 
 /// The files under `dir` (recursively, in name order) whose path `keep` accepts.
 fn files_under(dir: &Path, keep: &dyn Fn(&Path) -> bool, found: &mut Vec<PathBuf>) {
@@ -213,6 +216,7 @@ async fn main() -> ExitCode {
         ["bench", rest @ ..] => bench::run(rest).await,
         ["ssot-check"] => ssot::run(&workspace_root()),
         ["codemap-check"] => codemap::run(&workspace_root()),
+        ["openapi"] => openapi::write(&workspace_root()).map(|path| println!("wrote {}", path.display())),
         ["webhooks", rest @ ..] => webhooks::run(rest).await,
         ["keys", rest @ ..] => keys::run(rest),
         ["run", rest @ ..] => run::run(rest).await,

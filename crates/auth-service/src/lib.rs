@@ -27,6 +27,7 @@ pub use app::{Backends, Listeners, SQLITE_FILE, bind, build, run};
 pub use config::{AuthConfig, Backend, Mode, VARIABLES};
 pub use error::Error;
 pub use grpc::MAX_BATCH;
+pub use http::openapi_json;
 pub use service::{AuthService, ClientMeta, Deps};
 
 /// The auth service's own credential formats (opaque credentials and their hashes, the JWT

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use auth_contract::{ClientError, ErrorCode, codes, problem::Problem};
 use axum::{
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
@@ -59,8 +59,10 @@ pub enum GatewayError {
     Unavailable { dependency: &'static str },
     #[error("no route for this path")]
     NotFound,
+    /// A method the target does not allow; `allow` names those it does, for the `Allow` header
+    /// RFC 9110 §15.5.6 requires, where the router does not add it itself.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: Option<&'static str> },
     #[error("the request body is larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
     /// Malformed input (`malformed_body`, 400).
@@ -112,7 +114,7 @@ impl GatewayError {
             Self::Denied { code, .. } => *code,
             Self::Unavailable { .. } | Self::UpstreamUnavailable => ErrorCode::Unavailable,
             Self::NotFound => ErrorCode::NotFound,
-            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
             Self::BadRequest(_) => ErrorCode::MalformedBody,
             Self::MalformedPath(_) => ErrorCode::MalformedPath,
@@ -183,6 +185,9 @@ impl IntoResponse for GatewayError {
             problem = problem.with_errors(serde_json::to_value(errors).unwrap_or_default());
         }
         let mut response = problem.into_response();
+        if let Self::MethodNotAllowed { allow: Some(allow) } = self {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
         response.extensions_mut().insert(self.source());
         response
     }

@@ -24,6 +24,7 @@ pub use config::{
     GatewayConfig, Mode, SecretOverrides, VARIABLES, WebhookStore,
     routes::{RoutesError, RoutesFile},
 };
+pub use http::exposed_path;
 pub use state::{Gateway, GatewayDeps};
 pub use webhooks::{
     admin::DeadLetterAdmin,

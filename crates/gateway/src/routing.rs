@@ -27,6 +27,7 @@ pub const BUILT_IN_PREFIXES: &[&str] = &[
     "/health",
     "/ready",
     "/metrics",
+    platform::media::OPENAPI_PATH,
 ];
 
 pub const SOCKET_TICKET_PATH: &str = "/v1/socket/ticket";

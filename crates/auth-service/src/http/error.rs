@@ -4,6 +4,7 @@
 
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use crate::error::{Error, FieldError};
 
@@ -13,7 +14,8 @@ tokio::task_local! {
 }
 
 /// The problem document, as the OpenAPI description shows it (the contract's
-/// [`auth_contract::problem::Problem`] renders it).
+/// [`auth_contract::problem::Problem`] renders it). As a response (`response = Problem` in a
+/// route's annotation) it is the one `application/problem+json` answer every error shares.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
@@ -25,6 +27,17 @@ pub struct Problem {
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+}
+
+impl<'r> utoipa::ToResponse<'r> for Problem {
+    fn response() -> (&'r str, RefOr<utoipa::openapi::Response>) {
+        let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+        let response = ResponseBuilder::new()
+            .description("A problem (RFC 9457): `code` says which; `Retry-After` comes with 429 and 503.")
+            .content(auth_contract::problem::CONTENT_TYPE, content)
+            .build();
+        ("Problem", response.into())
+    }
 }
 
 impl IntoResponse for Error {

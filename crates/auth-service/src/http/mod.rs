@@ -19,8 +19,12 @@ use axum::{
 };
 use tower_http::{catch_panic::CatchPanicLayer, set_header::SetResponseHeaderLayer};
 use utoipa::{
-    Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    Modify, OpenApi, ToResponse,
+    openapi::{
+        Ref, RefOr, Schema, SchemaFormat,
+        path::ParameterIn,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -45,9 +49,73 @@ impl Modify for BearerScheme {
 #[openapi(
     info(title = "Portcullis auth service", description = "Identity, sessions and credentials."),
     modifiers(&BearerScheme),
-    components(schemas(error::Problem))
+    components(schemas(error::Problem), responses(error::Problem))
 )]
 struct ApiDoc;
+
+/// What a route answers because of what it shares with others (the layers, and the extractors
+/// its shape implies) rather than because of its handler. Statuses, each the shared
+/// [`error::Problem`] response: every route may fail as 500; a route with a credential as
+/// 401, and as 429 once its caller has failed too often; a route with a JSON body as 400
+/// (malformed), 413 (too large), 415 (not JSON) and 422 (invalid); a route with an id in its
+/// path as 404. And every parameter in a path is an id, a UUID (anything else names nothing:
+/// 404).
+fn add_shared_rules(openapi: &mut utoipa::openapi::OpenApi) {
+    let problem = || RefOr::Ref(Ref::from_response_name(<error::Problem as ToResponse>::response().0));
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if let RefOr::T(parameter) = parameter
+                    && parameter.parameter_in == ParameterIn::Path
+                    && let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema
+                {
+                    schema.format = Some(SchemaFormat::Custom("uuid".to_owned()));
+                }
+            }
+            let mut statuses = vec!["500"];
+            if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                statuses.extend(["401", "429"]);
+            }
+            if operation.request_body.is_some() {
+                statuses.extend(["400", "413", "415", "422"]);
+            }
+            if path.contains('{') {
+                statuses.push("404");
+            }
+            for status in statuses {
+                operation.responses.responses.entry(status.to_owned()).or_insert_with(problem);
+            }
+        }
+    }
+}
+
+/// The routes with the OpenAPI document describing them.
+fn documented_routes() -> (Router<AuthService>, utoipa::openapi::OpenApi) {
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest(API_PREFIX, api_routes())
+        .routes(routes!(routes::system::health))
+        .routes(routes!(routes::system::ready))
+        .routes(routes!(routes::system::metrics))
+        .split_for_parts();
+    add_shared_rules(&mut openapi);
+    (router, openapi)
+}
+
+/// The OpenAPI 3.1 document the auth service serves at `/openapi.json`, pretty-printed (the
+/// gateway's document is generated from it: `cargo xtask openapi`).
+pub fn openapi_json() -> String {
+    documented_routes().1.to_pretty_json().unwrap_or_default()
+}
 
 fn api_routes() -> OpenApiRouter<AuthService> {
     OpenApiRouter::new()
@@ -86,17 +154,12 @@ fn api_routes() -> OpenApiRouter<AuthService> {
 
 /// The full router with its OpenAPI document.
 pub fn router(service: AuthService) -> Router {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest(API_PREFIX, api_routes())
-        .routes(routes!(routes::system::health))
-        .routes(routes!(routes::system::ready))
-        .routes(routes!(routes::system::metrics))
-        .split_for_parts();
+    let (router, openapi) = documented_routes();
     let document: Arc<str> = openapi.to_pretty_json().unwrap_or_default().into();
     let body_limit = service.config().body_limit;
     router
         .route(
-            "/openapi.json",
+            platform::media::OPENAPI_PATH,
             get(move || {
                 let document = document.clone();
                 async move { ([(header::CONTENT_TYPE, "application/json")], document.to_string()) }
@@ -154,4 +217,52 @@ async fn request_context(
         response.headers_mut().insert(REQUEST_ID_HEADER.clone(), value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Every 4xx and 5xx an operation lists is the one shared problem response, whose content
+    /// type is the one the error renderer sends.
+    #[test]
+    fn every_error_answer_is_the_shared_problem_response() {
+        let document: Value = serde_json::from_str(&openapi_json()).unwrap();
+        let problem = &document["components"]["responses"]["Problem"];
+        assert!(problem["content"].get(auth_contract::problem::CONTENT_TYPE).is_some(), "{problem}");
+        let mut errors = 0;
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        assert_eq!(response["$ref"], "#/components/responses/Problem", "{method} {path} {status}");
+                        errors += 1;
+                    }
+                }
+            }
+        }
+        assert!(errors > 50, "{errors}");
+    }
+
+    /// Statuses a route's shape implies are listed without its annotation naming them.
+    #[test]
+    fn shared_statuses_follow_the_shape_of_each_route() {
+        let document: Value = serde_json::from_str(&openapi_json()).unwrap();
+        let statuses = |path: &str, method: &str| -> Vec<String> {
+            document["paths"][path][method]["responses"].as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(statuses("/health", "get"), ["200", "500"]);
+        let login = statuses("/api/v1/auth/login", "post");
+        for status in ["400", "413", "415", "422", "500"] {
+            assert!(login.contains(&status.to_owned()), "login lacks {status}: {login:?}");
+        }
+        let revoke = statuses("/api/v1/auth/tokens/{id}", "delete");
+        for status in ["401", "404", "429", "500"] {
+            assert!(revoke.contains(&status.to_owned()), "token revocation lacks {status}: {revoke:?}");
+        }
+        let id = &document["paths"]["/api/v1/auth/tokens/{id}"]["delete"]["parameters"][0];
+        assert_eq!((&id["in"], &id["schema"]["format"]), (&Value::from("path"), &Value::from("uuid")), "{id}");
+    }
 }

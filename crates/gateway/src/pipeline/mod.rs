@@ -83,8 +83,8 @@ async fn routed(
     response
 }
 
-/// The gateway's own routes, behind the per-IP limit except for health, readiness, metrics
-/// and webhooks (whose sources have their own limits).
+/// The gateway's own routes, behind the per-IP limit except for health, readiness, metrics,
+/// the OpenAPI document and webhooks (whose sources have their own limits).
 async fn built_in_route(
     gateway: &Gateway,
     built_in: &Router,
@@ -93,7 +93,8 @@ async fn built_in_route(
     websocket: Option<WebSocketRequest>,
 ) -> Response {
     let path = request.uri().path();
-    let unlimited = ["/health", "/ready", "/metrics"].contains(&path) || routing::is_under(path, "/v1/webhooks");
+    let unlimited = ["/health", "/ready", "/metrics", platform::media::OPENAPI_PATH].contains(&path)
+        || routing::is_under(path, "/v1/webhooks");
     let decision = if unlimited {
         None
     } else {
@@ -157,7 +158,7 @@ async fn proxied_stages(
     *tightest = ratelimit::ip_limit(gateway, ip).await?;
     let matched = gateway.routes.find(request.uri().path())?;
     if matched.upstream_path.is_some() && request.method() != http::Method::POST {
-        return Err(GatewayError::MethodNotAllowed);
+        return Err(GatewayError::MethodNotAllowed { allow: Some("POST") });
     }
     if !matched.policy.auth.is_public() {
         let verified = authn::validate(gateway, request.headers(), ip).await?;
@@ -183,5 +184,19 @@ mod tests {
         let size = std::mem::size_of_val(&super::handle(&gateway, &built_in, request));
         let limit = if cfg!(debug_assertions) { 24 * 1024 } else { 8 * 1024 };
         assert!(size <= limit, "the request future is {size} bytes (at most {limit})");
+    }
+
+    /// RFC 9110 §15.5.6: a 405 names the methods the target does allow.
+    #[tokio::test]
+    async fn the_ticket_route_refuses_other_methods_naming_post() {
+        use tower::ServiceExt as _;
+        let app = crate::app::router(crate::app::test_gateway("").await);
+        for method in ["GET", "TRACE", "DELETE"] {
+            let request =
+                Request::builder().method(method).uri("/v1/socket/ticket").body(axum::body::Body::empty()).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), 405, "{method}");
+            assert_eq!(response.headers().get(http::header::ALLOW).unwrap(), "POST", "{method}");
+        }
     }
 }

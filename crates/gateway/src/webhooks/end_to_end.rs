@@ -968,6 +968,7 @@ async fn meta_handshake_echoes_the_challenge_only_for_the_right_token() {
     // Only Meta sources have a handshake.
     let response = gw.http.get(format!("{}/billing?hub.mode=subscribe", gw.base)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "POST", "RFC 9110 §15.5.6: a 405 names what is allowed");
     let response = gw.http.get(format!("{}/nobody", gw.base)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }

@@ -355,7 +355,7 @@ fn check_ip(source: &Source, request: &Request) -> Result<(), GatewayError> {
 /// `GET` and `POST /v1/webhooks/{source}`; body limit 1 MiB (413 beyond); never a 500 for bad input.
 pub fn router(webhooks: Arc<Webhooks>) -> Router {
     Router::new()
-        .route(PATH, get(handshake).post(ingest).fallback(|| async { GatewayError::MethodNotAllowed }))
+        .route(PATH, get(handshake).post(ingest).fallback(|| async { GatewayError::MethodNotAllowed { allow: None } }))
         .with_state(webhooks)
 }
 
@@ -367,7 +367,7 @@ async fn handshake(
 ) -> Result<Response, GatewayError> {
     let source = webhooks.source(path)?;
     if !source.verifier.is_meta() {
-        return Err(GatewayError::MethodNotAllowed);
+        return Err(GatewayError::MethodNotAllowed { allow: Some("POST") });
     }
     check_ip(source, &request)?;
     let Query(query) = Query::<HashMap<String, String>>::try_from_uri(request.uri())

@@ -66,8 +66,8 @@ fn parse_cursor(raw: &str) -> Option<(i64, Uuid)> {
 
 /// Every user, newest first.
 #[utoipa::path(get, path = "/admin/users", tag = "admin", security(("bearer" = [])), params(PageQuery), responses(
-    (status = 200, body = AdminUsersResponse), (status = 401, body = Problem), (status = 403, body = Problem),
-    (status = 422, body = Problem),
+    (status = 200, body = AdminUsersResponse), (status = 401, response = Problem), (status = 403, response = Problem),
+    (status = 422, response = Problem),
 ))]
 pub async fn users(
     State(service): State<AuthService>,
@@ -88,7 +88,7 @@ pub async fn users(
 /// Disables a user: sessions, tokens and sockets end at once; login is refused.
 #[utoipa::path(post, path = "/admin/users/{id}/disable", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
+    responses((status = 204), (status = 403, response = Problem), (status = 404, response = Problem), (status = 422, response = Problem)),
 )]
 pub async fn disable(
     State(service): State<AuthService>,
@@ -104,7 +104,7 @@ pub async fn disable(
 /// Enables a disabled user again.
 #[utoipa::path(post, path = "/admin/users/{id}/enable", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 204), (status = 403, response = Problem), (status = 404, response = Problem)),
 )]
 pub async fn enable(
     State(service): State<AuthService>,
@@ -120,7 +120,7 @@ pub async fn enable(
 /// Sets a user's role.
 #[utoipa::path(put, path = "/admin/users/{id}/role", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = RoleRequest,
-    responses((status = 200, body = AdminUserView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = AdminUserView), (status = 403, response = Problem), (status = 404, response = Problem), (status = 422, response = Problem)),
 )]
 pub async fn role(
     State(service): State<AuthService>,

@@ -155,11 +155,11 @@ pub async fn config(State(service): State<AuthService>) -> Json<ConfigView> {
     })
 }
 
-/// Creates an account and signs it in.
+/// Creates an account and signs it in. 409 is `email_taken`.
 #[utoipa::path(post, path = "/signup", tag = "auth", request_body = SignupRequest, responses(
     (status = 201, body = SignedInResponse),
-    (status = 400, body = Problem), (status = 409, body = Problem, description = "email_taken"),
-    (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
+    (status = 400, response = Problem), (status = 409, response = Problem),
+    (status = 413, response = Problem), (status = 415, response = Problem), (status = 422, response = Problem),
 ))]
 pub async fn signup(
     State(service): State<AuthService>,
@@ -172,11 +172,12 @@ pub async fn signup(
     Ok((StatusCode::CREATED, jar, Json(SignedInResponse::new(&signed_in.user, signed_in.tokens))))
 }
 
-/// Signs in with email and password; opens a session.
+/// Signs in with email and password; opens a session. 401 is `invalid_credentials`; 429
+/// (`rate_limited`) carries `Retry-After`.
 #[utoipa::path(post, path = "/login", tag = "auth", request_body = LoginRequest, responses(
     (status = 200, body = SignedInResponse),
-    (status = 400, body = Problem), (status = 401, body = Problem, description = "invalid_credentials"),
-    (status = 422, body = Problem), (status = 429, body = Problem, description = "rate_limited, with Retry-After"),
+    (status = 400, response = Problem), (status = 401, response = Problem),
+    (status = 422, response = Problem), (status = 429, response = Problem),
 ))]
 pub async fn login(
     State(service): State<AuthService>,
@@ -189,11 +190,12 @@ pub async fn login(
     Ok((jar, Json(SignedInResponse::new(&signed_in.user, signed_in.tokens))))
 }
 
-/// Rotates a refresh token (from the body or the `pc_refresh` cookie).
+/// Rotates a refresh token (from the body or the `pc_refresh` cookie). 401 is
+/// `refresh_invalid`, 409 `refresh_conflict`.
 #[utoipa::path(post, path = "/refresh", tag = "auth", request_body(content = RefreshRequest, description = "optional when the cookie is sent"), responses(
     (status = 200, body = SignedInResponse, description = "a user session's new pair (an SDK session's answers like /sdk/session)"),
-    (status = 401, body = Problem, description = "refresh_invalid"),
-    (status = 409, body = Problem, description = "refresh_conflict"),
+    (status = 401, response = Problem),
+    (status = 409, response = Problem),
 ))]
 pub async fn refresh(
     State(service): State<AuthService>,
@@ -217,7 +219,7 @@ pub async fn refresh(
 
 /// Ends the current session; its tokens stop working at once.
 #[utoipa::path(post, path = "/logout", tag = "auth", security(("bearer" = [])), responses(
-    (status = 204), (status = 401, body = Problem),
+    (status = 204), (status = 401, response = Problem),
 ))]
 pub async fn logout(
     State(service): State<AuthService>,
@@ -231,16 +233,17 @@ pub async fn logout(
 
 /// The signed-in user (with an access token or a personal access token).
 #[utoipa::path(get, path = "/me", tag = "auth", security(("bearer" = [])), responses(
-    (status = 200, body = UserView), (status = 401, body = Problem),
+    (status = 200, body = UserView), (status = 401, response = Problem),
 ))]
 pub async fn me(principal: UserPrincipal) -> Json<UserView> {
     Json(UserView::from(principal.user()))
 }
 
-/// Changes the password; every other session ends.
+/// Changes the password; every other session ends. 401 `invalid_credentials`: the current
+/// password is wrong.
 #[utoipa::path(post, path = "/password", tag = "auth", security(("bearer" = [])), request_body = PasswordRequest, responses(
-    (status = 204), (status = 401, body = Problem, description = "invalid_credentials: the current password is wrong"),
-    (status = 422, body = Problem),
+    (status = 204), (status = 401, response = Problem),
+    (status = 422, response = Problem),
 ))]
 pub async fn password(
     State(service): State<AuthService>,

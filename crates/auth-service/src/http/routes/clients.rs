@@ -204,7 +204,7 @@ type PairPath = Result<Path<(String, String)>, PathRejection>;
 
 /// Registers a client; its first API key is in this response only.
 #[utoipa::path(post, path = "/client/register", tag = "clients", security(("bearer" = [])), request_body = RegisterClientRequest, responses(
-    (status = 201, body = RegisteredClientResponse), (status = 401, body = Problem), (status = 422, body = Problem),
+    (status = 201, body = RegisteredClientResponse), (status = 401, response = Problem), (status = 422, response = Problem),
 ))]
 pub async fn register(
     State(service): State<AuthService>,
@@ -223,7 +223,7 @@ pub async fn register(
 
 /// The caller's clients.
 #[utoipa::path(get, path = "/clients", tag = "clients", security(("bearer" = [])), responses(
-    (status = 200, body = ClientsResponse), (status = 401, body = Problem),
+    (status = 200, body = ClientsResponse), (status = 401, response = Problem),
 ))]
 pub async fn list(State(service): State<AuthService>, principal: Principal) -> Result<Json<ClientsResponse>, Error> {
     let clients = service.clients(&principal).await?.iter().map(ClientView::from).collect();
@@ -233,7 +233,7 @@ pub async fn list(State(service): State<AuthService>, principal: Principal) -> R
 /// One of the caller's clients.
 #[utoipa::path(get, path = "/client/{id}", tag = "clients", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = ClientView), (status = 401, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = ClientView), (status = 401, response = Problem), (status = 404, response = Problem)),
 )]
 pub async fn get_one(
     State(service): State<AuthService>,
@@ -247,7 +247,7 @@ pub async fn get_one(
 /// Creates an API key; the key is in this response only.
 #[utoipa::path(post, path = "/client/{id}/api-keys", tag = "clients", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = CreateKeyRequest,
-    responses((status = 201, body = NewKeyView), (status = 404, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = NewKeyView), (status = 404, response = Problem), (status = 422, response = Problem)),
 )]
 pub async fn create_key(
     State(service): State<AuthService>,
@@ -265,7 +265,7 @@ pub async fn create_key(
 /// The client's keys (no secrets), with their status.
 #[utoipa::path(get, path = "/client/{id}/api-keys", tag = "clients", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = KeysResponse), (status = 404, body = Problem)),
+    responses((status = 200, body = KeysResponse), (status = 404, response = Problem)),
 )]
 pub async fn list_keys(
     State(service): State<AuthService>,
@@ -280,7 +280,7 @@ pub async fn list_keys(
 /// Issues a successor key; the old one keeps working for the grace period.
 #[utoipa::path(post, path = "/client/{id}/api-keys/{key_id}/rotate", tag = "clients", security(("bearer" = [])),
     params(("id" = String, Path), ("key_id" = String, Path)), request_body = RotateRequest,
-    responses((status = 201, body = RotatedResponse), (status = 404, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = RotatedResponse), (status = 404, response = Problem), (status = 422, response = Problem)),
 )]
 pub async fn rotate_key(
     State(service): State<AuthService>,
@@ -305,7 +305,7 @@ pub async fn rotate_key(
 /// Revokes a key now.
 #[utoipa::path(delete, path = "/client/{id}/api-keys/{key_id}", tag = "clients", security(("bearer" = [])),
     params(("id" = String, Path), ("key_id" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem)),
+    responses((status = 204), (status = 404, response = Problem)),
 )]
 pub async fn revoke_key(
     State(service): State<AuthService>,
@@ -320,7 +320,7 @@ pub async fn revoke_key(
 
 /// The IP networks allowed to use the client's API keys (empty: any).
 #[utoipa::path(get, path = "/client/{id}/ip-allowlist", tag = "clients", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = IpAllowlistBody), (status = 404, body = Problem)),
+    params(("id" = String, Path)), responses((status = 200, body = IpAllowlistBody), (status = 404, response = Problem)),
 )]
 pub async fn get_ip_allowlist(
     State(service): State<AuthService>,
@@ -334,7 +334,7 @@ pub async fn get_ip_allowlist(
 /// Replaces the IP allowlist (IPv4 and IPv6 CIDRs or addresses).
 #[utoipa::path(put, path = "/client/{id}/ip-allowlist", tag = "clients", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = IpAllowlistBody,
-    responses((status = 200, body = IpAllowlistBody), (status = 404, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = IpAllowlistBody), (status = 404, response = Problem), (status = 422, response = Problem)),
 )]
 pub async fn put_ip_allowlist(
     State(service): State<AuthService>,
@@ -352,7 +352,7 @@ pub async fn put_ip_allowlist(
 
 /// The browser origins allowed for the client's keys and SDK tokens (empty: none).
 #[utoipa::path(get, path = "/client/{id}/origins", tag = "clients", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = OriginsBody), (status = 404, body = Problem)),
+    params(("id" = String, Path)), responses((status = 200, body = OriginsBody), (status = 404, response = Problem)),
 )]
 pub async fn get_origins(
     State(service): State<AuthService>,
@@ -366,7 +366,7 @@ pub async fn get_origins(
 /// Replaces the origins: exact `scheme://host[:port]` or `https://*.example.com`.
 #[utoipa::path(put, path = "/client/{id}/origins", tag = "clients", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = OriginsBody,
-    responses((status = 200, body = OriginsBody), (status = 404, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = OriginsBody), (status = 404, response = Problem), (status = 422, response = Problem)),
 )]
 pub async fn put_origins(
     State(service): State<AuthService>,
@@ -384,7 +384,7 @@ pub async fn put_origins(
 
 /// The tenant's own rate limit, which the gateway applies instead of the route default.
 #[utoipa::path(get, path = "/client/{id}/rate-limit", tag = "clients", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = RateLimitView), (status = 404, body = Problem)),
+    params(("id" = String, Path)), responses((status = 200, body = RateLimitView), (status = 404, response = Problem)),
 )]
 pub async fn get_rate_limit(
     State(service): State<AuthService>,
@@ -398,7 +398,7 @@ pub async fn get_rate_limit(
 /// Sets (`{"requests": 1000, "per": "1m"}`) or clears (`{"requests": null}`) the limit.
 #[utoipa::path(put, path = "/client/{id}/rate-limit", tag = "clients", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = RateLimitView,
-    responses((status = 200, body = RateLimitView), (status = 404, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = RateLimitView), (status = 404, response = Problem), (status = 422, response = Problem)),
 )]
 pub async fn put_rate_limit(
     State(service): State<AuthService>,

@@ -95,10 +95,11 @@ pub struct PatLimitsView {
     pub rate_limits: LoginLimitsView,
 }
 
-/// Creates a personal access token; the token is in this response only.
+/// Creates a personal access token; the token is in this response only. 403 `forbidden`: the
+/// limit is reached.
 #[utoipa::path(post, path = "/tokens", tag = "tokens", security(("bearer" = [])), request_body = CreatePatRequest, responses(
-    (status = 201, body = PatCreatedView), (status = 401, body = Problem),
-    (status = 403, body = Problem, description = "forbidden: the limit is reached"), (status = 422, body = Problem),
+    (status = 201, body = PatCreatedView), (status = 401, response = Problem),
+    (status = 403, response = Problem), (status = 422, response = Problem),
 ))]
 pub async fn create(
     State(service): State<AuthService>,
@@ -126,7 +127,7 @@ pub async fn create(
 
 /// The caller's tokens, newest first, without secrets.
 #[utoipa::path(get, path = "/tokens", tag = "tokens", security(("bearer" = [])), responses(
-    (status = 200, body = PatsResponse), (status = 401, body = Problem),
+    (status = 200, body = PatsResponse), (status = 401, response = Problem),
 ))]
 pub async fn list(State(service): State<AuthService>, principal: Principal) -> Result<Json<PatsResponse>, Error> {
     let now = service.now();
@@ -137,7 +138,7 @@ pub async fn list(State(service): State<AuthService>, principal: Principal) -> R
 /// Revokes one of the caller's tokens at once.
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens", security(("bearer" = [])),
     params(("id" = String, Path, description = "token id")),
-    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)),
+    responses((status = 204), (status = 401, response = Problem), (status = 404, response = Problem)),
 )]
 pub async fn revoke(
     State(service): State<AuthService>,
@@ -151,7 +152,7 @@ pub async fn revoke(
 
 /// How many tokens the caller may still create, and the login limits that apply.
 #[utoipa::path(get, path = "/tokens/limits", tag = "tokens", security(("bearer" = [])), responses(
-    (status = 200, body = PatLimitsView), (status = 401, body = Problem),
+    (status = 200, body = PatLimitsView), (status = 401, response = Problem),
 ))]
 pub async fn limits(State(service): State<AuthService>, principal: Principal) -> Result<Json<PatLimitsView>, Error> {
     let (max, used) = service.pat_usage(&principal).await?;

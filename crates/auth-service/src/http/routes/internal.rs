@@ -90,7 +90,7 @@ fn signed(service: &AuthService, headers: &HeaderMap, validated: &Validated) -> 
     params(("X-Service-Token" = Option<String>, Header, description = "the caller's service token")),
     responses(
         (status = 200, description = "valid; the signed context headers are set"),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem),
+        (status = 401, response = Problem), (status = 403, response = Problem), (status = 503, response = Problem),
     ),
 )]
 pub async fn validate(
@@ -108,7 +108,7 @@ pub async fn validate(
 
 /// The POST form of [`validate`], for proxies that forward the method.
 #[utoipa::path(post, path = "/internal/validate", tag = "internal",
-    responses((status = 200), (status = 401, body = Problem), (status = 403, body = Problem)),
+    responses((status = 200), (status = 401, response = Problem), (status = 403, response = Problem)),
 )]
 pub async fn validate_post(
     state: State<AuthService>,
@@ -122,7 +122,7 @@ pub async fn validate_post(
 /// Validates the API key in `X-API-Key` with the client's IP allowlist and origins.
 #[utoipa::path(post, path = "/internal/validate-api-key", tag = "internal",
     params(("X-API-Key" = String, Header), ("X-Service-Token" = Option<String>, Header)),
-    responses((status = 200), (status = 401, body = Problem), (status = 403, body = Problem)),
+    responses((status = 200), (status = 401, response = Problem), (status = 403, response = Problem)),
 )]
 pub async fn validate_api_key(
     State(service): State<AuthService>,

@@ -46,14 +46,16 @@ impl From<SdkTokens> for SdkSessionResponse {
     }
 }
 
-/// Opens an SDK session: the key's client IP allowlist and origins apply.
+/// Opens an SDK session: the key's client IP allowlist and origins apply. 401 is `token_missing`,
+/// `key_invalid` or `key_revoked`; 403 `ip_not_allowed`, `origin_not_allowed` or
+/// `insufficient_scope`.
 #[utoipa::path(post, path = "/sdk/session", tag = "sdk", request_body = SdkSessionRequest,
     params(("X-API-Key" = Option<String>, Header, description = "the API key (or Authorization: Bearer pck_…)")),
     responses(
         (status = 201, body = SdkSessionResponse),
-        (status = 401, body = Problem, description = "token_missing, key_invalid, key_revoked"),
-        (status = 403, body = Problem, description = "ip_not_allowed, origin_not_allowed, insufficient_scope"),
-        (status = 422, body = Problem),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 422, response = Problem),
     ),
 )]
 pub async fn create(

@@ -113,7 +113,7 @@ fn current_view(service: &AuthService, session: &Session) -> CurrentSessionView 
 
 /// The current session: device, IP, times and idle time left.
 #[utoipa::path(get, path = "/session", tag = "sessions", security(("bearer" = [])), responses(
-    (status = 200, body = CurrentSessionView), (status = 401, body = Problem),
+    (status = 200, body = CurrentSessionView), (status = 401, response = Problem),
 ))]
 pub async fn current(State(service): State<AuthService>, principal: Principal) -> Json<CurrentSessionView> {
     Json(current_view(&service, &principal.session))
@@ -121,7 +121,7 @@ pub async fn current(State(service): State<AuthService>, principal: Principal) -
 
 /// Every live session of the caller, the current one marked.
 #[utoipa::path(get, path = "/sessions", tag = "sessions", security(("bearer" = [])), responses(
-    (status = 200, body = SessionsResponse), (status = 401, body = Problem),
+    (status = 200, body = SessionsResponse), (status = 401, response = Problem),
 ))]
 pub async fn list(State(service): State<AuthService>, principal: Principal) -> Result<Json<SessionsResponse>, Error> {
     let sessions = service.sessions(&principal).await?;
@@ -132,7 +132,7 @@ pub async fn list(State(service): State<AuthService>, principal: Principal) -> R
 
 /// Records activity now, resetting the idle timer.
 #[utoipa::path(post, path = "/activity", tag = "sessions", security(("bearer" = [])), responses(
-    (status = 200, body = CurrentSessionView), (status = 401, body = Problem),
+    (status = 200, body = CurrentSessionView), (status = 401, response = Problem),
 ))]
 pub async fn activity(
     State(service): State<AuthService>,
@@ -145,7 +145,7 @@ pub async fn activity(
 /// Ends one of the caller's sessions (any device, the current one included).
 #[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions", security(("bearer" = [])),
     params(("id" = String, Path, description = "session id")),
-    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)),
+    responses((status = 204), (status = 401, response = Problem), (status = 404, response = Problem)),
 )]
 pub async fn end_one(
     State(service): State<AuthService>,
@@ -162,7 +162,7 @@ pub async fn end_one(
 
 /// Ends every session of the caller except the current one.
 #[utoipa::path(delete, path = "/sessions", tag = "sessions", security(("bearer" = [])), responses(
-    (status = 200, body = EndedSessionsResponse), (status = 401, body = Problem),
+    (status = 200, body = EndedSessionsResponse), (status = 401, response = Problem),
 ))]
 pub async fn end_others(
     State(service): State<AuthService>,
@@ -175,7 +175,7 @@ pub async fn end_others(
 
 /// The caller's security events, newest first.
 #[utoipa::path(get, path = "/audit", tag = "sessions", security(("bearer" = [])), params(PageQuery), responses(
-    (status = 200, body = AuditResponse), (status = 401, body = Problem), (status = 422, body = Problem),
+    (status = 200, body = AuditResponse), (status = 401, response = Problem), (status = 422, response = Problem),
 ))]
 pub async fn audit(
     State(service): State<AuthService>,

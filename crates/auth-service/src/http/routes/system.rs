@@ -25,7 +25,7 @@ pub async fn health() -> Json<Health> {
 
 /// The database and the bus are reachable.
 #[utoipa::path(get, path = "/ready", tag = "system", responses(
-    (status = 200, body = Health), (status = 503, body = Problem),
+    (status = 200, body = Health), (status = 503, response = Problem),
 ))]
 pub async fn ready(State(service): State<AuthService>) -> Result<Json<Health>, Error> {
     service.ready().await?;
