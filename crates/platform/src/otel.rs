@@ -266,6 +266,16 @@ pub fn continue_trace(span: &Span, traceparent: Option<&HeaderValue>, trusted: b
     }
 }
 
+/// [`continue_trace`] for a request a service's HTTP listener took: trusted when its TCP
+/// peer (axum's `ConnectInfo`) is in `trusted`. Does nothing while spans are not exported.
+pub fn continue_request<B>(span: &Span, request: &http::Request<B>, trusted: &crate::net::TrustedProxies) {
+    if !exporting() {
+        return;
+    }
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    continue_trace(span, request.headers().get(&TRACEPARENT), peer.is_some_and(|ip| trusted.contains(ip)));
+}
+
 /// The `traceparent` that continues `span`'s trace in a call it makes (`None` when spans are
 /// not exported or `span` is not recorded).
 pub fn traceparent_of(span: &Span) -> Option<HeaderValue> {
@@ -426,6 +436,29 @@ mod tests {
         let call = spans.iter().find(|s| s.name == "call").unwrap();
         assert_eq!(call.span_context.trace_id(), request.span_context.trace_id());
         assert_eq!(call.parent_span_id, request.span_context.span_id());
+    }
+
+    #[test]
+    fn a_services_http_request_continues_only_a_trusted_peers_trace() {
+        let trusted = crate::net::TrustedProxies::parse("TRUSTED_PROXIES", Some("10.0.0.0/8")).unwrap();
+        let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let request_from = |peer: &str| {
+            let mut request = http::Request::builder().header("traceparent", caller).body(()).unwrap();
+            let peer: std::net::SocketAddr = peer.parse().unwrap();
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            request
+        };
+        let caller = parse_traceparent(caller).unwrap();
+        for (peer, continued) in [("10.1.2.3:4000", true), ("203.0.113.9:4000", false)] {
+            let request = request_from(peer);
+            let spans = recorded(|| {
+                let span = tracing::info_span!(target: "auth_service::http", parent: None, "request");
+                continue_request(&span, &request, &trusted);
+            });
+            let [span] = spans.as_slice() else { panic!("{spans:?}") };
+            assert_eq!(span.span_context.trace_id() == caller.trace_id(), continued, "{peer}");
+            assert_eq!(span.links.len(), usize::from(!continued), "{peer}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Instant};
 
 use axum::{
     Router,
-    extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{HeaderName, HeaderValue, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -201,11 +201,7 @@ async fn request_context(
         otel.kind = "server",
         portcullis.component = "auth",
     );
-    if platform::otel::exporting() {
-        let peer = request.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-        let trusted = peer.is_some_and(|ip| service.config().trusted_proxies.contains(ip));
-        platform::otel::continue_trace(&span, request.headers().get(platform::otel::TRACEPARENT), trusted);
-    }
+    platform::otel::continue_request(&span, &request, &service.config().trusted_proxies);
     let mut response =
         error::REQUEST_ID.scope(id.clone(), tracing::Instrument::instrument(next.run(request), span.clone())).await;
     let status = response.status();

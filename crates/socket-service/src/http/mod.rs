@@ -56,11 +56,7 @@ async fn request_id(
         otel.kind = "server",
         portcullis.component = "sockets",
     );
-    if platform::otel::exporting() {
-        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let trusted = peer.is_some_and(|ip| service.config().trusted_proxies.contains(ip));
-        platform::otel::continue_trace(&span, request.headers().get(platform::otel::TRACEPARENT), trusted);
-    }
+    platform::otel::continue_request(&span, &request, &service.config().trusted_proxies);
     let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID, value);
