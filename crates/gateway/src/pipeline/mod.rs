@@ -47,8 +47,8 @@ use crate::{
 pub async fn handle(gateway: &Gateway, built_in: &Router, mut request: Request) -> Response {
     let mut log = access_log::Entry::begin(&request);
     let websocket = headers::strip_incoming(&mut request);
-    let trusted = gateway.config.trusted_proxies.contains(client_ip::peer(&request).ip());
-    let (id, span) = request_id::assign(request.headers_mut(), trusted);
+    let peer = client_ip::peer(&request).ip();
+    let (id, span) = request_id::assign(request.headers_mut(), || gateway.config.trusted_proxies.contains(peer));
     let routed = REQUEST_ID.scope(id.clone(), routed(gateway, built_in, request, websocket, &mut log));
     let mut response = routed.instrument(span.clone()).await;
     let status = response.status();

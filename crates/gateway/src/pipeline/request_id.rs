@@ -15,11 +15,13 @@ use tracing::Span;
 /// the request's span (opened only while spans are exported) continues a `trusted` caller's
 /// `traceparent` or starts a new trace linked to an untrusted one, and the `traceparent` the
 /// request carries on names that span (or, with no span, the trusted caller's trace or a new
-/// one). Returns the id and the span.
-pub fn assign(headers: &mut HeaderMap, trusted: bool) -> (String, Span) {
+/// one). `trusted` says whether the caller is a trusted proxy; it is asked only of a request
+/// that brings a `traceparent`. Returns the id and the span.
+pub fn assign(headers: &mut HeaderMap, trusted: impl FnOnce() -> bool) -> (String, Span) {
     let id = platform::request_id::keep_or_new(headers);
     let caller =
         headers.get(&TRACEPARENT).filter(|v| v.to_str().ok().and_then(otel::parse_traceparent).is_some()).cloned();
+    let trusted = caller.is_some() && trusted();
     let span = if otel::exporting() {
         let span = tracing::info_span!(
             target: "gateway::request",
@@ -72,7 +74,7 @@ mod tests {
         for (k, v) in headers {
             map.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
-        let (id, span) = assign(&mut map, trusted);
+        let (id, span) = assign(&mut map, || trusted);
         let mut answered = HeaderMap::new();
         answer(&mut answered, &id, &span, http::StatusCode::OK);
         let seen = |name: &HeaderName| map.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
