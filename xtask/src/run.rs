@@ -469,6 +469,11 @@ async fn play(deployment: &Deployment, upstream: &Upstream) -> Result<Vec<String
     if answered["user"] != json!(user_id) || upstream.seen(|s| s.users.last() != Some(&user_id)) {
         return Err(format!("authenticated call: the upstream saw {answered}, not user {user_id}"));
     }
+    // A hostile client puts a credential where the services read no credential: in the path
+    // and in the query. No exported span may carry it (checked in `check_traces`).
+    for path in [format!("/v1/auth/{access}"), format!("/v1/user/run?token={access}")] {
+        http.get(deployment.gateway_url(&path)).send().await.map_err(|e| format!("{path}: {e}"))?;
+    }
     let anonymous = http.get(deployment.gateway_url("/v1/user/run")).send().await;
     json_of(anonymous.map_err(|e| e.to_string())?, 401, "unauthenticated call").await.map(drop)?;
     for (n, expected) in [(1, 200), (2, 429)] {

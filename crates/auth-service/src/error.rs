@@ -71,6 +71,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_cause_is_named_for_operators_only() {
+        let err = Error::internal("pool timed out");
+        assert_eq!(err.to_string(), "internal error");
+        assert_eq!(err.with_cause(), "internal error: pool timed out");
+        assert_eq!(Error::Unavailable("redis down".into()).with_cause(), "a dependency is unavailable: redis down");
+        assert_eq!(Error::EmailTaken.with_cause(), Error::EmailTaken.to_string());
+    }
+
+    #[test]
     fn reasons_refine_the_wire_code() {
         assert_eq!(Error::TokenInvalid(Invalid::Signature).wire_code(), ErrorCode::SignatureInvalid);
         assert_eq!(Error::TokenInvalid(Invalid::Malformed).wire_code(), ErrorCode::TokenMalformed);
