@@ -69,6 +69,9 @@ const DEAD_SUFFIX: &str = ".dead";
 const MAX_HOLD: Duration = Duration::from_secs(10 * 60);
 /// `<queue>.delay.<ms>`: one delay queue per tier of the retry schedule (and of parking).
 const DELAY_SUFFIX: &str = ".delay.";
+/// A deferred event not back this long after it was due is put back into the queue from
+/// the ledger's copy.
+const RESCUE_AFTER: Duration = Duration::from_secs(15);
 /// A delay queue's own TTL is its tier plus this share, the most jitter can add.
 const DELAY_SLACK_PERCENT: u64 = 25;
 
@@ -242,6 +245,8 @@ pub struct AmqpOutbox {
     ledger: Ledger,
     /// Delay queues declared by this instance.
     delays: Mutex<std::collections::HashSet<String>>,
+    /// How long after it was due a deferred event may stay away before it is put back.
+    rescue_after: Duration,
 }
 
 impl AmqpOutbox {
@@ -266,6 +271,7 @@ impl AmqpOutbox {
             link: tokio::sync::Mutex::new(LinkState::default()),
             sources: Mutex::new(HashMap::new()),
             epochs: AtomicU64::new(0),
+            rescue_after: RESCUE_AFTER,
         }
     }
 
@@ -595,6 +601,28 @@ impl AmqpOutbox {
         .await
     }
 
+    /// Empties the source's delay queues, as an operator's purge would (tests).
+    #[cfg(test)]
+    pub async fn purge_delay_queues(&self, source: &str) -> Result<(), Unavailable> {
+        let (queue, _) = self.names(source)?;
+        let delays: Vec<String> = self
+            .delays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|name| name.starts_with(&format!("{queue}{DELAY_SUFFIX}")))
+            .cloned()
+            .collect();
+        self.with_channel(|channel| async move {
+            for delay in delays {
+                let delay = ShortString::try_new(delay).map_err(amqp_err)?;
+                self.call("queue.purge", channel.queue_purge(delay, Default::default())).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Closes the connection under the outbox, as a broker restart would (tests).
     #[cfg(test)]
     pub async fn sever(&self) {
@@ -859,6 +887,44 @@ mod tests {
         assert!(e.message.contains("PRECONDITION_FAILED") && e.message.contains("x-max-length"), "{e}");
         // The same settings again are fine.
         assert_eq!(open(&first).recover("billing").await.unwrap(), 0);
+        outbox.delete_queues("billing").await.unwrap();
+    }
+
+    /// RabbitMQ 3.10 starts its queues before their exchanges: a delay queue's message that
+    /// expires while the broker boots finds no dead-letter exchange and stays with the queue's
+    /// dead-letter worker until its confirm timeout (180 s by default), holding its key back
+    /// that long. An operator may purge a delay queue too. Either way the deferred event must
+    /// come back soon after it was due, from the ledger's copy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deferral_the_broker_does_not_bring_back_is_put_back_into_the_queue() {
+        let Some(url) = testkit::amqp_url() else { return };
+        let mut outbox = open(&settings(&url));
+        outbox.rescue_after = Duration::from_millis(500);
+        outbox.recover("billing").await.unwrap();
+        outbox.push(&event("a")).await.unwrap();
+        let claimed = outbox.claim("billing").await.unwrap().unwrap();
+        let mut next = claimed.event.clone();
+        next.attempt = 1;
+        let delay = Delay::exactly(Duration::from_secs(1));
+        assert_eq!(outbox.defer("billing", &claimed, &next, delay).await.unwrap(), Settled::Done);
+        // The broker never brings it back.
+        outbox.purge_delay_queues("billing").await.unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let back = loop {
+            if let Some(back) = outbox.claim("billing").await.unwrap() {
+                break back;
+            }
+            assert!(Instant::now() < deadline, "the deferred event never came back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!((back.event.id.as_str(), back.event.attempt), ("a", 1), "the event as it was deferred");
+        assert_eq!(outbox.complete("billing", &back).await.unwrap(), Settled::Done);
+        assert!(outbox.waiting("billing").await.unwrap().is_empty(), "finished: no longer waiting");
+        // Put back once: nothing else comes.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(outbox.claim("billing").await.unwrap().is_none());
+        assert_eq!(outbox.pending("billing").await.unwrap(), 0);
         outbox.delete_queues("billing").await.unwrap();
     }
 
