@@ -49,6 +49,7 @@ use lapin::{
 };
 use platform::Unavailable;
 use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::outbox::{
@@ -97,10 +98,21 @@ pub enum AmqpIndex {
     Spool(std::path::PathBuf),
 }
 
+/// One deferred event in the ledger: when it is due back, and a copy of it as deferred, so it
+/// can be put back if the broker does not bring it back (records written before the copy was
+/// kept have none).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    #[serde(flatten)]
+    waiting: Waiting,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event: Option<StoredEvent>,
+}
+
 /// The deferred events per source, by sequence.
 enum Ledger {
     Redis { pool: deadpool_redis::Pool, prefix: String },
-    Memory(Mutex<HashMap<String, HashMap<u64, Waiting>>>),
+    Memory(Mutex<HashMap<String, HashMap<u64, Entry>>>),
 }
 
 fn redis_err(e: impl Display) -> Unavailable {
@@ -108,14 +120,14 @@ fn redis_err(e: impl Display) -> Unavailable {
 }
 
 impl Ledger {
-    async fn record(&self, source: &str, waiting: &Waiting) -> Result<(), Unavailable> {
+    async fn record(&self, source: &str, entry: &Entry) -> Result<(), Unavailable> {
         match self {
             Self::Redis { pool, prefix } => {
-                let json = serde_json::to_string(waiting).map_err(redis_err)?;
+                let json = serde_json::to_string(entry).map_err(redis_err)?;
                 let mut conn = pool.get().await.map_err(redis_err)?;
                 platform::redis::client::cmd("HSET")
                     .arg(format!("{prefix}{source}"))
-                    .arg(waiting.sequence)
+                    .arg(entry.waiting.sequence)
                     .arg(json)
                     .query_async::<i64>(&mut conn)
                     .await
@@ -124,7 +136,7 @@ impl Ledger {
             }
             Self::Memory(map) => {
                 let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-                map.entry(source.to_owned()).or_default().insert(waiting.sequence, waiting.clone());
+                map.entry(source.to_owned()).or_default().insert(entry.waiting.sequence, entry.clone());
                 Ok(())
             }
         }
@@ -151,7 +163,7 @@ impl Ledger {
         }
     }
 
-    async fn all(&self, source: &str) -> Result<Vec<Waiting>, Unavailable> {
+    async fn all(&self, source: &str) -> Result<Vec<Entry>, Unavailable> {
         match self {
             Self::Redis { pool, prefix } => {
                 let mut conn = pool.get().await.map_err(redis_err)?;
@@ -196,6 +208,13 @@ struct LinkState {
     retry_at: Option<Instant>,
 }
 
+/// A delivery held unacknowledged: the message as stored, and its event's sequence when it
+/// could be read.
+struct Held {
+    data: Vec<u8>,
+    sequence: Option<u64>,
+}
+
 /// One source's pulling channel and what this instance holds unacknowledged on it.
 #[derive(Default)]
 struct SourceState {
@@ -203,7 +222,7 @@ struct SourceState {
     /// Changes with every channel opened, so a claim of an earlier channel is recognised.
     epoch: u64,
     /// Delivery tag → the message as stored (what the dead letters receive).
-    held: HashMap<u64, Vec<u8>>,
+    held: HashMap<u64, Held>,
 }
 
 impl SourceState {
@@ -247,6 +266,8 @@ pub struct AmqpOutbox {
     delays: Mutex<std::collections::HashSet<String>>,
     /// How long after it was due a deferred event may stay away before it is put back.
     rescue_after: Duration,
+    /// When each source's ledger was last looked at for events to put back.
+    rescue_checked: Mutex<HashMap<String, Instant>>,
 }
 
 impl AmqpOutbox {
@@ -272,6 +293,7 @@ impl AmqpOutbox {
             sources: Mutex::new(HashMap::new()),
             epochs: AtomicU64::new(0),
             rescue_after: RESCUE_AFTER,
+            rescue_checked: Mutex::default(),
         }
     }
 
@@ -575,6 +597,63 @@ impl AmqpOutbox {
         self.ledger.forget(source, event.sequence).await
     }
 
+    /// Puts back into the source's queue, from the ledger's copies, the deferred events that
+    /// have not come back [`Self::rescue_after`] after they were due. RabbitMQ 3.10 recovers
+    /// a vhost's queues before its exchanges, so a delay queue's message that expires while
+    /// the broker boots cannot be dead-lettered and stays with the queue's dead-letter worker
+    /// until its confirm timeout (`dead_letter_worker_publisher_confirm_timeout`, 180 s); a
+    /// purged delay queue never brings its messages back at all. The copy put back is the
+    /// event as it was deferred; if the original comes back later too, it is delivered again
+    /// (at least once). Looked at no more often than every `rescue_after` (at most 5 s).
+    async fn rescue_overdue(&self, source: &str) -> Result<(), Unavailable> {
+        let every = self.rescue_after.min(Duration::from_secs(5));
+        {
+            let mut checked = self.rescue_checked.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if checked.get(source).is_some_and(|at| now < *at + every) {
+                return Ok(());
+            }
+            checked.insert(source.to_owned(), now);
+        }
+        let after = i64::try_from(self.rescue_after.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let overdue: Vec<Entry> = self
+            .ledger
+            .all(source)
+            .await?
+            .into_iter()
+            .filter(|entry| entry.event.is_some() && now.saturating_sub(entry.waiting.due_ms) > after)
+            .collect();
+        if overdue.is_empty() {
+            return Ok(());
+        }
+        // Back already, and held here (in flight, or behind an earlier event of its key).
+        let held: std::collections::HashSet<u64> = {
+            let state = self.source_state(source);
+            let mut state = state.lock().await;
+            state.in_flight();
+            state.held.values().filter_map(|held| held.sequence).collect()
+        };
+        for entry in overdue {
+            let Some(event) = entry.event else { continue };
+            if held.contains(&event.sequence) {
+                continue;
+            }
+            let overdue_ms = now.saturating_sub(entry.waiting.due_ms);
+            let (queue, _) = self.names(source)?;
+            let payload = serde_json::to_vec(&event).map_err(amqp_err)?;
+            self.publish(queue, &payload, &event.id).await?;
+            // Due again later, in case this copy is lost as well.
+            let waiting = Waiting { due_ms: now.saturating_add(after), ..entry.waiting };
+            self.ledger.record(source, &Entry { waiting, event: Some(event.clone()) }).await?;
+            tracing::warn!(
+                source, id = %event.id, overdue_ms,
+                "a deferred webhook event did not come back from its delay queue in time; put back into the queue"
+            );
+        }
+        Ok(())
+    }
+
     /// Deletes the source's queues (tests clean up after themselves).
     #[cfg(test)]
     pub async fn delete_queues(&self, source: &str) -> Result<(), Unavailable> {
@@ -674,6 +753,7 @@ impl Outbox for AmqpOutbox {
     }
 
     async fn claim(&self, source: &str) -> Result<Option<Claimed>, Unavailable> {
+        self.rescue_overdue(source).await?;
         let (queue, _) = self.names(source)?;
         let state = self.source_state(source);
         let mut state = state.lock().await;
@@ -692,13 +772,16 @@ impl Outbox for AmqpOutbox {
             let tag = message.delivery.delivery_tag;
             let data = message.delivery.data;
             let parsed = serde_json::from_slice::<StoredEvent>(&data);
-            state.held.insert(tag, data);
+            state.held.insert(tag, Held { data, sequence: parsed.as_ref().ok().map(|event| event.sequence) });
             match parsed {
                 Ok(event) => return Ok(Some(Claimed::new(event, format!("{}:{tag}", state.epoch)))),
                 Err(e) => {
                     tracing::error!(source, error = %e, "unreadable webhook message moved to the dead letters");
                     let letter = DeadLetter {
-                        event: super::outbox::unreadable(source, state.held.get(&tag).map_or(&[][..], Vec::as_slice)),
+                        event: super::outbox::unreadable(
+                            source,
+                            state.held.get(&tag).map_or(&[][..], |held| held.data.as_slice()),
+                        ),
                         reason: format!("unreadable: {e}"),
                         dead_at_ms: now_ms(),
                     };
@@ -741,7 +824,7 @@ impl Outbox for AmqpOutbox {
         // Recorded first: a crash before the ack leaves the event in the queue as well, where
         // its own record does not hold it back.
         let due = now_ms().saturating_add(i64::try_from(delay.wait.as_millis()).unwrap_or(i64::MAX));
-        self.ledger.record(source, &event.waiting(due)).await?;
+        self.ledger.record(source, &Entry { waiting: event.waiting(due), event: Some(event.clone()) }).await?;
         let payload = serde_json::to_vec(event).map_err(amqp_err)?;
         self.publish_with(queue, &payload, &event.id, Some(delay.wait)).await?;
         self.ack(&mut state, tag).await.map(|()| Settled::Done)
@@ -765,7 +848,7 @@ impl Outbox for AmqpOutbox {
     }
 
     async fn waiting(&self, source: &str) -> Result<Vec<Waiting>, Unavailable> {
-        self.ledger.all(source).await
+        Ok(self.ledger.all(source).await?.into_iter().map(|entry| entry.waiting).collect())
     }
 
     fn dead_letters(&self) -> &dyn DeadLetters {
@@ -923,6 +1006,37 @@ mod tests {
         assert!(outbox.waiting("billing").await.unwrap().is_empty(), "finished: no longer waiting");
         // Put back once: nothing else comes.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(outbox.claim("billing").await.unwrap().is_none());
+        assert_eq!(outbox.pending("billing").await.unwrap(), 0);
+        outbox.delete_queues("billing").await.unwrap();
+    }
+
+    /// A deferred event that came back and is held (in flight for a long delivery) is not put
+    /// back a second time however late it is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deferral_back_and_held_is_not_put_back_again() {
+        let Some(url) = testkit::amqp_url() else { return };
+        let mut outbox = open(&settings(&url));
+        outbox.rescue_after = Duration::from_millis(300);
+        outbox.recover("billing").await.unwrap();
+        outbox.push(&event("a")).await.unwrap();
+        let claimed = outbox.claim("billing").await.unwrap().unwrap();
+        let mut next = claimed.event.clone();
+        next.attempt = 1;
+        outbox.defer("billing", &claimed, &next, Delay::exactly(Duration::from_millis(200))).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let back = loop {
+            if let Some(back) = outbox.claim("billing").await.unwrap() {
+                break back;
+            }
+            assert!(Instant::now() < deadline, "the deferred event never came back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Held well past its time while its ledger record remains.
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert!(outbox.claim("billing").await.unwrap().is_none(), "no second copy while one is held");
+        assert_eq!(outbox.complete("billing", &back).await.unwrap(), Settled::Done);
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(outbox.claim("billing").await.unwrap().is_none());
         assert_eq!(outbox.pending("billing").await.unwrap(), 0);
         outbox.delete_queues("billing").await.unwrap();
