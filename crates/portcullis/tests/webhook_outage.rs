@@ -78,6 +78,15 @@ impl Drop for BrokerGuard {
     }
 }
 
+/// Deletes, when dropped (after the binary, also when the test fails), the queues of a run.
+struct QueueCleanup(String);
+
+impl Drop for QueueCleanup {
+    fn drop(&mut self) {
+        delete_queues(&self.0);
+    }
+}
+
 /// Deletes every queue whose name starts with `prefix`.
 fn delete_queues(prefix: &str) {
     let output = Command::new("rabbitmqctl").args(["list_queues", "name", "--quiet", "--no-table-headers"]).output();
@@ -212,6 +221,8 @@ async fn outage(store: Store) {
             env.push((name.to_owned(), value));
         }
     }
+    // Declared before the binary, so dropped after it.
+    let _cleanup = amqp_url.map(|_| QueueCleanup(queue_prefix.clone()));
     let log = tmp.path().join("portcullis.log");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let binary = Arc::new(Mutex::new(Binary::start(&env, &log)));
@@ -313,9 +324,6 @@ async fn outage(store: Store) {
         sent.already.load(Ordering::Relaxed)
     );
     binary.lock().unwrap().kill();
-    if amqp_url.is_some() {
-        delete_queues(&queue_prefix);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
