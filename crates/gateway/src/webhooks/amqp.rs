@@ -1011,6 +1011,45 @@ mod tests {
         outbox.delete_queues("billing").await.unwrap();
     }
 
+    /// Putting an event back can fail (the work queue is full); claiming goes on regardless,
+    /// since only claiming drains the queue, and the event is put back once there is room.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_that_refuses_a_put_back_event_is_still_claimed_from() {
+        let Some(url) = testkit::amqp_url() else { return };
+        let mut outbox = open(&AmqpSettings { max_length: 1, ..settings(&url) });
+        outbox.rescue_after = Duration::from_millis(300);
+        outbox.recover("billing").await.unwrap();
+        outbox.push(&event("a")).await.unwrap();
+        let claimed = outbox.claim("billing").await.unwrap().unwrap();
+        let mut next = claimed.event.clone();
+        next.attempt = 1;
+        outbox.defer("billing", &claimed, &next, Delay::exactly(Duration::from_millis(500))).await.unwrap();
+        outbox.purge_delay_queues("billing").await.unwrap();
+        // Over the bound: the next publish is refused.
+        outbox.push(&event("b")).await.unwrap();
+        outbox.push(&event("c")).await.unwrap();
+        let refused = outbox.push(&event("d")).await.unwrap_err();
+        assert!(refused.message.contains("full"), "{refused}");
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+
+        let mut ids = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ids.len() < 3 {
+            assert!(Instant::now() < deadline, "claimed only {ids:?}");
+            match outbox.claim("billing").await {
+                Ok(Some(claimed)) => {
+                    ids.push(claimed.event.id.clone());
+                    outbox.complete("billing", &claimed).await.unwrap();
+                }
+                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("claiming stopped while the queue was full: {e}"),
+            }
+        }
+        assert_eq!(ids, ["b", "c", "a"], "the queue drains first, then the event is put back");
+        assert_eq!(outbox.pending("billing").await.unwrap(), 0);
+        outbox.delete_queues("billing").await.unwrap();
+    }
+
     /// A deferred event that came back and is held (in flight for a long delivery) is not put
     /// back a second time however late it is.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
