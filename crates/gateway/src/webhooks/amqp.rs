@@ -753,7 +753,11 @@ impl Outbox for AmqpOutbox {
     }
 
     async fn claim(&self, source: &str) -> Result<Option<Claimed>, Unavailable> {
-        self.rescue_overdue(source).await?;
+        // Only claiming drains the queue: a put-back the broker refuses (the queue is full)
+        // waits for the next look, claiming goes on.
+        if let Err(e) = self.rescue_overdue(source).await {
+            tracing::warn!(source, error = %e, "cannot put an overdue deferred webhook event back yet; retrying");
+        }
         let (queue, _) = self.names(source)?;
         let state = self.source_state(source);
         let mut state = state.lock().await;
