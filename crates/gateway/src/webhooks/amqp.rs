@@ -49,7 +49,6 @@ use lapin::{
 };
 use platform::Unavailable;
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::outbox::{
@@ -92,51 +91,70 @@ pub struct AmqpSettings {
 #[derive(Clone)]
 pub enum AmqpIndex {
     /// Distributed mode: `<prefix>webhooks:dead-letters:<source>` and
-    /// `<prefix>webhooks:waiting:<source>`, shared by every instance.
+    /// `<prefix>webhooks:waiting:<source>` with `<prefix>webhooks:waiting-events:<source>`,
+    /// shared by every instance.
     Redis { pool: deadpool_redis::Pool, key_prefix: String },
     /// Embedded mode: dead letters under the spool directory; the ledger in this process.
     Spool(std::path::PathBuf),
 }
 
-/// One deferred event in the ledger: when it is due back, and a copy of it as deferred, so it
-/// can be put back if the broker does not bring it back (records written before the copy was
-/// kept have none).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
-    #[serde(flatten)]
-    waiting: Waiting,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    event: Option<StoredEvent>,
+/// The deferred events per source, by sequence: when each is due back (read whole by a
+/// takeover and by every look for overdue events) and, apart, a copy of each as it was
+/// deferred (read only for an event that is overdue, so it can be put back if the broker does
+/// not bring it back; entries written before copies were kept have none).
+enum Ledger {
+    /// `<prefix>webhooks:waiting:<source>` (sequence → [`Waiting`]) and
+    /// `<prefix>webhooks:waiting-events:<source>` (sequence → [`StoredEvent`]).
+    Redis {
+        pool: deadpool_redis::Pool,
+        prefix: String,
+    },
+    Memory(Mutex<HashMap<String, HashMap<u64, Kept>>>),
 }
 
-/// The deferred events per source, by sequence.
-enum Ledger {
-    Redis { pool: deadpool_redis::Pool, prefix: String },
-    Memory(Mutex<HashMap<String, HashMap<u64, Entry>>>),
-}
+/// One entry of the in-process ledger: when it is due back, and its copy.
+type Kept = (Waiting, Option<StoredEvent>);
 
 fn redis_err(e: impl Display) -> Unavailable {
     Unavailable::new("redis", e)
 }
 
 impl Ledger {
-    async fn record(&self, source: &str, entry: &Entry) -> Result<(), Unavailable> {
+    /// The Redis hashes of `source`: the due times and the copies.
+    fn keys(prefix: &str, source: &str) -> (String, String) {
+        (format!("{prefix}webhooks:waiting:{source}"), format!("{prefix}webhooks:waiting-events:{source}"))
+    }
+
+    /// Records `waiting`, with `copy` when given (otherwise an earlier copy stays).
+    async fn record(&self, source: &str, waiting: &Waiting, copy: Option<&StoredEvent>) -> Result<(), Unavailable> {
         match self {
             Self::Redis { pool, prefix } => {
-                let json = serde_json::to_string(entry).map_err(redis_err)?;
+                let (due, copies) = Self::keys(prefix, source);
+                let mut pipe = platform::redis::client::pipe();
+                pipe.atomic();
+                pipe.cmd("HSET")
+                    .arg(&due)
+                    .arg(waiting.sequence)
+                    .arg(serde_json::to_string(waiting).map_err(redis_err)?);
+                pipe.ignore();
+                if let Some(copy) = copy {
+                    let json = serde_json::to_string(copy).map_err(redis_err)?;
+                    pipe.cmd("HSET").arg(&copies).arg(waiting.sequence).arg(json).ignore();
+                }
                 let mut conn = pool.get().await.map_err(redis_err)?;
-                platform::redis::client::cmd("HSET")
-                    .arg(format!("{prefix}{source}"))
-                    .arg(entry.waiting.sequence)
-                    .arg(json)
-                    .query_async::<i64>(&mut conn)
-                    .await
-                    .map(drop)
-                    .map_err(redis_err)
+                pipe.query_async::<()>(&mut conn).await.map_err(redis_err)
             }
             Self::Memory(map) => {
                 let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-                map.entry(source.to_owned()).or_default().insert(entry.waiting.sequence, entry.clone());
+                let entry = map
+                    .entry(source.to_owned())
+                    .or_default()
+                    .entry(waiting.sequence)
+                    .or_insert((waiting.clone(), None));
+                entry.0 = waiting.clone();
+                if let Some(copy) = copy {
+                    entry.1 = Some(copy.clone());
+                }
                 Ok(())
             }
         }
@@ -145,14 +163,13 @@ impl Ledger {
     async fn forget(&self, source: &str, sequence: u64) -> Result<(), Unavailable> {
         match self {
             Self::Redis { pool, prefix } => {
+                let (due, copies) = Self::keys(prefix, source);
+                let mut pipe = platform::redis::client::pipe();
+                pipe.atomic();
+                pipe.cmd("HDEL").arg(&due).arg(sequence).ignore();
+                pipe.cmd("HDEL").arg(&copies).arg(sequence).ignore();
                 let mut conn = pool.get().await.map_err(redis_err)?;
-                platform::redis::client::cmd("HDEL")
-                    .arg(format!("{prefix}{source}"))
-                    .arg(sequence)
-                    .query_async::<i64>(&mut conn)
-                    .await
-                    .map(drop)
-                    .map_err(redis_err)
+                pipe.query_async::<()>(&mut conn).await.map_err(redis_err)
             }
             Self::Memory(map) => {
                 if let Some(waiting) = map.lock().unwrap_or_else(|p| p.into_inner()).get_mut(source) {
@@ -163,23 +180,44 @@ impl Ledger {
         }
     }
 
-    async fn all(&self, source: &str) -> Result<Vec<Entry>, Unavailable> {
+    async fn all(&self, source: &str) -> Result<Vec<Waiting>, Unavailable> {
         match self {
             Self::Redis { pool, prefix } => {
+                let (due, _) = Self::keys(prefix, source);
                 let mut conn = pool.get().await.map_err(redis_err)?;
-                let values: Vec<String> = platform::redis::client::cmd("HVALS")
-                    .arg(format!("{prefix}{source}"))
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_err)?;
+                let values: Vec<String> =
+                    platform::redis::client::cmd("HVALS").arg(due).query_async(&mut conn).await.map_err(redis_err)?;
                 Ok(values.iter().filter_map(|v| serde_json::from_str(v).ok()).collect())
             }
             Self::Memory(map) => Ok(map
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(source)
-                .map(|w| w.values().cloned().collect())
+                .map(|w| w.values().map(|(waiting, _)| waiting.clone()).collect())
                 .unwrap_or_default()),
+        }
+    }
+
+    /// The copy of the deferred event `sequence`, if one was kept.
+    async fn copy(&self, source: &str, sequence: u64) -> Result<Option<StoredEvent>, Unavailable> {
+        match self {
+            Self::Redis { pool, prefix } => {
+                let (_, copies) = Self::keys(prefix, source);
+                let mut conn = pool.get().await.map_err(redis_err)?;
+                let value: Option<String> = platform::redis::client::cmd("HGET")
+                    .arg(copies)
+                    .arg(sequence)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_err)?;
+                Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
+            }
+            Self::Memory(map) => Ok(map
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(source)
+                .and_then(|w| w.get(&sequence))
+                .and_then(|(_, copy)| copy.clone())),
         }
     }
 }
@@ -275,10 +313,9 @@ impl AmqpOutbox {
     /// connection. Must be called inside a tokio runtime, which then drives the connection.
     pub fn new(settings: &AmqpSettings, index: AmqpIndex) -> Self {
         let (dead, ledger): (Box<dyn DeadLetters>, Ledger) = match index {
-            AmqpIndex::Redis { pool, key_prefix } => (
-                Box::new(RedisDeadLetters::new(pool.clone(), &key_prefix)),
-                Ledger::Redis { pool, prefix: format!("{key_prefix}webhooks:waiting:") },
-            ),
+            AmqpIndex::Redis { pool, key_prefix } => {
+                (Box::new(RedisDeadLetters::new(pool.clone(), &key_prefix)), Ledger::Redis { pool, prefix: key_prefix })
+            }
             AmqpIndex::Spool(dir) => (Box::new(SpoolDeadLetters::new(dir)), Ledger::Memory(Mutex::default())),
         };
         Self {
@@ -617,12 +654,12 @@ impl AmqpOutbox {
         }
         let after = i64::try_from(self.rescue_after.as_millis()).unwrap_or(i64::MAX);
         let now = now_ms();
-        let overdue: Vec<Entry> = self
+        let overdue: Vec<Waiting> = self
             .ledger
             .all(source)
             .await?
             .into_iter()
-            .filter(|entry| entry.event.is_some() && now.saturating_sub(entry.waiting.due_ms) > after)
+            .filter(|waiting| now.saturating_sub(waiting.due_ms) > after)
             .collect();
         if overdue.is_empty() {
             return Ok(());
@@ -634,18 +671,17 @@ impl AmqpOutbox {
             state.in_flight();
             state.held.values().filter_map(|held| held.sequence).collect()
         };
-        for entry in overdue {
-            let Some(event) = entry.event else { continue };
-            if held.contains(&event.sequence) {
+        for waiting in overdue {
+            if held.contains(&waiting.sequence) {
                 continue;
             }
-            let overdue_ms = now.saturating_sub(entry.waiting.due_ms);
+            let Some(event) = self.ledger.copy(source, waiting.sequence).await? else { continue };
+            let overdue_ms = now.saturating_sub(waiting.due_ms);
             let (queue, _) = self.names(source)?;
             let payload = serde_json::to_vec(&event).map_err(amqp_err)?;
             self.publish(queue, &payload, &event.id).await?;
             // Due again later, in case this copy is lost as well.
-            let waiting = Waiting { due_ms: now.saturating_add(after), ..entry.waiting };
-            self.ledger.record(source, &Entry { waiting, event: Some(event.clone()) }).await?;
+            self.ledger.record(source, &Waiting { due_ms: now.saturating_add(after), ..waiting }, None).await?;
             tracing::warn!(
                 source, id = %event.id, overdue_ms,
                 "a deferred webhook event did not come back from its delay queue in time; put back into the queue"
@@ -828,7 +864,7 @@ impl Outbox for AmqpOutbox {
         // Recorded first: a crash before the ack leaves the event in the queue as well, where
         // its own record does not hold it back.
         let due = now_ms().saturating_add(i64::try_from(delay.wait.as_millis()).unwrap_or(i64::MAX));
-        self.ledger.record(source, &Entry { waiting: event.waiting(due), event: Some(event.clone()) }).await?;
+        self.ledger.record(source, &event.waiting(due), Some(event)).await?;
         let payload = serde_json::to_vec(event).map_err(amqp_err)?;
         self.publish_with(queue, &payload, &event.id, Some(delay.wait)).await?;
         self.ack(&mut state, tag).await.map(|()| Settled::Done)
@@ -852,7 +888,7 @@ impl Outbox for AmqpOutbox {
     }
 
     async fn waiting(&self, source: &str) -> Result<Vec<Waiting>, Unavailable> {
-        Ok(self.ledger.all(source).await?.into_iter().map(|entry| entry.waiting).collect())
+        self.ledger.all(source).await
     }
 
     fn dead_letters(&self) -> &dyn DeadLetters {
@@ -985,7 +1021,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_deferral_the_broker_does_not_bring_back_is_put_back_into_the_queue() {
         let Some(url) = testkit::amqp_url() else { return };
-        let mut outbox = open(&settings(&url));
+        put_back(open(&settings(&url))).await;
+        // The distributed ledger: due times and copies in Redis.
+        let Some(testkit::Backend::Postgres { redis_url, .. }) = testkit::Backend::shared() else { return };
+        let pool = platform::redis::connect(&redis_url).await.unwrap();
+        let key_prefix = format!("pc_test:{}:", uuid::Uuid::new_v4().simple());
+        put_back(AmqpOutbox::new(&settings(&url), AmqpIndex::Redis { pool, key_prefix })).await;
+    }
+
+    async fn put_back(mut outbox: AmqpOutbox) {
         outbox.rescue_after = Duration::from_millis(500);
         outbox.recover("billing").await.unwrap();
         outbox.push(&event("a")).await.unwrap();
