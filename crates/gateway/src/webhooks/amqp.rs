@@ -1059,6 +1059,38 @@ mod tests {
         outbox.delete_queues("billing").await.unwrap();
     }
 
+    /// The workers stop while one of them is inside a call on the source (its state locked):
+    /// what this instance held must still go back to the queue for another instance, though
+    /// this one stays alive (a gateway whose webhooks stopped while its server still runs).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_release_while_a_call_is_busy_still_gives_back_what_was_held() {
+        let Some(url) = testkit::amqp_url() else { return };
+        let settings = settings(&url);
+        let first = open(&settings);
+        first.recover("billing").await.unwrap();
+        first.push(&event("a")).await.unwrap();
+        let claimed = first.claim("billing").await.unwrap().unwrap();
+        assert_eq!(claimed.event.id, "a");
+        let state = first.source_state("billing");
+        let busy = state.lock().await;
+        first.release();
+        drop(busy);
+
+        let second = open(&settings);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let again = loop {
+            if let Some(again) = second.claim("billing").await.unwrap() {
+                break again;
+            }
+            assert!(Instant::now() < deadline, "the released delivery never came back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(again.event.id, "a");
+        second.complete("billing", &again).await.unwrap();
+        drop(first);
+        second.delete_queues("billing").await.unwrap();
+    }
+
     /// Putting an event back can fail (the work queue is full); claiming goes on regardless,
     /// since only claiming drains the queue, and the event is put back once there is room.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
