@@ -295,7 +295,7 @@ pub struct AmqpOutbox {
     max_length: u64,
     /// The runtime that drives the connection's socket, whichever runtime calls.
     runtime: tokio::runtime::Handle,
-    link: tokio::sync::Mutex<LinkState>,
+    link: Arc<tokio::sync::Mutex<LinkState>>,
     sources: Mutex<HashMap<String, Arc<tokio::sync::Mutex<SourceState>>>>,
     epochs: AtomicU64,
     dead: Box<dyn DeadLetters>,
@@ -326,7 +326,7 @@ impl AmqpOutbox {
             prefix: settings.queue_prefix.clone(),
             max_length: settings.max_length,
             runtime: tokio::runtime::Handle::current(),
-            link: tokio::sync::Mutex::new(LinkState::default()),
+            link: Arc::new(tokio::sync::Mutex::new(LinkState::default())),
             sources: Mutex::new(HashMap::new()),
             epochs: AtomicU64::new(0),
             rescue_after: RESCUE_AFTER,
@@ -917,17 +917,39 @@ impl Outbox for AmqpOutbox {
 
     /// Closes the connection (its deliveries go back to their queues); the next call opens
     /// a new one.
+    ///
+    /// What is free is let go at once (dropping the last handle closes the connection without
+    /// waiting for the broker). A source whose state a call still holds (a worker stopped
+    /// inside a broker call) and the connection are let go by a task once they are free, and
+    /// the connection is closed explicitly, so its deliveries go back even while this
+    /// instance lives on.
     fn release(&self) {
+        let mut busy = Vec::new();
         for state in self.sources.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            if let Ok(mut state) = state.try_lock() {
+            match state.try_lock() {
+                Ok(mut state) => {
+                    state.held.clear();
+                    state.channel = None;
+                }
+                Err(_) => busy.push(state.clone()),
+            }
+        }
+        let taken = self.link.try_lock().ok().map(|mut state| state.link.take());
+        let link = self.link.clone();
+        self.runtime.spawn(async move {
+            for state in busy {
+                let mut state = state.lock().await;
                 state.held.clear();
                 state.channel = None;
             }
-        }
-        if let Ok(mut state) = self.link.try_lock() {
-            // Dropping the last handle closes the connection without waiting for the broker.
-            drop(state.link.take());
-        }
+            let current = match taken {
+                Some(taken) => taken,
+                None => link.lock().await.link.take(),
+            };
+            if let Some(current) = current {
+                let _ = tokio::time::timeout(CALL_TIMEOUT, current.connection.close(200, "released".into())).await;
+            }
+        });
     }
 }
 

@@ -647,7 +647,12 @@ async fn restart_delivers_what_was_pending(store: Store) {
     let received = upstream.wait_for(4).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let received_later = upstream.received();
-    assert_eq!(received_later.len(), 4, "{received:?}");
+    // The first instance failed and deferred each event until it stopped. On RabbitMQ a
+    // deferral is a publish of the event to a delay queue, then the original's ack: a stop
+    // between the two leaves both, and the event is delivered twice (at least once). The
+    // other stores move an event in one step.
+    let at_most = if store.amqp.is_some() { 8 } else { 4 };
+    assert!((4..=at_most).contains(&received_later.len()), "{received:?}");
     let mut billing: Vec<_> = received_later
         .iter()
         .filter(|r| r.path == "/hooks/billing")
@@ -655,7 +660,8 @@ async fn restart_delivers_what_was_pending(store: Store) {
         .collect();
     // Unordered events (the source has no ordering key) go out in parallel.
     billing.sort();
-    assert_eq!(billing, ids, "delivered once each");
+    billing.dedup();
+    assert_eq!(billing, ids, "each delivered");
     assert_eq!(second.wait_pending("billing", 0).await, 0);
     assert_eq!(second.wait_pending("acme", 0).await, 0);
 }
