@@ -974,6 +974,18 @@ mod tests {
         AmqpOutbox::new(settings, AmqpIndex::Spool(index))
     }
 
+    /// The next event of `billing`, claimed within 10 s, or a failure saying `never`.
+    async fn claim_within(outbox: &AmqpOutbox, never: &str) -> Claimed {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(claimed) = outbox.claim("billing").await.unwrap() {
+                return claimed;
+            }
+            assert!(Instant::now() < deadline, "{never}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn event(id: &str) -> StoredEvent {
         StoredEvent::new(id.to_owned(), "billing".to_owned(), 1_700_000_000, None, Vec::new(), b"{}")
     }
@@ -1063,14 +1075,7 @@ mod tests {
         // The broker never brings it back.
         outbox.purge_delay_queues("billing").await.unwrap();
 
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let back = loop {
-            if let Some(back) = outbox.claim("billing").await.unwrap() {
-                break back;
-            }
-            assert!(Instant::now() < deadline, "the deferred event never came back");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let back = claim_within(&outbox, "the deferred event never came back").await;
         assert_eq!((back.event.id.as_str(), back.event.attempt), ("a", 1), "the event as it was deferred");
         assert_eq!(outbox.complete("billing", &back).await.unwrap(), Settled::Done);
         assert!(outbox.waiting("billing").await.unwrap().is_empty(), "finished: no longer waiting");
@@ -1099,14 +1104,7 @@ mod tests {
         drop(busy);
 
         let second = open(&settings);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let again = loop {
-            if let Some(again) = second.claim("billing").await.unwrap() {
-                break again;
-            }
-            assert!(Instant::now() < deadline, "the released delivery never came back");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let again = claim_within(&second, "the released delivery never came back").await;
         assert_eq!(again.event.id, "a");
         second.complete("billing", &again).await.unwrap();
         drop(first);
@@ -1165,14 +1163,7 @@ mod tests {
         let mut next = claimed.event.clone();
         next.attempt = 1;
         outbox.defer("billing", &claimed, &next, Delay::exactly(Duration::from_millis(200))).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let back = loop {
-            if let Some(back) = outbox.claim("billing").await.unwrap() {
-                break back;
-            }
-            assert!(Instant::now() < deadline, "the deferred event never came back");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let back = claim_within(&outbox, "the deferred event never came back").await;
         // Held well past its time while its ledger record remains.
         tokio::time::sleep(Duration::from_millis(1_000)).await;
         assert!(outbox.claim("billing").await.unwrap().is_none(), "no second copy while one is held");
@@ -1215,14 +1206,7 @@ mod tests {
         let claimed = outbox.claim("billing").await.unwrap().unwrap();
         outbox.sever().await;
         assert_eq!(outbox.dead_letter("billing", &claimed, "refused").await.unwrap(), Settled::Lapsed);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let again = loop {
-            if let Some(again) = outbox.claim("billing").await.unwrap() {
-                break again;
-            }
-            assert!(Instant::now() < deadline, "the severed delivery never came back");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let again = claim_within(&outbox, "the severed delivery never came back").await;
         assert_eq!(again.event.id, "poison");
         outbox.dead_letter("billing", &again, "refused").await.unwrap();
         assert_eq!(outbox.dead_count("billing").await.unwrap(), 1, "set aside once");
