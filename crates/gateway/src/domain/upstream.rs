@@ -1,12 +1,9 @@
 //! [`Upstream`]: an absolute `http`/`https` URL the gateway forwards to (route and webhook
 //! upstreams, and the auth and socket services' addresses).
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, sync::Arc};
 
-use http::{
-    Uri,
-    uri::{PathAndQuery, Scheme},
-};
+use http::{Uri, uri::PathAndQuery};
 
 /// An `http://` or `https://` URL with a host, no userinfo, no query and no fragment. A path
 /// is kept as a base that forwarded paths are appended to (`http://svc:9001/api` sends
@@ -14,8 +11,9 @@ use http::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     uri: Uri,
-    /// `scheme://authority`, kept because the proxy keys its breakers by it per request.
-    origin: String,
+    /// `scheme://authority`, kept because the proxy keys its breakers and connections by it
+    /// per request.
+    origin: Arc<str>,
     /// The path without a trailing slash; empty for the root.
     base_path: String,
 }
@@ -59,7 +57,7 @@ impl Upstream {
         }
         let base_path = path.trim_end_matches('/').to_owned();
         let scheme = if uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("https")) { "https" } else { "http" };
-        let origin = format!("{scheme}://{}", authority.as_str());
+        let origin = Arc::from(format!("{scheme}://{}", authority.as_str()));
         Ok(Self { uri, origin, base_path })
     }
 
@@ -86,6 +84,16 @@ impl Upstream {
         &self.origin
     }
 
+    /// [`Self::origin`], shared.
+    pub fn shared_origin(&self) -> &Arc<str> {
+        &self.origin
+    }
+
+    /// The authority (`host[:port]`), for a request that came without `Host`.
+    pub fn authority(&self) -> &str {
+        self.uri.authority().map_or("", http::uri::Authority::as_str)
+    }
+
     /// The base path without a trailing slash; empty when the URL has none.
     pub fn base_path(&self) -> &str {
         &self.base_path
@@ -96,10 +104,10 @@ impl Upstream {
         format!("{}{}{}", self.origin(), self.base_path, path_and_query)
     }
 
-    /// [`Self::join`] as a `Uri`, built from this upstream's parsed scheme and authority
-    /// instead of formatting the whole URL and parsing it again (the proxy does this for
-    /// every request); `None` unless `path_and_query` starts with `/` and is valid.
-    pub fn target(&self, path_and_query: &str) -> Option<Uri> {
+    /// The request target (origin form, RFC 9112 §3.2.1: the base path and `path_and_query`)
+    /// of a request for `path_and_query` (starting with `/`) sent over a connection to this
+    /// upstream; `None` unless `path_and_query` starts with `/` and is valid.
+    pub fn request_target(&self, path_and_query: &str) -> Option<Uri> {
         if !path_and_query.starts_with('/') {
             return None;
         }
@@ -108,11 +116,7 @@ impl Upstream {
         } else {
             PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path)).ok()?
         };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(if self.is_https() { Scheme::HTTPS } else { Scheme::HTTP });
-        parts.authority = self.uri.authority().cloned();
-        parts.path_and_query = Some(path_and_query);
-        Uri::from_parts(parts).ok()
+        Some(Uri::from(path_and_query))
     }
 }
 
@@ -151,7 +155,7 @@ mod tests {
 
         assert_eq!(Upstream::parse("HTTP://[::1]:80").unwrap().host(), "[::1]");
 
-        // The proxy's per-request URI is the joined text, parsed.
+        // The proxy's per-request target is the joined text's path and query.
         for (upstream, path) in [
             (&plain, "/v1/user/orders?x=1"),
             (&plain, "/"),
@@ -159,11 +163,17 @@ mod tests {
             (&Upstream::parse("HTTP://[::1]:80").unwrap(), "/v1/a"),
         ] {
             let joined: Uri = upstream.join(path).parse().unwrap();
-            assert_eq!(upstream.target(path).unwrap(), joined, "{upstream} {path}");
-            assert_eq!(upstream.target(path).unwrap().to_string(), joined.to_string());
+            let target = upstream.request_target(path).unwrap();
+            assert_eq!(
+                Some(target.to_string().as_str()),
+                joined.path_and_query().map(|pq| pq.as_str()),
+                "{upstream} {path}"
+            );
+            assert!(target.scheme().is_none() && target.authority().is_none());
         }
-        assert_eq!(plain.target("v1/user"), None);
-        assert_eq!(plain.target("/a b"), None);
+        assert_eq!(plain.request_target("v1/user"), None);
+        assert_eq!(plain.request_target("/a b"), None);
+        assert_eq!(plain.authority(), "127.0.0.1:9001");
     }
 
     #[test]

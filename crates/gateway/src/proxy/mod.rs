@@ -1,8 +1,9 @@
-//! The reverse proxy: one pooled hyper client for every upstream, a circuit breaker per
-//! upstream, a timeout per attempt, retries only for idempotent requests without a body,
+//! The reverse proxy: keep-alive connections per upstream and thread (`pool.rs`), a circuit
+//! breaker per upstream, a timeout per attempt, retries only for idempotent requests without a body,
 //! streamed bodies both ways with the route's size limit, and WebSocket upgrades spliced
 //! through (`upgrade.rs`).
 
+mod pool;
 mod upgrade;
 
 use std::{
@@ -16,10 +17,6 @@ use bytes::Bytes;
 use failsafe::{StateMachine, failure_policy::ConsecutiveFailures};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited, combinators::UnsyncBoxBody};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 
 use crate::{domain::Upstream, error::GatewayError};
 
@@ -130,26 +127,6 @@ pub struct BreakerState {
     pub open: bool,
 }
 
-type UpstreamClient = Client<HttpConnector, ProxyBody>;
-
-thread_local! {
-    /// One pool of upstream connections per thread: a connection's task runs on the thread
-    /// that opened it, so a request served on one of the edge's threads (`serve_per_thread`)
-    /// reuses connections that live on that thread and is never handed to another.
-    static CLIENT: UpstreamClient = upstream_client();
-}
-
-fn upstream_client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
-}
-
 #[derive(Clone)]
 pub struct Proxy {
     breakers: Arc<RwLock<HashMap<String, Arc<Breaker>>>>,
@@ -166,9 +143,15 @@ impl Proxy {
         Self { breakers: Arc::default() }
     }
 
-    /// Sends `request` over this thread's pool.
-    fn send(request: Request<ProxyBody>) -> hyper_util::client::legacy::ResponseFuture {
-        CLIENT.with(|client| client.request(request))
+    /// Sends `request` (its URI the request target) to `upstream` over this thread's
+    /// connections, with the upstream's authority as `Host` when the client sent none.
+    async fn send(upstream: &Upstream, mut request: Request<ProxyBody>) -> Result<Response<pool::Returning>, BoxError> {
+        if !request.headers().contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(upstream.authority())
+        {
+            request.headers_mut().insert(header::HOST, host);
+        }
+        pool::send(upstream, request).await
     }
 
     fn breaker(&self, upstream: &Upstream) -> Arc<Breaker> {
@@ -214,7 +197,7 @@ impl Proxy {
             return Err(GatewayError::BodyTooLarge { limit: target.max_body });
         }
         strip_hop_by_hop(&mut parts.headers);
-        let mut uri: Uri = target.upstream.target(target.path_and_query).ok_or(GatewayError::NotFound)?;
+        let mut uri: Uri = target.upstream.request_target(target.path_and_query).ok_or(GatewayError::NotFound)?;
         let attempts = if idempotent(&parts.method) && bodiless(&body) { 1 + target.retries } else { 1 };
         let breaker = self.breaker(target.upstream);
         let mut body = Some(Limited::new(body, target.max_body as usize).boxed_unsync());
@@ -233,7 +216,7 @@ impl Proxy {
                 *outgoing.uri_mut() = uri.clone();
                 *outgoing.headers_mut() = parts.headers.clone();
             }
-            match tokio::time::timeout(target.timeout, Self::send(outgoing)).await {
+            match tokio::time::timeout(target.timeout, Self::send(target.upstream, outgoing)).await {
                 Ok(Ok(response)) => {
                     let status = response.status();
                     let failing = matches!(
@@ -251,7 +234,7 @@ impl Proxy {
                     last = GatewayError::UpstreamUnavailable;
                 }
                 Ok(Err(err)) => {
-                    if is_length_limit(&err) {
+                    if is_length_limit(&*err) {
                         return Err(GatewayError::BodyTooLarge { limit: target.max_body });
                     }
                     breaker.on_error();
@@ -276,7 +259,7 @@ fn empty() -> ProxyBody {
     http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
 }
 
-fn into_response(response: Response<hyper::body::Incoming>) -> Response<Body> {
+fn into_response(response: Response<pool::Returning>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, Body::new(body))

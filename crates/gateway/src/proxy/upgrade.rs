@@ -34,7 +34,7 @@ pub(super) async fn forward(
         parts.headers.insert(header::UPGRADE, upgrade);
         parts.headers.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
     }
-    let uri: Uri = target.upstream.target(target.path_and_query).ok_or(GatewayError::NotFound)?;
+    let uri: Uri = target.upstream.request_target(target.path_and_query).ok_or(GatewayError::NotFound)?;
     let breaker = proxy.breaker(target.upstream);
     if !breaker.is_call_permitted() {
         return Err(GatewayError::UpstreamUnavailable);
@@ -43,7 +43,7 @@ pub(super) async fn forward(
     *outgoing.method_mut() = parts.method;
     *outgoing.uri_mut() = uri;
     *outgoing.headers_mut() = parts.headers;
-    let mut response = match tokio::time::timeout(target.timeout, Proxy::send(outgoing)).await {
+    let mut response = match tokio::time::timeout(target.timeout, Proxy::send(target.upstream, outgoing)).await {
         Ok(Ok(response)) => {
             breaker.on_success();
             response
