@@ -248,7 +248,7 @@ impl Proxy {
             }
             if attempt + 1 < attempts {
                 let jitter = rand_jitter(RETRY_BACKOFF);
-                tokio::time::sleep(RETRY_BACKOFF + jitter).await;
+                Box::pin(tokio::time::sleep(RETRY_BACKOFF + jitter)).await;
             }
         }
         Err(last)

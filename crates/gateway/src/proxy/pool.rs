@@ -2,9 +2,9 @@
 //! A request takes the connection put back last (or opens one), and its connection goes back
 //! once the answer's body has been read to the end; a connection whose answer was cut short
 //! or upgraded is never reused. A request that a reused connection could not even start (the
-//! upstream had just closed it) is sent again on another. A connection idle for
-//! [`IDLE_TIMEOUT`] is closed by its own task; at most [`MAX_IDLE`] wait per upstream and
-//! thread.
+//! upstream had just closed it) is sent again on another. A connection left unused for a
+//! whole [`IDLE_TIMEOUT`] (so after 60 to 120 s idle) is closed by its own task; at most
+//! [`MAX_IDLE`] wait per upstream and thread.
 //!
 //! Kept here rather than in hyper-util's pooled client because that client, per request,
 //! hashes a pool key under a lock and spawns a task to put the connection back; nothing of
@@ -14,11 +14,11 @@ use std::{
     cell::RefCell,
     pin::Pin,
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -33,7 +33,7 @@ use hyper_util::rt::TokioIo;
 use super::{BoxError, ProxyBody};
 use crate::domain::Upstream;
 
-/// How long a connection may wait unused before it is closed.
+/// How often a connection's task looks whether it was used since it last looked.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per upstream and thread; the oldest goes first.
 pub const MAX_IDLE: usize = 256;
@@ -44,13 +44,15 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// A connection's [`Use`] while a request is on it.
 const BUSY: u64 = u64::MAX;
 
-/// A connection's last use: milliseconds since [`epoch`] when it was put back, or [`BUSY`].
+/// How many times a connection was put back (no clock is read per request), or [`BUSY`].
 type Use = Arc<AtomicU64>;
 
 /// One connection's sending half and what its task reads to know it has been idle too long.
 struct Conn {
     sender: http1::SendRequest<ProxyBody>,
     used: Use,
+    /// Times put back so far.
+    returns: u64,
 }
 
 /// The idle connections of one upstream, the last one put back at the end.
@@ -61,15 +63,6 @@ struct Idle {
 
 thread_local! {
     static IDLE: RefCell<Vec<Idle>> = const { RefCell::new(Vec::new()) };
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(BUSY - 1)
 }
 
 /// The connection put back last for `origin` on this thread, if any is still open.
@@ -86,11 +79,12 @@ fn checkout(origin: &str) -> Option<Conn> {
 }
 
 /// Puts `conn` back for `origin`, dropping the oldest beyond [`MAX_IDLE`].
-fn checkin(origin: &Arc<str>, conn: Conn) {
+fn checkin(origin: &Arc<str>, mut conn: Conn) {
     if conn.sender.is_closed() {
         return;
     }
-    conn.used.store(now_ms(), Ordering::Release);
+    conn.returns += 1;
+    conn.used.store(conn.returns, Ordering::Release);
     IDLE.with_borrow_mut(|idle| {
         let index = match idle.iter().position(|i| i.origin == *origin) {
             Some(index) => index,
@@ -107,8 +101,9 @@ fn checkin(origin: &Arc<str>, conn: Conn) {
     });
 }
 
-/// Opens a connection to `upstream` and starts the task that drives it.
-async fn connect(upstream: &Upstream) -> Result<Conn, BoxError> {
+/// Opens a connection to `upstream` and starts the task that drives it and closes it when a
+/// whole `idle_period` passed without a use.
+async fn connect(upstream: &Upstream, idle_period: Duration) -> Result<Conn, BoxError> {
     let host = upstream.host().trim_start_matches('[').trim_end_matches(']');
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host, upstream.port())))
         .await
@@ -121,6 +116,7 @@ async fn connect(upstream: &Upstream) -> Result<Conn, BoxError> {
     tokio::spawn(async move {
         let connection = connection.with_upgrades();
         tokio::pin!(connection);
+        let mut seen = BUSY;
         loop {
             tokio::select! {
                 ended = &mut connection => {
@@ -129,17 +125,19 @@ async fn connect(upstream: &Upstream) -> Result<Conn, BoxError> {
                     }
                     return;
                 }
-                () = tokio::time::sleep(IDLE_TIMEOUT) => {
+                () = tokio::time::sleep(idle_period) => {
                     let used = watched.load(Ordering::Acquire);
-                    if used != BUSY && now_ms().saturating_sub(used) >= IDLE_TIMEOUT.as_millis() as u64 {
-                        // Dropping the connection closes it; its sender reads as closed.
+                    if used != BUSY && used == seen {
+                        // Idle since the last look. Dropping the connection closes it; its
+                        // sender reads as closed.
                         return;
                     }
+                    seen = used;
                 }
             }
         }
     });
-    Ok(Conn { sender, used })
+    Ok(Conn { sender, used, returns: 0 })
 }
 
 /// Sends `request` (its URI in origin form, its `Host` set) to `upstream` over this thread's
@@ -148,7 +146,8 @@ pub async fn send(upstream: &Upstream, mut request: Request<ProxyBody>) -> Resul
     loop {
         let (mut conn, reused) = match checkout(upstream.origin()) {
             Some(conn) => (conn, true),
-            None => (connect(upstream).await?, false),
+            // Boxed: the handshake's large future stays off the path of a reused connection.
+            None => (Box::pin(connect(upstream, IDLE_TIMEOUT)).await?, false),
         };
         conn.used.store(BUSY, Ordering::Release);
         if let Err(err) = conn.sender.ready().await {
@@ -220,21 +219,24 @@ mod tests {
 
     use super::*;
 
-    /// An upstream answering each request on a connection with `ok`, counting connections.
-    async fn upstream() -> (Upstream, Arc<AtomicU64>) {
+    /// An upstream answering each request on a connection with `ok`, counting the
+    /// connections it accepted and those the gateway closed.
+    async fn upstream() -> (Upstream, Arc<AtomicU64>, Arc<AtomicU64>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicU64::new(0));
-        let counted = accepted.clone();
+        let (accepted, closed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (counted, ended) = (accepted.clone(), closed.clone());
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 counted.fetch_add(1, Ordering::SeqCst);
+                let ended = ended.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0; 4096];
                     let mut seen = Vec::new();
                     loop {
                         let Ok(n) = stream.read(&mut buf).await else { return };
                         if n == 0 {
+                            ended.fetch_add(1, Ordering::SeqCst);
                             return;
                         }
                         seen.extend_from_slice(&buf[..n]);
@@ -249,7 +251,7 @@ mod tests {
                 });
             }
         });
-        (Upstream::parse(&format!("http://127.0.0.1:{port}")).unwrap(), accepted)
+        (Upstream::parse(&format!("http://127.0.0.1:{port}")).unwrap(), accepted, closed)
     }
 
     fn get(upstream: &Upstream) -> Request<ProxyBody> {
@@ -261,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_read_to_the_end_is_reused_and_one_cut_short_is_not() {
-        let (upstream, accepted) = upstream().await;
+        let (upstream, accepted, _) = upstream().await;
         for _ in 0..5 {
             let response = send(&upstream, get(&upstream)).await.unwrap();
             assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -280,6 +282,27 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
         let idle = IDLE.with_borrow(|idle| idle.iter().find(|i| &*i.origin == upstream.origin()).unwrap().conns.len());
         assert_eq!(idle, 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_unused_for_a_whole_idle_period_is_closed_and_not_reused() {
+        let (upstream, accepted, closed) = upstream().await;
+        // A connection that looks every 100 ms instead of every minute, put in the pool.
+        let conn = connect(&upstream, Duration::from_millis(100)).await.unwrap();
+        checkin(upstream.shared_origin(), conn);
+        let response = send(&upstream, get(&upstream)).await.unwrap();
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the pooled connection was used");
+        for _ in 0..200 {
+            if closed.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(closed.load(Ordering::SeqCst), 1, "the idle connection was closed");
+        let response = send(&upstream, get(&upstream)).await.unwrap();
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection replaced it");
     }
 
     #[tokio::test]
