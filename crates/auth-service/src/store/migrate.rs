@@ -43,24 +43,44 @@ fn migrate_error(err: sqlx::migrate::MigrateError) -> StoreError {
     StoreError::Other(format!("migrations: {err}"))
 }
 
-/// Runs `migrator` on `pool`; returns what it applied and how many were there before. The
-/// bookkeeping table is read first, then sqlx applies the pending ones under its lock.
+/// Runs `migrator` on `pool`; returns what it applied and how many were there before. One
+/// connection holds the migration lock from reading the bookkeeping table (creating it when
+/// the database is new) until the pending migrations are applied, so runs that start at once
+/// on one database (replicas starting together) take turns: each migration is applied and
+/// reported by one run, and none of them fails creating the table another is creating.
+/// sqlx takes the same lock again inside (PostgreSQL's advisory locks nest per session;
+/// SQLite needs none, its writes are serialised).
 pub(super) async fn apply<DB>(migrator: &Migrator, pool: &Pool<DB>) -> StoreResult<(Vec<Migration>, usize)>
 where
     DB: Database,
     DB::Connection: Migrate,
+    for<'c> &'c mut DB::Connection: sqlx::Acquire<'c, Database = DB>,
 {
-    let before: HashSet<i64> = {
-        let mut conn = pool.acquire().await.map_err(map_sqlx)?;
-        conn.ensure_migrations_table(&migrator.table_name).await.map_err(migrate_error)?;
-        conn.list_applied_migrations(&migrator.table_name)
-            .await
-            .map_err(migrate_error)?
-            .into_iter()
-            .map(|m| m.version)
-            .collect()
-    };
-    migrator.run(pool).await.map_err(migrate_error)?;
+    let mut conn = pool.acquire().await.map_err(map_sqlx)?;
+    conn.lock().await.map_err(migrate_error)?;
+    let result = apply_locked(migrator, &mut conn).await;
+    let unlocked = conn.unlock().await.map_err(migrate_error);
+    let result = result?;
+    unlocked?;
+    Ok(result)
+}
+
+/// [`apply`]'s work, on a connection holding the migration lock.
+async fn apply_locked<DB>(migrator: &Migrator, conn: &mut DB::Connection) -> StoreResult<(Vec<Migration>, usize)>
+where
+    DB: Database,
+    DB::Connection: Migrate,
+    for<'c> &'c mut DB::Connection: sqlx::Acquire<'c, Database = DB>,
+{
+    conn.ensure_migrations_table(&migrator.table_name).await.map_err(migrate_error)?;
+    let before: HashSet<i64> = conn
+        .list_applied_migrations(&migrator.table_name)
+        .await
+        .map_err(migrate_error)?
+        .into_iter()
+        .map(|m| m.version)
+        .collect();
+    migrator.run(&mut *conn).await.map_err(migrate_error)?;
     let applied = migrator
         .iter()
         .filter(|m| m.migration_type.is_up_migration() && !before.contains(&m.version))
