@@ -508,3 +508,20 @@ pub async fn idle_keep_alive_is_dropped_after(addr: std::net::SocketAddr, patien
         }
     }
 }
+
+/// A port nothing listens on now, for a server a test starts as a child process. Taken below
+/// the kernel's ephemeral range (`net.ipv4.ip_local_port_range`, 32768 up by default), which
+/// outgoing connections draw their local ports from: a port the kernel handed out for a
+/// moment (`bind` to port 0) could be given to any outgoing connection before the child binds
+/// it ("Address already in use").
+pub fn free_port() -> u16 {
+    const BELOW_EPHEMERAL: std::ops::Range<u16> = 20_000..32_000;
+    let span = u128::from(BELOW_EPHEMERAL.end - BELOW_EPHEMERAL.start);
+    loop {
+        let offset = uuid::Uuid::new_v4().as_u128() % span;
+        let port = BELOW_EPHEMERAL.start + u16::try_from(offset).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}

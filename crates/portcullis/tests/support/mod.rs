@@ -9,7 +9,7 @@ use std::{
 };
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    testkit::free_port()
 }
 
 /// The all-in-one binary, SIGKILLed when dropped.
